@@ -1,0 +1,91 @@
+# shellcheck shell=bash
+# Shared by scripts/qemu-test.sh, scripts/qemu-run.sh and .ci/run: where things are,
+# how the kernel is built, how QEMU is found (or installed), and the QEMU machine.
+# Source it; it defines functions and a few variables and runs nothing else.
+
+# Repository root, whatever the caller's working directory.
+NEXUS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Absolute form of a path given relative to the caller's working directory ($1),
+# so env vars like UART_LOG=foo.log mean what the user typed even after we cd.
+nexus_abspath() {
+    case $1 in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s\n' "$NEXUS_CALLER_PWD/$1" ;;
+    esac
+}
+NEXUS_CALLER_PWD=$PWD
+
+# The ELF cargo produces for the image (source/.cargo/config.toml sets the target).
+nexus_default_kernel_elf() {
+    local target_dir=${CARGO_TARGET_DIR:-target}
+    case $target_dir in
+        /*) ;;
+        *) target_dir=$NEXUS_ROOT/source/$target_dir ;; # cargo runs inside source/
+    esac
+    printf '%s\n' "$target_dir/x86_64-unknown-linux-gnu/release/nexus-kernel"
+}
+
+# Build the bootable image. cargo must run inside source/ so that
+# source/.cargo/config.toml (target, linker flags) is honoured.
+nexus_build_kernel() {
+    local tag=$1
+    if [[ ! -f $NEXUS_ROOT/source/Cargo.toml ]]; then
+        echo "$tag: source/Cargo.toml not found: the image workspace is missing" >&2
+        return 2
+    fi
+    echo "$tag: building kernel: (cd source && cargo build --release -p nexus-kernel)"
+    if ! (cd "$NEXUS_ROOT/source" && cargo build --release -p nexus-kernel); then
+        echo "$tag: kernel build failed" >&2
+        return 2
+    fi
+}
+
+nexus_is_debian() { [[ -f /etc/debian_version ]] && command -v apt-get >/dev/null 2>&1; }
+
+# Install QEMU from Debian packages (root only). The one thing the scripts install.
+nexus_apt_install_qemu() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends qemu-system-x86 ||
+        { apt-get update && apt-get install -y --no-install-recommends qemu-system-x86; }
+}
+
+# Make sure the QEMU binary ($QEMU) can be run. When QEMU was not overridden, we are
+# root and this is Debian, install qemu-system-x86 and say so; otherwise explain how
+# to get it and return 2.
+nexus_ensure_qemu() {
+    local tag=$1 overridden=$2
+    command -v "$QEMU" >/dev/null 2>&1 && return 0
+    if [[ $overridden == 0 && $(id -u) == 0 ]] && nexus_is_debian; then
+        echo "$tag: $QEMU not found; installing the Debian package qemu-system-x86 (running as root)"
+        if nexus_apt_install_qemu && command -v "$QEMU" >/dev/null 2>&1; then
+            return 0
+        fi
+        echo "$tag: installing qemu-system-x86 failed" >&2
+    fi
+    {
+        echo "$tag: QEMU binary '$QEMU' not found."
+        echo "$tag: install it with:  sudo apt-get install qemu-system-x86   (Debian/Ubuntu)"
+        echo "$tag: or point QEMU=/path/to/qemu-system-x86_64 at an existing binary."
+    } >&2
+    return 2
+}
+
+# Escape a value for a QEMU option list (commas are doubled).
+nexus_qemu_escape() { printf '%s\n' "${1//,/,,}"; }
+
+# The machine every script boots (TCG only: never -enable-kvm / -accel kvm).
+# Fills the array NEXUS_QEMU_ARGS; the caller adds the serial plumbing.
+#   $1 kernel ELF, $2 kernel command line; NETDEV_OPTS extends -netdev user,...
+nexus_qemu_machine_args() {
+    # shellcheck disable=SC2034,SC2054 # read by the caller; commas belong to QEMU options
+    NEXUS_QEMU_ARGS=(
+        -M microvm -cpu max -m 256M
+        -nographic -no-reboot -display none -monitor none
+        -netdev "user,id=n0${NETDEV_OPTS:+,$NETDEV_OPTS}"
+        -device virtio-net-device,netdev=n0
+        -device isa-debug-exit,iobase=0xf4,iosize=4
+        -kernel "$1"
+        -append "$2"
+    )
+}

@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# Nexus QEMU harness: build the image, boot it under QEMU (TCG), and prove from the
+# UART log what it did. THIS FILE HOLDS THE MARKER CONTRACT (EXPECTED_MARKERS below).
+#
+#   RUN_UNTIL_MARKER=1 RUN_TIMEOUT=90s ./scripts/qemu-test.sh
+#
+# Environment (see docs/testing/index.md):
+#   RUN_TIMEOUT       bound on the QEMU run, timeout(1) style: 90s, 2m, 1.5s (default 90s)
+#   RUN_UNTIL_MARKER  1: stop QEMU as soon as the last expected marker is seen
+#                     (otherwise the guest must end itself through isa-debug-exit)
+#   UART_LOG          where the UART goes (default target/qemu/uart.log)
+#   KERNEL_ARGS       kernel command line (default dsoftbusd.mode=dual-node)
+#   NETDEV_OPTS       extra -netdev user options, e.g. net=10.9.0.0/24
+#   QEMU              QEMU binary (default qemu-system-x86_64)
+#   KERNEL_ELF        kernel image (default: the cargo release build)
+#   SKIP_BUILD        1: do not run cargo build
+#
+# Exit status: 0 pass; 1 the run broke the contract (missing, out-of-order or
+# forbidden marker, bad QEMU status, timeout, failed extra check); 2 setup problem
+# (QEMU missing, build failed, bad environment).
+set -euo pipefail
+export LC_ALL=C
+
+# shellcheck source=scripts/lib/nexus.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/nexus.sh"
+
+# ---------------------------------------------------------------------------
+# The marker contract. Markers are substrings of a UART line's text (the part after
+# the "[   0.012345] " timestamp). EXPECTED_MARKERS must all appear, in this order,
+# each on a line after the previous one's. Extend the contract by adding a line here
+# (and a note in docs/testing/index.md); the harness self-test picks it up.
+EXPECTED_MARKERS=(
+    "kernel: boot ok"
+    "init: services started"
+    "SELFTEST: ipc roundtrip ok"
+)
+# Any occurrence of one of these anywhere in the log fails the run.
+FORBIDDEN_MARKERS=(
+    "panic"
+    "PANIC"
+    "FAIL"
+    "kernel: fault"
+    "triple fault"
+)
+# The summary reports guest time from boot to this marker.
+BOOT_FIGURE_MARKER="init: services started"
+
+# Checks beyond ordered presence. Use count_marker and check_fail; each failed check
+# fails the run. Runs after the log is complete.
+extra_checks() {
+    # Example, to enable when dsoftbusd prints these markers:
+    # local auth bound
+    # auth=$(count_marker "dsoftbusd: auth ok")
+    # bound=$(count_marker "dsoftbusd: identity bound peer=")
+    # ((auth == bound)) ||
+    #     check_fail "count('dsoftbusd: auth ok')=$auth != count('dsoftbusd: identity bound peer=')=$bound"
+    :
+}
+# ---------------------------------------------------------------------------
+
+TAG=qemu-test
+POLL_INTERVAL=0.05   # seconds between reads of the UART log
+FORBIDDEN_GRACE_US=300000 # after a forbidden marker, collect this much more log, then stop
+TAIL_LINES=40
+
+usage() {
+    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    echo "Options: --list-markers (print the expected markers, one per line), --help"
+}
+
+case ${1-} in
+    "") ;;
+    --list-markers)
+        printf '%s\n' "${EXPECTED_MARKERS[@]}"
+        exit 0
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        echo "$TAG: unknown argument '$1' (try --help)" >&2
+        exit 2
+        ;;
+esac
+
+QEMU_OVERRIDDEN=0
+[[ -n ${QEMU-} ]] && QEMU_OVERRIDDEN=1
+QEMU=${QEMU:-qemu-system-x86_64}
+RUN_TIMEOUT=${RUN_TIMEOUT:-90s}
+RUN_UNTIL_MARKER=${RUN_UNTIL_MARKER:-0}
+KERNEL_ARGS=${KERNEL_ARGS-dsoftbusd.mode=dual-node}
+UART_LOG=$(nexus_abspath "${UART_LOG:-$NEXUS_ROOT/target/qemu/uart.log}")
+KERNEL_ELF=$(nexus_abspath "${KERNEL_ELF:-$(nexus_default_kernel_elf)}")
+QEMU_STDERR_LOG=${UART_LOG%.log}.qemu-stderr.log
+cd "$NEXUS_ROOT"
+
+now_us() {
+    if [[ -n ${EPOCHREALTIME-} ]]; then
+        printf '%s\n' "${EPOCHREALTIME//[.,]/}"
+    else
+        date +%s%6N
+    fi
+}
+
+# timeout(1)-style duration -> microseconds (s, m, h, d suffixes; fractions allowed).
+duration_us() {
+    local n unit mult
+    [[ $1 =~ ^([0-9]+(\.[0-9]+)?|\.[0-9]+)([smhd]?)$ ]] || return 1
+    n=${BASH_REMATCH[1]} unit=${BASH_REMATCH[3]}
+    case $unit in
+        "" | s) mult=1 ;;
+        m) mult=60 ;;
+        h) mult=3600 ;;
+        d) mult=86400 ;;
+    esac
+    awk -v n="$n" -v m="$mult" 'BEGIN { printf "%d\n", n * m * 1000000 }'
+}
+
+# Microseconds -> seconds with two decimals.
+fmt_s() { printf '%d.%02d' $(($1 / 1000000)) $(($1 % 1000000 / 10000)); }
+
+if ! TIMEOUT_US=$(duration_us "$RUN_TIMEOUT") || ((TIMEOUT_US <= 0)); then
+    echo "$TAG: RUN_TIMEOUT='$RUN_TIMEOUT' is not a positive duration like 90s, 2m or 1.5s" >&2
+    exit 2
+fi
+
+# ---- build, find QEMU and the image ---------------------------------------------
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    nexus_build_kernel "$TAG" || exit 2
+fi
+if [[ ! -f $KERNEL_ELF ]]; then
+    echo "$TAG: kernel image not found: $KERNEL_ELF" >&2
+    [[ ${SKIP_BUILD:-0} == 1 ]] && echo "$TAG: (SKIP_BUILD=1 is set; build it or drop SKIP_BUILD)" >&2
+    exit 2
+fi
+nexus_ensure_qemu "$TAG" "$QEMU_OVERRIDDEN" || exit 2
+
+# ---- log state ------------------------------------------------------------------
+LOG_TEXT=()  # per UART line: the text after the timestamp (the whole line if none)
+LOG_TS=()    # per UART line: guest timestamp in seconds, or empty
+LOG_RAW=()   # per UART line: the line as printed
+LOG_HOST=()  # per UART line: host microseconds since QEMU start when the harness read it
+NEXT=0       # index of the next expected marker to find
+MATCH_LINE=() # per expected marker: 1-based line number where it was found
+FORBIDDEN_HIT="" FORBIDDEN_LINE=0 FORBIDDEN_COUNT=0 FORBIDDEN_SEEN_US=0
+READ_US=0    # host clock when the current batch of lines was read
+LINES_READ=0 # complete lines consumed from the log
+CHECK_FAILURES=()
+
+# shellcheck disable=SC2317 # check_fail and count_marker are for extra_checks
+check_fail() { CHECK_FAILURES+=("$*"); }
+
+# Number of UART lines whose text contains $1.
+# shellcheck disable=SC2317
+count_marker() {
+    local t n=0
+    for t in "${LOG_TEXT[@]}"; do
+        [[ $t == *"$1"* ]] && n=$((n + 1))
+    done
+    printf '%d\n' "$n"
+}
+
+line_regex='^\[ *([0-9]+\.[0-9]+)\] (.*)$'
+process_line() {
+    local raw=$1 text=$1 ts="" f lineno
+    if [[ $raw =~ $line_regex ]]; then
+        ts=${BASH_REMATCH[1]} text=${BASH_REMATCH[2]}
+    fi
+    LOG_RAW+=("$raw") LOG_TEXT+=("$text") LOG_TS+=("$ts") LOG_HOST+=("$((READ_US - START_US))")
+    lineno=${#LOG_RAW[@]}
+    for f in "${FORBIDDEN_MARKERS[@]}"; do
+        if [[ $text == *"$f"* ]]; then
+            FORBIDDEN_COUNT=$((FORBIDDEN_COUNT + 1))
+            if [[ -z $FORBIDDEN_HIT ]]; then
+                FORBIDDEN_HIT=$f FORBIDDEN_LINE=$lineno
+                FORBIDDEN_SEEN_US=$READ_US
+            fi
+            break
+        fi
+    done
+    if ((NEXT < ${#EXPECTED_MARKERS[@]})) && [[ $text == *"${EXPECTED_MARKERS[NEXT]}"* ]]; then
+        MATCH_LINE[NEXT]=$lineno
+        NEXT=$((NEXT + 1))
+    fi
+}
+
+# Consume new lines from the log. $1=1: final pass, take a trailing partial line too.
+read_new_lines() {
+    local final=$1 l chunk=()
+    [[ -f $UART_LOG ]] || return 0
+    READ_US=$(now_us)
+    mapfile chunk < <(tail -n "+$((LINES_READ + 1))" -- "$UART_LOG")
+    for l in "${chunk[@]}"; do
+        if [[ $l != *$'\n' && $final != 1 ]]; then
+            break # partial line: wait for the rest
+        fi
+        l=${l%$'\n'}
+        l=${l%$'\r'}
+        process_line "$l"
+        LINES_READ=$((LINES_READ + 1))
+    done
+}
+
+# ---- boot -----------------------------------------------------------------------
+mkdir -p "$(dirname "$UART_LOG")"
+rm -f "$UART_LOG" "$QEMU_STDERR_LOG"
+: >"$UART_LOG" # a stale log from an earlier run can never be read as this one
+
+nexus_qemu_machine_args "$KERNEL_ELF" "$KERNEL_ARGS"
+QEMU_CMD=("$QEMU" "${NEXUS_QEMU_ARGS[@]}"
+    -chardev "file,id=ser0,path=$(nexus_qemu_escape "$UART_LOG")" -serial chardev:ser0)
+
+echo "$TAG: kernel $KERNEL_ELF"
+echo "$TAG: kernel args '$KERNEL_ARGS'; RUN_TIMEOUT=$RUN_TIMEOUT RUN_UNTIL_MARKER=$RUN_UNTIL_MARKER"
+echo "$TAG: UART log $UART_LOG"
+
+QEMU_PID=""
+stop_qemu() {
+    [[ -n $QEMU_PID ]] || return 0
+    kill -TERM "$QEMU_PID" 2>/dev/null || return 0
+    local i
+    for i in $(seq 40); do
+        kill -0 "$QEMU_PID" 2>/dev/null || return 0
+        sleep 0.05
+    done
+    kill -KILL "$QEMU_PID" 2>/dev/null || true
+}
+trap 'stop_qemu' EXIT
+trap 'stop_qemu; echo "$TAG: interrupted" >&2; exit 130' INT TERM
+
+START_US=$(now_us)
+"${QEMU_CMD[@]}" </dev/null >"$QEMU_STDERR_LOG" 2>&1 &
+QEMU_PID=$!
+
+STOP_REASON="" # why the harness ended the run: "" (QEMU exited), all-markers, forbidden, timeout
+while kill -0 "$QEMU_PID" 2>/dev/null; do
+    read_new_lines 0
+    now=$(now_us)
+    if [[ $RUN_UNTIL_MARKER == 1 ]] && ((NEXT == ${#EXPECTED_MARKERS[@]})) && [[ -z $FORBIDDEN_HIT ]]; then
+        STOP_REASON=all-markers
+    elif [[ -n $FORBIDDEN_HIT ]] && ((now - FORBIDDEN_SEEN_US >= FORBIDDEN_GRACE_US)); then
+        STOP_REASON=forbidden
+    elif ((now - START_US >= TIMEOUT_US)); then
+        STOP_REASON=timeout
+    fi
+    if [[ -n $STOP_REASON ]]; then
+        stop_qemu
+        break
+    fi
+    sleep "$POLL_INTERVAL"
+done
+QEMU_STATUS=0
+wait "$QEMU_PID" 2>/dev/null || QEMU_STATUS=$?
+QEMU_PID=""
+ELAPSED_US=$(($(now_us) - START_US))
+read_new_lines 1
+
+# ---- verdict --------------------------------------------------------------------
+FAILURES=()   # marker problems first: they name what the guest did not do
+N=${#EXPECTED_MARKERS[@]}
+STATUS_FAILURE=""
+STATUS_TEXT="QEMU status $QEMU_STATUS"
+
+case $STOP_REASON in
+    all-markers)
+        STATUS_TEXT="QEMU stopped by the harness"
+        echo "$TAG: all $N markers seen after $(fmt_s "$ELAPSED_US") s; stopped QEMU (RUN_UNTIL_MARKER=1)"
+        ;;
+    forbidden)
+        STATUS_TEXT="QEMU stopped by the harness"
+        echo "$TAG: forbidden marker seen; stopped QEMU"
+        ;;
+    timeout)
+        STATUS_TEXT="QEMU stopped by the harness"
+        STATUS_FAILURE="timeout: RUN_TIMEOUT=$RUN_TIMEOUT elapsed and QEMU was still running; stopped it"
+        [[ $RUN_UNTIL_MARKER != 1 && $NEXT == "$N" ]] &&
+            STATUS_FAILURE+=" (all markers were seen, but without RUN_UNTIL_MARKER=1 the guest must end itself)"
+        ;;
+    "")
+        case $QEMU_STATUS in
+            1) echo "$TAG: guest exited with success (isa-debug-exit 0, QEMU status 1) after $(fmt_s "$ELAPSED_US") s" ;;
+            3) STATUS_FAILURE="guest reported failure: isa-debug-exit value 1 (QEMU exit status 3)" ;;
+            0) STATUS_FAILURE="QEMU exited with status 0: not a guest exit (with -no-reboot this is a reset, e.g. a triple fault)" ;;
+            *) STATUS_FAILURE="QEMU exited with status $QEMU_STATUS: neither guest success (1) nor guest failure (3); see $QEMU_STDERR_LOG" ;;
+        esac
+        ;;
+esac
+
+if [[ -n $FORBIDDEN_HIT ]]; then
+    msg="forbidden marker '$FORBIDDEN_HIT' at line $FORBIDDEN_LINE: ${LOG_RAW[FORBIDDEN_LINE - 1]}"
+    ((FORBIDDEN_COUNT > 1)) && msg+=" ($FORBIDDEN_COUNT lines with forbidden markers)"
+    FAILURES+=("$msg")
+fi
+
+if ((NEXT < N)); then
+    missing=${EXPECTED_MARKERS[NEXT]}
+    after="" earlier=0
+    if ((NEXT > 0)); then
+        after=" after '${EXPECTED_MARKERS[NEXT - 1]}' (line ${MATCH_LINE[NEXT - 1]})"
+        for ((i = 0; i < MATCH_LINE[NEXT - 1]; i++)); do
+            if [[ ${LOG_TEXT[i]} == *"$missing"* ]]; then
+                earlier=$((i + 1))
+                break
+            fi
+        done
+    fi
+    if ((earlier > 0)); then
+        FAILURES+=("marker out of order: '$missing' appears at line $earlier but not$after (contract order: see EXPECTED_MARKERS in scripts/qemu-test.sh)")
+    else
+        FAILURES+=("missing marker '$missing'$after ($((N - NEXT)) of $N expected markers not seen)")
+    fi
+fi
+
+extra_checks
+for c in "${CHECK_FAILURES[@]}"; do FAILURES+=("check failed: $c"); done
+[[ -n $STATUS_FAILURE ]] && FAILURES+=("$STATUS_FAILURE")
+
+if ((${#FAILURES[@]} == 0)); then
+    echo "$TAG: markers (guest time since boot | host time when the harness read the line):"
+    boot_figure=""
+    for ((i = 0; i < N; i++)); do
+        l=$((MATCH_LINE[i] - 1))
+        ts=${LOG_TS[l]}
+        guest=${ts:+$(printf '%10.6f s' "$ts")}
+        printf '  [%2d/%d] %-40s guest %13s | host %6s s | line %d\n' \
+            $((i + 1)) "$N" "${EXPECTED_MARKERS[i]}" "${guest:-n/a}" "$(fmt_s "${LOG_HOST[l]}")" $((l + 1))
+        if [[ ${EXPECTED_MARKERS[i]} == "$BOOT_FIGURE_MARKER" && -n $ts ]]; then
+            boot_figure=$(printf ", boot→'%s' %.4f s guest" "$BOOT_FIGURE_MARKER" "$ts")
+        fi
+    done
+    echo "$TAG: PASS ($N markers$boot_figure)"
+    exit 0
+fi
+
+echo "$TAG: last $TAIL_LINES lines of $UART_LOG:"
+if [[ -s $UART_LOG ]]; then
+    tail -n "$TAIL_LINES" -- "$UART_LOG" | sed 's/^/  | /'
+else
+    echo "  (empty: the guest printed nothing)"
+fi
+if [[ -s $QEMU_STDERR_LOG ]]; then
+    echo "$TAG: QEMU output ($QEMU_STDERR_LOG):"
+    tail -n 20 -- "$QEMU_STDERR_LOG" | sed 's/^/  | /'
+fi
+for f in "${FAILURES[@]}"; do
+    echo "$TAG: FAIL: $f"
+done
+echo "$TAG: FAIL ($NEXT/$N markers matched; $STATUS_TEXT; $(fmt_s "$ELAPSED_US") s; log $UART_LOG)"
+exit 1
