@@ -1,0 +1,8 @@
+//! CPU-specific code: entry, descriptor tables, ports, APICs, clock.
+pub mod apic;
+pub mod boot;
+pub mod clock;
+pub mod gdt;
+pub mod idt;
+pub mod memfns;
+pub mod port;

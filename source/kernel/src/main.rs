@@ -1,0 +1,127 @@
+//! Nexus kernel.
+//!
+//! Boots from QEMU's PVH entry, brings up the CPU (GDT/IDT/APICs), console,
+//! memory, clock and entropy, discovers virtio-mmio devices, then starts the
+//! services from the init table and runs them as async tasks. It knows
+//! nothing about networking: services drive devices they are granted.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod bootcfg;
+mod console;
+mod exec;
+mod init;
+mod ipc;
+mod irq;
+mod mem;
+mod rng;
+mod shutdown;
+mod syscalls;
+mod virtio;
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use arch::{apic, clock, gdt, idt};
+use shutdown::Status;
+
+/// `init.keep_running=1`: do not shut down when the finite services finish.
+pub static KEEP_RUNNING: AtomicBool = AtomicBool::new(false);
+
+fn fail(what: core::fmt::Arguments<'_>) -> ! {
+    kprintln!("kernel: boot FAIL: {}", what);
+    shutdown::exit(Status::Failure)
+}
+
+#[no_mangle]
+extern "C" fn kernel_main(start_info: u32) -> ! {
+    clock::mark_boot();
+    console::init();
+    gdt::init();
+    idt::init();
+    apic::init();
+    kprintln!("kernel: nexus {} starting", env!("CARGO_PKG_VERSION"));
+
+    let mem = match mem::init(start_info) {
+        Ok(m) => m,
+        Err(e) => fail(format_args!("memory: {e:?}")),
+    };
+    match clock::calibrate() {
+        Ok((tsc, apic_hz, src)) => kprintln!(
+            "kernel: clock tsc={} MHz (calibrated by {src}) apic-timer={} MHz",
+            tsc / 1_000_000,
+            apic_hz / 1_000_000
+        ),
+        Err(e) => fail(format_args!("clock: {e:?}")),
+    }
+    kprintln!(
+        "kernel: memory ram={} MiB heap={} MiB at {:#x}",
+        mem.ram_total >> 20,
+        mem.heap_len >> 20,
+        mem.heap_start
+    );
+    let cmdline = mem::cmdline(start_info);
+    let cfg = bootcfg::BootConfig::parse(&cmdline);
+    kprintln!("kernel: cmdline \"{}\" ({} options)", cmdline, cfg.len());
+    for r in &cfg.rejected {
+        kprintln!("WARN kernel: boot option rejected (over bounds): {}", r);
+    }
+    KEEP_RUNNING.store(cfg.get("init.keep_running") == Some("1"), Ordering::Relaxed);
+    kprintln!(
+        "kernel: entropy {}",
+        if rng::available() {
+            "rdrand"
+        } else {
+            "unavailable (no RDRAND; use -cpu max)"
+        }
+    );
+
+    nexus_abi::sys::install(&syscalls::OPS);
+    let level = match cfg.get("log") {
+        Some("debug") => log::LevelFilter::Debug,
+        Some("trace") => log::LevelFilter::Trace,
+        _ => log::LevelFilter::Info,
+    };
+    nexus_abi::logging::init(level);
+
+    let devices = virtio::discover(&cfg, mem::has_acpi(start_info));
+    for d in &devices {
+        kprintln!(
+            "kernel: virtio-mmio slot {} at {:#x} device={} version={} irq={:?}",
+            d.slot,
+            d.base,
+            d.device_id,
+            d.version,
+            d.irq
+        );
+    }
+    kprintln!("kernel: boot ok");
+    if let Err(e) = init::start(&cfg, &devices) {
+        fail(format_args!("init: {e:?}"));
+    }
+    exec::run()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::emergency(format_args!("PANIC: {info}"));
+    shutdown::exit(Status::Failure)
+}
+
+/// The prebuilt `core` for this target is compiled with unwinding and
+/// references this symbol; with `panic = "abort"` it is never called.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
+
+/// Referenced by landing pads in the prebuilt `alloc`; unreachable because
+/// nothing ever starts unwinding (`panic = "abort"`). If it is reached, the
+/// kernel is broken: say so and stop.
+#[no_mangle]
+extern "C" fn _Unwind_Resume() -> ! {
+    console::emergency(format_args!(
+        "PANIC: unwinding reached in an abort-only kernel"
+    ));
+    shutdown::exit(Status::Failure)
+}

@@ -1,0 +1,65 @@
+//! The `log` facade for services.
+//!
+//! Services write `log::info!("netstackd: facade up")`; the line goes to the
+//! kernel console whole, never interleaved with another. Messages longer than
+//! [`MAX_LINE`] bytes are truncated (marked with `...`), never split.
+
+use alloc::string::String;
+use core::fmt::Write;
+
+use crate::sys::ops;
+
+/// Longest log message in bytes.
+pub const MAX_LINE: usize = 480;
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut line = Bounded(String::new());
+        // A formatting error only means the line hit the bound.
+        let truncated = write!(line, "{}", record.args()).is_err();
+        if truncated {
+            line.0.push_str("...");
+        }
+        (ops().log)(record.level(), &line.0);
+    }
+
+    fn flush(&self) {}
+}
+
+struct Bounded(String);
+
+impl Write for Bounded {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = MAX_LINE.saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            Ok(())
+        } else {
+            let mut cut = room;
+            while cut > 0 && !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.0.push_str(&s[..cut]);
+            Err(core::fmt::Error)
+        }
+    }
+}
+
+/// Route the `log` macros to the kernel console at `max` verbosity.
+/// Called once by the kernel at boot.
+pub fn init(max: log::LevelFilter) {
+    // Only fails if a logger is already set, in which case it stays.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(max);
+}
