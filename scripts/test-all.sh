@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Run every check Nexus has, in order, stopping at the first failure.
+# This is the README's test command and what .ci/run executes.
+#
+#   ./scripts/test-all.sh
+#
+# Steps: formatting and clippy for both workspaces, host tests, the harness
+# self-test, the QEMU marker run, and the broken-guest proof (a guest told to
+# panic must make the harness fail and name the failure).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# The canonical runs below must not inherit a developer's overrides.
+unset KERNEL_ARGS UART_LOG SKIP_BUILD KERNEL_ELF NETDEV_OPTS RUN_UNTIL_MARKER RUN_TIMEOUT
+
+STEP=0
+START=$SECONDS
+CURRENT=""
+on_exit() {
+    local rc=$?
+    if ((rc != 0)); then
+        echo
+        echo "test-all: FAILED at step $STEP: $CURRENT (exit $rc)"
+    fi
+}
+trap on_exit EXIT
+
+section() {
+    STEP=$((STEP + 1))
+    CURRENT=$1
+    echo
+    echo "=== [$STEP] $1 ($((SECONDS - START)) s)"
+}
+
+# Run one step: section header, then the command; any failure stops the script.
+step() {
+    section "$1"
+    shift
+    echo "+ $*"
+    "$@"
+}
+
+step "cargo fmt --check (root workspace)" cargo fmt --all --check
+step "cargo fmt --check (source workspace)" bash -c 'cd source && cargo fmt --all --check'
+step "cargo clippy -D warnings (root workspace)" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo clippy -D warnings (source workspace)" bash -c 'cd source && cargo clippy --workspace -- -D warnings'
+step "cargo test (root workspace: userspace libraries and host tools)" cargo test --workspace
+step "harness self-test (fake QEMU)" scripts/tests/harness-test.sh
+
+step "QEMU marker contract" env RUN_UNTIL_MARKER=1 RUN_TIMEOUT=90s ./scripts/qemu-test.sh
+
+# Broken-guest proof: ipc-selftest.panic=1 makes a service panic. The harness must
+# FAIL (status 1, not a setup error) and say which marker broke the contract.
+section "broken guest must fail (KERNEL_ARGS=ipc-selftest.panic=1)"
+BROKEN_LOG=target/qemu/uart-broken.log
+echo "+ KERNEL_ARGS=ipc-selftest.panic=1 RUN_UNTIL_MARKER=1 RUN_TIMEOUT=60s UART_LOG=$BROKEN_LOG SKIP_BUILD=1 ./scripts/qemu-test.sh"
+broken_rc=0
+broken_out=$(KERNEL_ARGS="ipc-selftest.panic=1" RUN_UNTIL_MARKER=1 RUN_TIMEOUT=60s \
+    UART_LOG=$BROKEN_LOG SKIP_BUILD=1 ./scripts/qemu-test.sh 2>&1) || broken_rc=$?
+printf '%s\n' "$broken_out" | sed 's/^/  > /'
+if ((broken_rc != 1)); then
+    echo "test-all: the broken guest gave harness status $broken_rc; want 1 (contract failure)"
+    exit 1
+fi
+if ! grep -qF "qemu-test: FAIL: forbidden marker 'PANIC' at line" <<<"$broken_out"; then
+    echo "test-all: the harness failed the broken guest but did not name the PANIC line"
+    exit 1
+fi
+echo "broken-guest proof: harness failed as it must and named the panic"
+
+# ---------------------------------------------------------------------------------
+# LATER STEPS GO HERE (e.g. namespace tests, multi-VM runs). Keep them fail-fast:
+#   step "namespace tests" scripts/tests/netns-test.sh
+# ---------------------------------------------------------------------------------
+
+echo
+echo "test-all: PASS ($STEP steps, $((SECONDS - START)) s)"
