@@ -34,10 +34,11 @@ EXPECTED_MARKERS=(
     "init: services started"
     "SELFTEST: ipc roundtrip ok"
 )
-# Any occurrence of one of these anywhere in the log fails the run.
+# Any occurrence of one of these anywhere in the log fails the run. A line is reported
+# under the first entry it contains, so the more telling ones come first.
 FORBIDDEN_MARKERS=(
-    "panic"
     "PANIC"
+    "panic"
     "FAIL"
     "kernel: fault"
     "triple fault"
@@ -143,7 +144,9 @@ LOG_RAW=()   # per UART line: the line as printed
 LOG_HOST=()  # per UART line: host microseconds since QEMU start when the harness read it
 NEXT=0       # index of the next expected marker to find
 MATCH_LINE=() # per expected marker: 1-based line number where it was found
-FORBIDDEN_HIT="" FORBIDDEN_LINE=0 FORBIDDEN_COUNT=0 FORBIDDEN_SEEN_US=0
+FORBIDDEN_HITS=()  # per line with a forbidden marker: "<line number> <marker>"
+FORBIDDEN_SEEN_US=0 # host clock when the first one was read
+FORBIDDEN_REPORT_MAX=5
 READ_US=0    # host clock when the current batch of lines was read
 LINES_READ=0 # complete lines consumed from the log
 CHECK_FAILURES=()
@@ -171,11 +174,8 @@ process_line() {
     lineno=${#LOG_RAW[@]}
     for f in "${FORBIDDEN_MARKERS[@]}"; do
         if [[ $text == *"$f"* ]]; then
-            FORBIDDEN_COUNT=$((FORBIDDEN_COUNT + 1))
-            if [[ -z $FORBIDDEN_HIT ]]; then
-                FORBIDDEN_HIT=$f FORBIDDEN_LINE=$lineno
-                FORBIDDEN_SEEN_US=$READ_US
-            fi
+            ((${#FORBIDDEN_HITS[@]})) || FORBIDDEN_SEEN_US=$READ_US
+            FORBIDDEN_HITS+=("$lineno $f")
             break
         fi
     done
@@ -237,9 +237,9 @@ STOP_REASON="" # why the harness ended the run: "" (QEMU exited), all-markers, f
 while kill -0 "$QEMU_PID" 2>/dev/null; do
     read_new_lines 0
     now=$(now_us)
-    if [[ $RUN_UNTIL_MARKER == 1 ]] && ((NEXT == ${#EXPECTED_MARKERS[@]})) && [[ -z $FORBIDDEN_HIT ]]; then
+    if [[ $RUN_UNTIL_MARKER == 1 ]] && ((NEXT == ${#EXPECTED_MARKERS[@]} && ${#FORBIDDEN_HITS[@]} == 0)); then
         STOP_REASON=all-markers
-    elif [[ -n $FORBIDDEN_HIT ]] && ((now - FORBIDDEN_SEEN_US >= FORBIDDEN_GRACE_US)); then
+    elif ((${#FORBIDDEN_HITS[@]} && now - FORBIDDEN_SEEN_US >= FORBIDDEN_GRACE_US)); then
         STOP_REASON=forbidden
     elif ((now - START_US >= TIMEOUT_US)); then
         STOP_REASON=timeout
@@ -287,10 +287,12 @@ case $STOP_REASON in
         ;;
 esac
 
-if [[ -n $FORBIDDEN_HIT ]]; then
-    msg="forbidden marker '$FORBIDDEN_HIT' at line $FORBIDDEN_LINE: ${LOG_RAW[FORBIDDEN_LINE - 1]}"
-    ((FORBIDDEN_COUNT > 1)) && msg+=" ($FORBIDDEN_COUNT lines with forbidden markers)"
-    FAILURES+=("$msg")
+for ((i = 0; i < ${#FORBIDDEN_HITS[@]} && i < FORBIDDEN_REPORT_MAX; i++)); do
+    hit_line=${FORBIDDEN_HITS[i]%% *}
+    FAILURES+=("forbidden marker '${FORBIDDEN_HITS[i]#* }' at line $hit_line: ${LOG_RAW[hit_line - 1]}")
+done
+if ((${#FORBIDDEN_HITS[@]} > FORBIDDEN_REPORT_MAX)); then
+    FAILURES+=("... and $((${#FORBIDDEN_HITS[@]} - FORBIDDEN_REPORT_MAX)) more lines with forbidden markers")
 fi
 
 if ((NEXT < N)); then

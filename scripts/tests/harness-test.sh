@@ -169,9 +169,18 @@ run_case "forbidden marker after all markers still fails" 1 \
     "$ALL"$'\n[   0.100000] kernel: fault #PF addr=0x0 rip=0x1234\n@exit 1' -- \
     "forbidden marker 'kernel: fault' at line $((LAST + 2))"
 
-run_case "lowercase panic and FAIL are forbidden too" 1 \
+run_case "lowercase panic and FAIL are forbidden too; every such line is named" 1 \
     "$ALL"$'\n[   0.100000] selftest: FAIL ipc\n[   0.100001] rust panic at x.rs:1\n@exit 1' -- \
-    "forbidden marker 'FAIL' at line $((LAST + 2))" "(2 lines with forbidden markers)"
+    "forbidden marker 'FAIL' at line $((LAST + 2))" "forbidden marker 'panic' at line $((LAST + 3))"
+
+run_case "a PANIC line is reported as PANIC even if it also says panicked" 1 \
+    "$(uart_line 0)"$'\n[   0.000001] kernel: cmdline "x.panic=1"\n[   0.002000] PANIC: panicked at a.rs:1:1: boom\n@exit 3' -- \
+    "forbidden marker 'panic' at line 2" "forbidden marker 'PANIC' at line 3: [   0.002000] PANIC: panicked at"
+
+run_case "a flood of forbidden lines is summarised" 1 \
+    "$(for i in 1 2 3 4 5 6 7; do echo "[   0.00000$i] FAIL $i"; done)"$'\n@exit 3' -- \
+    "forbidden marker 'FAIL' at line 5: [   0.000005] FAIL 5" "... and 2 more lines with forbidden markers" \
+    "!at line 6:"
 
 run_case "all markers but guest exits with failure status (3) fails" 1 \
     "$ALL"$'\n@exit 3' -- "guest reported failure: isa-debug-exit value 1 (QEMU exit status 3)"
