@@ -1,0 +1,461 @@
+//! A byte-stream driver: framing + handshake + session in one sans-IO object.
+//!
+//! [`Connection`] is what a daemon holds per TCP stream. It never touches a
+//! socket: the caller feeds it bytes it read ([`Connection::handle_input`]),
+//! writes out the bytes it produces ([`Connection::transmit_buf`] /
+//! [`Connection::consume_transmit`]), reports EOF and time, and polls
+//! [`Event`]s. All it needs is `&mut self`, input bytes and `now`, so it runs
+//! the same way under a single-threaded async OS daemon, a blocking host
+//! loop, or a deterministic test pipe.
+//!
+//! Bounds: the inbound frame buffer holds at most one header plus one frame
+//! (256 bytes during the handshake, 65 537 after), the outbound buffer at most
+//! [`MAX_OUTBOUND`] bytes, and the event queue at most [`MAX_EVENTS`] events.
+//! When outbound or events are full the connection stops decoding input (it
+//! reports zero [`space`](Connection::recv_space)) until the caller drains
+//! them — backpressure instead of unbounded growth.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+use rand_core::{CryptoRng, RngCore};
+
+use crate::announce::DeviceId;
+use crate::crypto::EntropyPool;
+use crate::frame::{self, FrameDecoder, FrameError, MAX_FRAME_LEN};
+use crate::handshake::{
+    AuthError, HandshakeConfig, IdentityBindings, Initiator, LocalIdentity, PeerTarget, Responder,
+    MAX_HANDSHAKE_FRAME,
+};
+use crate::session::{Message, Session, SessionError, MAX_DATA_LEN};
+use crate::time::Instant;
+
+/// Bound on bytes queued for the peer but not yet taken by the caller.
+pub const MAX_OUTBOUND: usize = 256 * 1024;
+/// Bound on undelivered events.
+pub const MAX_EVENTS: usize = 64;
+
+/// Something the application should know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Handshake and identity binding succeeded with `peer`.
+    Established {
+        /// The authenticated, bound device id.
+        peer: DeviceId,
+    },
+    /// The peer pinged us; the pong is already queued.
+    Ping(u64),
+    /// The peer answered one of our pings.
+    Pong(u64),
+    /// Application data.
+    Data(Vec<u8>),
+    /// The peer closed the session in order.
+    Closed,
+}
+
+/// Why a connection failed. Once failed, every call returns the same error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnError {
+    /// The handshake did not authenticate (includes identity mismatch).
+    Auth(AuthError),
+    /// A transport frame failed to open.
+    Session(SessionError),
+    /// The byte stream broke framing.
+    Frame(FrameError),
+    /// Sending would exceed [`MAX_OUTBOUND`]; drain and retry.
+    WouldBlock,
+    /// Not established yet (sending before the handshake finished).
+    NotEstablished,
+    /// The session was closed in order.
+    Closed,
+}
+
+impl From<AuthError> for ConnError {
+    fn from(e: AuthError) -> Self {
+        ConnError::Auth(e)
+    }
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Auth(e) => write!(f, "auth: {e}"),
+            ConnError::Session(e) => write!(f, "session: {e}"),
+            ConnError::Frame(e) => write!(f, "framing: {e}"),
+            ConnError::WouldBlock => f.write_str("outbound buffer full"),
+            ConnError::NotEstablished => f.write_str("not established"),
+            ConnError::Closed => f.write_str("closed"),
+        }
+    }
+}
+
+enum State {
+    /// Responder before frame 1; holds what it needs to answer it.
+    AwaitFrame1 {
+        local: LocalIdentity,
+        pool: Option<EntropyPool>,
+        deadline: Instant,
+    },
+    Initiating(Initiator),
+    Responding(Responder),
+    Established(Session),
+    Closed,
+    Failed(ConnError),
+    /// Transient while a state is moved out.
+    Poisoned,
+}
+
+/// One session stream, from first byte to close. See the module docs.
+pub struct Connection {
+    state: State,
+    decoder: FrameDecoder,
+    outbound: Vec<u8>,
+    events: VecDeque<Event>,
+    cfg: HandshakeConfig,
+    initiator: bool,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::AwaitFrame1 { .. } => "await-frame1",
+            State::Initiating(_) => "initiating",
+            State::Responding(_) => "responding",
+            State::Established(_) => "established",
+            State::Closed => "closed",
+            State::Failed(_) => "failed",
+            State::Poisoned => "poisoned",
+        };
+        f.debug_struct("Connection")
+            .field("state", &state)
+            .field("initiator", &self.initiator)
+            .field("outbound", &self.outbound.len())
+            .field("events", &self.events.len())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// The connecting side: dials `target` (from a peer-table entry). Frame 1
+    /// is queued for transmission immediately.
+    pub fn connect<R: RngCore + CryptoRng + ?Sized>(
+        local: &LocalIdentity,
+        target: PeerTarget,
+        rng: &mut R,
+        now: Instant,
+        cfg: HandshakeConfig,
+    ) -> Result<Self, ConnError> {
+        let (init, frame1) = Initiator::start(local, target, rng, now, &cfg)?;
+        let mut c = Connection::with_state(State::Initiating(init), cfg, true);
+        frame::encode_frame(&frame1, &mut c.outbound).map_err(ConnError::Frame)?;
+        Ok(c)
+    }
+
+    /// The accepting side of a freshly accepted stream. Entropy for our
+    /// ephemeral key is drawn now (32 bytes), but nothing else happens until
+    /// frame 1 arrives and passes its mac1 check.
+    pub fn accept<R: RngCore + CryptoRng + ?Sized>(
+        local: &LocalIdentity,
+        rng: &mut R,
+        now: Instant,
+        cfg: HandshakeConfig,
+    ) -> Self {
+        let state = State::AwaitFrame1 {
+            local: local.clone(),
+            pool: Some(EntropyPool::draw(rng)),
+            deadline: now.saturating_add(cfg.timeout),
+        };
+        Connection::with_state(state, cfg, false)
+    }
+
+    fn with_state(state: State, cfg: HandshakeConfig, initiator: bool) -> Self {
+        Connection {
+            state,
+            decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
+            outbound: Vec::new(),
+            events: VecDeque::new(),
+            cfg,
+            initiator,
+        }
+    }
+
+    /// True if we dialled.
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+
+    /// True once the handshake and identity binding succeeded and until close.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established(_))
+    }
+
+    /// True after an orderly close, either side.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The failure, if the connection failed.
+    pub fn error(&self) -> Option<ConnError> {
+        match self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The authenticated peer, once established.
+    pub fn peer_id(&self) -> Option<&DeviceId> {
+        match &self.state {
+            State::Established(s) => Some(s.peer_id()),
+            _ => None,
+        }
+    }
+
+    /// The handshake deadline while handshaking; `None` afterwards.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::AwaitFrame1 { deadline, .. } => Some(*deadline),
+            State::Initiating(i) => Some(i.deadline()),
+            State::Responding(r) => Some(r.deadline()),
+            _ => None,
+        }
+    }
+
+    /// Advances the clock: fails a handshake whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConnError> {
+        self.check_failed()?;
+        match self.poll_timeout() {
+            Some(d) if now >= d => Err(self.fail(ConnError::Auth(AuthError::Timeout))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The peer closed its side of the stream (EOF).
+    pub fn handle_eof(&mut self) -> Result<(), ConnError> {
+        self.check_failed()?;
+        match self.state {
+            State::Closed => Ok(()),
+            State::Established(_) => Err(self.fail(ConnError::Session(SessionError::Closed))),
+            _ => Err(self.fail(ConnError::Auth(AuthError::Closed))),
+        }
+    }
+
+    /// How many bytes [`handle_input`](Self::handle_input) will take now.
+    /// Read at most this much from the socket to never hold bytes aside.
+    pub fn recv_space(&self) -> usize {
+        if self.outbound.len() >= MAX_OUTBOUND || self.events.len() >= MAX_EVENTS {
+            return 0;
+        }
+        match self.state {
+            State::Closed | State::Failed(_) | State::Poisoned => 0,
+            _ => self.decoder.space(),
+        }
+    }
+
+    /// Feeds bytes read from the stream. Takes at most
+    /// [`recv_space`](Self::recv_space) bytes and returns how many it took;
+    /// feed the rest after draining events/outbound. `bindings` is consulted
+    /// only when the initiator's frame 3 arrives (responder side).
+    pub fn handle_input<B: IdentityBindings + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        now: Instant,
+        bindings: &B,
+    ) -> Result<usize, ConnError> {
+        self.check_failed()?;
+        if matches!(self.state, State::Closed) {
+            return Err(ConnError::Closed);
+        }
+        self.handle_timeout(now)?;
+        let mut used = 0;
+        loop {
+            let n = (bytes.len() - used).min(self.recv_space());
+            if n > 0 {
+                if let Err(e) = self.decoder.feed(&bytes[used..used + n]) {
+                    return Err(self.fail(ConnError::Frame(e)));
+                }
+                used += n;
+            }
+            let progressed = self.process(now, bindings)?;
+            if !progressed && (n == 0 || used == bytes.len()) {
+                break;
+            }
+        }
+        Ok(used)
+    }
+
+    /// Decodes buffered frames while there is room for their results.
+    /// Returns whether any frame was consumed.
+    fn process<B: IdentityBindings + ?Sized>(
+        &mut self,
+        now: Instant,
+        bindings: &B,
+    ) -> Result<bool, ConnError> {
+        let mut progressed = false;
+        while self.outbound.len() < MAX_OUTBOUND && self.events.len() < MAX_EVENTS {
+            if matches!(self.state, State::Closed) {
+                break;
+            }
+            let frame = match self.decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(self.fail(ConnError::Frame(e))),
+            };
+            progressed = true;
+            if let Err(e) = self.on_frame(&frame, now, bindings) {
+                return Err(self.fail(e));
+            }
+        }
+        Ok(progressed)
+    }
+
+    fn on_frame<B: IdentityBindings + ?Sized>(
+        &mut self,
+        frame: &[u8],
+        now: Instant,
+        bindings: &B,
+    ) -> Result<(), ConnError> {
+        match core::mem::replace(&mut self.state, State::Poisoned) {
+            State::AwaitFrame1 {
+                local,
+                mut pool,
+                deadline,
+            } => {
+                if now >= deadline {
+                    return Err(AuthError::Timeout.into());
+                }
+                // mac1 first: junk costs a hash, not a DH.
+                Responder::precheck(&local, frame)?;
+                let pool = pool.take().ok_or(AuthError::Internal)?;
+                let (resp, frame2) =
+                    Responder::accept_checked(&local, frame, pool, now, &self.cfg)?;
+                self.queue_frame(&frame2)?;
+                self.state = State::Responding(resp);
+            }
+            State::Initiating(init) => {
+                let (session, frame3) = init.read_frame2(frame, now)?;
+                self.queue_frame(&frame3)?;
+                self.establish(session);
+            }
+            State::Responding(resp) => {
+                let session = resp.read_frame3(frame, now, bindings)?;
+                self.establish(session);
+            }
+            State::Established(mut s) => {
+                let msg = s.open(frame).map_err(ConnError::Session);
+                match msg? {
+                    Message::Ping(n) => {
+                        let r = s.seal_framed(&Message::Pong(n), &mut self.outbound);
+                        r.map_err(ConnError::Session)?;
+                        self.events.push_back(Event::Ping(n));
+                        self.state = State::Established(s);
+                    }
+                    Message::Pong(n) => {
+                        self.events.push_back(Event::Pong(n));
+                        self.state = State::Established(s);
+                    }
+                    Message::Data(d) => {
+                        self.events.push_back(Event::Data(d));
+                        self.state = State::Established(s);
+                    }
+                    Message::Close => {
+                        self.events.push_back(Event::Closed);
+                        self.state = State::Closed;
+                    }
+                }
+            }
+            other => self.state = other,
+        }
+        Ok(())
+    }
+
+    fn establish(&mut self, session: Session) {
+        self.decoder.set_max_frame_len(MAX_FRAME_LEN);
+        self.events.push_back(Event::Established {
+            peer: session.peer_id().clone(),
+        });
+        self.state = State::Established(session);
+    }
+
+    fn queue_frame(&mut self, body: &[u8]) -> Result<(), ConnError> {
+        frame::encode_frame(body, &mut self.outbound).map_err(ConnError::Frame)
+    }
+
+    fn fail(&mut self, e: ConnError) -> ConnError {
+        self.state = State::Failed(e);
+        self.events.clear();
+        e
+    }
+
+    fn check_failed(&self) -> Result<(), ConnError> {
+        match self.state {
+            State::Failed(e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The next event, if any. Draining events makes room for more input.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes waiting to be written to the stream.
+    pub fn transmit_buf(&self) -> &[u8] {
+        &self.outbound
+    }
+
+    /// Marks the first `n` bytes of [`transmit_buf`](Self::transmit_buf) as
+    /// written (for partial socket writes).
+    pub fn consume_transmit(&mut self, n: usize) {
+        let n = n.min(self.outbound.len());
+        self.outbound.drain(..n);
+    }
+
+    /// Takes all bytes waiting to be written.
+    pub fn take_transmit(&mut self) -> Vec<u8> {
+        core::mem::take(&mut self.outbound)
+    }
+
+    fn send(&mut self, msg: &Message, extra: usize) -> Result<(), ConnError> {
+        self.check_failed()?;
+        if self.outbound.len().saturating_add(extra + 64) > MAX_OUTBOUND {
+            return Err(ConnError::WouldBlock);
+        }
+        let close = matches!(msg, Message::Close);
+        let r = match &mut self.state {
+            State::Established(s) => s.seal_framed(msg, &mut self.outbound),
+            State::Closed => return Err(ConnError::Closed),
+            _ => return Err(ConnError::NotEstablished),
+        };
+        if let Err(e) = r {
+            return Err(match e {
+                SessionError::TooLarge => ConnError::Session(e),
+                _ => self.fail(ConnError::Session(e)),
+            });
+        }
+        if close {
+            self.state = State::Closed;
+        }
+        Ok(())
+    }
+
+    /// Queues a ping carrying `nonce`.
+    pub fn send_ping(&mut self, nonce: u64) -> Result<(), ConnError> {
+        self.send(&Message::Ping(nonce), 8)
+    }
+
+    /// Queues application data (at most
+    /// [`MAX_DATA_LEN`](crate::session::MAX_DATA_LEN) bytes per call).
+    pub fn send_data(&mut self, data: &[u8]) -> Result<(), ConnError> {
+        if data.len() > MAX_DATA_LEN {
+            return Err(ConnError::Session(SessionError::TooLarge));
+        }
+        self.send(&Message::Data(data.to_vec()), data.len())
+    }
+
+    /// Queues an orderly close; the connection is closed afterwards (flush
+    /// [`transmit_buf`](Self::transmit_buf), then shut the socket).
+    pub fn close(&mut self) -> Result<(), ConnError> {
+        self.send(&Message::Close, 0)
+    }
+}

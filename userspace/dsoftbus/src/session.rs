@@ -1,0 +1,215 @@
+//! Transport messages after the handshake.
+//!
+//! Every frame is one Noise transport message whose plaintext starts with a
+//! type byte: `1` ping (8-byte nonce), `2` pong (the same nonce), `3` data,
+//! `4` close (DESIGN §4). A [`Session`] exists only after a handshake that
+//! passed identity binding (see [`handshake`](crate::handshake)).
+//!
+//! Any failure to open a frame — bad tag, unknown type, wrong length — is
+//! fatal: the session refuses all further traffic, because after a decrypt
+//! failure the two sides' nonces can no longer be trusted to agree.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use snow::TransportState;
+
+use crate::announce::DeviceId;
+use crate::frame::{self, MAX_FRAME_LEN};
+use crate::keys::PublicKey;
+
+/// ChaCha20-Poly1305 tag length.
+pub const TAG_LEN: usize = 16;
+/// Largest plaintext one frame carries (65535 - tag).
+pub const MAX_PLAINTEXT: usize = MAX_FRAME_LEN - TAG_LEN;
+/// Largest data payload in one message (minus the type byte).
+pub const MAX_DATA_LEN: usize = MAX_PLAINTEXT - 1;
+
+const T_PING: u8 = 1;
+const T_PONG: u8 = 2;
+const T_DATA: u8 = 3;
+const T_CLOSE: u8 = 4;
+
+/// A transport message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Liveness probe carrying a nonce the peer echoes.
+    Ping(u64),
+    /// Answer to a ping, same nonce.
+    Pong(u64),
+    /// Application bytes (at most [`MAX_DATA_LEN`]).
+    Data(Vec<u8>),
+    /// Orderly shutdown; nothing follows.
+    Close,
+}
+
+/// Session failures. All are fatal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionError {
+    /// Authentication tag did not verify (tampering, wrong key, reordering).
+    Decrypt,
+    /// Decrypted, but the message is malformed (bad length, empty).
+    Malformed,
+    /// Decrypted, but the type byte is not 1..=4.
+    UnknownType(u8),
+    /// Data larger than [`MAX_DATA_LEN`].
+    TooLarge,
+    /// The session was closed (by either side) or failed earlier.
+    Closed,
+    /// Local encryption failure.
+    Internal,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Decrypt => f.write_str("decrypt failed"),
+            SessionError::Malformed => f.write_str("malformed message"),
+            SessionError::UnknownType(t) => write!(f, "unknown message type {t}"),
+            SessionError::TooLarge => f.write_str("message too large"),
+            SessionError::Closed => f.write_str("session closed"),
+            SessionError::Internal => f.write_str("local crypto failure"),
+        }
+    }
+}
+
+/// An authenticated, identity-bound session.
+pub struct Session {
+    transport: TransportState,
+    peer_id: DeviceId,
+    peer_key: PublicKey,
+    initiator: bool,
+    done: bool,
+}
+
+impl fmt::Debug for Session {
+    /// Never prints key material: only who the peer is and our role.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("peer_id", &self.peer_id)
+            .field("peer_key", &self.peer_key)
+            .field("initiator", &self.initiator)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        transport: TransportState,
+        peer_id: DeviceId,
+        peer_key: PublicKey,
+        initiator: bool,
+    ) -> Self {
+        Session {
+            transport,
+            peer_id,
+            peer_key,
+            initiator,
+            done: false,
+        }
+    }
+
+    /// The peer's device id, as bound to its authenticated key.
+    pub fn peer_id(&self) -> &DeviceId {
+        &self.peer_id
+    }
+
+    /// The peer's authenticated static key.
+    pub fn peer_key(&self) -> &PublicKey {
+        &self.peer_key
+    }
+
+    /// True if we dialled.
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+
+    /// True once a close was sent or received, or a frame failed to open.
+    pub fn is_closed(&self) -> bool {
+        self.done
+    }
+
+    /// Encrypts `msg` into one frame body. Sending [`Message::Close`] closes
+    /// the session for further sends and receives.
+    pub fn seal(&mut self, msg: &Message) -> Result<Vec<u8>, SessionError> {
+        if self.done {
+            return Err(SessionError::Closed);
+        }
+        let mut plain = Vec::new();
+        match msg {
+            Message::Ping(n) => {
+                plain.push(T_PING);
+                plain.extend_from_slice(&n.to_be_bytes());
+            }
+            Message::Pong(n) => {
+                plain.push(T_PONG);
+                plain.extend_from_slice(&n.to_be_bytes());
+            }
+            Message::Data(d) => {
+                if d.len() > MAX_DATA_LEN {
+                    return Err(SessionError::TooLarge);
+                }
+                plain.reserve(1 + d.len());
+                plain.push(T_DATA);
+                plain.extend_from_slice(d);
+            }
+            Message::Close => plain.push(T_CLOSE),
+        }
+        let mut out = alloc::vec![0u8; plain.len() + TAG_LEN];
+        let n = self
+            .transport
+            .write_message(&plain, &mut out)
+            .map_err(|_| SessionError::Internal)?;
+        out.truncate(n);
+        if matches!(msg, Message::Close) {
+            self.done = true;
+        }
+        Ok(out)
+    }
+
+    /// [`seal`](Self::seal) and append the framed result to `out`.
+    pub fn seal_framed(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), SessionError> {
+        let body = self.seal(msg)?;
+        frame::encode_frame(&body, out).map_err(|_| SessionError::TooLarge)
+    }
+
+    /// Decrypts and parses one frame body. Total: arbitrary input yields an
+    /// error, never a panic; any error closes the session.
+    pub fn open(&mut self, frame: &[u8]) -> Result<Message, SessionError> {
+        if self.done {
+            return Err(SessionError::Closed);
+        }
+        let r = self.open_inner(frame);
+        if matches!(r, Err(_) | Ok(Message::Close)) {
+            self.done = true;
+        }
+        r
+    }
+
+    fn open_inner(&mut self, frame: &[u8]) -> Result<Message, SessionError> {
+        if frame.len() < TAG_LEN || frame.len() > MAX_FRAME_LEN {
+            return Err(SessionError::Decrypt);
+        }
+        let mut plain = alloc::vec![0u8; frame.len()];
+        let n = self
+            .transport
+            .read_message(frame, &mut plain)
+            .map_err(|_| SessionError::Decrypt)?;
+        plain.truncate(n);
+        let (ty, body) = plain.split_first().ok_or(SessionError::Malformed)?;
+        let nonce = |b: &[u8]| -> Result<u64, SessionError> {
+            <[u8; 8]>::try_from(b)
+                .map(u64::from_be_bytes)
+                .map_err(|_| SessionError::Malformed)
+        };
+        match *ty {
+            T_PING => Ok(Message::Ping(nonce(body)?)),
+            T_PONG => Ok(Message::Pong(nonce(body)?)),
+            T_DATA => Ok(Message::Data(body.to_vec())),
+            T_CLOSE if body.is_empty() => Ok(Message::Close),
+            T_CLOSE => Err(SessionError::Malformed),
+            t => Err(SessionError::UnknownType(t)),
+        }
+    }
+}

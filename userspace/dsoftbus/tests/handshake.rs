@@ -1,0 +1,317 @@
+//! Handshake and session behaviour: happy path, ping/pong, wrong keys, MITM,
+//! timeouts, tie-break, framing over a bounded pipe.
+
+mod common;
+
+use common::*;
+use dsoftbus::connection::{ConnError, Connection, Event};
+use dsoftbus::handshake::{
+    should_initiate, AuthError, HandshakeConfig, Initiator, PeerTarget, Responder,
+};
+use dsoftbus::session::{Message, SessionError};
+use dsoftbus::transport::pipe::duplex;
+use dsoftbus::transport::{pump, StreamIo};
+use dsoftbus::{Observe, StaticKeypair};
+
+fn discovered_pair() -> (Node, Node) {
+    let mut a = Node::new("node-a", 1, 15, 34567);
+    let mut b = Node::new("node-b", 2, 15, 34568);
+    assert_eq!(a.hear(&b, t(0)), Observe::Inserted);
+    assert_eq!(b.hear(&a, t(0)), Observe::Inserted);
+    (a, b)
+}
+
+#[test]
+fn handshake_happy_path_and_ping_pong_frames() {
+    let (a, b) = discovered_pair();
+    let mut r = rng(7);
+    let (init, f1) = Initiator::start(&a.local, a.target("node-b"), &mut r, t(0), &cfg()).unwrap();
+    assert_eq!(f1.len(), dsoftbus::handshake::FRAME1_LEN);
+    let (resp, f2) = Responder::accept(&b.local, &f1, &mut r, t(1), &cfg()).unwrap();
+    let (mut sa, f3) = init.read_frame2(&f2, t(2)).unwrap();
+    let mut sb = resp.read_frame3(&f3, t(3), &b.table).unwrap();
+    assert_eq!(sa.peer_id().as_str(), "node-b");
+    assert_eq!(sb.peer_id().as_str(), "node-a");
+    assert!(sa.is_initiator() && !sb.is_initiator());
+
+    let ping = sa.seal(&Message::Ping(0xdead_beef)).unwrap();
+    assert_eq!(sb.open(&ping), Ok(Message::Ping(0xdead_beef)));
+    let pong = sb.seal(&Message::Pong(0xdead_beef)).unwrap();
+    assert_eq!(sa.open(&pong), Ok(Message::Pong(0xdead_beef)));
+    let data = sa.seal(&Message::Data(b"hello bus".to_vec())).unwrap();
+    assert_eq!(sb.open(&data), Ok(Message::Data(b"hello bus".to_vec())));
+    println!("handshake ok: node-a <-> node-b, ping/pong ok");
+
+    // Tampering kills the session for good.
+    let mut bad = sa.seal(&Message::Data(vec![1, 2, 3])).unwrap();
+    bad[3] ^= 1;
+    assert_eq!(sb.open(&bad), Err(SessionError::Decrypt));
+    assert_eq!(sb.open(&pong), Err(SessionError::Closed));
+
+    // Debug output never leaks secrets (it carries no key bytes at all).
+    let dbg = format!("{sa:?} {:?}", a.local);
+    assert!(!dbg.contains("secret\": ["));
+}
+
+#[test]
+fn connection_over_pipe_ping_pong_data_close() {
+    let (a, b) = discovered_pair();
+    let mut r = rng(8);
+    let (mut pa, mut pb) = duplex(64); // tiny buffers force partial I/O
+    let mut ca = Connection::connect(&a.local, a.target("node-b"), &mut r, t(0), cfg()).unwrap();
+    let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
+
+    let mut ea = Vec::new();
+    let mut eb = Vec::new();
+    let mut pinged = false;
+    for step in 0..500u64 {
+        let now = t(step);
+        pump(&mut ca, &mut pa, now, &a.table).unwrap();
+        pump(&mut cb, &mut pb, now, &b.table).unwrap();
+        while let Some(e) = ca.poll_event() {
+            ea.push(e);
+        }
+        while let Some(e) = cb.poll_event() {
+            eb.push(e);
+        }
+        if ca.is_established() && !pinged {
+            ca.send_ping(42).unwrap();
+            ca.send_data(&[9u8; 1000]).unwrap();
+            pinged = true;
+        }
+        if ea.contains(&Event::Pong(42)) && eb.iter().any(|e| matches!(e, Event::Data(_))) {
+            break;
+        }
+    }
+    assert_eq!(ea[0], Event::Established { peer: id("node-b") });
+    assert_eq!(eb[0], Event::Established { peer: id("node-a") });
+    assert!(eb.contains(&Event::Ping(42)));
+    assert!(ea.contains(&Event::Pong(42)), "events a: {ea:?}");
+    assert!(eb.contains(&Event::Data(vec![9u8; 1000])));
+    println!("pipe session ok: ping/pong + 1000 bytes of data");
+
+    cb.close().unwrap();
+    assert!(cb.is_closed());
+    for step in 0..50 {
+        pump(&mut cb, &mut pb, t(600 + step), &b.table).unwrap();
+        pump(&mut ca, &mut pa, t(600 + step), &a.table).unwrap();
+    }
+    assert!(ca.is_closed());
+    assert_eq!(ca.poll_event(), Some(Event::Closed));
+    assert_eq!(ca.send_ping(1), Err(ConnError::Closed));
+    // The closed pipe end reads EOF, not an error.
+    pa.close();
+    let mut buf = [0u8; 4];
+    assert_eq!(pb.read(&mut buf), Ok(0));
+}
+
+#[test]
+fn wrong_responder_key_fails_authentication() {
+    let (a, b) = discovered_pair();
+    let mut r = rng(9);
+    // node-a believes node-b has some other key (e.g. stale or forged entry).
+    let wrong = StaticKeypair::generate(&mut rng(99));
+    let target = PeerTarget {
+        id: id("node-b"),
+        key: *wrong.public(),
+    };
+    let (init, f1) = Initiator::start(&a.local, target.clone(), &mut r, t(0), &cfg()).unwrap();
+    // The honest responder drops it on mac1, before any DH.
+    assert!(matches!(
+        Responder::accept(&b.local, &f1, &mut r, t(1), &cfg()),
+        Err(AuthError::Mac1)
+    ));
+    // Had it answered anyway (a responder that skips mac1), node-a could not
+    // decrypt: the frame-2 from the real node-b does not authenticate.
+    let (good_init, good_f1) =
+        Initiator::start(&a.local, a.target("node-b"), &mut r, t(0), &cfg()).unwrap();
+    let (_resp, f2) = Responder::accept(&b.local, &good_f1, &mut r, t(1), &cfg()).unwrap();
+    assert!(matches!(
+        init.read_frame2(&f2, t(2)),
+        Err(AuthError::Handshake)
+    ));
+    drop(good_init);
+
+    // Over a byte stream: the responder fails with Mac1, the initiator sees
+    // the stream close and fails too. Nobody is established.
+    let mut ca = Connection::connect(&a.local, target, &mut r, t(0), cfg()).unwrap();
+    let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
+    shuttle(&mut ca, &a.table, &mut cb, &b.table, t(1));
+    assert_eq!(cb.error(), Some(ConnError::Auth(AuthError::Mac1)));
+    assert_eq!(ca.handle_eof(), Err(ConnError::Auth(AuthError::Closed)));
+    assert!(!ca.is_established() && !cb.is_established());
+    println!(
+        "wrong responder key: responder {:?}, initiator {:?}",
+        cb.error(),
+        ca.error()
+    );
+}
+
+/// Mallory sits between node-a and node-b with her own keys. She can relay
+/// bytes verbatim (and then learns nothing: the session is a-b end to end),
+/// but every attempt to terminate either side herself fails.
+#[test]
+fn mitm_relay_with_own_keys_gets_no_session() {
+    let (a, b) = discovered_pair();
+    let mallory = Node::new("mallory", 66, 66, 40000);
+    let mut r = rng(11);
+
+    // 1. Mallory answers node-a's dial as if she were node-b.
+    let (init, f1) = Initiator::start(&a.local, a.target("node-b"), &mut r, t(0), &cfg()).unwrap();
+    assert_eq!(
+        Responder::accept(&mallory.local, &f1, &mut r, t(1), &cfg()).err(),
+        Some(AuthError::Mac1)
+    );
+    // Even ignoring mac1, her own key cannot open message 1 (es uses node-b's key):
+    // she forwards it to node-b instead and relays node-b's reply...
+    let (resp_b, f2) = Responder::accept(&b.local, &f1, &mut r, t(1), &cfg()).unwrap();
+    // ...but swaps in a frame 2 built with her own key: node-a refuses.
+    let (_m_init, m_f1) = Initiator::start(
+        &mallory.local,
+        PeerTarget {
+            id: id("node-b"),
+            key: b.key(),
+        },
+        &mut r,
+        t(0),
+        &cfg(),
+    )
+    .unwrap();
+    let (_m_resp_b, m_f2) = Responder::accept(&b.local, &m_f1, &mut r, t(1), &cfg()).unwrap();
+    let (init2, _) = Initiator::start(&a.local, a.target("node-b"), &mut r, t(0), &cfg()).unwrap();
+    assert_eq!(
+        init2.read_frame2(&m_f2, t(2)).err(),
+        Some(AuthError::Handshake)
+    );
+
+    // 2. Mallory dials node-b claiming node-a (she knows both public keys):
+    // binding refuses her.
+    let (m_init, m_f1) = Initiator::start(
+        &mallory.local,
+        PeerTarget {
+            id: id("node-b"),
+            key: b.key(),
+        },
+        &mut r,
+        t(0),
+        &cfg(),
+    )
+    .unwrap();
+    let (m_resp, m_f2) = Responder::accept(&b.local, &m_f1, &mut r, t(1), &cfg()).unwrap();
+    let (_, m_f3) = m_init.read_frame2(&m_f2, t(2)).unwrap();
+    assert_eq!(
+        m_resp.read_frame3(&m_f3, t(3), &b.table).err(),
+        Some(AuthError::Identity)
+    );
+
+    // 3. Pure relay: a and b get their session; Mallory, holding only the
+    // ciphertext and her own keys, cannot open a single transport frame.
+    let (mut sa, f3) = init.read_frame2(&f2, t(2)).unwrap();
+    let mut sb = resp_b.read_frame3(&f3, t(3), &b.table).unwrap();
+    let secret = sa
+        .seal(&Message::Data(b"for node-b only".to_vec()))
+        .unwrap();
+    // Mallory's best try: treat it as a frame 1/3 with her own state.
+    assert!(Responder::accept(&mallory.local, &secret, &mut r, t(4), &cfg()).is_err());
+    assert_eq!(
+        sb.open(&secret),
+        Ok(Message::Data(b"for node-b only".to_vec()))
+    );
+
+    // 4. Relay that tampers a single bit of frame 3: node-b refuses.
+    let (i3, f1) = Initiator::start(&a.local, a.target("node-b"), &mut r, t(0), &cfg()).unwrap();
+    let (r3, f2) = Responder::accept(&b.local, &f1, &mut r, t(1), &cfg()).unwrap();
+    let (_, mut f3) = i3.read_frame2(&f2, t(2)).unwrap();
+    f3[40] ^= 0x80;
+    assert_eq!(
+        r3.read_frame3(&f3, t(3), &b.table).err(),
+        Some(AuthError::Handshake)
+    );
+    println!("mitm: no session for the relay");
+}
+
+#[test]
+fn handshake_deadline_uses_caller_clock() {
+    let (a, b) = discovered_pair();
+    let mut r = rng(12);
+    let c = HandshakeConfig::default();
+    assert_eq!(c.timeout.as_secs(), 10);
+    let (init, f1) = Initiator::start(&a.local, a.target("node-b"), &mut r, t(0), &c).unwrap();
+    let (_resp, f2) = Responder::accept(&b.local, &f1, &mut r, t(1), &c).unwrap();
+    assert_eq!(
+        init.read_frame2(&f2, t(10_000)).err(),
+        Some(AuthError::Timeout)
+    );
+
+    let mut ca = Connection::connect(&a.local, a.target("node-b"), &mut r, t(0), c).unwrap();
+    assert_eq!(ca.poll_timeout(), Some(t(10_000)));
+    assert_eq!(ca.handle_timeout(t(9_999)), Ok(()));
+    assert_eq!(
+        ca.handle_timeout(t(10_000)),
+        Err(ConnError::Auth(AuthError::Timeout))
+    );
+    // A silent responder-side connection times out the same way.
+    let mut cb = Connection::accept(&b.local, &mut r, t(0), c);
+    assert_eq!(
+        cb.handle_input(&[], t(10_001), &b.table),
+        Err(ConnError::Auth(AuthError::Timeout))
+    );
+}
+
+#[test]
+fn tie_break_leaves_exactly_one_dialer() {
+    let (a, b) = discovered_pair();
+    let a_dials = should_initiate(a.local.id(), b.local.id());
+    let b_dials = should_initiate(b.local.id(), a.local.id());
+    assert!(a_dials ^ b_dials, "exactly one side dials");
+    // Simulate simultaneous discovery: each side acts on the tie-break only.
+    let mut r = rng(13);
+    let (dialer, listener) = if a_dials { (&a, &b) } else { (&b, &a) };
+    let listener_name = listener.local.id().as_str().to_owned();
+    let mut c1 = Connection::connect(
+        &dialer.local,
+        dialer.target(&listener_name),
+        &mut r,
+        t(0),
+        cfg(),
+    )
+    .unwrap();
+    let mut c2 = Connection::accept(&listener.local, &mut r, t(0), cfg());
+    shuttle(&mut c1, &dialer.table, &mut c2, &listener.table, t(1));
+    assert!(c1.is_established() && c2.is_established());
+}
+
+#[test]
+fn never_dials_itself() {
+    let (a, _b) = discovered_pair();
+    let mut r = rng(14);
+    let me = PeerTarget {
+        id: a.local.id().clone(),
+        key: a.key(),
+    };
+    assert_eq!(
+        Initiator::start(&a.local, me, &mut r, t(0), &cfg()).err(),
+        Some(AuthError::Identity)
+    );
+}
+
+#[test]
+fn junk_before_handshake_is_refused_cheaply() {
+    let (_a, b) = discovered_pair();
+    let mut r = rng(15);
+    let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
+    // A frame of the right size but random content: mac1 fails.
+    let mut junk = vec![0u8, 64];
+    junk.extend_from_slice(&[0x5a; 64]);
+    assert_eq!(
+        cb.handle_input(&junk, t(1), &b.table),
+        Err(ConnError::Auth(AuthError::Mac1))
+    );
+    // A header announcing a frame larger than any handshake frame is refused
+    // as soon as the header arrives.
+    let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
+    assert!(matches!(
+        cb.handle_input(&[0xff, 0xff], t(1), &b.table),
+        Err(ConnError::Frame(_))
+    ));
+}
