@@ -233,11 +233,34 @@ fn all_oneshots_finished() -> bool {
         .all(|t| t.finished)
 }
 
-/// Run tasks forever.
-pub fn run() -> ! {
+/// Run tasks forever. With `stats_every_ns`, print the idle share and task
+/// wake-ups at that interval (boot option `kernel.stats_ms`).
+pub fn run(stats_every_ns: Option<u64>) -> ! {
+    let mut next_stats = stats_every_ns.map(|p| clock::now_ns() + p);
+    let (mut idle_mark, mut polls_mark, mut halts_mark, mut mark_ns) =
+        (0usize, 0u64, 0u64, clock::now_ns());
+    let mut polls: u64 = 0;
+    let mut halts: u64 = 0;
     loop {
+        if let (Some(at), Some(every)) = (next_stats, stats_every_ns) {
+            let now = clock::now_ns();
+            if now >= at {
+                let idle = IDLE_NS.load(Ordering::Relaxed);
+                let span = now.saturating_sub(mark_ns).max(1);
+                kprintln!(
+                    "kernel: stats idle={}% task-polls={} halts={} over {} ms",
+                    (idle - idle_mark) as u64 * 100 / span,
+                    polls - polls_mark,
+                    halts - halts_mark,
+                    span / 1_000_000
+                );
+                (idle_mark, polls_mark, halts_mark, mark_ns) = (idle, polls, halts, now);
+                next_stats = Some(now + every);
+            }
+        }
         let batch: Vec<TaskId> = READY.lock().drain(..).collect();
         for id in batch {
+            polls += 1;
             poll_task(id);
         }
         fire_timers(clock::now_ns());
@@ -248,8 +271,13 @@ pub fn run() -> ! {
         if !READY.lock().is_empty() {
             continue;
         }
-        clock::arm(next_deadline());
+        let deadline = match (next_deadline(), next_stats) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        clock::arm(deadline);
         let before = clock::now_ns();
+        halts += 1;
         port::idle_until_interrupt();
         let slept = clock::now_ns().saturating_sub(before);
         IDLE_NS.fetch_add(slept as usize, Ordering::Relaxed);

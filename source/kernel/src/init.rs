@@ -45,12 +45,32 @@ const SERVICES: &[Service] = &[
         nic: false,
         entropy: false,
     },
+    Service {
+        name: "netstackd",
+        main: netstackd::main,
+        kind: Kind::Daemon,
+        nic: true,
+        entropy: true,
+    },
+    Service {
+        name: "selftest-client",
+        main: selftest_client::main,
+        kind: Kind::Oneshot,
+        nic: false,
+        entropy: false,
+    },
 ];
 
-const LINKS: &[Link] = &[Link {
-    a: ("ipc-selftest", "echo"),
-    b: ("ipc-echo", "client"),
-}];
+const LINKS: &[Link] = &[
+    Link {
+        a: ("ipc-selftest", "echo"),
+        b: ("ipc-echo", "client"),
+    },
+    Link {
+        a: ("selftest-client", "net"),
+        b: ("netstackd", "client:selftest-client"),
+    },
+];
 
 /// A task being assembled: its id, channels and devices.
 type Pending = (TaskId, Vec<(&'static str, Channel)>, Vec<Device>);

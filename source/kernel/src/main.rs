@@ -101,7 +101,12 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     if let Err(e) = init::start(&cfg, &devices) {
         fail(format_args!("init: {e:?}"));
     }
-    exec::run()
+    let stats = cfg
+        .get("kernel.stats_ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map(|ms| ms * 1_000_000);
+    exec::run(stats)
 }
 
 #[panic_handler]

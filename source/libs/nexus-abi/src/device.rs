@@ -6,7 +6,7 @@
 //! memory on its behalf.
 
 use core::future::poll_fn;
-use core::task::Poll;
+use core::task::{Context, Poll};
 
 use crate::sys::{ops, Handle};
 
@@ -107,14 +107,19 @@ impl Device {
         (ops().mmio_map)(self.handle)
     }
 
-    /// Wait for the next interrupt (returns at once if one is pending).
-    pub async fn wait_irq(&self) -> Result<(), DeviceError> {
-        poll_fn(|cx| match (ops().irq_take)(self.handle, cx.waker()) {
+    /// Poll for an interrupt: `Ready` if one fired since the last call,
+    /// otherwise the line is unmasked and `cx` woken on the next one.
+    pub fn poll_irq(&self, cx: &mut Context<'_>) -> Poll<Result<(), DeviceError>> {
+        match (ops().irq_take)(self.handle, cx.waker()) {
             Ok(true) => Poll::Ready(Ok(())),
             Ok(false) => Poll::Pending,
             Err(e) => Poll::Ready(Err(e)),
-        })
-        .await
+        }
+    }
+
+    /// Wait for the next interrupt (returns at once if one is pending).
+    pub async fn wait_irq(&self) -> Result<(), DeviceError> {
+        poll_fn(|cx| self.poll_irq(cx)).await
     }
 
     /// Allocate `pages` zeroed, contiguous pages of DMA memory.
