@@ -289,10 +289,8 @@ async fn wait(
                 }
             }
         }
-        if use_irq {
-            if nic.poll_irq(cx).is_ready() {
-                return Poll::Ready(Wake::Irq);
-            }
+        if use_irq && nic.poll_irq(cx).is_ready() {
+            return Poll::Ready(Wake::Irq);
         }
         if let Some(s) = sleep.as_mut() {
             if Pin::new(s).poll(cx).is_ready() {
