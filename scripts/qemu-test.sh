@@ -32,7 +32,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/nexus.sh"
 EXPECTED_MARKERS=(
     "kernel: boot ok"
     "init: services started"
-    "SELFTEST: ipc roundtrip ok"
+    "net: virtio-net up mac="
+    "netstackd: facade up"
+    "net: dhcp bound "
+    "SELFTEST: icmp ping ok"
 )
 # Any occurrence of one of these anywhere in the log fails the run. A line is reported
 # under the first entry it contains, so the more telling ones come first.
@@ -49,6 +52,10 @@ BOOT_FIGURE_MARKER="init: services started"
 # Checks beyond ordered presence. Use count_marker and check_fail; each failed check
 # fails the run. Runs after the log is complete.
 extra_checks() {
+    # The IPC selftest runs beside the network bring-up; its place in the log
+    # relative to the network markers is not fixed, so it is checked here.
+    (($(count_marker "SELFTEST: ipc roundtrip ok") == 1)) ||
+        check_fail "expected exactly one 'SELFTEST: ipc roundtrip ok'"
     # Example, to enable when dsoftbusd prints these markers:
     # local auth bound
     # auth=$(count_marker "dsoftbusd: auth ok")

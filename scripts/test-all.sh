@@ -69,6 +69,20 @@ if ! grep -qF "qemu-test: FAIL: forbidden marker 'PANIC' at line" <<<"$broken_ou
 fi
 echo "broken-guest proof: harness failed as it must and named the panic"
 
+# The DHCP marker must report the lease, not a constant: boot on another usernet
+# subnet and expect that lease.
+section "DHCP marker follows the lease (NETDEV_OPTS=net=10.9.0.0/24)"
+ALT_LOG=target/qemu/uart-alt-subnet.log
+echo "+ NETDEV_OPTS=net=10.9.0.0/24 RUN_UNTIL_MARKER=1 RUN_TIMEOUT=60s UART_LOG=$ALT_LOG SKIP_BUILD=1 ./scripts/qemu-test.sh"
+NETDEV_OPTS=net=10.9.0.0/24 RUN_UNTIL_MARKER=1 RUN_TIMEOUT=60s UART_LOG=$ALT_LOG SKIP_BUILD=1 \
+    ./scripts/qemu-test.sh >/dev/null
+if ! grep -qF "net: dhcp bound 10.9.0.15/24 gw=10.9.0.2" "$ALT_LOG"; then
+    echo "test-all: on net=10.9.0.0/24 the DHCP marker did not report 10.9.0.15/24 gw=10.9.0.2"
+    grep -F "net: dhcp" "$ALT_LOG" || true
+    exit 1
+fi
+grep -F "net: dhcp bound" "$ALT_LOG"
+
 # ---------------------------------------------------------------------------------
 # LATER STEPS GO HERE (e.g. namespace tests, multi-VM runs). Keep them fail-fast:
 #   step "namespace tests" scripts/tests/netns-test.sh
