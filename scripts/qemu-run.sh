@@ -3,7 +3,7 @@
 # Quit with Ctrl-A X (or Ctrl-C). Same machine as scripts/qemu-test.sh.
 #
 #   ./scripts/qemu-run.sh                          # default kernel args
-#   ./scripts/qemu-run.sh ipc-selftest.panic=1     # extra kernel args (appended)
+#   ./scripts/qemu-run.sh ipc-selftest.crash=1     # extra kernel args (appended)
 #   KERNEL_ARGS="dsoftbusd.mode=dual-node" ./scripts/qemu-run.sh
 #
 # Environment: KERNEL_ARGS (default dsoftbusd.mode=dual-node), NETDEV_OPTS, QEMU,

@@ -50,13 +50,13 @@ step "harness self-test (fake QEMU)" scripts/tests/harness-test.sh
 
 step "QEMU marker contract" env RUN_UNTIL_MARKER=1 RUN_TIMEOUT=90s ./scripts/qemu-test.sh
 
-# Broken-guest proof: ipc-selftest.panic=1 makes a service panic. The harness must
+# Broken-guest proof: ipc-selftest.crash=1 makes a service panic. The harness must
 # FAIL (status 1, not a setup error) and say which marker broke the contract.
-section "broken guest must fail (KERNEL_ARGS=ipc-selftest.panic=1)"
+section "broken guest must fail (KERNEL_ARGS=ipc-selftest.crash=1)"
 BROKEN_LOG=target/qemu/uart-broken.log
-echo "+ KERNEL_ARGS=ipc-selftest.panic=1 RUN_UNTIL_MARKER=1 RUN_TIMEOUT=60s UART_LOG=$BROKEN_LOG SKIP_BUILD=1 ./scripts/qemu-test.sh"
+echo "+ KERNEL_ARGS=ipc-selftest.crash=1 RUN_UNTIL_MARKER=1 RUN_TIMEOUT=60s UART_LOG=$BROKEN_LOG SKIP_BUILD=1 ./scripts/qemu-test.sh"
 broken_rc=0
-broken_out=$(KERNEL_ARGS="ipc-selftest.panic=1" RUN_UNTIL_MARKER=1 RUN_TIMEOUT=60s \
+broken_out=$(KERNEL_ARGS="ipc-selftest.crash=1" RUN_UNTIL_MARKER=1 RUN_TIMEOUT=60s \
     UART_LOG=$BROKEN_LOG SKIP_BUILD=1 ./scripts/qemu-test.sh 2>&1) || broken_rc=$?
 printf '%s\n' "$broken_out" | sed 's/^/  > /'
 if ((broken_rc != 1)); then

@@ -133,9 +133,9 @@ check_args "QEMU gets the contract machine (microvm, TCG, usernet, virtio-net, i
     "file,id=ser0,path=$WORK/uart.log" chardev:ser0 '!-enable-kvm' '!kvm' '!-accel'
 
 run_case "KERNEL_ARGS and NETDEV_OPTS reach QEMU" 0 \
-    "$ALL" KERNEL_ARGS="ipc-selftest.panic=1 foo=bar" NETDEV_OPTS=net=10.9.0.0/24 -- "PASS"
+    "$ALL" KERNEL_ARGS="ipc-selftest.crash=1 foo=bar" NETDEV_OPTS=net=10.9.0.0/24 -- "PASS"
 check_args "  ... as -append and -netdev user,id=n0,<opts>" \
-    "ipc-selftest.panic=1 foo=bar" "user,id=n0,net=10.9.0.0/24"
+    "ipc-selftest.crash=1 foo=bar" "user,id=n0,net=10.9.0.0/24"
 
 run_case "boot figure is the guest timestamp of 'init: services started'" 0 \
     "$ALL" -- "boot→'init: services started'"

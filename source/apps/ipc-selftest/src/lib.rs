@@ -2,7 +2,7 @@
 //!
 //! `ipc-selftest` sends numbered messages to `ipc-echo`, which sends each
 //! back; the client checks every reply and reports the round-trip time.
-//! Boot option `ipc-selftest.panic=1` makes the client panic on purpose so
+//! Boot option `ipc-selftest.crash=1` makes the client panic on purpose so
 //! the harness's failure path can be exercised (docs/testing/index.md).
 #![no_std]
 
@@ -28,7 +28,7 @@ pub fn echo_main(caps: Caps) -> ServiceFuture {
 }
 
 async fn client(mut caps: Caps) -> Result<(), ServiceError> {
-    if caps.config("panic") == Some("1") {
+    if caps.config("crash") == Some("1") {
         panic!("ipc-selftest: deliberate panic requested by boot option");
     }
     let chan = caps
