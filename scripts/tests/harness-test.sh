@@ -51,14 +51,16 @@ chmod +x "$WORK/fake-qemu"
 : >"$WORK/dummy-kernel.elf"
 
 mapfile -t MARKERS < <("$HARNESS" --list-markers)
+mapfile -t ANYWHERE < <("$HARNESS" --list-required-anywhere)
 ((${#MARKERS[@]} >= 2)) || { echo "harness-test: expected at least 2 markers from --list-markers" >&2; exit 1; }
 LAST=$((${#MARKERS[@]} - 1))
 
 # Canned UART line i for marker i: "[   0.00i000] <marker>", space-padded like the kernel.
 uart_line() { printf '[%12.6f] %s\n' "$(awk -v i="$1" 'BEGIN { printf "%.6f", 0.001 * (i + 1) }')" "${MARKERS[$1]}"; }
 all_marker_lines() {
-    local i
+    local i m
     for i in "${!MARKERS[@]}"; do uart_line "$i"; done
+    for m in "${ANYWHERE[@]}"; do printf '[%12.6f] %s\n' 0.5 "$m"; done
 }
 
 # ---- test runner ----------------------------------------------------------------
@@ -167,11 +169,11 @@ run_case "forbidden marker with RUN_UNTIL_MARKER=1 stops a hanging guest early" 
 
 run_case "forbidden marker after all markers still fails" 1 \
     "$ALL"$'\n[   0.100000] kernel: fault #PF addr=0x0 rip=0x1234\n@exit 1' -- \
-    "forbidden marker 'kernel: fault' at line $((LAST + 2))"
+    "forbidden marker 'kernel: fault' at line $((LAST + ${#ANYWHERE[@]} + 2))"
 
 run_case "lowercase panic and FAIL are forbidden too; every such line is named" 1 \
     "$ALL"$'\n[   0.100000] selftest: FAIL ipc\n[   0.100001] rust panic at x.rs:1\n@exit 1' -- \
-    "forbidden marker 'FAIL' at line $((LAST + 2))" "forbidden marker 'panic' at line $((LAST + 3))"
+    "forbidden marker 'FAIL' at line $((LAST + ${#ANYWHERE[@]} + 2))" "forbidden marker 'panic' at line $((LAST + ${#ANYWHERE[@]} + 3))"
 
 run_case "a PANIC line is reported as PANIC even if it also says panicked" 1 \
     "$(uart_line 0)"$'\n[   0.000001] kernel: cmdline "x.panic=1"\n[   0.002000] PANIC: panicked at a.rs:1:1: boom\n@exit 3' -- \
