@@ -975,7 +975,15 @@ impl<D: Device> Engine<D> {
         target: Ipv4Address,
         timeout_ms: u32,
     ) -> Result<Option<Response>, Error> {
-        if timeout_ms == 0 || target.is_unspecified() {
+        // A ping names one host: an answer to a broadcast or multicast echo
+        // would come from some other address and could not be matched.
+        let subnet_broadcast = self.dhcp.lease().and_then(|l| l.address.broadcast());
+        if timeout_ms == 0
+            || target.is_unspecified()
+            || target.is_broadcast()
+            || target.is_multicast()
+            || Some(target) == subnet_broadcast
+        {
             return Err(Error::InvalidArgument);
         }
         let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_PING_TIMEOUT);

@@ -6,8 +6,11 @@
 //! interface's unicast addresses inside `InterfaceInner::process_icmpv4`,
 //! unconditionally: there is no `auto-icmp-echo-reply` feature in 0.12 (older
 //! releases had one), and no socket is needed. Both the NIC and the loopback
-//! interface therefore answer pings as soon as they have an address. Echo
-//! requests to a broadcast address are not answered.
+//! interface therefore answer pings as soon as they have an address. An echo
+//! request sent to a broadcast address is answered too (from the interface's
+//! own address); other ICMP replies are never sent to or for broadcasts, and
+//! nothing is sent to a non-unicast source. Incoming echo replies are only
+//! delivered to an ICMP socket bound to their identifier, i.e. to a ping.
 //!
 //! # Ping
 //!
