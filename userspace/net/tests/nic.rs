@@ -393,3 +393,84 @@ fn peer_close_reads_as_end_of_stream() {
     );
     let _: SocketId = socket;
 }
+
+#[test]
+fn peer_connects_to_a_wildcard_listener_over_the_nic() {
+    use nexus_net::smoltcp::socket::tcp;
+    let mut b = Bench::new(LeasePlan::ten_nine());
+    // Listen before the lease: the NIC side starts accepting once bound.
+    let c = ClientId(1);
+    b.peer.dhcp.answering = false;
+    let Response::Bound { socket: l, .. } = b.call(
+        c,
+        Request::TcpListen {
+            local: common::sa(0, 0, 0, 0, 8080),
+            backlog: 2,
+        },
+    ) else {
+        panic!("listen");
+    };
+    let (acc, r) = b.submit(c, Request::TcpAccept { socket: l });
+    assert_eq!(r, Submit::Pending);
+    b.peer.dhcp.answering = true;
+    b.bind();
+
+    let mut t = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 4096]),
+        tcp::SocketBuffer::new(vec![0; 4096]),
+    );
+    t.connect(
+        b.peer.iface.context(),
+        (IpAddress::v4(10, 9, 0, 50), 8080),
+        (IpAddress::v4(10, 9, 0, 1), 40000),
+    )
+    .expect("connect");
+    let h = b.peer.sockets.add(t);
+    let Some(Response::Accepted {
+        socket: s,
+        local,
+        remote,
+    }) = b.wait(c, acc, Duration::from_secs(5))
+    else {
+        panic!("accept");
+    };
+    assert_eq!(local, common::sa(10, 9, 0, 50, 8080));
+    assert_eq!(remote, common::sa(10, 9, 0, 1, 40000));
+
+    b.peer
+        .sockets
+        .get_mut::<tcp::Socket>(h)
+        .send_slice(b"GET")
+        .expect("send");
+    assert_eq!(
+        b.call(
+            c,
+            Request::TcpRead {
+                socket: s,
+                max_len: 100
+            }
+        ),
+        Response::Data {
+            data: b"GET".to_vec()
+        }
+    );
+    assert_eq!(
+        b.call(
+            c,
+            Request::TcpWrite {
+                socket: s,
+                data: b"OK".to_vec()
+            }
+        ),
+        Response::Written { len: 2 }
+    );
+    b.run_for(Duration::from_millis(50));
+    let mut buf = [0u8; 8];
+    let n = b
+        .peer
+        .sockets
+        .get_mut::<tcp::Socket>(h)
+        .recv_slice(&mut buf)
+        .expect("recv");
+    assert_eq!(&buf[..n], b"OK");
+}
