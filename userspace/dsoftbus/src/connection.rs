@@ -114,6 +114,10 @@ pub struct Connection {
     events: VecDeque<Event>,
     cfg: HandshakeConfig,
     initiator: bool,
+    /// Who the peer is or claims to be: the dialled id (initiator) or the id
+    /// from the initiator's hello (responder). Authenticated only while
+    /// established.
+    peer_hint: Option<DeviceId>,
 }
 
 impl fmt::Debug for Connection {
@@ -146,8 +150,10 @@ impl Connection {
         now: Instant,
         cfg: HandshakeConfig,
     ) -> Result<Self, ConnError> {
+        let hint = target.id.clone();
         let (init, frame1) = Initiator::start(local, target, rng, now, &cfg)?;
         let mut c = Connection::with_state(State::Initiating(init), cfg, true);
+        c.peer_hint = Some(hint);
         frame::encode_frame(&frame1, &mut c.outbound).map_err(ConnError::Frame)?;
         Ok(c)
     }
@@ -177,6 +183,7 @@ impl Connection {
             events: VecDeque::new(),
             cfg,
             initiator,
+            peer_hint: None,
         }
     }
 
@@ -209,6 +216,15 @@ impl Connection {
             State::Established(s) => Some(s.peer_id()),
             _ => None,
         }
+    }
+
+    /// Who the peer is or claims to be, for log markers such as
+    /// `identity mismatch peer=<id>`: the dialled id on the initiator, the id
+    /// from the initiator's hello on the responder (once frame 3 was
+    /// decrypted). Authenticated only while [`is_established`](Self::is_established);
+    /// otherwise it is a claim. Safe to print (no control characters).
+    pub fn peer_hint(&self) -> Option<&DeviceId> {
+        self.peer_hint.as_ref()
     }
 
     /// The handshake deadline while handshaking; `None` afterwards.
@@ -337,10 +353,18 @@ impl Connection {
                 self.queue_frame(&frame3)?;
                 self.establish(session);
             }
-            State::Responding(resp) => {
-                let session = resp.read_frame3(frame, now, bindings)?;
-                self.establish(session);
-            }
+            State::Responding(resp) => match resp.read_frame3_detailed(frame, now, bindings) {
+                Ok(session) => {
+                    self.peer_hint = Some(session.peer_id().clone());
+                    self.establish(session);
+                }
+                Err(rej) => {
+                    if rej.claimed.is_some() {
+                        self.peer_hint = rej.claimed;
+                    }
+                    return Err(rej.error.into());
+                }
+            },
             State::Established(mut s) => {
                 let msg = s.open(frame).map_err(ConnError::Session);
                 match msg? {

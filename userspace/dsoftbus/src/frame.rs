@@ -232,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn encode_rejects_bad_lengths() {
+    fn encode_refuses_bad_lengths() {
         let mut v = Vec::new();
         assert_eq!(encode_frame(&[], &mut v), Err(FrameError::BadPayload));
         assert_eq!(

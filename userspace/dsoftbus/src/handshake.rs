@@ -421,14 +421,29 @@ impl Responder {
     /// unknown id, different key — is [`AuthError::Identity`] and no session
     /// is created.
     pub fn read_frame3<B: IdentityBindings + ?Sized>(
-        mut self,
+        self,
         frame: &[u8],
         now: Instant,
         bindings: &B,
     ) -> Result<Session, AuthError> {
+        self.read_frame3_detailed(frame, now, bindings)
+            .map_err(|r| r.error)
+    }
+
+    /// [`read_frame3`](Self::read_frame3), but a failure also reports the
+    /// device id the initiator claimed, when its hello was readable — so a
+    /// daemon can print `identity mismatch peer=<id>`. That id is the peer's
+    /// *claim*, not an authenticated identity (it passed the same character
+    /// rules as announces, so it is safe to print).
+    pub fn read_frame3_detailed<B: IdentityBindings + ?Sized>(
+        mut self,
+        frame: &[u8],
+        now: Instant,
+        bindings: &B,
+    ) -> Result<Session, Rejection> {
         check_deadline(now, self.deadline)?;
         if frame.len() > MAX_HANDSHAKE_FRAME {
-            return Err(AuthError::Frame);
+            return Err(AuthError::Frame.into());
         }
         let mut payload = [0u8; MAX_HANDSHAKE_FRAME];
         let n = self
@@ -442,18 +457,42 @@ impl Responder {
             .map(PublicKey::from_bytes)
             .ok_or(AuthError::Handshake)?;
         if rs.is_weak() {
-            return Err(AuthError::Handshake);
+            return Err(AuthError::Handshake.into());
         }
         let claimed = decode_hello(payload.get(..n).ok_or(AuthError::Protocol)?)?;
         match bindings.bound_key(&claimed) {
             Some(bound) if bound == rs => {}
-            _ => return Err(AuthError::Identity),
+            _ => {
+                return Err(Rejection {
+                    error: AuthError::Identity,
+                    claimed: Some(claimed),
+                })
+            }
         }
         let transport = self
             .hs
             .into_transport_mode()
             .map_err(|_| AuthError::Internal)?;
         Ok(Session::new(transport, claimed, rs, false))
+    }
+}
+
+/// A failed responder handshake, with the id the initiator claimed if its
+/// hello could be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// Why no session was created.
+    pub error: AuthError,
+    /// The claimed (unauthenticated) device id, if known.
+    pub claimed: Option<DeviceId>,
+}
+
+impl From<AuthError> for Rejection {
+    fn from(error: AuthError) -> Self {
+        Rejection {
+            error,
+            claimed: None,
+        }
     }
 }
 

@@ -33,6 +33,11 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Bad input must never reach a panic: no unwrap/expect/panic outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 extern crate alloc;
 #[cfg(feature = "std")]
@@ -60,7 +65,7 @@ pub use connection::{ConnError, Connection, Event};
 pub use frame::{FrameDecoder, FrameError};
 pub use handshake::{
     should_initiate, AuthError, HandshakeConfig, IdentityBindings, Initiator, LocalIdentity,
-    PeerTarget, Responder,
+    PeerTarget, Rejection, Responder,
 };
 pub use keys::{PublicKey, SecretKey, StaticKeypair};
 pub use peer_table::{Observe, PeerEntry, PeerTable, PeerTableConfig, PeerTableStats};

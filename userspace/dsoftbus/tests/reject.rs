@@ -57,6 +57,12 @@ fn test_reject_identity_mismatch() {
     let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
     let (_, eb) = shuttle(&mut cm, &mallory.table, &mut cb, &b.table, t(5));
     assert_eq!(cb.error(), Some(ConnError::Auth(AuthError::Identity)));
+    // The daemon can name the claimed id in its marker.
+    println!(
+        "dsoftbusd: identity mismatch peer={}",
+        cb.peer_hint().unwrap()
+    );
+    assert_eq!(cb.peer_hint().map(|d| d.as_str()), Some("node-a"));
     assert!(!cb.is_established());
     assert!(cb.peer_id().is_none());
     assert!(!eb.iter().any(|e| matches!(e, Event::Established { .. })));
