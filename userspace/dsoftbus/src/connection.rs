@@ -32,6 +32,8 @@ use crate::session::{Message, Session, SessionError, MAX_DATA_LEN};
 use crate::time::Instant;
 
 /// Bound on bytes queued for the peer but not yet taken by the caller.
+/// Application sends are refused beyond it; input processing stops at it, so
+/// automatic pongs can overshoot by at most one 27-byte frame.
 pub const MAX_OUTBOUND: usize = 256 * 1024;
 /// Bound on undelivered events.
 pub const MAX_EVENTS: usize = 64;
@@ -469,7 +471,7 @@ impl Connection {
     }
 
     /// Queues application data (at most
-    /// [`MAX_DATA_LEN`](crate::session::MAX_DATA_LEN) bytes per call).
+    /// [`MAX_DATA_LEN`] bytes per call).
     pub fn send_data(&mut self, data: &[u8]) -> Result<(), ConnError> {
         if data.len() > MAX_DATA_LEN {
             return Err(ConnError::Session(SessionError::TooLarge));

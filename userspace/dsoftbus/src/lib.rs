@@ -28,6 +28,55 @@
 //! | [`time`] | the caller-supplied clock type |
 //! | [`transport`] | the I/O seam plus in-memory pipe and (with `std`) TCP/UDP |
 //!
+//! ## Quick start
+//!
+//! Two nodes discover each other, node-a dials, both sides authenticate and
+//! bind identities, then ping/pong — all through plain byte buffers:
+//!
+//! ```
+//! use dsoftbus::*;
+//! use core::net::SocketAddr;
+//! # use rand_chacha::{ChaCha20Rng, rand_core::SeedableRng};
+//! # let mut rng = ChaCha20Rng::seed_from_u64(7); // any RngCore + CryptoRng
+//! let now = Instant::from_millis(0);
+//! let node = |name: &str, rng: &mut ChaCha20Rng| {
+//!     let keys = StaticKeypair::generate(rng);
+//!     let id = DeviceId::new(name).unwrap();
+//!     let table = PeerTable::new(id.clone(), *keys.public(), PeerTableConfig::default());
+//!     let ann = Announce::new(id.clone(), 34567, *keys.public(), vec![]).unwrap();
+//!     (LocalIdentity::new(id, keys), table, ann)
+//! };
+//! let (a, mut table_a, ann_a) = node("node-a", &mut rng);
+//! let (b, mut table_b, ann_b) = node("node-b", &mut rng);
+//! let (addr_a, addr_b): (SocketAddr, SocketAddr) =
+//!     ("10.0.2.15:37020".parse().unwrap(), "10.0.2.16:37020".parse().unwrap());
+//!
+//! // Discovery: each side decodes the other's datagram into its table.
+//! assert_eq!(table_a.observe_datagram(addr_b, &ann_b.encode(), now), Observe::Inserted);
+//! assert_eq!(table_b.observe_datagram(addr_a, &ann_a.encode(), now), Observe::Inserted);
+//!
+//! // The smaller id dials the discovered entry; the other side accepts.
+//! assert!(should_initiate(a.id(), b.id()));
+//! let entry = table_a.get(b.id()).unwrap();
+//! let mut ca = Connection::connect(&a, entry.into(), &mut rng, now, HandshakeConfig::default()).unwrap();
+//! let mut cb = Connection::accept(&b, &mut rng, now, HandshakeConfig::default());
+//!
+//! // Shuttle bytes (a real daemon reads/writes sockets here).
+//! for _ in 0..4 {
+//!     let to_b = ca.take_transmit();
+//!     cb.handle_input(&to_b, now, &table_b).unwrap();
+//!     let to_a = cb.take_transmit();
+//!     ca.handle_input(&to_a, now, &table_a).unwrap();
+//!     if ca.is_established() && cb.is_established() { break; }
+//! }
+//! assert_eq!(cb.poll_event(), Some(Event::Established { peer: a.id().clone() }));
+//! ca.send_ping(1).unwrap();
+//! cb.handle_input(&ca.take_transmit(), now, &table_b).unwrap();
+//! ca.handle_input(&cb.take_transmit(), now, &table_a).unwrap();
+//! assert_eq!(ca.poll_event(), Some(Event::Established { peer: b.id().clone() }));
+//! assert_eq!(ca.poll_event(), Some(Event::Pong(1)));
+//! ```
+//!
 //! Wire format, binding rule, peer-table bounds and the threat model are
 //! written up in `docs/distributed/dsoftbus-os.md`.
 #![no_std]

@@ -128,6 +128,22 @@ fn flood_from_many_sources_spares_sessioned_and_pinned() {
     assert!(b.table.get_str("node-c").unwrap().is_pinned());
 }
 
+/// The flood spoofs the sessioned peer's own source address: the per-source
+/// cap then counts the sessioned entry, which still cannot be evicted.
+#[test]
+fn flood_from_sessioned_peers_address_keeps_it() {
+    let mut b = Node::new("node-b", 2, 16, 34568);
+    let a = Node::new("node-a", 1, 15, 34567);
+    b.hear(&a, t(0));
+    b.table.set_session(&id("node-a"), true);
+    let mut r = rng(79);
+    for i in 0..10_000u64 {
+        b.table.observe(a.addr, &random_announce(&mut r), t(i));
+    }
+    assert!(b.table.get_str("node-a").is_some());
+    assert!(b.table.len() <= b.table.config().per_source_cap);
+}
+
 #[test]
 fn full_table_of_sessions_refuses_newcomers() {
     let cfg = PeerTableConfig {
