@@ -56,6 +56,15 @@ pub enum Event {
     Closed,
 }
 
+/// Bindings that know nobody; used only where none can be consulted.
+struct NoBindings;
+
+impl IdentityBindings for NoBindings {
+    fn bound_key(&self, _: &DeviceId) -> Option<crate::keys::PublicKey> {
+        None
+    }
+}
+
 /// Why a connection failed. Once failed, every call returns the same error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnError {
@@ -407,9 +416,10 @@ impl Connection {
         frame::encode_frame(body, &mut self.outbound).map_err(ConnError::Frame)
     }
 
+    /// Records a fatal error. Events already queued stay: they are facts
+    /// about what happened before the failure.
     fn fail(&mut self, e: ConnError) -> ConnError {
         self.state = State::Failed(e);
-        self.events.clear();
         e
     }
 
@@ -420,8 +430,17 @@ impl Connection {
         }
     }
 
-    /// The next event, if any. Draining events makes room for more input.
+    /// The next event, if any. Draining events makes room for more input;
+    /// once established, frames that waited behind a full event queue are
+    /// decoded here, so it may queue pongs — flush
+    /// [`transmit_buf`](Self::transmit_buf) after polling.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() && matches!(self.state, State::Established(_)) {
+            // Established frames never consult the clock or the bindings (the
+            // state cannot go back to a handshake), so placeholders are exact.
+            // A failure is recorded in the state and reported by `error()`.
+            let _ = self.process(Instant::ZERO, &NoBindings);
+        }
         self.events.pop_front()
     }
 
