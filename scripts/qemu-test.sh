@@ -36,6 +36,18 @@ EXPECTED_MARKERS=(
     "netstackd: facade up"
     "net: dhcp bound "
     "SELFTEST: icmp ping ok"
+    "dsoftbusd: discovery up (udp loopback)"
+    "dsoftbusd: discovery peer found device=node-b"
+    "dsoftbusd: session connect peer=node-b"
+    "dsoftbusd: identity bound peer=node-b"
+    "dsoftbusd: auth ok"
+    "dsoftbusd: dual-node session ok"
+    "dsoftbusd: identity mismatch peer=node-a"
+    "dsoftbusd: announce ignored (malformed)"
+    "dsoftbusd: announce ignored (oversized)"
+    "dsoftbusd: announce refused (key conflict) device=node-b"
+    "dsoftbusd: session still ok after hostile input"
+    "dsoftbusd: dual-node proof complete"
 )
 # Required, but in no fixed place relative to the list above (tasks that run
 # beside the network bring-up). Each must appear at least once.
@@ -51,8 +63,11 @@ FORBIDDEN_MARKERS=(
     "kernel: fault"
     "triple fault"
 )
-# The summary reports guest time from boot to this marker.
-BOOT_FIGURE_MARKER="init: services started"
+# The summary reports guest time from boot to each of these markers (when expected).
+FIGURE_MARKERS=(
+    "init: services started"
+    "dsoftbusd: dual-node session ok"
+)
 
 # Checks beyond ordered presence. Use count_marker and check_fail; each failed check
 # fails the run. Runs after the log is complete.
@@ -61,13 +76,15 @@ extra_checks() {
     for m in "${REQUIRED_ANYWHERE[@]}"; do
         (($(count_marker "$m") >= 1)) || check_fail "missing marker '$m' (required anywhere in the log)"
     done
-    # Example, to enable when dsoftbusd prints these markers:
-    # local auth bound
-    # auth=$(count_marker "dsoftbusd: auth ok")
-    # bound=$(count_marker "dsoftbusd: identity bound peer=")
-    # ((auth == bound)) ||
-    #     check_fail "count('dsoftbusd: auth ok')=$auth != count('dsoftbusd: identity bound peer=')=$bound"
-    :
+    # Identity binding gates authentication: every "auth ok" follows its own
+    # "identity bound", and the impostor (claiming node-a) gets neither.
+    local auth bound mismatch
+    auth=$(count_marker "dsoftbusd: auth ok")
+    bound=$(count_marker "dsoftbusd: identity bound peer=")
+    mismatch=$(count_marker "dsoftbusd: identity mismatch peer=")
+    ((auth == bound)) ||
+        check_fail "count('dsoftbusd: auth ok')=$auth != count('dsoftbusd: identity bound peer=')=$bound"
+    ((mismatch >= 1)) || check_fail "no 'dsoftbusd: identity mismatch peer=' line"
 }
 # ---------------------------------------------------------------------------
 
@@ -344,9 +361,11 @@ if ((${#FAILURES[@]} == 0)); then
         guest=${ts:+$(printf '%10.6f s' "$ts")}
         printf '  [%2d/%d] %-40s guest %13s | host %6s s | line %d\n' \
             $((i + 1)) "$N" "${EXPECTED_MARKERS[i]}" "${guest:-n/a}" "$(fmt_s "${LOG_HOST[l]}")" $((l + 1))
-        if [[ ${EXPECTED_MARKERS[i]} == "$BOOT_FIGURE_MARKER" && -n $ts ]]; then
-            boot_figure=$(printf ", boot→'%s' %.4f s guest" "$BOOT_FIGURE_MARKER" "$ts")
-        fi
+        for f in "${FIGURE_MARKERS[@]}"; do
+            if [[ ${EXPECTED_MARKERS[i]} == "$f" && -n $ts ]]; then
+                boot_figure+=$(printf ", boot→'%s' %.4f s guest" "$f" "$ts")
+            fi
+        done
     done
     echo "$TAG: PASS ($N markers$boot_figure)"
     exit 0

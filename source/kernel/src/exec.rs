@@ -74,6 +74,8 @@ impl Wake for TaskWaker {
 }
 
 static TASKS: Mutex<Vec<Task>> = Mutex::new(Vec::new());
+/// Tasks waiting for another service to finish successfully before they start.
+static DEFERRED: Mutex<Vec<(&'static str, TaskId, TaskFuture)>> = Mutex::new(Vec::new());
 static READY: Mutex<VecDeque<TaskId>> = Mutex::new(VecDeque::new());
 static TIMERS: Mutex<BTreeMap<(u64, u64), Waker>> = Mutex::new(BTreeMap::new());
 static TIMER_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -116,6 +118,27 @@ pub fn start(id: TaskId, future: ServiceFuture) {
         task.waker.clone()
     };
     waker.wake();
+}
+
+/// Start `id` once the service named `after` has exited successfully.
+pub fn start_after(id: TaskId, future: ServiceFuture, after: &'static str) {
+    DEFERRED.lock().push((after, id, TaskFuture(future)));
+}
+
+fn start_dependents(of: &'static str) {
+    let ready: Vec<(TaskId, TaskFuture)> = {
+        let mut deferred = DEFERRED.lock();
+        let (now, later): (Vec<_>, Vec<_>) = core::mem::take(&mut *deferred)
+            .into_iter()
+            .partition(|(a, _, _)| *a == of);
+        *deferred = later;
+        now.into_iter().map(|(_, id, f)| (id, f)).collect()
+    };
+    for (id, f) in ready {
+        let name = TASKS.lock().get(id).map_or("?", |t| t.name);
+        kprintln!("init: starting {name} (after {of})");
+        start(id, f.0);
+    }
 }
 
 /// The task being polled (`None` for kernel code).
@@ -201,7 +224,10 @@ fn poll_task(id: TaskId) {
                 task.kind
             };
             match outcome {
-                Ok(()) => kprintln!("init: service {name} exited ok"),
+                Ok(()) => {
+                    kprintln!("init: service {name} exited ok");
+                    start_dependents(name);
+                }
                 Err(e) => {
                     kprintln!("init: service {name} FAIL: {e}");
                     shutdown::exit(shutdown::Status::Failure);

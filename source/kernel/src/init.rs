@@ -22,6 +22,8 @@ struct Service {
     nic: bool,
     /// Granted the hardware RNG.
     entropy: bool,
+    /// Start only after this service exited successfully (`None`: at boot).
+    after: Option<&'static str>,
 }
 
 /// A channel between two services: (service, role under which it sees it).
@@ -37,6 +39,7 @@ const SERVICES: &[Service] = &[
         kind: Kind::Oneshot,
         nic: false,
         entropy: false,
+        after: None,
     },
     Service {
         name: "ipc-echo",
@@ -44,6 +47,7 @@ const SERVICES: &[Service] = &[
         kind: Kind::Daemon,
         nic: false,
         entropy: false,
+        after: None,
     },
     Service {
         name: "netstackd",
@@ -51,6 +55,7 @@ const SERVICES: &[Service] = &[
         kind: Kind::Daemon,
         nic: true,
         entropy: true,
+        after: None,
     },
     Service {
         name: "selftest-client",
@@ -58,6 +63,17 @@ const SERVICES: &[Service] = &[
         kind: Kind::Oneshot,
         nic: false,
         entropy: false,
+        after: None,
+    },
+    Service {
+        name: "dsoftbusd",
+        main: dsoftbusd::main,
+        kind: Kind::Oneshot,
+        nic: false,
+        entropy: true,
+        // The soft bus starts once the network proved itself (DHCP + ping),
+        // which also keeps the marker order deterministic.
+        after: Some("selftest-client"),
     },
 ];
 
@@ -69,6 +85,10 @@ const LINKS: &[Link] = &[
     Link {
         a: ("selftest-client", "net"),
         b: ("netstackd", "client:selftest-client"),
+    },
+    Link {
+        a: ("dsoftbusd", "net"),
+        b: ("netstackd", "client:dsoftbusd"),
     },
 ];
 
@@ -122,7 +142,10 @@ pub fn start(cfg: &BootConfig, devices: &[Found]) -> Result<(), InitError> {
     }
     for (s, (id, channels, devs)) in SERVICES.iter().zip(ids) {
         let caps = Caps::new(s.name, cfg.for_service(s.name), channels, devs, s.entropy);
-        exec::start(id, (s.main)(caps));
+        match s.after {
+            None => exec::start(id, (s.main)(caps)),
+            Some(after) => exec::start_after(id, (s.main)(caps), after),
+        }
     }
     let names: Vec<_> = SERVICES.iter().map(|s| s.name).collect();
     kprintln!(

@@ -86,6 +86,9 @@ impl Drop for CallGuard<'_> {
             if inner.done.remove(&self.id).is_none() {
                 inner.abandoned.insert(self.id);
             }
+            for w in inner.waiting.values().flatten() {
+                w.wake_by_ref();
+            }
         }
     }
 }
@@ -161,7 +164,15 @@ impl NetClient {
         })
         .await;
         guard.finished = true;
-        self.inner.borrow_mut().waiting.remove(&id);
+        {
+            // The channel remembers one waker, possibly ours. Wake the other
+            // waiting calls so one of them registers itself for the next answer.
+            let mut inner = self.inner.borrow_mut();
+            inner.waiting.remove(&id);
+            for w in inner.waiting.values().flatten() {
+                w.wake_by_ref();
+            }
+        }
         drop(guard);
         match response? {
             Response::Error(e) => Err(CallError::Net(e)),

@@ -12,6 +12,14 @@ use crate::sys::ops;
 pub struct Instant(u64);
 
 impl Instant {
+    /// The instant `ns` nanoseconds after boot.
+    pub const fn from_nanos(ns: u64) -> Self {
+        Instant(ns)
+    }
+    /// The instant `ms` milliseconds after boot (saturating).
+    pub const fn from_millis(ms: u64) -> Self {
+        Instant(ms.saturating_mul(1_000_000))
+    }
     /// Nanoseconds since boot.
     pub const fn as_nanos(self) -> u64 {
         self.0

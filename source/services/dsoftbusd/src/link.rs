@@ -1,0 +1,135 @@
+//! One session stream: a `dsoftbus::Connection` pumped over a facade TCP
+//! socket. The connection is sans-IO; this is the thin I/O shell around it.
+
+use alloc::vec::Vec;
+use core::pin::pin;
+
+use dsoftbus::{ConnError, Connection, Event, IdentityBindings};
+use futures_util::future::{select, Either};
+use nexus_abi::time;
+use nexus_netclient::{CallError, NetClient, SocketId};
+
+/// Largest read asked of the facade at once.
+pub const READ_CHUNK: usize = 1024;
+
+/// Why a link stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkError {
+    /// The protocol core failed the connection (auth, identity, framing...).
+    Conn(ConnError),
+    /// The socket failed.
+    Net(CallError),
+    /// The peer closed the stream.
+    Eof,
+}
+
+impl core::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LinkError::Conn(e) => write!(f, "{e}"),
+            LinkError::Net(e) => write!(f, "socket: {e}"),
+            LinkError::Eof => f.write_str("peer closed the stream"),
+        }
+    }
+}
+
+impl From<CallError> for LinkError {
+    fn from(e: CallError) -> Self {
+        LinkError::Net(e)
+    }
+}
+
+/// The protocol core's clock, from the kernel's.
+pub fn now() -> dsoftbus::Instant {
+    dsoftbus::Instant::from_millis(time::now().as_millis())
+}
+
+/// A connection and its socket.
+pub struct Link {
+    net: NetClient,
+    sock: SocketId,
+    /// The protocol state machine (public for `peer_id`, `send_ping`...).
+    pub conn: Connection,
+    /// Bytes read but not yet taken by the connection (bounded by one read).
+    inbox: Vec<u8>,
+}
+
+impl Link {
+    /// Pair a connection with its socket.
+    pub fn new(net: NetClient, sock: SocketId, conn: Connection) -> Self {
+        Link {
+            net,
+            sock,
+            conn,
+            inbox: Vec::new(),
+        }
+    }
+
+    /// Write out everything the connection queued.
+    pub async fn flush(&mut self) -> Result<(), LinkError> {
+        while !self.conn.transmit_buf().is_empty() {
+            let out = self.conn.take_transmit();
+            self.net.tcp_write_all(self.sock, &out).await?;
+        }
+        Ok(())
+    }
+
+    /// The next protocol event, reading from the socket as needed. The
+    /// handshake deadline is enforced here with the kernel clock.
+    pub async fn next_event<B: IdentityBindings + ?Sized>(
+        &mut self,
+        bindings: &B,
+    ) -> Result<Event, LinkError> {
+        loop {
+            if let Some(ev) = self.conn.poll_event() {
+                return Ok(ev);
+            }
+            self.flush().await?;
+            if let Some(e) = self.conn.error() {
+                return Err(LinkError::Conn(e));
+            }
+            if self.conn.is_closed() {
+                return Err(LinkError::Eof);
+            }
+            if !self.inbox.is_empty() {
+                let n = self
+                    .conn
+                    .handle_input(&self.inbox, now(), bindings)
+                    .map_err(LinkError::Conn)?;
+                self.inbox.drain(..n);
+                if n > 0 {
+                    continue;
+                }
+            }
+            let want = self.conn.recv_space().clamp(1, READ_CHUNK);
+            let data = match self.conn.poll_timeout() {
+                None => self.net.tcp_read(self.sock, want).await?,
+                Some(deadline) => {
+                    let read = pin!(self.net.tcp_read(self.sock, want));
+                    let wait = time::sleep_until(time::Instant::from_millis(deadline.as_millis()));
+                    match select(read, pin!(wait)).await {
+                        Either::Left((r, _)) => r?,
+                        Either::Right(_) => {
+                            self.conn.handle_timeout(now()).map_err(LinkError::Conn)?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            if data.is_empty() {
+                return Err(match self.conn.handle_eof() {
+                    Ok(()) => LinkError::Eof,
+                    Err(e) => LinkError::Conn(e),
+                });
+            }
+            self.inbox.extend_from_slice(&data);
+        }
+    }
+
+    /// Close the socket (after an orderly `conn.close()` and `flush`, or to
+    /// drop a failed connection).
+    pub async fn shutdown(self) {
+        // The socket is gone either way; a failure here changes nothing.
+        let _ = self.net.close(self.sock).await;
+    }
+}
