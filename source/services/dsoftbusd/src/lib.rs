@@ -7,15 +7,19 @@
 //! Modes (boot option `dsoftbusd.mode`):
 //! - `dual-node`: the in-VM proof (see [`dual`]); the service ends when the
 //!   proof is complete.
-//! - anything else: not implemented yet; the daemon says so (`placeholder`)
-//!   and ends without claiming anything.
+//! - `node`: one node on the NIC joining a bus with other machines (see
+//!   [`single`]); runs until an unrecoverable error.
+//! - anything else: not a mode; the daemon says so and ends without claiming
+//!   anything.
 #![no_std]
 
 extern crate alloc;
 
 mod dual;
 mod link;
+mod node;
 mod rng;
+mod single;
 
 use alloc::boxed::Box;
 
@@ -37,9 +41,18 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
     let net = NetClient::new(chan);
     match caps.config("mode") {
         Some("dual-node") => dual::run(net).await,
+        Some("node") => {
+            let id = caps.config("id").unwrap_or(single::DEFAULT_ID);
+            let port = match caps.config("port").map(str::parse::<u16>) {
+                None => single::DEFAULT_PORT,
+                Some(Ok(p)) if p != 0 => p,
+                Some(_) => return Err(ServiceError::new("dsoftbusd.port must be 1..=65535")),
+            };
+            single::run(net, id, port).await
+        }
         other => {
             log::info!(
-                "dsoftbusd: mode {} is a placeholder: only dsoftbusd.mode=dual-node is implemented",
+                "dsoftbusd: mode {} unsupported (modes: dual-node, node); not starting",
                 other.unwrap_or("(none)")
             );
             Ok(())

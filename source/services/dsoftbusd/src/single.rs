@@ -1,0 +1,190 @@
+//! Single-node mode (`dsoftbusd.mode=node`): one node on the NIC, joining a
+//! bus with other machines — Linux hosts running `dsoftbus daemon`, or other
+//! Nexus VMs.
+//!
+//! The node takes its address from the DHCP lease, announces every second to
+//! the multicast group (broadcast if the join fails), accepts sessions, and
+//! dials every discovered peer the tie-break says it should dial, keeping
+//! each session open and answering pings. Options: `dsoftbusd.id=<device id>`
+//! (default `nexus-os`), `dsoftbusd.port=<tcp port>` (default 34567).
+
+use alloc::collections::{BTreeSet, VecDeque};
+use alloc::string::{String, ToString};
+use core::cell::RefCell;
+
+use dsoftbus::{should_initiate, Event, PeerEntry, DISCOVERY_GROUP, DISCOVERY_PORT};
+use futures_util::future::{select, try_join, try_join3};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use nexus_abi::ServiceError;
+use nexus_netclient::{Ipv4, NetClient, SockAddr};
+
+use crate::link::LinkError;
+use crate::node::{
+    acceptor, announcer, dial, discovery, err, has_lease, ping, sock_addr, Bindings, NicDiscovery,
+    Node, Notify, Seen, MAX_SESSIONS_PER_NODE,
+};
+
+/// Default device id in node mode.
+pub const DEFAULT_ID: &str = "nexus-os";
+/// Default session port in node mode.
+pub const DEFAULT_PORT: u16 = 34567;
+/// Most peers waiting to be dialled.
+pub const MAX_DIAL_QUEUE: usize = 16;
+
+/// Peers to dial, filled by discovery, drained by the dialer.
+#[derive(Default)]
+struct DialQueue {
+    queue: RefCell<VecDeque<PeerEntry>>,
+    /// Device ids with a dial or session in progress.
+    busy: RefCell<BTreeSet<String>>,
+    notify: Notify,
+}
+
+/// Run one node until an unrecoverable error.
+pub async fn run(net: NetClient, id: &str, port: u16) -> Result<(), ServiceError> {
+    if !has_lease(&net).await {
+        log::error!("dsoftbusd: discovery transport unavailable (no DHCP lease on the NIC)");
+        return Err(ServiceError::new("no lease"));
+    }
+    let addr = net
+        .status()
+        .await
+        .ok()
+        .and_then(|s| s.ipv4)
+        .map_or_else(|| "?".to_string(), |c| alloc::format!("{}", c.addr));
+    let node = Node::new("node", (id, port), true)?;
+    let any = |port| SockAddr::new(Ipv4::UNSPECIFIED, port);
+    let sockets = async {
+        let (listener, _) = net.tcp_listen(any(port), 4).await?;
+        let (disc, _) = net.udp_bind(any(DISCOVERY_PORT)).await?;
+        let (sender, _) = net.udp_bind(any(0)).await?;
+        Ok::<_, nexus_netclient::CallError>((listener, disc, sender))
+    };
+    let (listener, disc, sender) = match sockets.await {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("dsoftbusd: discovery transport unavailable ({e})");
+            return Err(err("sockets", e));
+        }
+    };
+    let nic = if net
+        .udp_join_multicast(disc, Ipv4(DISCOVERY_GROUP.octets()))
+        .await
+        .is_ok()
+    {
+        NicDiscovery::Multicast
+    } else {
+        NicDiscovery::Broadcast
+    };
+    log::info!(
+        "dsoftbusd: node up device={id} addr={addr} port={port} discovery={}",
+        nic.name()
+    );
+
+    let seen = Seen::default();
+    let dials = DialQueue::default();
+    let nodes = [&node];
+    let senders = [(&node, sender)];
+    let on_fresh = |n: &Node, entry: &PeerEntry| {
+        let peer = entry.device_id();
+        if entry.has_session()
+            || !should_initiate(n.local.id(), peer)
+            || dials.busy.borrow().contains(peer.as_str())
+        {
+            return;
+        }
+        let mut q = dials.queue.borrow_mut();
+        if q.len() < MAX_DIAL_QUEUE && !q.iter().any(|e| e.device_id() == peer) {
+            q.push_back(entry.clone());
+            dials.notify.notify();
+        }
+    };
+    try_join3(
+        discovery(&net, disc, &nodes, &seen, &on_fresh),
+        announcer(&net, &senders, false, nic),
+        try_join(
+            acceptor(&net, &node, listener, &seen),
+            dialer(&net, &node, &dials),
+        ),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Dial queued peers, each session held by its own future.
+async fn dialer(net: &NetClient, node: &Node, dials: &DialQueue) -> Result<(), ServiceError> {
+    let mut sessions = FuturesUnordered::new();
+    loop {
+        loop {
+            let Some(entry) = dials.queue.borrow_mut().pop_front() else {
+                break;
+            };
+            if sessions.len() >= MAX_SESSIONS_PER_NODE {
+                break;
+            }
+            dials
+                .busy
+                .borrow_mut()
+                .insert(entry.device_id().as_str().to_string());
+            sessions.push(hold(net, node, entry, dials));
+        }
+        if sessions.is_empty() {
+            dials.notify.wait().await;
+        } else {
+            let wait = core::pin::pin!(dials.notify.wait());
+            let _ = select(wait, sessions.next()).await;
+        }
+    }
+}
+
+/// Dial one peer and keep the session until it ends.
+async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue) {
+    let peer = entry.device_id().clone();
+    if let Err(e) = hold_inner(net, node, &entry).await {
+        log::warn!("dsoftbusd: session with {peer} ended: {e}");
+    }
+    node.table.borrow_mut().set_session(&peer, false);
+    dials.busy.borrow_mut().remove(peer.as_str());
+}
+
+async fn hold_inner(net: &NetClient, node: &Node, entry: &PeerEntry) -> Result<(), ServiceError> {
+    let target = sock_addr(entry.session_addr())?;
+    log::info!(
+        "dsoftbusd: session connect peer={} addr={target}",
+        entry.device_id()
+    );
+    let mut link = dial(net, node, entry, target).await?;
+    let bindings = Bindings(&node.table);
+    match link.next_event(&bindings).await {
+        Ok(Event::Established { peer }) => {
+            log::info!("dsoftbusd: identity bound peer={peer} node={}", node.label);
+            node.table.borrow_mut().set_session(&peer, true);
+            log::info!("dsoftbusd: auth ok peer={peer} node={}", node.label);
+        }
+        Ok(other) => {
+            return Err(ServiceError::new(alloc::format!(
+                "unexpected event {other:?}"
+            )))
+        }
+        Err(e) => return Err(err("handshake", e)),
+    }
+    let rtt = ping(&mut link, &bindings).await?;
+    log::info!(
+        "dsoftbusd: session ping ok peer={} rtt={}us",
+        entry.device_id(),
+        rtt.as_micros()
+    );
+    // Hold the session, answering pings, until the peer goes away.
+    loop {
+        match link.next_event(&bindings).await {
+            Ok(Event::Closed) | Err(LinkError::Eof) => break,
+            Ok(_) => {}
+            Err(e) => {
+                link.shutdown().await;
+                return Err(err("session", e));
+            }
+        }
+    }
+    link.shutdown().await;
+    Ok(())
+}
