@@ -42,6 +42,7 @@ EXPECTED_MARKERS=(
     "dsoftbusd: identity bound peer=node-b"
     "dsoftbusd: auth ok"
     "dsoftbusd: dual-node session ok"
+    "dsoftbusd: bulk transfer "
     "dsoftbusd: identity mismatch peer=node-a"
     "dsoftbusd: announce ignored (malformed)"
     "dsoftbusd: announce ignored (oversized)"
@@ -66,6 +67,7 @@ FORBIDDEN_MARKERS=(
 # The summary reports guest time from boot to each of these markers (when expected).
 FIGURE_MARKERS=(
     "init: services started"
+    "net: dhcp bound "
     "dsoftbusd: dual-node session ok"
 )
 

@@ -109,6 +109,8 @@ pub(crate) struct Seen {
     pub(crate) oversized: Cell<u32>,
     pub(crate) key_conflicts: Cell<u32>,
     pub(crate) mismatches: Cell<u32>,
+    /// Application bytes received over authenticated sessions.
+    pub(crate) data_bytes: Cell<u64>,
 }
 
 pub(crate) fn bump(c: &Cell<u32>) {
@@ -434,6 +436,10 @@ pub(crate) async fn serve(
                 peer = Some(p);
             }
             Ok(Event::Closed) | Err(LinkError::Eof) => break,
+            Ok(Event::Data(d)) => {
+                seen.data_bytes
+                    .set(seen.data_bytes.get().saturating_add(d.len() as u64));
+            }
             Ok(_) => {}
             Err(LinkError::Conn(ConnError::Auth(AuthError::Identity))) => {
                 let claimed = link.conn.peer_hint().map_or("?", |d| d.as_str());
