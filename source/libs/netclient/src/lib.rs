@@ -26,6 +26,10 @@ use nexus_net::limits::{MAX_DATA_LEN, MAX_PENDING_PER_CLIENT};
 
 /// Most calls waiting for an answer at once.
 pub const MAX_IN_FLIGHT: usize = MAX_PENDING_PER_CLIENT;
+/// Most abandoned calls remembered (their late answers are discarded); beyond
+/// it the oldest is forgotten, and its answer, if it ever comes, is dropped as
+/// unsolicited anyway.
+pub const MAX_ABANDONED: usize = 64;
 
 /// Why a call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +88,9 @@ impl Drop for CallGuard<'_> {
             let mut inner = self.client.inner.borrow_mut();
             inner.waiting.remove(&self.id);
             if inner.done.remove(&self.id).is_none() {
+                if inner.abandoned.len() >= MAX_ABANDONED {
+                    inner.abandoned.pop_first();
+                }
                 inner.abandoned.insert(self.id);
             }
             for w in inner.waiting.values().flatten() {

@@ -16,9 +16,18 @@ struct Logger;
 
 static LOGGER: Logger = Logger;
 
+/// Library crates linked into services whose chatter is kept below the
+/// console unless verbose logging was asked for (`log=debug`).
+const QUIET_TARGETS: &[&str] = &["virtio_drivers", "smoltcp"];
+
 impl log::Log for Logger {
-    fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {
-        true
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        let quiet = QUIET_TARGETS
+            .iter()
+            .any(|t| metadata.target().starts_with(t));
+        !quiet
+            || metadata.level() <= log::Level::Warn
+            || log::max_level() >= log::LevelFilter::Debug
     }
 
     fn log(&self, record: &log::Record<'_>) {
