@@ -83,6 +83,18 @@ if ! grep -qF "net: dhcp bound 10.9.0.15/24 gw=10.9.0.2" "$ALT_LOG"; then
 fi
 grep -F "net: dhcp bound" "$ALT_LOG"
 
+# The dual-node proof must also hold while the host floods the guest's discovery
+# port (junk, oversized datagrams, valid announces for random fake ids).
+step "discovery flood from the host during the dual-node proof" env SKIP_BUILD=1 scripts/tests/flood-test.sh
+
+# netstackd alone holds the NIC: dsoftbusd must not even link the driver crate.
+section "dsoftbusd does not depend on virtio-drivers"
+if (cd source && cargo tree -p dsoftbusd -e normal --prefix none) | grep -q '^virtio-drivers'; then
+    echo "test-all: dsoftbusd depends on virtio-drivers"
+    exit 1
+fi
+echo "dsoftbusd dependency tree has no virtio-drivers"
+
 # ---------------------------------------------------------------------------------
 # LATER STEPS GO HERE (e.g. namespace tests, multi-VM runs). Keep them fail-fast:
 #   step "namespace tests" scripts/tests/netns-test.sh

@@ -111,6 +111,46 @@ pub(crate) struct Seen {
     pub(crate) mismatches: Cell<u32>,
     /// Application bytes received over authenticated sessions.
     pub(crate) data_bytes: Cell<u64>,
+    /// Rate limit for "announce ignored" lines.
+    pub(crate) ignored_log: LogLimiter,
+}
+
+/// (source, kind) pairs whose ignored datagrams are tracked for log rate limiting.
+pub const LOG_SOURCES: usize = 32;
+
+/// Keeps a flood of bad datagrams from flooding the console: per source
+/// address and kind, the 1st, 10th, 100th... ignored datagram is logged (with its
+/// count); the rest are only counted. Bounded: the oldest source is forgotten.
+#[derive(Default)]
+pub(crate) struct LogLimiter {
+    sources: RefCell<alloc::collections::VecDeque<((SocketAddr, &'static str), u64)>>,
+}
+
+impl LogLimiter {
+    /// Count one datagram of `kind` from `src`; `Some(count)` if this one
+    /// should be logged.
+    pub(crate) fn admit(&self, src: SocketAddr, kind: &'static str) -> Option<u64> {
+        let key = (src, kind);
+        let mut sources = self.sources.borrow_mut();
+        let count = match sources.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            None => {
+                if sources.len() >= LOG_SOURCES {
+                    sources.pop_front();
+                }
+                sources.push_back((key, 1));
+                1
+            }
+        };
+        let mut p = 1;
+        while p < count {
+            p = p.saturating_mul(10);
+        }
+        (p == count).then_some(count)
+    }
 }
 
 pub(crate) fn bump(c: &Cell<u32>) {
@@ -297,15 +337,19 @@ pub(crate) async fn discovery(
                 Observe::Malformed(e) if !reported => {
                     reported = true;
                     bump(&seen.malformed);
-                    log::info!("dsoftbusd: announce ignored (malformed) from={from} reason={e:?}");
+                    if let Some(n) = seen.ignored_log.admit(from, "malformed") {
+                        log::info!("dsoftbusd: announce ignored (malformed) from={from} reason={e:?} count={n}");
+                    }
                 }
                 Observe::Oversized if !reported => {
                     reported = true;
                     bump(&seen.oversized);
-                    log::info!(
-                        "dsoftbusd: announce ignored (oversized) from={from} len={}",
-                        data.len()
-                    );
+                    if let Some(n) = seen.ignored_log.admit(from, "oversized") {
+                        log::info!(
+                            "dsoftbusd: announce ignored (oversized) from={from} len={} count={n}",
+                            data.len()
+                        );
+                    }
                 }
                 _ => {}
             }
