@@ -323,13 +323,21 @@ impl Connection {
             if matches!(self.state, State::Closed) {
                 break;
             }
-            let frame = match self.decoder.next_frame() {
-                Ok(Some(f)) => f,
+            let range = match self.decoder.pop_frame() {
+                Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => return Err(self.fail(ConnError::Frame(e))),
             };
             progressed = true;
-            if let Err(e) = self.on_frame(&frame, now, bindings) {
+            // Decode the frame in place: lend the decoder out while the
+            // state machine (which never touches it) runs.
+            let decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(1));
+            let r = self.on_frame(decoder.frame(range), now, bindings);
+            self.decoder = decoder;
+            if self.is_established() {
+                self.decoder.set_max_frame_len(MAX_FRAME_LEN);
+            }
+            if let Err(e) = r {
                 return Err(self.fail(e));
             }
         }
@@ -405,7 +413,7 @@ impl Connection {
     }
 
     fn establish(&mut self, session: Session) {
-        self.decoder.set_max_frame_len(MAX_FRAME_LEN);
+        // The frame limit is raised by `process` once the decoder is back.
         self.events.push_back(Event::Established {
             peer: session.peer_id().clone(),
         });
@@ -462,13 +470,24 @@ impl Connection {
     }
 
     fn send(&mut self, msg: &Message, extra: usize) -> Result<(), ConnError> {
+        let (ty, body) = match msg {
+            Message::Ping(n) => (crate::session::T_PING, n.to_be_bytes()),
+            Message::Pong(n) => (crate::session::T_PONG, n.to_be_bytes()),
+            Message::Close => return self.send_raw(crate::session::T_CLOSE, &[]),
+            Message::Data(d) => return self.send_raw(crate::session::T_DATA, d),
+        };
+        debug_assert_eq!(extra, body.len());
+        self.send_raw(ty, &body)
+    }
+
+    fn send_raw(&mut self, ty: u8, body: &[u8]) -> Result<(), ConnError> {
         self.check_failed()?;
-        if self.outbound.len().saturating_add(extra + 64) > MAX_OUTBOUND {
+        if self.outbound.len().saturating_add(body.len() + 64) > MAX_OUTBOUND {
             return Err(ConnError::WouldBlock);
         }
-        let close = matches!(msg, Message::Close);
+        let close = ty == crate::session::T_CLOSE;
         let r = match &mut self.state {
-            State::Established(s) => s.seal_framed(msg, &mut self.outbound),
+            State::Established(s) => s.seal_framed_raw(ty, body, &mut self.outbound),
             State::Closed => return Err(ConnError::Closed),
             _ => return Err(ConnError::NotEstablished),
         };
@@ -490,12 +509,13 @@ impl Connection {
     }
 
     /// Queues application data (at most
-    /// [`MAX_DATA_LEN`] bytes per call).
+    /// [`MAX_DATA_LEN`] bytes per call). The data is encrypted straight into
+    /// the transmit buffer.
     pub fn send_data(&mut self, data: &[u8]) -> Result<(), ConnError> {
         if data.len() > MAX_DATA_LEN {
             return Err(ConnError::Session(SessionError::TooLarge));
         }
-        self.send(&Message::Data(data.to_vec()), data.len())
+        self.send_raw(crate::session::T_DATA, data)
     }
 
     /// Queues an orderly close; the connection is closed afterwards (flush

@@ -61,7 +61,10 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError>
 /// Incremental, bounded frame decoder.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Bytes `start..` are buffered; `..start` were consumed and are dropped
+    /// lazily (on the next feed), so popping a frame moves no memory.
     buf: Vec<u8>,
+    start: usize,
     max_frame_len: usize,
     error: Option<FrameError>,
 }
@@ -72,6 +75,7 @@ impl FrameDecoder {
     pub fn new(max_frame_len: usize) -> Self {
         FrameDecoder {
             buf: Vec::new(),
+            start: 0,
             max_frame_len: max_frame_len.clamp(1, MAX_FRAME_LEN),
             error: None,
         }
@@ -91,7 +95,7 @@ impl FrameDecoder {
 
     /// Bytes currently buffered.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The buffer bound: one header plus one maximal frame.
@@ -106,7 +110,7 @@ impl FrameDecoder {
         if self.error.is_some() {
             return 0;
         }
-        self.capacity().saturating_sub(self.buf.len())
+        self.capacity().saturating_sub(self.buffered())
     }
 
     /// The sticky error, if the stream has failed.
@@ -125,6 +129,10 @@ impl FrameDecoder {
         if data.len() > self.space() {
             return Err(FrameError::Overflow);
         }
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
         self.check_header()
     }
@@ -137,8 +145,7 @@ impl FrameDecoder {
     }
 
     fn check_header(&mut self) -> Result<(), FrameError> {
-        if self.buf.len() >= HEADER_LEN {
-            let len = usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
+        if let Some(len) = self.header() {
             let err = if len == 0 {
                 Some(FrameError::Empty)
             } else if len > self.max_frame_len {
@@ -152,31 +159,54 @@ impl FrameDecoder {
             if let Some(e) = err {
                 self.error = Some(e);
                 self.buf.clear();
+                self.start = 0;
                 return Err(e);
             }
         }
         Ok(())
     }
 
+    /// The length announced by the buffered header, if two bytes are there.
+    fn header(&self) -> Option<usize> {
+        match self.buf.get(self.start..self.start + HEADER_LEN) {
+            Some(&[hi, lo]) => Some(usize::from(u16::from_be_bytes([hi, lo]))),
+            _ => None,
+        }
+    }
+
     /// Pops the next complete frame body, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        Ok(self.pop_frame()?.map(|r| self.buf[r].to_vec()))
+    }
+
+    /// Like [`next_frame`](Self::next_frame) but without copying: returns
+    /// where the frame body lies; read it with [`frame`](Self::frame) before
+    /// the next `feed`.
+    pub(crate) fn pop_frame(&mut self) -> Result<Option<core::ops::Range<usize>>, FrameError> {
         if let Some(e) = self.error {
             return Err(e);
         }
         // Re-check in case the limit was lowered since the header arrived.
         self.check_header()?;
-        if self.buf.len() < HEADER_LEN {
+        let Some(len) = self.header() else {
             return Ok(None);
-        }
-        let len = usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
-        let end = HEADER_LEN + len;
+        };
+        let body = self.start + HEADER_LEN;
+        let end = body + len;
         if self.buf.len() < end {
             return Ok(None);
         }
-        let frame = self.buf[HEADER_LEN..end].to_vec();
-        self.buf.drain(..end);
-        self.check_header()?;
-        Ok(Some(frame))
+        self.start = end;
+        // The next header is checked when it is popped (or fed first), not
+        // now: the caller may raise the limit in between — a transport frame
+        // sent right behind handshake frame 3 must not be judged by the
+        // handshake limit.
+        Ok(Some(body..end))
+    }
+
+    /// The bytes of a range returned by [`pop_frame`](Self::pop_frame).
+    pub(crate) fn frame(&self, r: core::ops::Range<usize>) -> &[u8] {
+        self.buf.get(r).unwrap_or(&[])
     }
 }
 

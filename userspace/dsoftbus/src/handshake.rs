@@ -204,7 +204,7 @@ fn build(
     initiator: bool,
 ) -> Result<Box<HandshakeState>, AuthError> {
     let params = crypto::noise_params().ok_or(AuthError::Internal)?;
-    let resolver = Box::new(EntropyResolver::new(pool));
+    let resolver = Box::new(EntropyResolver::new(pool, Some(local.keys())));
     let b = snow::Builder::with_resolver(params, resolver)
         .local_private_key(local.keys.secret().expose())
         .map_err(|_| AuthError::Internal)?;

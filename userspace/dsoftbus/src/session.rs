@@ -25,10 +25,10 @@ pub const MAX_PLAINTEXT: usize = MAX_FRAME_LEN - TAG_LEN;
 /// Largest data payload in one message (minus the type byte).
 pub const MAX_DATA_LEN: usize = MAX_PLAINTEXT - 1;
 
-const T_PING: u8 = 1;
-const T_PONG: u8 = 2;
-const T_DATA: u8 = 3;
-const T_CLOSE: u8 = 4;
+pub(crate) const T_PING: u8 = 1;
+pub(crate) const T_PONG: u8 = 2;
+pub(crate) const T_DATA: u8 = 3;
+pub(crate) const T_CLOSE: u8 = 4;
 
 /// A transport message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +80,8 @@ pub struct Session {
     peer_key: PublicKey,
     initiator: bool,
     done: bool,
+    /// Reused plaintext buffer for sealing.
+    scratch: Vec<u8>,
 }
 
 impl fmt::Debug for Session {
@@ -107,6 +109,7 @@ impl Session {
             peer_key,
             initiator,
             done: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -133,45 +136,68 @@ impl Session {
     /// Encrypts `msg` into one frame body. Sending [`Message::Close`] closes
     /// the session for further sends and receives.
     pub fn seal(&mut self, msg: &Message) -> Result<Vec<u8>, SessionError> {
-        if self.done {
-            return Err(SessionError::Closed);
-        }
-        let mut plain = Vec::new();
-        match msg {
-            Message::Ping(n) => {
-                plain.push(T_PING);
-                plain.extend_from_slice(&n.to_be_bytes());
-            }
-            Message::Pong(n) => {
-                plain.push(T_PONG);
-                plain.extend_from_slice(&n.to_be_bytes());
-            }
-            Message::Data(d) => {
-                if d.len() > MAX_DATA_LEN {
-                    return Err(SessionError::TooLarge);
-                }
-                plain.reserve(1 + d.len());
-                plain.push(T_DATA);
-                plain.extend_from_slice(d);
-            }
-            Message::Close => plain.push(T_CLOSE),
-        }
-        let mut out = alloc::vec![0u8; plain.len() + TAG_LEN];
-        let n = self
-            .transport
-            .write_message(&plain, &mut out)
-            .map_err(|_| SessionError::Internal)?;
-        out.truncate(n);
-        if matches!(msg, Message::Close) {
-            self.done = true;
-        }
+        let mut out = Vec::new();
+        self.seal_into(msg_type(msg), &msg_body(msg), &mut out)?;
         Ok(out)
     }
 
     /// [`seal`](Self::seal) and append the framed result to `out`.
     pub fn seal_framed(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), SessionError> {
-        let body = self.seal(msg)?;
-        frame::encode_frame(&body, out).map_err(|_| SessionError::TooLarge)
+        self.seal_framed_raw(msg_type(msg), &msg_body(msg), out)
+    }
+
+    /// Seals `[ty] ‖ body` as one frame appended to `out`: header, then the
+    /// ciphertext written in place (no intermediate frame buffer).
+    pub(crate) fn seal_framed_raw(
+        &mut self,
+        ty: u8,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        let len = 1 + body.len() + TAG_LEN;
+        let len16 = u16::try_from(len).map_err(|_| SessionError::TooLarge)?;
+        let start = out.len();
+        out.reserve(frame::HEADER_LEN + len);
+        out.extend_from_slice(&len16.to_be_bytes());
+        let r = self.seal_into(ty, body, out);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    /// Appends the ciphertext of `[ty] ‖ body` to `out`.
+    fn seal_into(&mut self, ty: u8, body: &[u8], out: &mut Vec<u8>) -> Result<(), SessionError> {
+        if self.done {
+            return Err(SessionError::Closed);
+        }
+        if body.len() > MAX_DATA_LEN {
+            return Err(SessionError::TooLarge);
+        }
+        // The plaintext must be contiguous: type byte, then body. The scratch
+        // buffer is reused across messages, so steady state allocates nothing.
+        self.scratch.clear();
+        self.scratch.reserve(1 + body.len());
+        self.scratch.push(ty);
+        self.scratch.extend_from_slice(body);
+        let start = out.len();
+        out.resize(start + self.scratch.len() + TAG_LEN, 0);
+        let dst = out.get_mut(start..).ok_or(SessionError::Internal)?;
+        let r = self.transport.write_message(&self.scratch, dst);
+        self.scratch.clear();
+        match r {
+            Ok(n) => {
+                out.truncate(start + n);
+                if ty == T_CLOSE {
+                    self.done = true;
+                }
+                Ok(())
+            }
+            Err(_) => {
+                out.truncate(start);
+                Err(SessionError::Internal)
+            }
+        }
     }
 
     /// Decrypts and parses one frame body. Total: arbitrary input yields an
@@ -206,10 +232,48 @@ impl Session {
         match *ty {
             T_PING => Ok(Message::Ping(nonce(body)?)),
             T_PONG => Ok(Message::Pong(nonce(body)?)),
-            T_DATA => Ok(Message::Data(body.to_vec())),
+            T_DATA => {
+                // Reuse the decryption buffer: shifting out the type byte is
+                // one in-place move instead of a second allocation and copy.
+                plain.remove(0);
+                Ok(Message::Data(plain))
+            }
             T_CLOSE if body.is_empty() => Ok(Message::Close),
             T_CLOSE => Err(SessionError::Malformed),
             t => Err(SessionError::UnknownType(t)),
+        }
+    }
+}
+
+fn msg_type(msg: &Message) -> u8 {
+    match msg {
+        Message::Ping(_) => T_PING,
+        Message::Pong(_) => T_PONG,
+        Message::Data(_) => T_DATA,
+        Message::Close => T_CLOSE,
+    }
+}
+
+/// The bytes after the type byte; nonces travel big-endian.
+fn msg_body(msg: &Message) -> MsgBody<'_> {
+    match msg {
+        Message::Ping(n) | Message::Pong(n) => MsgBody::Nonce(n.to_be_bytes()),
+        Message::Data(d) => MsgBody::Slice(d),
+        Message::Close => MsgBody::Slice(&[]),
+    }
+}
+
+enum MsgBody<'a> {
+    Nonce([u8; 8]),
+    Slice(&'a [u8]),
+}
+
+impl core::ops::Deref for MsgBody<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            MsgBody::Nonce(n) => n,
+            MsgBody::Slice(s) => s,
         }
     }
 }

@@ -354,3 +354,30 @@ fn event_queue_backpressure_loses_nothing() {
     assert!(max_seen >= dsoftbus::connection::MAX_EVENTS);
     assert_eq!(got, (0..n as u32).collect::<Vec<_>>());
 }
+
+/// The initiator is established after frame 2 and may send data at once; a
+/// large data frame that arrives in the same read as frame 3 must be judged
+/// by the transport frame limit, not the handshake one.
+#[test]
+fn data_coalesced_with_frame3_is_accepted() {
+    let (a, b) = discovered_pair();
+    let mut r = rng(17);
+    let mut ca = Connection::connect(&a.local, a.target("node-b"), &mut r, t(0), cfg()).unwrap();
+    let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
+    cb.handle_input(&ca.take_transmit(), t(1), &b.table)
+        .unwrap();
+    ca.handle_input(&cb.take_transmit(), t(1), &a.table)
+        .unwrap();
+    assert!(ca.is_established());
+    let big = vec![0x42u8; 4000];
+    ca.send_data(&big).unwrap();
+    let wire = ca.take_transmit(); // frame 3 ‖ data frame
+    let mut off = 0;
+    while off < wire.len() {
+        let n = cb.handle_input(&wire[off..], t(2), &b.table).unwrap();
+        assert!(n > 0, "stalled at {off}");
+        off += n;
+    }
+    assert!(matches!(cb.poll_event(), Some(Event::Established { .. })));
+    assert_eq!(cb.poll_event(), Some(Event::Data(big)));
+}
