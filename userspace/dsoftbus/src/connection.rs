@@ -28,6 +28,7 @@ use crate::handshake::{
     AuthError, HandshakeConfig, IdentityBindings, Initiator, LocalIdentity, PeerTarget, Responder,
     MAX_HANDSHAKE_FRAME,
 };
+use crate::ratelimit::{HandshakeGate, Limited};
 use crate::session::{Message, Session, SessionError, MAX_DATA_LEN};
 use crate::time::Instant;
 
@@ -101,6 +102,34 @@ impl fmt::Display for ConnError {
     }
 }
 
+/// What [`Connection::handle_input_gated`] can report: a connection error,
+/// or that frame 1 passed mac1 but the gate refused its handshake for now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatedError {
+    /// The connection failed (same as [`Connection::handle_input`]).
+    Conn(ConnError),
+    /// The handshake was not admitted; no DH was computed and the connection
+    /// has not failed. Frame 1 is held: drop the connection (recommended
+    /// under load — the initiator retries), or call `handle_input_gated`
+    /// again later to retry admission before the handshake deadline.
+    Limited(Limited),
+}
+
+impl From<ConnError> for GatedError {
+    fn from(e: ConnError) -> Self {
+        GatedError::Conn(e)
+    }
+}
+
+impl fmt::Display for GatedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GatedError::Conn(e) => e.fmt(f),
+            GatedError::Limited(l) => l.fmt(f),
+        }
+    }
+}
+
 enum State {
     /// Responder before frame 1; holds what it needs to answer it.
     AwaitFrame1 {
@@ -129,6 +158,10 @@ pub struct Connection {
     /// from the initiator's hello (responder). Authenticated only while
     /// established.
     peer_hint: Option<DeviceId>,
+    /// Frame 1 that passed mac1 but was refused by a gate (at most 74 bytes).
+    held_frame1: Option<Vec<u8>>,
+    /// Set by `process` when a gate refused; reported by `handle_input_gated`.
+    refused: Option<Limited>,
 }
 
 impl fmt::Debug for Connection {
@@ -195,6 +228,8 @@ impl Connection {
             cfg,
             initiator,
             peer_hint: None,
+            held_frame1: None,
+            refused: None,
         }
     }
 
@@ -270,7 +305,10 @@ impl Connection {
     /// How many bytes [`handle_input`](Self::handle_input) will take now.
     /// Read at most this much from the socket to never hold bytes aside.
     pub fn recv_space(&self) -> usize {
-        if self.outbound.len() >= MAX_OUTBOUND || self.events.len() >= MAX_EVENTS {
+        if self.outbound.len() >= MAX_OUTBOUND
+            || self.events.len() >= MAX_EVENTS
+            || self.held_frame1.is_some()
+        {
             return 0;
         }
         match self.state {
@@ -289,6 +327,48 @@ impl Connection {
         now: Instant,
         bindings: &B,
     ) -> Result<usize, ConnError> {
+        self.input(
+            bytes,
+            now,
+            bindings,
+            None::<&mut crate::ratelimit::AdmitAll>,
+        )
+    }
+
+    /// [`handle_input`](Self::handle_input) with handshake admission: when
+    /// frame 1 has passed its size and mac1 checks — and only then, so junk
+    /// costs no tokens — `gate` decides whether the Diffie-Hellman work may
+    /// start (normally [`HandshakeLimiter::gate`](crate::ratelimit::HandshakeLimiter::gate)
+    /// with the stream's source address). A refusal is
+    /// [`GatedError::Limited`]: no DH, connection not failed, frame 1 held.
+    /// On an initiator, or after frame 1, this is exactly `handle_input`.
+    pub fn handle_input_gated<B: IdentityBindings + ?Sized, G: HandshakeGate + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        now: Instant,
+        bindings: &B,
+        gate: &mut G,
+    ) -> Result<usize, GatedError> {
+        self.refused = None;
+        let used = self.input(bytes, now, bindings, Some(gate))?;
+        match self.refused.take() {
+            Some(l) => Err(GatedError::Limited(l)),
+            None => Ok(used),
+        }
+    }
+
+    /// True while frame 1 waits for admission after a gate refused it.
+    pub fn is_admission_pending(&self) -> bool {
+        self.held_frame1.is_some()
+    }
+
+    fn input<B: IdentityBindings + ?Sized, G: HandshakeGate + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        now: Instant,
+        bindings: &B,
+        mut gate: Option<&mut G>,
+    ) -> Result<usize, ConnError> {
         self.check_failed()?;
         if matches!(self.state, State::Closed) {
             return Err(ConnError::Closed);
@@ -303,7 +383,10 @@ impl Connection {
                 }
                 used += n;
             }
-            let progressed = self.process(now, bindings)?;
+            let progressed = self.process(now, bindings, gate.as_deref_mut())?;
+            if self.refused.is_some() {
+                break;
+            }
             if !progressed && (n == 0 || used == bytes.len()) {
                 break;
             }
@@ -311,14 +394,46 @@ impl Connection {
         Ok(used)
     }
 
+    /// Frame 1 on the responder: mac1 (a hash) first, then the gate; true if
+    /// the DH may proceed. On refusal the frame is held and `refused` set.
+    fn admit_frame1<G: HandshakeGate + ?Sized>(
+        &mut self,
+        frame: &[u8],
+        now: Instant,
+        gate: Option<&mut G>,
+    ) -> Result<bool, ConnError> {
+        let (State::AwaitFrame1 { local, .. }, Some(gate)) = (&self.state, gate) else {
+            return Ok(true);
+        };
+        Responder::precheck(local, frame).map_err(|e| self.fail(e.into()))?;
+        match gate.admit(now) {
+            Ok(()) => Ok(true),
+            Err(l) => {
+                self.held_frame1 = Some(frame.to_vec());
+                self.refused = Some(l);
+                Ok(false)
+            }
+        }
+    }
+
     /// Decodes buffered frames while there is room for their results.
     /// Returns whether any frame was consumed.
-    fn process<B: IdentityBindings + ?Sized>(
+    fn process<B: IdentityBindings + ?Sized, G: HandshakeGate + ?Sized>(
         &mut self,
         now: Instant,
         bindings: &B,
+        mut gate: Option<&mut G>,
     ) -> Result<bool, ConnError> {
         let mut progressed = false;
+        if let Some(f) = self.held_frame1.take() {
+            if !self.admit_frame1(&f, now, gate.as_deref_mut())? {
+                return Ok(false);
+            }
+            progressed = true;
+            if let Err(e) = self.on_frame(&f, now, bindings) {
+                return Err(self.fail(e));
+            }
+        }
         while self.outbound.len() < MAX_OUTBOUND && self.events.len() < MAX_EVENTS {
             if matches!(self.state, State::Closed) {
                 break;
@@ -332,13 +447,21 @@ impl Connection {
             // Decode the frame in place: lend the decoder out while the
             // state machine (which never touches it) runs.
             let decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(1));
-            let r = self.on_frame(decoder.frame(range), now, bindings);
+            let frame = decoder.frame(range);
+            let r = match self.admit_frame1(frame, now, gate.as_deref_mut()) {
+                Ok(true) => self.on_frame(frame, now, bindings),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
             self.decoder = decoder;
             if self.is_established() {
                 self.decoder.set_max_frame_len(MAX_FRAME_LEN);
             }
             if let Err(e) = r {
                 return Err(self.fail(e));
+            }
+            if self.refused.is_some() {
+                break;
             }
         }
         Ok(progressed)
@@ -447,7 +570,11 @@ impl Connection {
             // Established frames never consult the clock or the bindings (the
             // state cannot go back to a handshake), so placeholders are exact.
             // A failure is recorded in the state and reported by `error()`.
-            let _ = self.process(Instant::ZERO, &NoBindings);
+            let _ = self.process(
+                Instant::ZERO,
+                &NoBindings,
+                None::<&mut crate::ratelimit::AdmitAll>,
+            );
         }
         self.events.pop_front()
     }

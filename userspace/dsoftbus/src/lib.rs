@@ -22,6 +22,7 @@
 //! | [`peer_table`] | bounded discovery table: pinning, de-dup, flood resistance |
 //! | [`frame`] | 2-byte length framing of the session stream |
 //! | [`handshake`] | Noise XK + mac1 + hello + identity binding, frame level |
+//! | [`ratelimit`] | handshake admission: per-source and global token buckets |
 //! | [`session`] | transport messages (ping/pong/data/close) after the handshake |
 //! | [`connection`] | byte-stream driver tying frames, handshake and session together |
 //! | [`keys`] | static key pairs from injected entropy; redacted secrets |
@@ -105,12 +106,13 @@ pub mod frame;
 pub mod handshake;
 pub mod keys;
 pub mod peer_table;
+pub mod ratelimit;
 pub mod session;
 pub mod time;
 pub mod transport;
 
 pub use announce::{Announce, AnnounceError, DeviceId, ServiceName};
-pub use connection::{ConnError, Connection, Event};
+pub use connection::{ConnError, Connection, Event, GatedError};
 pub use frame::{FrameDecoder, FrameError};
 pub use handshake::{
     should_initiate, AuthError, HandshakeConfig, IdentityBindings, Initiator, LocalIdentity,
@@ -118,6 +120,7 @@ pub use handshake::{
 };
 pub use keys::{PublicKey, SecretKey, StaticKeypair};
 pub use peer_table::{Observe, PeerEntry, PeerTable, PeerTableConfig, PeerTableStats};
+pub use ratelimit::{HandshakeGate, HandshakeLimiter, Limited, RateLimitConfig};
 pub use session::{Message, Session, SessionError};
 pub use time::Instant;
 

@@ -169,9 +169,11 @@ pub fn measuring() -> bool {
 
 pub fn fmt_rate(per_sec: f64, unit: &str) -> String {
     if per_sec >= 1e6 {
-        format!("{:.2} M{unit}/s", per_sec / 1e6)
+        format!("{:.2} M {unit}/s", per_sec / 1e6)
+            .replace("  ", " ")
+            .replace(" /s", "/s")
     } else if per_sec >= 1e3 {
-        format!("{:.1} k{unit}/s", per_sec / 1e3)
+        format!("{:.1} k {unit}/s", per_sec / 1e3).replace(" /s", "/s")
     } else {
         format!("{per_sec:.0} {unit}/s")
     }
