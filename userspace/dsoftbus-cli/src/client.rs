@@ -1,0 +1,339 @@
+//! The client commands: they talk to the daemon over its control socket
+//! (blocking std I/O; no async runtime needed).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{absolute, FileConfig, Paths};
+use crate::control::{Client, PeerInfo, Request, Response};
+use crate::exit::{Failure, WithCode, CONFIG, FAILURE, NO_DAEMON, NO_PEER, TIMEOUT, USAGE};
+use crate::identity::{self, fingerprint, KnownPeers};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn fail_from(code: u8, message: String) -> Failure {
+    Failure::new(code, message)
+}
+
+fn expect_ok(r: Response) -> Result<Response, Failure> {
+    match r {
+        Response::Error { code, message } => Err(fail_from(code, message)),
+        r => Ok(r),
+    }
+}
+
+fn ago(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 10_000 => format!("{:.1}s ago", ms as f64 / 1000.0),
+        Some(ms) if ms < 3_600_000 => format!("{}s ago", ms / 1000),
+        Some(ms) => format!("{}h ago", ms / 3_600_000),
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Renders the peers table.
+pub fn render_peers(peers: &[PeerInfo]) -> String {
+    let rows: Vec<[String; 6]> = peers
+        .iter()
+        .map(|p| {
+            [
+                p.device.clone(),
+                p.addr.clone().unwrap_or_else(|| "-".into()),
+                p.fingerprint.clone(),
+                yes(p.pinned).into(),
+                yes(p.session).into(),
+                ago(p.last_seen_ms),
+            ]
+        })
+        .collect();
+    let head = ["DEVICE", "ADDRESS", "KEY", "PINNED", "SESSION", "LAST SEEN"];
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(w[i] - c.chars().count() + 2));
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(&head.map(String::from));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+pub fn peers(paths: &Paths, json: bool) -> Result<(), Failure> {
+    let mut c = Client::connect(&paths.control_socket)?;
+    let Response::Peers { peers } = expect_ok(c.call(&Request::Peers, CALL_TIMEOUT)?)? else {
+        return Err(Failure::new(FAILURE, "unexpected reply"));
+    };
+    if json {
+        println!("{}", serde_json::json!({ "peers": peers }));
+    } else if peers.is_empty() {
+        println!("no peers yet");
+    } else {
+        print!("{}", render_peers(&peers));
+    }
+    Ok(())
+}
+
+pub fn status(paths: &Paths) -> Result<(), Failure> {
+    let mut c = Client::connect(&paths.control_socket)?;
+    let Response::Status(s) = expect_ok(c.call(&Request::Status, CALL_TIMEOUT)?)? else {
+        return Err(Failure::new(FAILURE, "unexpected reply"));
+    };
+    println!("device={}", s.device);
+    println!("key={}", s.key);
+    println!("fingerprint={}", s.fingerprint);
+    println!("port={}", s.port);
+    println!("discovery={} port={}", s.discovery, s.discovery_port);
+    for i in &s.interfaces {
+        println!(
+            "interface={} addr={} delivery={}",
+            i.name, i.addr, i.delivery
+        );
+    }
+    println!("peers={}", s.peers);
+    println!("sessions={}", s.sessions);
+    println!("known={}", s.known);
+    println!("require_known={}", s.require_known);
+    println!("inbox={}", s.inbox.as_deref().unwrap_or("none"));
+    println!("uptime_s={}", s.uptime_s);
+    for (k, v) in &s.counters {
+        println!("counter.{k}={v}");
+    }
+    Ok(())
+}
+
+pub fn ping(
+    paths: &Paths,
+    device: &str,
+    count: u32,
+    interval: f64,
+    timeout: f64,
+) -> Result<(), Failure> {
+    if !(interval.is_finite() && interval >= 0.0 && timeout.is_finite() && timeout > 0.0) {
+        return Err(Failure::new(
+            USAGE,
+            "interval and timeout must be positive numbers",
+        ));
+    }
+    let mut c = Client::connect(&paths.control_socket)?;
+    let timeout_ms = (timeout * 1000.0) as u64;
+    let mut rtts = Vec::new();
+    for seq in 1..=count.max(1) {
+        let r = c.call(
+            &Request::Ping {
+                device: device.to_string(),
+                timeout_ms,
+            },
+            Duration::from_millis(timeout_ms) + CALL_TIMEOUT,
+        )?;
+        match r {
+            Response::Pong { rtt_us, .. } => {
+                println!(
+                    "pong from {device}: seq={seq} time={:.3} ms",
+                    rtt_us as f64 / 1000.0
+                );
+                rtts.push(rtt_us as f64 / 1000.0);
+            }
+            Response::Error {
+                code: TIMEOUT,
+                message,
+            } => println!("seq={seq}: {message}"),
+            Response::Error { code, message } => return Err(fail_from(code, message)),
+            _ => return Err(Failure::new(FAILURE, "unexpected reply")),
+        }
+        if seq < count {
+            std::thread::sleep(Duration::from_secs_f64(interval));
+        }
+    }
+    let n = count.max(1);
+    print!("--- {device}: {n} sent, {} received", rtts.len());
+    if rtts.is_empty() {
+        println!();
+        return Err(Failure::new(TIMEOUT, format!("no pong from {device}")));
+    }
+    let min = rtts.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = rtts.iter().cloned().fold(0.0, f64::max);
+    let avg = rtts.iter().sum::<f64>() / rtts.len() as f64;
+    println!(", rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
+    Ok(())
+}
+
+pub fn send(paths: &Paths, device: &str, file: &Path, no_progress: bool) -> Result<(), Failure> {
+    let path = absolute(file).code(FAILURE)?;
+    if !path.is_file() {
+        return Err(Failure::new(
+            FAILURE,
+            format!("{} is not a readable file", file.display()),
+        ));
+    }
+    let mut c = Client::connect(&paths.control_socket)?;
+    c.send(&Request::Send {
+        device: device.to_string(),
+        path: path.clone(),
+    })?;
+    let show = !no_progress && std::io::stderr().is_terminal();
+    let mut bar: Option<ProgressBar> = None;
+    loop {
+        // The daemon reports progress at least once a minute or fails itself.
+        match c.recv(Some(Duration::from_secs(180)))? {
+            Response::Accepted { total, .. } => {
+                if show {
+                    let b = ProgressBar::new(total);
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "{spinner} {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} eta {eta}",
+                    ) {
+                        b.set_style(style.progress_chars("=> "));
+                    }
+                    bar = Some(b);
+                }
+            }
+            Response::Progress { acked, .. } => {
+                if let Some(b) = &bar {
+                    b.set_position(acked);
+                }
+            }
+            Response::Sent {
+                bytes,
+                secs,
+                sha256,
+                ..
+            } => {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                let mbps = if secs > 0.0 {
+                    bytes as f64 / secs / 1e6
+                } else {
+                    0.0
+                };
+                println!(
+                    "sent {} to {device}: {bytes} bytes in {secs:.2} s ({mbps:.1} MB/s); sha256 {sha256} verified by the receiver",
+                    file.display()
+                );
+                return Ok(());
+            }
+            Response::Error { code, message } => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                return Err(fail_from(code, message));
+            }
+            _ => return Err(Failure::new(FAILURE, "unexpected reply")),
+        }
+    }
+}
+
+/// `trust`/`forget` go through the daemon when one runs (so it applies at
+/// once), else edit the known-peers file directly.
+pub fn trust(paths: &Paths, device: &str, key: &str) -> Result<(), Failure> {
+    let k = identity::parse_public_key(key).code(USAGE)?;
+    let id = dsoftbus::DeviceId::new(device)
+        .map_err(|e| Failure::new(USAGE, format!("bad device id {device:?}: {e}")))?;
+    match Client::connect(&paths.control_socket) {
+        Ok(mut c) => {
+            let r = expect_ok(c.call(
+                &Request::Trust {
+                    device: device.into(),
+                    key: key.trim().into(),
+                },
+                CALL_TIMEOUT,
+            )?)?;
+            if let Response::Ok { message } = r {
+                println!("{message}");
+            }
+            Ok(())
+        }
+        Err(f) if f.code == NO_DAEMON => {
+            identity::ensure_state_dir(&paths.state_dir)?;
+            let mut known = KnownPeers::load(&paths.state_dir)?;
+            known.insert(id.clone(), k).code(CONFIG)?;
+            known.save().code(CONFIG)?;
+            println!(
+                "{id} pinned to key {} (no daemon running; file updated)",
+                fingerprint(&k)
+            );
+            Ok(())
+        }
+        Err(f) => Err(f),
+    }
+}
+
+pub fn forget(paths: &Paths, device: &str) -> Result<(), Failure> {
+    match Client::connect(&paths.control_socket) {
+        Ok(mut c) => {
+            let r = expect_ok(c.call(
+                &Request::Forget {
+                    device: device.into(),
+                },
+                CALL_TIMEOUT,
+            )?)?;
+            if let Response::Ok { message } = r {
+                println!("{message}");
+            }
+            Ok(())
+        }
+        Err(f) if f.code == NO_DAEMON => {
+            let id = dsoftbus::DeviceId::new(device)
+                .map_err(|e| Failure::new(USAGE, format!("bad device id {device:?}: {e}")))?;
+            let mut known = KnownPeers::load(&paths.state_dir)?;
+            if known.remove(&id).is_none() {
+                return Err(Failure::new(NO_PEER, format!("{id} is not pinned")));
+            }
+            known.save().code(CONFIG)?;
+            println!("forgot {id} (no daemon running; file updated)");
+            Ok(())
+        }
+        Err(f) => Err(f),
+    }
+}
+
+pub fn id(paths: &Paths, file: &FileConfig) -> Result<(), Failure> {
+    if let Ok(mut c) = Client::connect(&paths.control_socket) {
+        if let Ok(Response::Status(s)) = c.call(&Request::Status, CALL_TIMEOUT) {
+            println!("device {}", s.device);
+            println!("key {}", s.key);
+            println!("fingerprint {}", s.fingerprint);
+            return Ok(());
+        }
+    }
+    let (keys, created) = identity::load_or_create_key(&paths.state_dir)?;
+    let configured = std::env::var("DSOFTBUS_DEVICE_ID")
+        .ok()
+        .or_else(|| file.device_id.clone());
+    let id = identity::device_id(configured.as_deref(), keys.public())?;
+    println!("device {id}");
+    println!("key {}", hex::encode(keys.public().as_bytes()));
+    println!("fingerprint {}", fingerprint(keys.public()));
+    if created {
+        eprintln!(
+            "(created a new static key in {})",
+            paths.state_dir.join(identity::KEY_FILE).display()
+        );
+    }
+    Ok(())
+}

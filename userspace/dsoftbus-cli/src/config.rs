@@ -1,0 +1,285 @@
+//! Settings: the TOML file, merged under flags and environment.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::cli::{DaemonArgs, DiscoveryMode, GlobalOpts};
+use crate::exit::{Failure, WithCode, CONFIG};
+
+/// Default session TCP port.
+pub const DEFAULT_PORT: u16 = 34567;
+/// Default announce interval.
+pub const DEFAULT_INTERVAL_MS: u64 = 1000;
+/// Default bounds.
+pub const DEFAULT_MAX_PEERS: usize = 32;
+pub const DEFAULT_MAX_SESSIONS: usize = 32;
+pub const DEFAULT_MAX_HALF_OPEN: usize = 16;
+pub const DEFAULT_MAX_INCOMING: usize = 4;
+/// Largest file the inbox accepts by default (64 GiB).
+pub const DEFAULT_MAX_RECEIVE: u64 = 64 << 30;
+
+/// The config file. Every key is optional; unknown keys are an error (typos
+/// should not silently do nothing).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub control_socket: Option<PathBuf>,
+    pub device_id: Option<String>,
+    pub port: Option<u16>,
+    pub listen: Option<IpAddr>,
+    pub interfaces: Option<Vec<String>>,
+    pub discovery: Option<DiscoveryMode>,
+    pub discovery_port: Option<u16>,
+    pub announce_to: Option<Vec<SocketAddrV4>>,
+    pub announce_interval_ms: Option<u64>,
+    pub inbox: Option<PathBuf>,
+    pub require_known: Option<bool>,
+    pub services: Option<Vec<String>>,
+    pub max_peers: Option<usize>,
+    pub max_sessions: Option<usize>,
+    pub max_half_open: Option<usize>,
+    pub max_incoming_transfers: Option<usize>,
+    pub max_receive_bytes: Option<u64>,
+    pub multicast_loop: Option<bool>,
+    pub log: Option<String>,
+}
+
+/// Where things live, for every command.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+}
+
+/// Everything the daemon needs, fully resolved.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub paths: Paths,
+    pub device_id: Option<String>,
+    pub port: u16,
+    pub listen: IpAddr,
+    pub interfaces: Vec<String>,
+    pub discovery: DiscoveryMode,
+    pub discovery_port: u16,
+    pub announce_to: Vec<SocketAddrV4>,
+    pub announce_interval: Duration,
+    pub inbox: Option<PathBuf>,
+    pub require_known: bool,
+    pub services: Vec<String>,
+    pub max_peers: usize,
+    pub max_sessions: usize,
+    pub max_half_open: usize,
+    pub max_incoming_transfers: usize,
+    pub max_receive_bytes: u64,
+    pub multicast_loop: bool,
+}
+
+fn env_dir(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+fn home() -> Option<PathBuf> {
+    env_dir("HOME")
+}
+
+/// The default config file path (may not exist).
+pub fn default_config_path() -> Option<PathBuf> {
+    env_dir("XDG_CONFIG_HOME")
+        .or_else(|| home().map(|h| h.join(".config")))
+        .map(|d| d.join("dsoftbus").join("config.toml"))
+}
+
+/// Loads the config file: the explicit one must exist; the default one is
+/// optional.
+pub fn load_file(global: &GlobalOpts) -> Result<(FileConfig, Option<PathBuf>), Failure> {
+    let (path, required) = match &global.config {
+        Some(p) => (Some(p.clone()), true),
+        None => (default_config_path(), false),
+    };
+    let Some(path) = path else {
+        return Ok((FileConfig::default(), None));
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let cfg: FileConfig = toml::from_str(&text)
+                .with_context(|| format!("config file {}", path.display()))
+                .code(CONFIG)?;
+            Ok((cfg, Some(path)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            Ok((FileConfig::default(), None))
+        }
+        Err(e) => Err(anyhow::Error::new(e))
+            .with_context(|| format!("config file {}", path.display()))
+            .code(CONFIG),
+    }
+}
+
+/// State directory and control socket from flags/env, then file, then XDG.
+pub fn resolve_paths(global: &GlobalOpts, file: &FileConfig) -> Result<Paths, Failure> {
+    let state_dir = global
+        .state_dir
+        .clone()
+        .or_else(|| file.state_dir.clone())
+        .or_else(|| env_dir("XDG_STATE_HOME").map(|d| d.join("dsoftbus")))
+        .or_else(|| home().map(|h| h.join(".local/state/dsoftbus")))
+        .ok_or_else(|| {
+            Failure::new(
+                CONFIG,
+                "no state directory: set --state-dir, DSOFTBUS_STATE_DIR, XDG_STATE_HOME or HOME",
+            )
+        })?;
+    let control_socket = global
+        .control_socket
+        .clone()
+        .or_else(|| file.control_socket.clone())
+        .unwrap_or_else(|| state_dir.join("control.sock"));
+    Ok(Paths {
+        state_dir,
+        control_socket,
+    })
+}
+
+fn pick<T>(cli: Option<T>, file: Option<T>, default: T) -> T {
+    cli.or(file).unwrap_or(default)
+}
+
+fn pick_vec<T>(cli: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
+    if cli.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        cli
+    }
+}
+
+/// Merges flags/env over the file over defaults and checks the result.
+pub fn daemon_config(
+    paths: Paths,
+    args: DaemonArgs,
+    file: FileConfig,
+) -> Result<DaemonConfig, Failure> {
+    let interval_ms = pick(
+        args.announce_interval_ms,
+        file.announce_interval_ms,
+        DEFAULT_INTERVAL_MS,
+    );
+    if !(100..=60_000).contains(&interval_ms) {
+        return Err(Failure::new(
+            CONFIG,
+            format!("announce interval {interval_ms} ms is outside 100..=60000"),
+        ));
+    }
+    let cfg = DaemonConfig {
+        paths,
+        device_id: args.device_id.or(file.device_id),
+        port: pick(args.port, file.port, DEFAULT_PORT),
+        listen: pick(args.listen, file.listen, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        interfaces: pick_vec(args.interfaces, file.interfaces),
+        discovery: pick(args.discovery, file.discovery, DiscoveryMode::Auto),
+        discovery_port: pick(
+            args.discovery_port,
+            file.discovery_port,
+            dsoftbus::DISCOVERY_PORT,
+        ),
+        announce_to: pick_vec(args.announce_to, file.announce_to),
+        announce_interval: Duration::from_millis(interval_ms),
+        inbox: args.inbox.or(file.inbox),
+        require_known: args.require_known || file.require_known.unwrap_or(false),
+        services: pick_vec(args.services, file.services),
+        max_peers: pick(args.max_peers, file.max_peers, DEFAULT_MAX_PEERS),
+        max_sessions: pick(args.max_sessions, file.max_sessions, DEFAULT_MAX_SESSIONS),
+        max_half_open: pick(
+            args.max_half_open,
+            file.max_half_open,
+            DEFAULT_MAX_HALF_OPEN,
+        ),
+        max_incoming_transfers: file.max_incoming_transfers.unwrap_or(DEFAULT_MAX_INCOMING),
+        max_receive_bytes: file.max_receive_bytes.unwrap_or(DEFAULT_MAX_RECEIVE),
+        multicast_loop: file.multicast_loop.unwrap_or(true),
+    };
+    for (name, v, max) in [
+        ("max_peers", cfg.max_peers, 4096),
+        ("max_sessions", cfg.max_sessions, 4096),
+        ("max_half_open", cfg.max_half_open, 1024),
+        ("max_incoming_transfers", cfg.max_incoming_transfers, 64),
+    ] {
+        if v == 0 || v > max {
+            return Err(Failure::new(
+                CONFIG,
+                format!("{name} = {v} is outside 1..={max}"),
+            ));
+        }
+    }
+    if cfg.discovery == DiscoveryMode::Unicast && cfg.announce_to.is_empty() {
+        return Err(Failure::new(
+            CONFIG,
+            "--discovery unicast needs at least one --announce-to address",
+        ));
+    }
+    if cfg.discovery_port == 0 {
+        return Err(Failure::new(CONFIG, "discovery port 0 is not allowed"));
+    }
+    Ok(cfg)
+}
+
+/// The log filter from the config file, if any.
+pub fn file_log_filter(file: &FileConfig) -> Option<String> {
+    file.log.clone()
+}
+
+/// Makes `p` absolute against the current directory (for paths sent to the
+/// daemon, which may run elsewhere).
+pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
+    std::path::absolute(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_parse_and_unknown_keys_fail() {
+        let cfg: FileConfig = toml::from_str(
+            r#"
+device_id = "laptop"
+port = 4000
+interfaces = ["eth0", "wlan0"]
+discovery = "both"
+announce_to = ["192.0.2.1:37020"]
+require_known = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.port, Some(4000));
+        assert_eq!(cfg.discovery, Some(DiscoveryMode::Both));
+        assert!(toml::from_str::<FileConfig>("prot = 1").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let paths = Paths {
+            state_dir: "/s".into(),
+            control_socket: "/s/c".into(),
+        };
+        let file: FileConfig = toml::from_str("port = 4000\ninterfaces = [\"eth0\"]").unwrap();
+        let args = DaemonArgs {
+            port: Some(5000),
+            ..Default::default()
+        };
+        let cfg = daemon_config(paths.clone(), args, file).unwrap();
+        assert_eq!(cfg.port, 5000);
+        assert_eq!(cfg.interfaces, vec!["eth0".to_string()]);
+        assert_eq!(cfg.discovery_port, 37020);
+        let bad: FileConfig = toml::from_str("announce_interval_ms = 5").unwrap();
+        let e = daemon_config(paths, DaemonArgs::default(), bad).unwrap_err();
+        assert_eq!(e.code, CONFIG);
+    }
+}

@@ -1,0 +1,183 @@
+//! The control socket protocol: one JSON object per line, each way.
+//!
+//! A client sends one [`Request`] and reads [`Response`] lines until a final
+//! one (everything except `Progress` is final). The socket is a unix stream
+//! socket with mode 0600 inside the state directory (mode 0700), so only its
+//! owner (and root) can talk to the daemon.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::exit::{Failure, NO_DAEMON};
+
+/// Longest request line the daemon reads.
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Peers,
+    Ping { device: String, timeout_ms: u64 },
+    Send { device: String, path: PathBuf },
+    Trust { device: String, key: String },
+    Forget { device: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub device: String,
+    /// Session address (announce source IP : announced port), if known.
+    pub addr: Option<String>,
+    /// Full public key, hex.
+    pub key: String,
+    pub fingerprint: String,
+    pub pinned: bool,
+    pub session: bool,
+    /// Milliseconds since the last accepted announce (None: not in the table).
+    pub last_seen_ms: Option<u64>,
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IfaceInfo {
+    pub name: String,
+    pub addr: String,
+    pub delivery: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub device: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub port: u16,
+    pub discovery_port: u16,
+    pub discovery: String,
+    pub interfaces: Vec<IfaceInfo>,
+    pub peers: usize,
+    pub sessions: usize,
+    pub known: usize,
+    pub require_known: bool,
+    pub inbox: Option<String>,
+    pub uptime_s: u64,
+    pub counters: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Status(StatusInfo),
+    Peers {
+        peers: Vec<PeerInfo>,
+    },
+    Pong {
+        device: String,
+        rtt_us: u64,
+    },
+    /// Send accepted by the receiver; `total` bytes will follow.
+    Accepted {
+        total: u64,
+        name: String,
+    },
+    /// Bytes the receiver has written so far (not final).
+    Progress {
+        acked: u64,
+        total: u64,
+    },
+    Sent {
+        bytes: u64,
+        secs: f64,
+        sha256: String,
+        message: String,
+    },
+    Ok {
+        message: String,
+    },
+    Error {
+        code: u8,
+        message: String,
+    },
+}
+
+impl Response {
+    pub fn error(code: u8, message: impl Into<String>) -> Self {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A blocking client connection.
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    /// Connects to the daemon's socket; exit 4 when nobody answers.
+    pub fn connect(path: &Path) -> Result<Client, Failure> {
+        let s = UnixStream::connect(path).map_err(|e| {
+            Failure::new(
+                NO_DAEMON,
+                format!(
+                    "no daemon on {} ({e}); start one with `dsoftbus daemon`",
+                    path.display()
+                ),
+            )
+        })?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Client {
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+        })
+    }
+
+    /// Sends a request.
+    pub fn send(&mut self, req: &Request) -> Result<(), Failure> {
+        let mut line = serde_json::to_vec(req).map_err(anyhow::Error::from)?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        Ok(())
+    }
+
+    /// Reads the next response; `timeout` bounds the wait.
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Response, Failure> {
+        self.reader.get_ref().set_read_timeout(timeout)?;
+        let mut line = String::new();
+        let n = match self.reader.read_line(&mut line) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(Failure::new(
+                    crate::exit::TIMEOUT,
+                    "the daemon did not answer in time",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return Err(Failure::new(
+                crate::exit::FAILURE,
+                "the daemon closed the control connection",
+            ));
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| Failure::new(crate::exit::FAILURE, format!("bad daemon reply: {e}")))
+    }
+
+    /// One request, one final response.
+    pub fn call(&mut self, req: &Request, timeout: Duration) -> Result<Response, Failure> {
+        self.send(req)?;
+        self.recv(Some(timeout))
+    }
+}

@@ -1,0 +1,900 @@
+//! One TCP stream from first byte to close, and the file sender.
+//!
+//! A session task owns its stream and its `dsoftbus::Connection`. It reads
+//! at most `recv_space()` bytes at a time, writes what the connection queues,
+//! and takes commands (ping, application data, close) only while the
+//! connection has outbound room — so every buffer stays bounded and a slow
+//! peer slows its senders instead of growing memory.
+//!
+//! "Established" differs by side (see docs/distributed/dsoftbus-os.md): the
+//! listener has checked the dialer's identity binding when the handshake
+//! completes; the dialer only knows the listener accepted it once an
+//! authenticated frame arrives from it, so it pings at once and registers the
+//! session when the first authenticated frame (the pong) comes back.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+
+use dsoftbus::connection::MAX_OUTBOUND;
+use dsoftbus::{AuthError, ConnError, Connection, DeviceId, Event, IdentityBindings, PeerTarget};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
+use tracing::{debug, info, warn};
+
+use crate::control::Response;
+use crate::daemon::{bump, suppressed, write_resp, SessionCmd, SessionHandle, Shared};
+use crate::exit::{FAILURE, NO_PEER, TIMEOUT, TRANSFER};
+use crate::transfer::{
+    self, encode_chunk, AppMsg, ReadPiece, ReceiveJob, WriterDone, WriterMsg, CHUNK_LEN, DONE_OK,
+    DONE_PROTOCOL, WINDOW,
+};
+
+/// Keepalive ping interval on an idle-or-not session.
+pub const KEEPALIVE: Duration = Duration::from_secs(5);
+/// A session that has received nothing for this long is dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(20);
+/// Most user pings waiting for their pong, per session.
+pub const MAX_PENDING_PINGS: usize = 32;
+/// Commands queued per session.
+pub const CMD_QUEUE: usize = 32;
+
+const KEEPALIVE_BIT: u64 = 1 << 63;
+const CONFIRM_NONCE: u64 = KEEPALIVE_BIT | (1 << 62);
+
+struct Incoming {
+    tx: mpsc::Sender<WriterMsg>,
+    written: Arc<std::sync::atomic::AtomicU64>,
+    acked: u64,
+    next: u64,
+    size: u64,
+    name: String,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum End {
+    Eof,
+    Io(std::io::Error),
+    Conn(ConnError),
+    Dead,
+    Refused(String),
+    Shutdown,
+}
+
+struct Ctx {
+    sh: Arc<Shared>,
+    conn: Connection,
+    addr: SocketAddr,
+    dialed: Option<PeerTarget>,
+    peer: Option<DeviceId>,
+    confirmed: bool,
+    /// App messages the connection had no room for (small control messages).
+    stash: VecDeque<Vec<u8>>,
+    pings: HashMap<u64, (StdInstant, oneshot::Sender<Duration>)>,
+    incoming: HashMap<u32, Incoming>,
+    routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
+    ack_notify: Arc<Notify>,
+    done_tx: mpsc::Sender<WriterDone>,
+    conn_id: u64,
+    cmd_tx: mpsc::Sender<SessionCmd>,
+    permit: Option<OwnedSemaphorePermit>,
+    keepalive_seq: u64,
+}
+
+impl Ctx {
+    fn role(&self) -> &'static str {
+        if self.dialed.is_some() {
+            "dialer"
+        } else {
+            "listener"
+        }
+    }
+
+    fn peer_name(&self) -> String {
+        self.peer
+            .as_ref()
+            .or(self.conn.peer_hint())
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "?".into())
+    }
+
+    fn app_send(&mut self, msg: Vec<u8>) -> Result<(), End> {
+        if !self.stash.is_empty() {
+            self.stash.push_back(msg);
+            return Ok(());
+        }
+        match self.conn.send_data(&msg) {
+            Ok(()) => Ok(()),
+            Err(ConnError::WouldBlock) => {
+                self.stash.push_back(msg);
+                Ok(())
+            }
+            Err(e) => Err(End::Conn(e)),
+        }
+    }
+
+    fn flush_stash(&mut self) -> Result<(), End> {
+        while let Some(m) = self.stash.pop_front() {
+            match self.conn.send_data(&m) {
+                Ok(()) => {}
+                Err(ConnError::WouldBlock) => {
+                    self.stash.push_front(m);
+                    break;
+                }
+                Err(e) => return Err(End::Conn(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer is authenticated and accepted us: make the session visible.
+    fn confirm(&mut self) -> Result<(), End> {
+        if self.confirmed {
+            return Ok(());
+        }
+        let Some(peer) = self.peer.clone() else {
+            return Ok(());
+        };
+        self.confirmed = true;
+        self.permit = None;
+        let sh = self.sh.clone();
+        let mut st = sh.lock();
+        let key = match &self.dialed {
+            Some(t) => Some(t.key),
+            None => st.bindings(sh.cfg.require_known).bound_key(&peer),
+        };
+        let Some(key) = key else {
+            return Err(End::Refused("binding vanished".into()));
+        };
+        match st.sessions.get(&peer) {
+            Some(old) if old.conn_id != self.conn_id => {
+                debug!("peer={peer}: a newer session replaces the old one");
+                let _ = old.cmd.try_send(SessionCmd::Close);
+            }
+            None if st.sessions.len() >= sh.cfg.max_sessions => {
+                return Err(End::Refused(format!(
+                    "session limit ({}) reached",
+                    sh.cfg.max_sessions
+                )));
+            }
+            _ => {}
+        }
+        st.sessions.insert(
+            peer.clone(),
+            SessionHandle {
+                conn_id: self.conn_id,
+                cmd: self.cmd_tx.clone(),
+                addr: self.addr,
+                key,
+                routes: self.routes.clone(),
+            },
+        );
+        st.table.set_session(&peer, true);
+        st.backoff.remove(&peer);
+        let mut pinned_now = false;
+        if st.known.get(&peer).is_none() {
+            match st.known.insert(peer.clone(), key) {
+                Ok(_) => match st.known.save() {
+                    Ok(()) => pinned_now = true,
+                    Err(e) => warn!("cannot save known peers: {e:#}"),
+                },
+                Err(e) => warn!("not pinning peer={peer}: {e:#}"),
+            }
+        }
+        drop(st);
+        bump(&sh.counters.sessions_opened);
+        info!(
+            "auth ok peer={peer} addr={} role={}{}",
+            self.addr,
+            self.role(),
+            if pinned_now {
+                " (first sight: key pinned)"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: Event) -> Option<AppMsg> {
+        match ev {
+            Event::Established { peer } => {
+                info!(
+                    "identity bound peer={peer} addr={} role={}",
+                    self.addr,
+                    self.role()
+                );
+                self.peer = Some(peer);
+                if self.dialed.is_some() {
+                    // Our proof of acceptance is the answer to this ping.
+                    let _ = self.conn.send_ping(CONFIRM_NONCE);
+                }
+                None
+            }
+            Event::Ping(_) => None,
+            Event::Pong(n) => {
+                if let Some((t, reply)) = self.pings.remove(&n) {
+                    let _ = reply.send(t.elapsed());
+                }
+                None
+            }
+            Event::Data(d) => match AppMsg::decode(&d) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    if let Some(n) = self.sh.limiter.allow("app-decode") {
+                        debug!(
+                            "peer={}: ignoring application message: {e}{}",
+                            self.peer_name(),
+                            suppressed(n)
+                        );
+                    }
+                    None
+                }
+            },
+            Event::Closed => None,
+        }
+    }
+
+    /// Handles one application message from the peer.
+    async fn on_app(&mut self, m: AppMsg) -> Result<(), End> {
+        let peer = self.peer_name();
+        match m {
+            AppMsg::Offer { id, size, name } => {
+                let refuse = |reason: String| AppMsg::Reject { id, reason }.encode();
+                let Some(inbox) = self.sh.cfg.inbox.clone() else {
+                    info!("refused a file from peer={peer}: no --inbox configured");
+                    return self.app_send(refuse(
+                        "the receiver has no inbox (start its daemon with --inbox DIR)".into(),
+                    ));
+                };
+                if size > self.sh.cfg.max_receive_bytes {
+                    return self.app_send(refuse(format!(
+                        "file too large ({size} bytes; limit {})",
+                        self.sh.cfg.max_receive_bytes
+                    )));
+                }
+                let Some(clean) = transfer::sanitize_name(&name) else {
+                    return self.app_send(refuse("unusable file name".into()));
+                };
+                if self.incoming.contains_key(&id) {
+                    return self.app_send(refuse("duplicate transfer id".into()));
+                }
+                let Ok(permit) = self.sh.incoming_permits.clone().try_acquire_owned() else {
+                    return self.app_send(refuse("receiver busy (too many transfers)".into()));
+                };
+                let job = match ReceiveJob::create(
+                    &inbox,
+                    id,
+                    clean.clone(),
+                    size,
+                    self.ack_notify.clone(),
+                ) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        warn!(
+                            "cannot store a file from peer={peer} in {}: {e}",
+                            inbox.display()
+                        );
+                        return self
+                            .app_send(refuse(format!("receiver cannot write its inbox: {e}")));
+                    }
+                };
+                let (tx, rx) = mpsc::channel(16);
+                let written = job.written.clone();
+                let done = self.done_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Some(d) = job.run(rx) {
+                        let _ = done.blocking_send(d);
+                    }
+                });
+                info!("receiving {clean:?} ({size} bytes) from peer={peer}");
+                self.incoming.insert(
+                    id,
+                    Incoming {
+                        tx,
+                        written,
+                        acked: 0,
+                        next: 0,
+                        size,
+                        name: clean,
+                        _permit: permit,
+                    },
+                );
+                self.app_send(AppMsg::Accept { id }.encode())
+            }
+            AppMsg::Chunk { id, offset, data } => {
+                let Some(inc) = self.incoming.get_mut(&id) else {
+                    return Ok(());
+                };
+                if offset != inc.next || inc.next + data.len() as u64 > inc.size {
+                    let _ = inc.tx.send(WriterMsg::Cancel).await;
+                    self.incoming.remove(&id);
+                    warn!("transfer {id:08x} from peer={peer}: chunk out of order or past the offered size; aborted");
+                    return self.app_send(
+                        AppMsg::Done {
+                            id,
+                            status: DONE_PROTOCOL,
+                            message: "chunk out of order or past the offered size".into(),
+                        }
+                        .encode(),
+                    );
+                }
+                inc.next += data.len() as u64;
+                // Bounded channel: a slow disk slows the socket, not memory.
+                let _ = inc.tx.send(WriterMsg::Data(data)).await;
+                Ok(())
+            }
+            AppMsg::End { id, size, sha256 } => {
+                if let Some(inc) = self.incoming.get(&id) {
+                    let _ = inc.tx.send(WriterMsg::End { size, sha256 }).await;
+                }
+                Ok(())
+            }
+            AppMsg::Cancel { id } => {
+                if let Some(inc) = self.incoming.remove(&id) {
+                    let _ = inc.tx.send(WriterMsg::Cancel).await;
+                    info!(
+                        "transfer {id:08x} ({:?}) cancelled by peer={peer}; partial file deleted",
+                        inc.name
+                    );
+                }
+                Ok(())
+            }
+            m @ (AppMsg::Accept { .. }
+            | AppMsg::Reject { .. }
+            | AppMsg::Ack { .. }
+            | AppMsg::Done { .. }) => {
+                let route = self
+                    .routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&m.id())
+                    .cloned();
+                if let Some(r) = route {
+                    // Cannot overflow for an honest peer (at most WINDOW /
+                    // ACK_EVERY acks outstanding); a flood is dropped.
+                    let _ = r.try_send(m);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_writer_done(&mut self, d: WriterDone) -> Result<(), End> {
+        let peer = self.peer_name();
+        if let Some(inc) = self.incoming.remove(&d.id) {
+            if d.status == DONE_OK {
+                bump(&self.sh.counters.files_received);
+                info!(
+                    "received {:?} ({} bytes) from peer={peer}: {}",
+                    inc.name, inc.size, d.message
+                );
+            } else {
+                bump(&self.sh.counters.transfers_failed);
+                warn!(
+                    "receive of {:?} from peer={peer} failed: {}",
+                    inc.name, d.message
+                );
+            }
+        }
+        self.app_send(
+            AppMsg::Done {
+                id: d.id,
+                status: d.status,
+                message: d.message,
+            }
+            .encode(),
+        )
+    }
+
+    fn send_acks(&mut self) -> Result<(), End> {
+        let mut acks = Vec::new();
+        for (id, inc) in self.incoming.iter_mut() {
+            let w = inc.written.load(std::sync::atomic::Ordering::Acquire);
+            if w > inc.acked {
+                inc.acked = w;
+                acks.push(
+                    AppMsg::Ack {
+                        id: *id,
+                        received: w,
+                    }
+                    .encode(),
+                );
+            }
+        }
+        for a in acks {
+            self.app_send(a)?;
+        }
+        Ok(())
+    }
+
+    fn on_cmd(&mut self, cmd: SessionCmd) -> Result<bool, End> {
+        match cmd {
+            SessionCmd::Ping { reply } => {
+                if self.pings.len() >= MAX_PENDING_PINGS {
+                    return Ok(false); // reply dropped: the caller sees a closed channel
+                }
+                let mut nonce = fastrand::u64(..) & !KEEPALIVE_BIT;
+                while self.pings.contains_key(&nonce) {
+                    nonce = fastrand::u64(..) & !KEEPALIVE_BIT;
+                }
+                self.conn.send_ping(nonce).map_err(End::Conn)?;
+                self.pings.insert(nonce, (StdInstant::now(), reply));
+                Ok(false)
+            }
+            SessionCmd::App(m) => {
+                self.app_send(m)?;
+                Ok(false)
+            }
+            SessionCmd::Close => Ok(true),
+        }
+    }
+
+    fn unregister(&mut self) {
+        let sh = self.sh.clone();
+        let mut st = sh.lock();
+        if let Some(peer) = &self.peer {
+            if st
+                .sessions
+                .get(peer)
+                .is_some_and(|h| h.conn_id == self.conn_id)
+            {
+                st.sessions.remove(peer);
+                st.table.set_session(peer, false);
+            }
+        }
+    }
+
+    /// Logs why a session that never came up failed.
+    fn log_failure(&self, why: &End) {
+        let sh = &self.sh;
+        let peer = self.peer_name();
+        let addr = self.addr;
+        match why {
+            End::Conn(ConnError::Auth(AuthError::Identity)) => {
+                if self.dialed.is_some() {
+                    bump(&sh.counters.identity_mismatch);
+                    warn!("identity mismatch peer={peer} addr={addr} (the listener named another device)");
+                    return;
+                }
+                let known = self
+                    .conn
+                    .peer_hint()
+                    .and_then(|p| sh.lock().bindings(sh.cfg.require_known).bound_key(p));
+                if known.is_some() {
+                    bump(&sh.counters.identity_mismatch);
+                    warn!("identity mismatch peer={peer} addr={addr} (its key is not the one bound to that id); closed");
+                } else {
+                    bump(&sh.counters.identity_unknown);
+                    let why = if sh.cfg.require_known {
+                        "not in known_peers.toml (--require-known)"
+                    } else {
+                        "no announce from it yet"
+                    };
+                    info!("identity unknown peer={peer} addr={addr} ({why}); closed");
+                }
+            }
+            End::Conn(ConnError::Auth(AuthError::Mac1)) => {
+                bump(&sh.counters.handshake_failed);
+                if let Some(n) = sh.limiter.allow("mac1") {
+                    debug!(
+                        "dropped a connection from {addr}: bad mac1 (not meant for our key){}",
+                        suppressed(n)
+                    );
+                }
+            }
+            End::Conn(ConnError::Auth(AuthError::Handshake)) => {
+                bump(&sh.counters.handshake_failed);
+                if let Some(n) = sh.limiter.allow("hs") {
+                    warn!(
+                        "handshake failed peer={peer} addr={addr} (wrong key or tampering){}",
+                        suppressed(n)
+                    );
+                }
+            }
+            End::Conn(ConnError::Auth(e)) => {
+                bump(&sh.counters.handshake_failed);
+                debug!("handshake with peer={peer} addr={addr} ended: {e}");
+            }
+            End::Eof | End::Io(_) => debug!("peer={peer} addr={addr} closed during the handshake"),
+            End::Conn(e) => debug!("peer={peer} addr={addr}: {e}"),
+            End::Dead | End::Shutdown => {}
+            End::Refused(r) => warn!("session with peer={peer} refused: {r}"),
+        }
+    }
+}
+
+/// Runs one session stream to its end. `permit` bounds handshakes in
+/// progress and is released once the session is confirmed. Returns whether
+/// the session was ever confirmed.
+pub async fn run(
+    sh: Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    conn: Connection,
+    permit: OwnedSemaphorePermit,
+    dialed: Option<PeerTarget>,
+) -> bool {
+    let (mut rd, mut wr) = stream.into_split();
+    let (cmd_tx, mut cmd_rx) = mpsc::channel(CMD_QUEUE);
+    let (done_tx, mut done_rx) = mpsc::channel(64);
+    let mut c = Ctx {
+        conn_id: sh.next_conn_id(),
+        sh: sh.clone(),
+        conn,
+        addr,
+        dialed,
+        peer: None,
+        confirmed: false,
+        stash: VecDeque::new(),
+        pings: HashMap::new(),
+        incoming: HashMap::new(),
+        routes: Arc::new(Mutex::new(HashMap::new())),
+        ack_notify: Arc::new(Notify::new()),
+        done_tx,
+        cmd_tx,
+        permit: Some(permit),
+        keepalive_seq: 0,
+    };
+    let mut rbuf = vec![0u8; 64 * 1024];
+    let mut out: Vec<u8> = Vec::new();
+    let mut off = 0usize;
+    let mut closing = false;
+    let mut last_rx = StdInstant::now();
+    let mut shutdown = sh.shutdown.clone();
+    let mut keepalive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    let ack_notify = c.ack_notify.clone();
+    let clock_base = (tokio::time::Instant::now(), sh.clock.now());
+
+    let end: End = loop {
+        if off >= out.len() {
+            out = c.conn.take_transmit();
+            off = 0;
+        }
+        if closing && off >= out.len() {
+            break End::Shutdown;
+        }
+        let space = c.conn.recv_space().min(rbuf.len());
+        let deadline = c.conn.poll_timeout().map(|d| {
+            clock_base.0
+                + Duration::from_millis(d.as_millis().saturating_sub(clock_base.1.as_millis()))
+        });
+        let can_cmd = c.confirmed
+            && !closing
+            && c.stash.is_empty()
+            && c.conn.transmit_buf().len() < MAX_OUTBOUND / 2;
+        let step: Result<(), End> = tokio::select! {
+            r = rd.read(&mut rbuf[..space]), if space > 0 && !closing => match r {
+                Ok(0) => {
+                    let _ = c.conn.handle_eof();
+                    Err(End::Eof)
+                }
+                Ok(n) => {
+                    last_rx = StdInstant::now();
+                    let now = sh.clock.now();
+                    let res = {
+                        let st = sh.lock();
+                        let b = st.bindings(sh.cfg.require_known);
+                        c.conn.handle_input(&rbuf[..n], now, &b)
+                    };
+                    res.map(|_| ()).map_err(End::Conn)
+                }
+                Err(e) => Err(End::Io(e)),
+            },
+            w = wr.write(&out[off..]), if off < out.len() => match w {
+                Ok(0) => Err(End::Eof),
+                Ok(n) => {
+                    off += n;
+                    Ok(())
+                }
+                Err(e) => Err(End::Io(e)),
+            },
+            cmd = cmd_rx.recv(), if can_cmd => match cmd {
+                Some(cmd) => match c.on_cmd(cmd) {
+                    Ok(true) => {
+                        let _ = c.conn.close();
+                        closing = true;
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                None => Ok(()),
+            },
+            Some(d) = done_rx.recv() => c.on_writer_done(d),
+            _ = ack_notify.notified() => c.send_acks(),
+            _ = sleep_until_opt(deadline) => {
+                c.conn.handle_timeout(sh.clock.now()).map_err(End::Conn)
+            },
+            _ = keepalive.tick() => {
+                if c.confirmed && last_rx.elapsed() > DEAD_AFTER {
+                    Err(End::Dead)
+                } else if c.confirmed {
+                    c.keepalive_seq += 1;
+                    let _ = c.conn.send_ping(KEEPALIVE_BIT | (c.keepalive_seq & 0x3fff_ffff));
+                    Ok(())
+                } else {
+                    Ok(())
+                }
+            },
+            _ = shutdown.changed() => {
+                let _ = c.conn.close();
+                closing = true;
+                Ok(())
+            },
+        };
+        if let Err(e) = step {
+            break e;
+        }
+        if let Err(e) = c.flush_stash() {
+            break e;
+        }
+        let mut failed = None;
+        while let Some(ev) = c.conn.poll_event() {
+            let authenticated_from_peer =
+                matches!(ev, Event::Ping(_) | Event::Pong(_) | Event::Data(_));
+            let closed = matches!(ev, Event::Closed);
+            let app = c.on_event(ev);
+            if c.peer.is_some() && (c.dialed.is_none() || authenticated_from_peer) {
+                if let Err(e) = c.confirm() {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if let Some(m) = app {
+                if let Err(e) = c.on_app(m).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if closed {
+                closing = true;
+            }
+        }
+        if let Some(e) = failed {
+            break e;
+        }
+        if let Some(e) = c.conn.error() {
+            break End::Conn(e);
+        }
+    };
+
+    // Best effort: let a queued CLOSE (or REJECT/DONE) reach the peer.
+    let rest = [&out[off.min(out.len())..], c.conn.transmit_buf()].concat();
+    if !rest.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_millis(500), wr.write_all(&rest)).await;
+    }
+    let _ = wr.shutdown().await;
+    c.unregister();
+    let peer = c.peer_name();
+    if c.confirmed {
+        bump(&sh.counters.sessions_closed);
+        let why = match &end {
+            End::Eof => "peer went away".to_string(),
+            End::Io(e) => format!("i/o error: {e}"),
+            End::Conn(ConnError::Closed) | End::Shutdown => "closed".to_string(),
+            End::Conn(e) => e.to_string(),
+            End::Dead => format!("no traffic for {} s", DEAD_AFTER.as_secs()),
+            End::Refused(r) => r.clone(),
+        };
+        info!("session closed peer={peer} addr={} ({why})", c.addr);
+    } else {
+        c.log_failure(&end);
+    }
+    if !c.incoming.is_empty() {
+        info!(
+            "{} incoming transfer(s) from peer={peer} aborted; partial files deleted",
+            c.incoming.len()
+        );
+    }
+    c.confirmed
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Removes the route and cancels the transfer unless it finished.
+struct SendGuard {
+    routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
+    cmd: mpsc::Sender<SessionCmd>,
+    id: u32,
+    finished: bool,
+}
+
+impl Drop for SendGuard {
+    fn drop(&mut self) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        if !self.finished {
+            let _ = self
+                .cmd
+                .try_send(SessionCmd::App(AppMsg::Cancel { id: self.id }.encode()));
+        }
+    }
+}
+
+/// Sends `path` to `device`, writing `Accepted`/`Progress` lines to the
+/// control client `out`; returns the final response.
+pub async fn send_file<W: AsyncWrite + Unpin>(
+    sh: &Arc<Shared>,
+    device: &DeviceId,
+    path: &Path,
+    out: &mut W,
+) -> Response {
+    let Some(h) = sh.session(device) else {
+        return Response::error(
+            NO_PEER,
+            format!("no session with {device} (see `dsoftbus peers`)"),
+        );
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Response::error(FAILURE, format!("cannot open {}: {e}", path.display())),
+    };
+    let size = match file.metadata() {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => {
+            return Response::error(FAILURE, format!("{} is not a regular file", path.display()))
+        }
+        Err(e) => return Response::error(FAILURE, format!("{}: {e}", path.display())),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .and_then(|n| transfer::sanitize_name(&n))
+        .unwrap_or_else(|| "file".into());
+    let id = fastrand::u32(..);
+    let (rtx, mut rrx) = mpsc::channel(64);
+    h.routes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, rtx);
+    let mut guard = SendGuard {
+        routes: h.routes.clone(),
+        cmd: h.cmd.clone(),
+        id,
+        finished: false,
+    };
+    let lost = || {
+        Response::error(
+            NO_PEER,
+            format!("the session with {device} closed during the transfer"),
+        )
+    };
+    let offer = AppMsg::Offer {
+        id,
+        size,
+        name: name.clone(),
+    };
+    if h.cmd.send(SessionCmd::App(offer.encode())).await.is_err() {
+        return lost();
+    }
+    info!("offering {name:?} ({size} bytes) to peer={device}");
+    match tokio::time::timeout(Duration::from_secs(30), rrx.recv()).await {
+        Ok(Some(AppMsg::Accept { .. })) => {}
+        Ok(Some(AppMsg::Reject { reason, .. })) => {
+            guard.finished = true;
+            return Response::error(TRANSFER, format!("{device} refused the file: {reason}"));
+        }
+        Ok(Some(other)) => {
+            return Response::error(
+                TRANSFER,
+                format!("unexpected answer to the offer: {other:?}"),
+            )
+        }
+        Ok(None) => return lost(),
+        Err(_) => return Response::error(TIMEOUT, format!("{device} did not answer the offer")),
+    }
+    if write_resp(
+        out,
+        &Response::Accepted {
+            total: size,
+            name: name.clone(),
+        },
+    )
+    .await
+    .is_err()
+    {
+        return Response::error(FAILURE, "control client went away");
+    }
+    let start = StdInstant::now();
+    let (ftx, mut frx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || transfer::read_file(file, ftx));
+    let mut sent: u64 = 0;
+    let mut acked: u64 = 0;
+    let mut digest: Option<[u8; 32]> = None;
+    let mut last_progress = StdInstant::now();
+    let inactivity = Duration::from_secs(60);
+    loop {
+        let reading = digest.is_none() && sent.saturating_sub(acked) < WINDOW;
+        let msg = tokio::select! {
+            p = frx.recv(), if reading => {
+                match p {
+                    Some(ReadPiece::Data(d)) => {
+                        if sent + d.len() as u64 > size {
+                            return Response::error(FAILURE, format!("{} grew while it was being sent", path.display()));
+                        }
+                        debug_assert!(d.len() <= CHUNK_LEN);
+                        let chunk = encode_chunk(id, sent, &d);
+                        sent += d.len() as u64;
+                        if h.cmd.send(SessionCmd::App(chunk)).await.is_err() {
+                            return lost();
+                        }
+                    }
+                    Some(ReadPiece::Eof(sha)) => {
+                        if sent != size {
+                            return Response::error(FAILURE, format!("{} shrank while it was being sent", path.display()));
+                        }
+                        let end = AppMsg::End { id, size, sha256: sha };
+                        if h.cmd.send(SessionCmd::App(end.encode())).await.is_err() {
+                            return lost();
+                        }
+                        digest = Some(sha);
+                    }
+                    Some(ReadPiece::Error(e)) => {
+                        return Response::error(FAILURE, format!("reading {}: {e}", path.display()));
+                    }
+                    None => return Response::error(FAILURE, "file reader stopped"),
+                }
+                continue;
+            }
+            m = tokio::time::timeout(inactivity, rrx.recv()) => m,
+        };
+        match msg {
+            Err(_) => {
+                return Response::error(
+                    TIMEOUT,
+                    format!("{device} made no progress for {} s", inactivity.as_secs()),
+                )
+            }
+            Ok(None) => return lost(),
+            Ok(Some(AppMsg::Ack { received, .. })) => {
+                acked = acked.max(received.min(sent));
+                if last_progress.elapsed() >= Duration::from_millis(100) || acked == size {
+                    last_progress = StdInstant::now();
+                    if write_resp(out, &Response::Progress { acked, total: size })
+                        .await
+                        .is_err()
+                    {
+                        return Response::error(
+                            FAILURE,
+                            "control client went away; transfer cancelled",
+                        );
+                    }
+                }
+            }
+            Ok(Some(AppMsg::Done {
+                status, message, ..
+            })) => {
+                guard.finished = true;
+                if status == DONE_OK && digest.is_some() {
+                    let secs = start.elapsed().as_secs_f64();
+                    bump(&sh.counters.files_sent);
+                    info!(
+                        "sent {name:?} ({size} bytes) to peer={device} in {secs:.2} s: receiver verified sha256"
+                    );
+                    return Response::Sent {
+                        bytes: size,
+                        secs,
+                        sha256: hex::encode(digest.unwrap_or_default()),
+                        message,
+                    };
+                }
+                bump(&sh.counters.transfers_failed);
+                warn!("send of {name:?} to peer={device} failed: {message}");
+                return Response::error(TRANSFER, format!("{device}: {message}"));
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+}
