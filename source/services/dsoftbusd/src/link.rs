@@ -50,7 +50,8 @@ pub struct Link {
     sock: SocketId,
     /// The protocol state machine (public for `peer_id`, `send_ping`...).
     pub conn: Connection,
-    /// Bytes read but not yet taken by the connection (bounded by one read).
+    /// Bytes read but not yet taken by the connection: at most one read
+    /// (`READ_CHUNK`), since nothing is read while it holds anything.
     inbox: Vec<u8>,
 }
 
@@ -97,9 +98,16 @@ impl Link {
                     .handle_input(&self.inbox, now(), bindings)
                     .map_err(LinkError::Conn)?;
                 self.inbox.drain(..n);
-                if n > 0 {
+                if let Some(ev) = self.conn.poll_event() {
+                    return Ok(ev);
+                }
+                if n > 0 || !self.conn.transmit_buf().is_empty() {
                     continue;
                 }
+                // Buffered input, no events, nothing to send, and the
+                // connection takes nothing: it cannot make progress. Never
+                // grow the inbox behind it.
+                return Err(LinkError::Conn(ConnError::WouldBlock));
             }
             let want = self.conn.recv_space().clamp(1, READ_CHUNK);
             let data = match self.conn.poll_timeout() {
