@@ -488,7 +488,7 @@ impl Connection {
                 let (resp, frame2) =
                     Responder::accept_checked(&local, frame, pool, now, &self.cfg)?;
                 self.queue_frame(&frame2)?;
-                self.state = State::Responding(resp);
+                self.state = State::Responding(resp.cap_deadline(deadline));
             }
             State::Initiating(init) => {
                 let (session, frame3) = init.read_frame2(frame, now)?;

@@ -415,6 +415,13 @@ impl Responder {
         self.deadline
     }
 
+    /// Never later than `d`: a connection's deadline runs from accept, not
+    /// from frame 1, so a slow frame 1 cannot stretch the handshake.
+    pub(crate) fn cap_deadline(mut self, d: Instant) -> Self {
+        self.deadline = self.deadline.min(d);
+        self
+    }
+
     /// Processes frame 3 and enforces identity binding, responder direction:
     /// the initiator's claimed device id must be bound in `bindings` to
     /// exactly the static key the handshake authenticated. Anything else —
