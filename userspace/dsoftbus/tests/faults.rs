@@ -245,7 +245,6 @@ fn bit_flips_in_every_message() {
                 Connection::connect(&a.local, a.target("node-b"), &mut r, t(0), cfg()).unwrap();
             let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
             // Run the exchange, corrupting message number `target`.
-            let mut step = 0usize;
             let mut done = false;
             let mut corrupted = false;
             let mut max_len = 0;
@@ -261,7 +260,7 @@ fn bit_flips_in_every_message() {
             ];
             let mut events_a = Vec::new();
             let mut events_b = Vec::new();
-            for (from_a, action) in script {
+            for (step, (from_a, action)) in script.into_iter().enumerate() {
                 let (tx, rx, bind) = if from_a {
                     (&mut ca, &mut cb, &b.table)
                 } else {
@@ -315,7 +314,6 @@ fn bit_flips_in_every_message() {
                     break;
                 }
                 res.unwrap();
-                step += 1;
             }
             if done {
                 let _ = max_len;
@@ -471,10 +469,12 @@ fn stalled_peer_hits_the_deadline() {
     let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
     for i in 0..2000 {
         pump(&mut cb, &mut s, t(1), &b.table).unwrap();
-        if cb.transmit_buf().is_empty() && !matches!(cb.poll_timeout(), None) && i > 0 {
-            if peer.peek(&mut buf).map(|n| n > 0).unwrap_or(false) {
-                break;
-            }
+        if cb.transmit_buf().is_empty()
+            && cb.poll_timeout().is_some()
+            && i > 0
+            && peer.peek(&mut buf).map(|n| n > 0).unwrap_or(false)
+        {
+            break;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
