@@ -100,5 +100,10 @@ echo "dsoftbusd dependency tree has no virtio-drivers"
 #   step "namespace tests" scripts/tests/netns-test.sh
 # ---------------------------------------------------------------------------------
 
+# Linux nodes (`dsoftbus`, userspace/dsoftbus-cli) in network namespaces: 8-node
+# discovery and pings, impostor, flood, restart, 256 MiB send vs plain TCP.
+# Needs root; without it the script prints a SKIP line and passes.
+step "Linux nodes in network namespaces (scripts/tests/netns-test.sh)" scripts/tests/netns-test.sh
+
 echo
 echo "test-all: PASS ($STEP steps, $((SECONDS - START)) s)"
