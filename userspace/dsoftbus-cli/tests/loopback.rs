@@ -1,0 +1,320 @@
+//! End-to-end tests of the `dsoftbus` binary on loopback (no root, no
+//! namespaces): daemons discover each other through unicast announces to
+//! 127.0.0.1, then the client commands are run against them.
+//! Network traffic stays on 127.0.0.1.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dsoftbus");
+
+fn free_port() -> u16 {
+    // Free for both TCP and UDP at the time of asking.
+    loop {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("0.0.0.0", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+struct Node {
+    child: Child,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Ports {
+    tcp: u16,
+    udp: u16,
+}
+
+fn spawn(dir: &Path, id: &str, me: &Ports, peers: &[&Ports], extra: &[&str]) -> Node {
+    let state = dir.join(id);
+    let log = dir.join(format!("{id}.log"));
+    let targets: Vec<String> = peers
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p.udp))
+        .collect();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--state-dir")
+        .arg(&state)
+        .args(["daemon", "--device-id", id, "--listen", "127.0.0.1"])
+        .args(["--port", &me.tcp.to_string()])
+        .args(["--discovery", "unicast"])
+        .args(["--discovery-port", &me.udp.to_string()])
+        .args(["--announce-to", &targets.join(",")])
+        .args(["--announce-interval-ms", "300"])
+        .args(extra)
+        .env_remove("DSOFTBUS_CONFIG")
+        .env("XDG_CONFIG_HOME", dir.join("no-config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    Node {
+        child: cmd.spawn().unwrap(),
+        state,
+        log,
+    }
+}
+
+fn cli(state: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn wait_for(what: &str, node_logs: &[&Node], mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs: Vec<String> = node_logs
+        .iter()
+        .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
+        .collect();
+    panic!("timed out waiting for {what}\n{}", logs.join("\n----\n"));
+}
+
+fn sessions(n: &Node) -> Option<usize> {
+    let o = cli(&n.state, &["status"]);
+    text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("sessions="))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn two_nodes_peers_ping_send_trust_forget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (
+        Ports {
+            tcp: free_port(),
+            udp: free_port(),
+        },
+        Ports {
+            tcp: free_port(),
+            udp: free_port(),
+        },
+    );
+    let inbox = dir.path().join("inbox");
+    let a = spawn(dir.path(), "alpha", &pa, &[&pb], &[]);
+    let b = spawn(
+        dir.path(),
+        "beta",
+        &pb,
+        &[&pa],
+        &["--inbox", inbox.to_str().unwrap()],
+    );
+    wait_for("a session on both sides", &[&a, &b], || {
+        sessions(&a) == Some(1) && sessions(&b) == Some(1)
+    });
+
+    // peers: the table row for beta, pinned on first sight, with a session.
+    let o = cli(&a.state, &["peers"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.starts_with("DEVICE"), "{t}");
+    let row = t.lines().find(|l| l.starts_with("beta")).expect("beta row");
+    assert!(row.contains(&format!("127.0.0.1:{}", pb.tcp)), "{row}");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[3..5], &["yes", "yes"], "{row}");
+    let json = text(&cli(&a.state, &["peers", "--json"]));
+    assert!(json.contains("\"device\":\"beta\""), "{json}");
+
+    // ping: RTT over the session; an unknown device is exit 5.
+    let o = cli(&a.state, &["ping", "beta", "-c", "2", "-i", "0.05"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 sent, 2 received"), "{}", text(&o));
+    assert_eq!(
+        cli(&a.state, &["ping", "nobody", "-c", "1"]).status.code(),
+        Some(5)
+    );
+
+    // send: stored in the inbox, byte for byte; a receiver without inbox: exit 7.
+    let src = dir.path().join("payload.bin");
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let o = cli(&a.state, &["send", "beta", src.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("verified by the receiver"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(inbox.join("payload.bin")).unwrap(), data);
+    let o = cli(&b.state, &["send", "alpha", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(text(&o).contains("no inbox"), "{}", text(&o));
+    // No partial files left behind on either side.
+    let names: Vec<_> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+
+    // The known-peers file holds beta's key, the same `id` reports.
+    let id_b = text(&cli(&b.state, &["id"]));
+    let key_b = id_b
+        .lines()
+        .find_map(|l| l.strip_prefix("key "))
+        .unwrap()
+        .to_string();
+    let known = std::fs::read_to_string(a.state.join("known_peers.toml")).unwrap();
+    assert!(known.contains(&key_b), "{known}");
+
+    // forget drops the pin and the session; TOFU pins it again on next sight.
+    let o = cli(&a.state, &["forget", "beta"]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for("re-session after forget", &[&a, &b], || {
+        sessions(&a) == Some(1)
+            && std::fs::read_to_string(a.state.join("known_peers.toml"))
+                .unwrap()
+                .contains(&key_b)
+    });
+
+    // trust with a wrong key: beta's announces are refused, its session goes.
+    let wrong = "11".repeat(32);
+    let o = cli(&a.state, &["trust", "beta", &wrong]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for("beta refused under the wrong pin", &[&a, &b], || {
+        sessions(&a) == Some(0)
+            && std::fs::read_to_string(&a.log)
+                .unwrap()
+                .contains("announce refused (key conflict) peer=beta")
+    });
+    // trust the right key: back to a session.
+    let o = cli(&a.state, &["trust", "beta", &key_b]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for("session under the right pin", &[&a, &b], || {
+        sessions(&a) == Some(1)
+    });
+    assert_eq!(
+        cli(&a.state, &["trust", "beta", "zz"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn require_known_refuses_until_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pd, pg) = (
+        Ports {
+            tcp: free_port(),
+            udp: free_port(),
+        },
+        Ports {
+            tcp: free_port(),
+            udp: free_port(),
+        },
+    );
+    // "delta" < "gamma": delta dials; strict gamma does not know it.
+    let d = spawn(dir.path(), "delta", &pd, &[&pg], &[]);
+    let g = spawn(dir.path(), "gamma", &pg, &[&pd], &["--require-known"]);
+    wait_for("gamma ignoring the unknown delta", &[&d, &g], || {
+        std::fs::read_to_string(&g.log)
+            .unwrap()
+            .contains("announce ignored (unknown device; --require-known) peer=delta")
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(sessions(&g), Some(0));
+    let key_d = text(&cli(&d.state, &["id"]))
+        .lines()
+        .find_map(|l| l.strip_prefix("key "))
+        .unwrap()
+        .to_string();
+    let o = cli(&g.state, &["trust", "delta", &key_d]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for("a session once delta is trusted", &[&d, &g], || {
+        sessions(&g) == Some(1) && sessions(&d) == Some(1)
+    });
+}
+
+#[test]
+fn exit_codes_without_daemon_busy_socket_and_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    // No daemon: 4.
+    assert_eq!(cli(&state, &["peers"]).status.code(), Some(4));
+    // trust/forget without a daemon edit the file.
+    let key = "22".repeat(32);
+    assert!(cli(&state, &["trust", "x", &key]).status.success());
+    assert!(std::fs::read_to_string(state.join("known_peers.toml"))
+        .unwrap()
+        .contains(&key));
+    assert!(cli(&state, &["forget", "x"]).status.success());
+    assert_eq!(cli(&state, &["forget", "x"]).status.code(), Some(5));
+    // Bad config file: 3.
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "prot = 1\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "peers"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("unknown field"), "{}", text(&o));
+    // A second daemon on the same state dir (same control socket): 8.
+    let p = Ports {
+        tcp: free_port(),
+        udp: free_port(),
+    };
+    let q = Ports {
+        tcp: free_port(),
+        udp: free_port(),
+    };
+    let n = spawn(dir.path(), "one", &p, &[&q], &[]);
+    wait_for("the first daemon", &[&n], || sessions(&n) == Some(0));
+    let o = Command::new(BIN)
+        .arg("--state-dir")
+        .arg(&n.state)
+        .args([
+            "daemon",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            &q.tcp.to_string(),
+        ])
+        .args(["--discovery", "unicast", "--announce-to", "127.0.0.1:9"])
+        .args(["--discovery-port", &q.udp.to_string()])
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    assert!(
+        text(&o).contains("another daemon is running"),
+        "{}",
+        text(&o)
+    );
+    // The control socket is owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(n.state.join("control.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
