@@ -105,5 +105,9 @@ echo "dsoftbusd dependency tree has no virtio-drivers"
 # Needs root; without it the script prints a SKIP line and passes.
 step "Linux nodes in network namespaces (scripts/tests/netns-test.sh)" scripts/tests/netns-test.sh
 
+# One bus across OS and Linux: the VM (dsoftbusd.mode=node) on a tap device, two
+# Linux nodes, dnsmasq DHCP, all on one bridge in namespaces. Needs root (SKIP otherwise).
+step "OS<->Linux interop on a bridge (scripts/tests/interop-test.sh)" scripts/tests/interop-test.sh
+
 echo
 echo "test-all: PASS ($STEP steps, $((SECONDS - START)) s)"

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# One bus across Nexus and Linux: a Nexus VM (QEMU microvm, TCG) on a tap device
+# and two Linux `dsoftbus daemon` nodes, each in its own network namespace, all on
+# one bridge (10.77.1.0/24) where dnsmasq serves DHCP. Real multicast, real DHCP.
+#
+#   linux-a  < nexus-os : the Linux node dials the VM (OS accepts, binds identity)
+#   zz-linux > nexus-os : the VM dials the Linux node (OS dials per the tie-break)
+#
+# Required: the OS markers on the UART (node up with its DHCP address, discovery of
+# both Linux nodes, identity bound and auth ok for both) and, on both Linux nodes,
+# a `dsoftbus peers` row for nexus-os with SESSION yes plus a ping over it.
+# Needs root (namespaces, tap, bridge) and dnsmasq; without root it says so and
+# exits 0. Bounded by INTEROP_TIMEOUT (default 120 s); cleans up on every exit.
+#
+#   sudo scripts/tests/interop-test.sh           # KEEP=1 keeps the work dir
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=scripts/lib/nexus.sh
+source "$ROOT/scripts/lib/nexus.sh"
+TAG=interop-test
+TIMEOUT=${INTEROP_TIMEOUT:-120}
+OS_ID=nexus-os
+
+if [[ $(id -u) != 0 ]]; then
+    echo "$TAG: SKIP: needs root for namespaces and a tap device (CI runs as root; try: sudo $0)"
+    exit 0
+fi
+command -v ip >/dev/null 2>&1 || { echo "$TAG: 'ip' missing (Debian: apt-get install iproute2)" >&2; exit 2; }
+if ! command -v dnsmasq >/dev/null 2>&1; then
+    # Like qemu-test.sh does for QEMU: root on Debian installs the one package it needs.
+    if nexus_is_debian; then
+        echo "$TAG: dnsmasq not found; installing the Debian package dnsmasq-base (running as root)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y --no-install-recommends dnsmasq-base >/dev/null ||
+            { apt-get update >/dev/null && apt-get install -y --no-install-recommends dnsmasq-base >/dev/null; } || true
+    fi
+    command -v dnsmasq >/dev/null 2>&1 || {
+        echo "$TAG: dnsmasq missing (Debian: apt-get install dnsmasq-base; .ci/run installs it)" >&2
+        exit 2
+    }
+fi
+QEMU=${QEMU:-qemu-system-x86_64}
+nexus_ensure_qemu "$TAG" 0 || exit 2
+
+PFX="nxi$$"
+HUB="$PFX-hub"
+WORK=$(mktemp -d /tmp/dsoftbus-interop.XXXXXX)
+UART="$WORK/uart.log"
+declare -A PID=()
+FAILED=1
+T0=$SECONDS
+
+cleanup() {
+    local rc=$?
+    for k in "${!PID[@]}"; do kill "${PID[$k]}" 2>/dev/null || true; done
+    sleep 0.3
+    for k in "${!PID[@]}"; do kill -9 "${PID[$k]}" 2>/dev/null || true; done
+    if ((FAILED)); then
+        echo "$TAG: --- UART (last 40 lines) ---"
+        tail -n 40 "$UART" 2>/dev/null | sed 's/^/   /' || true
+        for f in "$WORK"/*.log; do
+            [[ -f $f && $f != "$UART" ]] || continue
+            echo "$TAG: --- $(basename "$f") (last 15 lines) ---"
+            tail -n 15 "$f" | sed 's/^/   /'
+        done
+    fi
+    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PFX-" || true); do
+        ip netns del "$n" 2>/dev/null || true
+    done
+    if [[ ${KEEP:-0} == 1 ]]; then echo "$TAG: work dir kept: $WORK"; else rm -rf "$WORK"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+fail() { echo "$TAG: FAIL: $*"; exit 1; }
+
+# --- build ----------------------------------------------------------------------------
+KERNEL_ELF=$(nexus_abspath "${KERNEL_ELF:-$(nexus_default_kernel_elf)}")
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    nexus_build_kernel "$TAG" || exit 2
+fi
+[[ -f $KERNEL_ELF ]] || { echo "$TAG: kernel image $KERNEL_ELF missing" >&2; exit 2; }
+echo "$TAG: building (cargo build --release -p dsoftbus-cli --bin dsoftbus)"
+(cd "$ROOT" && cargo build --release -q -p dsoftbus-cli --bin dsoftbus)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
+BIN=$TARGET/release/dsoftbus
+
+# --- topology: bridge + dnsmasq + tap in the hub namespace, one veth per Linux node ---
+ip netns add "$HUB"
+ip -n "$HUB" link set lo up
+ip -n "$HUB" link add br0 type bridge
+ip -n "$HUB" link set br0 type bridge mcast_snooping 0
+ip -n "$HUB" addr add 10.77.1.1/24 brd + dev br0
+ip -n "$HUB" link set br0 up
+ip -n "$HUB" tuntap add dev tap0 mode tap
+ip -n "$HUB" link set tap0 master br0 up
+linux_ns() { # $1 name, $2 address
+    ip netns add "$PFX-$1"
+    ip -n "$HUB" link add "v$1" type veth peer name eth0 netns "$PFX-$1"
+    ip -n "$HUB" link set "v$1" master br0 up
+    ip -n "$PFX-$1" link set lo up
+    ip -n "$PFX-$1" addr add "$2/24" brd + dev eth0
+    ip -n "$PFX-$1" link set eth0 up
+}
+linux_ns la 10.77.1.2
+linux_ns lz 10.77.1.3
+
+ip netns exec "$HUB" dnsmasq --no-daemon --conf-file=/dev/null --port=0 \
+    --interface=br0 --bind-interfaces --except-interface=lo --user=root --group=root \
+    --dhcp-range=10.77.1.100,10.77.1.150,255.255.255.0,10m --dhcp-authoritative \
+    --dhcp-leasefile="$WORK/leases" --pid-file="$WORK/dnsmasq.pid" --log-dhcp \
+    >"$WORK/dnsmasq.log" 2>&1 &
+PID[dnsmasq]=$!
+echo "$TAG: bridge br0 10.77.1.1/24 with dnsmasq (DHCP 10.77.1.100-150), tap0 for the VM, linux-a 10.77.1.2, zz-linux 10.77.1.3"
+
+# --- the Linux nodes -------------------------------------------------------------------
+start_linux() { # $1 ns suffix, $2 device id
+    ip netns exec "$PFX-$1" "$BIN" --state-dir "$WORK/$1" daemon --device-id "$2" \
+        >"$WORK/$1.log" 2>&1 &
+    PID[$1]=$!
+}
+start_linux la linux-a
+start_linux lz zz-linux
+
+# --- the VM ------------------------------------------------------------------------------
+nexus_qemu_machine_args "$KERNEL_ELF" "dsoftbusd.mode=node dsoftbusd.id=$OS_ID"
+ARGS=()
+for ((i = 0; i < ${#NEXUS_QEMU_ARGS[@]}; i++)); do
+    a=${NEXUS_QEMU_ARGS[$i]}
+    if [[ $a == -netdev ]]; then
+        ARGS+=(-netdev "tap,id=n0,ifname=tap0,script=no,downscript=no")
+        i=$((i + 1))
+    else
+        ARGS+=("$a")
+    fi
+done
+: >"$UART"
+ip netns exec "$HUB" "$QEMU" "${ARGS[@]}" -chardev "file,id=ser0,path=$(nexus_qemu_escape "$UART")" \
+    -serial chardev:ser0 >"$WORK/qemu.log" 2>&1 &
+PID[qemu]=$!
+echo "$TAG: VM booting: $QEMU -M microvm -cpu max ... -netdev tap,ifname=tap0 -append 'dsoftbusd.mode=node dsoftbusd.id=$OS_ID'"
+
+# --- wait for both sides ------------------------------------------------------------------
+FORBIDDEN=("PANIC" "panic" "FAIL" "kernel: fault" "triple fault")
+REQUIRED=(
+    "dsoftbusd: node up device=$OS_ID addr=10.77.1."
+    "dsoftbusd: discovery peer found device=linux-a"
+    "dsoftbusd: discovery peer found device=zz-linux"
+    "dsoftbusd: identity bound peer=linux-a"
+    "dsoftbusd: auth ok peer=linux-a"
+    "dsoftbusd: identity bound peer=zz-linux"
+    "dsoftbusd: auth ok peer=zz-linux"
+)
+session_row() { # $1 ns suffix: the peers row of nexus-os if it has a session
+    "$BIN" --state-dir "$WORK/$1" peers 2>/dev/null | awk -v id="$OS_ID" '$1 == id && $5 == "yes"'
+}
+deadline=$((SECONDS + TIMEOUT))
+while :; do
+    kill -0 "${PID[qemu]}" 2>/dev/null || fail "QEMU exited early (see $WORK/qemu.log)"
+    for k in la lz dnsmasq; do kill -0 "${PID[$k]}" 2>/dev/null || fail "$k died"; done
+    for f in "${FORBIDDEN[@]}"; do
+        if line=$(grep -nF -- "$f" "$UART" | head -n 1) && [[ -n $line ]]; then
+            sleep 0.3
+            fail "forbidden marker '$f' on the UART: $line"
+        fi
+    done
+    missing=""
+    for m in "${REQUIRED[@]}"; do grep -qF -- "$m" "$UART" || { missing=$m; break; }; done
+    if [[ -z $missing && -n $(session_row la) && -n $(session_row lz) ]]; then break; fi
+    if ((SECONDS >= deadline)); then
+        [[ -n $missing ]] && echo "$TAG: first missing UART marker: '$missing'"
+        [[ -z $(session_row la) ]] && echo "$TAG: linux-a has no session with $OS_ID"
+        [[ -z $(session_row lz) ]] && echo "$TAG: zz-linux has no session with $OS_ID"
+        fail "not one bus after ${TIMEOUT} s"
+    fi
+    sleep 0.2
+done
+elapsed=$((SECONDS - T0))
+os_addr=$(grep -oE "dsoftbusd: node up device=$OS_ID addr=[0-9.]+" "$UART" | head -n 1 | sed 's/.*addr=//')
+grep -q "DHCPACK(br0) $os_addr" "$WORK/dnsmasq.log" || fail "dnsmasq never acknowledged $os_addr"
+declare -A pings=()
+for k in la lz; do
+    out=$("$BIN" --state-dir "$WORK/$k" ping "$OS_ID" -c 3 -i 0.2 -W 5) || fail "$k cannot ping $OS_ID: $out"
+    pings[$k]=$(tail -n 1 <<<"$out")
+done
+
+echo "$TAG: OS side (UART):"
+for m in "${REQUIRED[@]}"; do grep -F -- "$m" "$UART" | head -n 1 | sed 's/^/      /'; done
+echo "$TAG: Linux side (dsoftbus peers on linux-a):"
+"$BIN" --state-dir "$WORK/la" peers | sed 's/^/      /'
+echo "$TAG: Linux side (dsoftbus peers on zz-linux):"
+"$BIN" --state-dir "$WORK/lz" peers | sed 's/^/      /'
+echo "$TAG: pings over the sessions: linux-a ${pings[la]}"
+echo "$TAG:                          zz-linux ${pings[lz]}"
+echo "$TAG: dnsmasq leased $os_addr to the VM"
+FAILED=0
+echo "$TAG: PASS (one bus: $OS_ID at $os_addr with linux-a and zz-linux, both directions of the tie-break; ${elapsed} s)"
