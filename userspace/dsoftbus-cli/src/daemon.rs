@@ -198,6 +198,10 @@ pub struct Shared {
     pub state: Mutex<State>,
     pub wake_dialer: Notify,
     pub announce_soon: Notify,
+    /// Our encoded announce, and a socket to send it straight to a peer we
+    /// are about to dial (so it knows our key before our handshake arrives).
+    pub announce_bytes: Vec<u8>,
+    pub hello: std::net::UdpSocket,
     pub accept_permits: Arc<Semaphore>,
     pub dial_permits: Arc<Semaphore>,
     pub incoming_permits: Arc<Semaphore>,
@@ -267,6 +271,9 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     let announce = dsoftbus::Announce::new(id.clone(), port, *keys.public(), services)
         .map_err(|e| Failure::new(CONFIG, format!("cannot build the announce: {e}")))?;
 
+    let hello = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).code(IN_USE)?;
+    hello.set_nonblocking(true)?;
+
     let mut table_cfg = PeerTableConfig::for_interval(cfg.announce_interval);
     table_cfg.capacity = cfg.max_peers;
     // Jitter stretches the interval by up to 25%: expire after 3 full
@@ -290,6 +297,8 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         }),
         wake_dialer: Notify::new(),
         announce_soon: Notify::new(),
+        announce_bytes: announce.encode(),
+        hello,
         accept_permits: Arc::new(Semaphore::new(cfg.max_half_open)),
         dial_permits: Arc::new(Semaphore::new(cfg.max_half_open)),
         incoming_permits: Arc::new(Semaphore::new(cfg.max_incoming_transfers)),
@@ -487,6 +496,14 @@ async fn maintenance(sh: Arc<Shared>) {
 async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: OwnedSemaphorePermit) {
     let id = target.id.clone();
     debug!("session connect peer={id} addr={addr}");
+    // The listener binds our claimed id to the key it learned from our
+    // announce: make sure it has one, straight to its discovery port, just
+    // before the handshake (its first multicast one may not have arrived yet).
+    let _ = sh.hello.send_to(
+        &sh.announce_bytes,
+        SocketAddr::new(addr.ip(), sh.cfg.discovery_port),
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
     let confirmed = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
