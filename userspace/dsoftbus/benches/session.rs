@@ -173,9 +173,61 @@ fn echo_session(mut c: Connection, mut s: TcpStream) {
     }
 }
 
+const MSG: usize = 32 * 1024;
+
+/// AEAD backends and the session's in-memory send path, same run: which
+/// backend to use, and how close the session gets to its AEAD floor.
+fn aead_group(c: &mut criterion::Criterion) {
+    let mut g = c.benchmark_group("aead");
+    g.throughput(Throughput::Bytes(MSG as u64));
+    let mut buf = vec![0x5au8; MSG];
+    let mut n = 0u64;
+    {
+        use chacha20poly1305::{AeadInPlace, ChaCha20Poly1305, KeyInit};
+        let k = ChaCha20Poly1305::new(&[7u8; 32].into());
+        g.bench_function("rustcrypto_seal", |b| {
+            b.iter(|| {
+                n += 1;
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&n.to_le_bytes());
+                black_box(k.encrypt_in_place_detached(&nonce.into(), &[], &mut buf))
+            })
+        });
+    }
+    #[cfg(feature = "ring-aead")]
+    {
+        use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+        let k = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7u8; 32]).expect("key"));
+        g.bench_function("ring_seal", |b| {
+            b.iter(|| {
+                n += 1;
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&n.to_le_bytes());
+                black_box(k.seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::empty(),
+                    &mut buf,
+                ))
+            })
+        });
+    }
+    let (a, b) = pair();
+    let (mut ca, _cb) = handshake_in_memory(&a, &b, &mut rng(3));
+    let data = vec![0x5au8; MSG];
+    g.bench_function("session_send", |bch| {
+        bch.iter(|| {
+            ca.send_data(black_box(&data)).expect("send");
+            let k = ca.transmit_buf().len();
+            ca.consume_transmit(k);
+        })
+    });
+    g.finish();
+}
+
 fn main() {
     let mut c = criterion();
     let payload = vec![0xa5u8; WRITE];
+    aead_group(&mut c);
     {
         let mut g = c.benchmark_group("throughput");
         g.throughput(Throughput::Bytes(PER_ITER as u64));
@@ -279,6 +331,33 @@ fn main() {
     let _ = Duration::ZERO;
     if !measuring() {
         return;
+    }
+    let msg = MSG as f64;
+    let rc = mean_ns("aead", "rustcrypto_seal");
+    #[cfg(feature = "ring-aead")]
+    let (active, active_name) = (mean_ns("aead", "ring_seal"), "ring");
+    #[cfg(not(feature = "ring-aead"))]
+    let (active, active_name) = (rc, "RustCrypto");
+    #[cfg(feature = "ring-aead")]
+    if let (Some(r), Some(p)) = (active, rc) {
+        row(
+            "AEAD backend: ChaCha20-Poly1305 seal, 32 KiB (ring)",
+            &format!("{:.0} MB/s", msg / r * 1e3),
+            &format!("{:.0} MB/s RustCrypto", msg / p * 1e3),
+            &format!("{:.2}x", p / r),
+            "faster backend wins",
+            Some(r <= p),
+        );
+    }
+    if let (Some(sn), Some(fl)) = (mean_ns("aead", "session_send"), active) {
+        row(
+            &format!("session send path in memory, 32 KiB ({active_name})"),
+            &format!("{:.0} MB/s", msg / sn * 1e3),
+            &format!("{:.0} MB/s raw AEAD", msg / fl * 1e3),
+            &format!("{:.2}x", fl / sn),
+            "report (AEAD floor)",
+            None,
+        );
     }
     let mib = PER_ITER as f64;
     if let (Some(s), Some(p)) = (

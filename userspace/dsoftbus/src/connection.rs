@@ -139,7 +139,8 @@ enum State {
     },
     Initiating(Initiator),
     Responding(Responder),
-    Established(Session),
+    /// Boxed: the cipher states are large (ring precomputes key schedules).
+    Established(alloc::boxed::Box<Session>),
     Closed,
     Failed(ConnError),
     /// Transient while a state is moved out.
@@ -425,12 +426,12 @@ impl Connection {
         mut gate: Option<&mut G>,
     ) -> Result<bool, ConnError> {
         let mut progressed = false;
-        if let Some(f) = self.held_frame1.take() {
+        if let Some(mut f) = self.held_frame1.take() {
             if !self.admit_frame1(&f, now, gate.as_deref_mut())? {
                 return Ok(false);
             }
             progressed = true;
-            if let Err(e) = self.on_frame(&f, now, bindings) {
+            if let Err(e) = self.on_frame(&mut f, now, bindings) {
                 return Err(self.fail(e));
             }
         }
@@ -446,8 +447,8 @@ impl Connection {
             progressed = true;
             // Decode the frame in place: lend the decoder out while the
             // state machine (which never touches it) runs.
-            let decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(1));
-            let frame = decoder.frame(range);
+            let mut decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(1));
+            let frame = decoder.frame_mut(range);
             let r = match self.admit_frame1(frame, now, gate.as_deref_mut()) {
                 Ok(true) => self.on_frame(frame, now, bindings),
                 Ok(false) => Ok(()),
@@ -467,9 +468,11 @@ impl Connection {
         Ok(progressed)
     }
 
+    /// Handles one frame body. Transport frames are decrypted in place, so
+    /// `frame` is overwritten.
     fn on_frame<B: IdentityBindings + ?Sized>(
         &mut self,
-        frame: &[u8],
+        frame: &mut [u8],
         now: Instant,
         bindings: &B,
     ) -> Result<(), ConnError> {
@@ -508,7 +511,7 @@ impl Connection {
                 }
             },
             State::Established(mut s) => {
-                let msg = s.open(frame).map_err(ConnError::Session);
+                let msg = s.open_in_place(frame).map_err(ConnError::Session);
                 match msg? {
                     Message::Ping(n) => {
                         let r = s.seal_framed(&Message::Pong(n), &mut self.outbound);
@@ -540,7 +543,7 @@ impl Connection {
         self.events.push_back(Event::Established {
             peer: session.peer_id().clone(),
         });
-        self.state = State::Established(session);
+        self.state = State::Established(alloc::boxed::Box::new(session));
     }
 
     fn queue_frame(&mut self, body: &[u8]) -> Result<(), ConnError> {

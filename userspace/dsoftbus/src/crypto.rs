@@ -199,10 +199,8 @@ impl CryptoResolver for EntropyResolver {
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        #[cfg(feature = "ring-aead")]
-        if let Some(c) = snow::resolvers::RingResolver.resolve_cipher(choice) {
-            return Some(c);
-        }
+        // Handshake messages only (a few short ones, dominated by DH). The
+        // session's transport cipher is `aead::CipherState`.
         DefaultResolver.resolve_cipher(choice)
     }
 }

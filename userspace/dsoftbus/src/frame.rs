@@ -204,9 +204,10 @@ impl FrameDecoder {
         Ok(Some(body..end))
     }
 
-    /// The bytes of a range returned by [`pop_frame`](Self::pop_frame).
-    pub(crate) fn frame(&self, r: core::ops::Range<usize>) -> &[u8] {
-        self.buf.get(r).unwrap_or(&[])
+    /// The bytes of a range returned by [`pop_frame`](Self::pop_frame),
+    /// writable (the session decrypts in place).
+    pub(crate) fn frame_mut(&mut self, r: core::ops::Range<usize>) -> &mut [u8] {
+        self.buf.get_mut(r).unwrap_or(&mut [])
     }
 }
 

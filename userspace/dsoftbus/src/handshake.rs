@@ -29,6 +29,9 @@ use core::time::Duration;
 use rand_core::{CryptoRng, RngCore};
 use snow::HandshakeState;
 
+use zeroize::Zeroize;
+
+use crate::aead::CipherState;
 use crate::announce::{DeviceId, MAX_ID_LEN};
 use crate::crypto::{self, EntropyPool, EntropyResolver, MAC1_LEN};
 use crate::keys::{PublicKey, StaticKeypair, KEY_LEN};
@@ -222,6 +225,28 @@ fn build(
     hs.map(Box::new).map_err(|_| AuthError::Internal)
 }
 
+/// The two transport cipher states from Noise `Split()`: the first key
+/// protects initiator → responder, the second the reverse. Only valid once
+/// the last handshake message was written or read.
+fn transport_keys(
+    hs: &mut HandshakeState,
+    initiator: bool,
+) -> Result<(CipherState, CipherState), AuthError> {
+    if !hs.is_handshake_finished() {
+        return Err(AuthError::Internal);
+    }
+    let (mut k1, mut k2) = hs.dangerously_get_raw_split();
+    let c1 = CipherState::new(&k1);
+    let c2 = CipherState::new(&k2);
+    k1.zeroize();
+    k2.zeroize();
+    let (c1, c2) = (
+        c1.map_err(|_| AuthError::Internal)?,
+        c2.map_err(|_| AuthError::Internal)?,
+    );
+    Ok(if initiator { (c1, c2) } else { (c2, c1) })
+}
+
 fn check_deadline(now: Instant, deadline: Instant) -> Result<(), AuthError> {
     if now >= deadline {
         Err(AuthError::Timeout)
@@ -326,12 +351,9 @@ impl Initiator {
             .write_message(&self.local_hello, &mut out)
             .map_err(|_| AuthError::Internal)?;
         out.truncate(n);
-        let transport = self
-            .hs
-            .into_transport_mode()
-            .map_err(|_| AuthError::Internal)?;
+        let (tx, rx) = transport_keys(&mut self.hs, true)?;
         Ok((
-            Session::new(transport, self.target.id, self.target.key, true),
+            Session::new(tx, rx, self.target.id, self.target.key, true),
             out,
         ))
     }
@@ -476,11 +498,8 @@ impl Responder {
                 })
             }
         }
-        let transport = self
-            .hs
-            .into_transport_mode()
-            .map_err(|_| AuthError::Internal)?;
-        Ok(Session::new(transport, claimed, rs, false))
+        let (tx, rx) = transport_keys(&mut self.hs, false)?;
+        Ok(Session::new(tx, rx, claimed, rs, false))
     }
 }
 

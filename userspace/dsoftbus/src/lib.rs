@@ -99,6 +99,7 @@ compile_error!(
     "feature `bringup-test-keys` is for debug bring-up only; it must not be enabled in a release build"
 );
 
+mod aead;
 pub mod announce;
 pub mod connection;
 mod crypto;

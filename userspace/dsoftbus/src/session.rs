@@ -12,7 +12,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use snow::TransportState;
+use crate::aead::CipherState;
 
 use crate::announce::DeviceId;
 use crate::frame::{self, MAX_FRAME_LEN};
@@ -75,13 +75,13 @@ impl fmt::Display for SessionError {
 
 /// An authenticated, identity-bound session.
 pub struct Session {
-    transport: TransportState,
+    /// Our sending and receiving Noise cipher states (see `aead`).
+    tx: CipherState,
+    rx: CipherState,
     peer_id: DeviceId,
     peer_key: PublicKey,
     initiator: bool,
     done: bool,
-    /// Reused plaintext buffer for sealing.
-    scratch: Vec<u8>,
 }
 
 impl fmt::Debug for Session {
@@ -98,18 +98,19 @@ impl fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(
-        transport: TransportState,
+        tx: CipherState,
+        rx: CipherState,
         peer_id: DeviceId,
         peer_key: PublicKey,
         initiator: bool,
     ) -> Self {
         Session {
-            transport,
+            tx,
+            rx,
             peer_id,
             peer_key,
             initiator,
             done: false,
-            scratch: Vec::new(),
         }
     }
 
@@ -166,7 +167,8 @@ impl Session {
         r
     }
 
-    /// Appends the ciphertext of `[ty] ‖ body` to `out`.
+    /// Appends the ciphertext of `[ty] ‖ body` to `out`: the plaintext is
+    /// written once, encrypted where it lies, and the tag appended.
     fn seal_into(&mut self, ty: u8, body: &[u8], out: &mut Vec<u8>) -> Result<(), SessionError> {
         if self.done {
             return Err(SessionError::Closed);
@@ -174,35 +176,35 @@ impl Session {
         if body.len() > MAX_DATA_LEN {
             return Err(SessionError::TooLarge);
         }
-        // The plaintext must be contiguous: type byte, then body. The scratch
-        // buffer is reused across messages, so steady state allocates nothing.
-        self.scratch.clear();
-        self.scratch.reserve(1 + body.len());
-        self.scratch.push(ty);
-        self.scratch.extend_from_slice(body);
         let start = out.len();
-        out.resize(start + self.scratch.len() + TAG_LEN, 0);
-        let dst = out.get_mut(start..).ok_or(SessionError::Internal)?;
-        let r = self.transport.write_message(&self.scratch, dst);
-        self.scratch.clear();
-        match r {
-            Ok(n) => {
-                out.truncate(start + n);
-                if ty == T_CLOSE {
-                    self.done = true;
-                }
-                Ok(())
-            }
-            Err(_) => {
-                out.truncate(start);
-                Err(SessionError::Internal)
-            }
+        out.reserve(1 + body.len() + TAG_LEN);
+        out.push(ty);
+        out.extend_from_slice(body);
+        let sealed = match out.get_mut(start..) {
+            Some(plain) => self.tx.seal_in_place(plain).ok(),
+            None => None,
+        };
+        let Some(tag) = sealed else {
+            out.truncate(start);
+            return Err(SessionError::Internal);
+        };
+        out.extend_from_slice(&tag);
+        if ty == T_CLOSE {
+            self.done = true;
         }
+        Ok(())
     }
 
     /// Decrypts and parses one frame body. Total: arbitrary input yields an
     /// error, never a panic; any error closes the session.
     pub fn open(&mut self, frame: &[u8]) -> Result<Message, SessionError> {
+        let mut buf = frame.to_vec();
+        self.open_in_place(&mut buf)
+    }
+
+    /// [`open`](Self::open) decrypting inside `frame` (which is
+    /// overwritten); used by the connection on its receive buffer.
+    pub(crate) fn open_in_place(&mut self, frame: &mut [u8]) -> Result<Message, SessionError> {
         if self.done {
             return Err(SessionError::Closed);
         }
@@ -213,16 +215,14 @@ impl Session {
         r
     }
 
-    fn open_inner(&mut self, frame: &[u8]) -> Result<Message, SessionError> {
+    fn open_inner(&mut self, frame: &mut [u8]) -> Result<Message, SessionError> {
         if frame.len() < TAG_LEN || frame.len() > MAX_FRAME_LEN {
             return Err(SessionError::Decrypt);
         }
-        let mut plain = alloc::vec![0u8; frame.len()];
-        let n = self
-            .transport
-            .read_message(frame, &mut plain)
+        let plain = self
+            .rx
+            .open_in_place(frame)
             .map_err(|_| SessionError::Decrypt)?;
-        plain.truncate(n);
         let (ty, body) = plain.split_first().ok_or(SessionError::Malformed)?;
         let nonce = |b: &[u8]| -> Result<u64, SessionError> {
             <[u8; 8]>::try_from(b)
@@ -232,12 +232,7 @@ impl Session {
         match *ty {
             T_PING => Ok(Message::Ping(nonce(body)?)),
             T_PONG => Ok(Message::Pong(nonce(body)?)),
-            T_DATA => {
-                // Reuse the decryption buffer: shifting out the type byte is
-                // one in-place move instead of a second allocation and copy.
-                plain.remove(0);
-                Ok(Message::Data(plain))
-            }
+            T_DATA => Ok(Message::Data(body.to_vec())),
             T_CLOSE if body.is_empty() => Ok(Message::Close),
             T_CLOSE => Err(SessionError::Malformed),
             t => Err(SessionError::UnknownType(t)),
