@@ -5,7 +5,8 @@
 //! (so the announce's source address, which peers dial, is that interface's)
 //! with `IP_MULTICAST_IF` set to it, `IP_MULTICAST_LOOP` (default on, so
 //! nodes sharing a host hear each other), TTL 1 and `SO_BROADCAST`. The
-//! receive socket joins 239.42.0.1 on each interface. Interfaces are
+//! receive socket joins 239.42.0.1 on each multicast-capable interface in
+//! every mode (the mode chooses how we send, never what we hear). Interfaces are
 //! rescanned every 5 s, so addresses that come and go (DHCP, hotplug) are
 //! followed.
 //!
@@ -142,12 +143,9 @@ impl Discovery {
                     continue;
                 }
             };
-            let want_mc = matches!(
-                self.mode,
-                DiscoveryMode::Auto | DiscoveryMode::Multicast | DiscoveryMode::Both
-            );
-            let joined = want_mc
-                && iface.multicast
+            // Receiving: join the group on every multicast-capable interface,
+            // whatever we send, so multicast-only peers are always heard.
+            let joined = iface.multicast
                 && match self.recv.join_multicast_v4(DISCOVERY_GROUP, iface.addr) {
                     Ok(()) => true,
                     Err(e) => {
@@ -155,15 +153,20 @@ impl Discovery {
                         false
                     }
                 };
+            let send_mc = joined
+                && matches!(
+                    self.mode,
+                    DiscoveryMode::Auto | DiscoveryMode::Multicast | DiscoveryMode::Both
+                );
             let broadcast = match self.mode {
                 DiscoveryMode::Broadcast | DiscoveryMode::Both => true,
-                DiscoveryMode::Auto => !joined,
+                DiscoveryMode::Auto => !send_mc,
                 _ => false,
             };
             let s = Sender {
                 iface,
                 sock,
-                multicast: joined,
+                multicast: send_mc,
                 broadcast,
             };
             info!(
