@@ -4,8 +4,9 @@
 #
 #   ./scripts/bench.sh            # criterion benches (≈1–2 min) + QEMU figures
 #   ./scripts/bench.sh --quick    # criterion --quick (fewer samples, noisier)
-#   ./scripts/bench.sh --no-qemu  # host benches only
+#   ./scripts/bench.sh --no-qemu  # no QEMU marker run
 #   ./scripts/bench.sh --qemu-log target/qemu/uart.log   # QEMU figures from an existing log
+#   ./scripts/bench.sh --no-netns # skip the 8-node Linux namespace test (runs by default as root, ~15 s)
 #
 # Each bench measures its baseline in the same run (see userspace/dsoftbus/benches/)
 # and prints `bench-row|...` lines; this script only collects them. Nothing here
@@ -14,17 +15,20 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 2
 
 QUICK=0
 QEMU=1
 QEMU_LOG=""
+NETNS=0
+[[ $(id -u) == 0 ]] && NETNS=1
 while (($#)); do
     case $1 in
         --quick) QUICK=1 ;;
         --no-qemu) QEMU=0 ;;
         --qemu-log) QEMU_LOG=$2; shift ;;
-        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+        --no-netns) NETNS=0 ;;
+        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -63,6 +67,24 @@ qemu_rows() {
     [[ -n $t_dhcp ]] && echo "bench-row|QEMU (TCG): boot -> DHCP bound|${t_dhcp} s guest|—|—|report|n/a"
     [[ -n $ping_rtt ]] && echo "bench-row|QEMU (TCG): ICMP ping RTT to gateway|${ping_rtt} µs guest|—|—|report|n/a"
     [[ -n $sess_rtt ]] && echo "bench-row|QEMU (TCG): dual-node session ping RTT|${sess_rtt} µs guest|—|—|report|n/a"
+    local bulk
+    bulk=$(grep -m1 'dsoftbusd: bulk transfer' "$log" | sed -n 's/.*bulk transfer \([0-9]*\) bytes.* in \([0-9]*\) us (\([0-9]*\) KB\/s.*/\1 bytes in \2 µs: \3 KB\/s/p')
+    [[ -n $bulk ]] && echo "bench-row|QEMU (TCG): dual-node bulk transfer over the guest stack|${bulk} guest|—|—|report|n/a"
+    return 0
+}
+
+# Linux-node figures from scripts/tests/netns-test.sh (8 nodes in namespaces).
+netns_rows() {
+    local log=$1 mesh send tcp
+    mesh=$(grep -m1 '\[1\] .* discovered each other' "$log" | sed -n 's/.*: \([0-9]*\) ms from start.*/\1/p')
+    [[ -n $mesh ]] && echo "bench-row|Linux nodes: 8 namespaces all see each other (full mesh of sessions)|${mesh} ms|—|—|report|n/a"
+    send=$(grep -m1 'dsoftbus send (' "$log" | sed -n 's/.*, \([0-9.]*\) MB\/s.*/\1/p')
+    tcp=$(grep -m1 'plain TCP (no crypto' "$log" | sed -n 's/.*, \([0-9.]*\) MB\/s.*/\1/p')
+    if [[ -n $send && -n $tcp ]]; then
+        local ratio
+        ratio=$(awk -v a="$send" -v b="$tcp" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "—" }')
+        echo "bench-row|Linux nodes: file send between namespaces (session, SHA-256, fsync)|${send} MB/s|${tcp} MB/s plain TCP|${ratio}|report|n/a"
+    fi
     return 0
 }
 
@@ -78,6 +100,15 @@ elif ((QEMU)); then
         fi
     else
         echo "bench: no qemu-system-x86_64; no QEMU rows" >&2
+    fi
+fi
+
+if ((NETNS)); then
+    echo "bench: netns test (8 Linux nodes) ..." >&2
+    if scripts/tests/netns-test.sh >"$OUT/netns.log" 2>&1; then
+        netns_rows "$OUT/netns.log" >>"$ROWS"
+    else
+        echo "bench: netns test failed (see $OUT/netns.log); no Linux-node rows" >&2
     fi
 fi
 
