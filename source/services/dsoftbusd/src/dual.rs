@@ -162,13 +162,12 @@ async fn proof(
     );
     let mut link = dial(net, a, &entry, target).await?;
     let bindings = Bindings(&a.table);
-    match link.next_event(&bindings).await {
+    let peer = match link.next_event(&bindings).await {
         Ok(Event::Established { peer }) => {
             // Initiator side of the binding: the handshake authenticated the
             // key from node-b's announce and node-b's hello named node-b.
             log::info!("dsoftbusd: identity bound peer={} node={}", peer, a.label);
-            a.table.borrow_mut().set_session(&peer, true);
-            log::info!("dsoftbusd: auth ok peer={} node={}", peer, a.label);
+            peer
         }
         Ok(other) => {
             return Err(ServiceError::new(format!(
@@ -176,8 +175,13 @@ async fn proof(
             )))
         }
         Err(e) => return Err(err("session with node-b", e)),
-    }
+    };
+    // XK completes on the dialling side before node-b has judged message 3:
+    // node-a's session is authenticated once node-b's first reply (the pong)
+    // opens under the session keys.
     let rtt = ping(&mut link, &bindings).await?;
+    a.table.borrow_mut().set_session(&peer, true);
+    log::info!("dsoftbusd: auth ok peer={} node={}", peer, a.label);
     log::info!(
         "dsoftbusd: dual-node session ok peer=node-b rtt={}us",
         rtt.as_micros()

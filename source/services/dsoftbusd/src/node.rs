@@ -248,19 +248,30 @@ pub(crate) async fn dial(
     addr: SockAddr,
 ) -> Result<Link, ServiceError> {
     let (sock, _, _) = net.tcp_connect(addr).await.map_err(|e| err("connect", e))?;
-    let mut rng = KernelRng::draw().map_err(|e| err("entropy", e))?;
-    let conn = Connection::connect(
-        &node.local,
-        PeerTarget::from(entry),
-        &mut rng,
-        now(),
-        HandshakeConfig::default(),
-    )
-    .map_err(|e| err("handshake start", e))?;
-    if rng.overdrawn() {
-        return Err(ServiceError::new("entropy pool too small for a handshake"));
+    let started = KernelRng::draw()
+        .map_err(|e| err("entropy", e))
+        .and_then(|mut rng| {
+            let conn = Connection::connect(
+                &node.local,
+                PeerTarget::from(entry),
+                &mut rng,
+                now(),
+                HandshakeConfig::default(),
+            )
+            .map_err(|e| err("handshake start", e))?;
+            if rng.overdrawn() {
+                return Err(ServiceError::new("entropy pool too small for a handshake"));
+            }
+            Ok(conn)
+        });
+    match started {
+        Ok(conn) => Ok(Link::new(net.clone(), sock, conn)),
+        Err(e) => {
+            // The socket is ours until a Link owns it: close it on every error.
+            let _ = net.close(sock).await;
+            Err(e)
+        }
     }
-    Ok(Link::new(net.clone(), sock, conn))
 }
 
 pub(crate) async fn ping(
@@ -487,11 +498,24 @@ pub(crate) async fn serve(
             Ok(_) => {}
             Err(LinkError::Conn(ConnError::Auth(AuthError::Identity))) => {
                 let claimed = link.conn.peer_hint().map_or("?", |d| d.as_str());
-                log::info!(
-                    "dsoftbusd: identity mismatch peer={claimed} node={} from={remote}; connection closed",
-                    node.label
-                );
-                bump(&seen.mismatches);
+                let known = link
+                    .conn
+                    .peer_hint()
+                    .is_some_and(|d| node.table.borrow().get(d).is_some());
+                if known {
+                    // The id is pinned to another key: someone claims it.
+                    log::info!(
+                        "dsoftbusd: identity mismatch peer={claimed} node={} from={remote}; connection closed",
+                        node.label
+                    );
+                    bump(&seen.mismatches);
+                } else {
+                    // Never announced to us (yet): nothing to bind the key to.
+                    log::info!(
+                        "dsoftbusd: identity unknown peer={claimed} node={} from={remote}; connection closed",
+                        node.label
+                    );
+                }
                 break;
             }
             Err(e) => {

@@ -8,17 +8,20 @@
 //! each session open and answering pings. Options: `dsoftbusd.id=<device id>`
 //! (default `nexus-os`), `dsoftbusd.port=<tcp port>` (default 34567).
 
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
 use core::cell::RefCell;
 
+use core::time::Duration;
 use dsoftbus::{should_initiate, Event, PeerEntry, DISCOVERY_GROUP, DISCOVERY_PORT};
 use futures_util::future::{select, try_join, try_join3};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use nexus_abi::time::{self, Instant};
 use nexus_abi::ServiceError;
 use nexus_netclient::{Ipv4, NetClient, SockAddr};
 
-use crate::link::LinkError;
+use crate::link::{Link, LinkError};
 use crate::node::{
     acceptor, announcer, dial, discovery, err, has_lease, ping, sock_addr, Bindings, NicDiscovery,
     Node, Notify, Seen, MAX_SESSIONS_PER_NODE,
@@ -30,6 +33,8 @@ pub const DEFAULT_ID: &str = "nexus-os";
 pub const DEFAULT_PORT: u16 = 34567;
 /// Most peers waiting to be dialled.
 pub const MAX_DIAL_QUEUE: usize = 16;
+/// After a failed dial, wait this long before dialling that peer again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Peers to dial, filled by discovery, drained by the dialer.
 #[derive(Default)]
@@ -37,6 +42,9 @@ struct DialQueue {
     queue: RefCell<VecDeque<PeerEntry>>,
     /// Device ids with a dial or session in progress.
     busy: RefCell<BTreeSet<String>>,
+    /// Device ids whose last dial failed, and when to try again (bounded by
+    /// the peer table: entries are dropped once retried).
+    backoff: RefCell<BTreeMap<String, Instant>>,
     notify: Notify,
 }
 
@@ -93,6 +101,16 @@ pub async fn run(net: NetClient, id: &str, port: u16) -> Result<(), ServiceError
         {
             return;
         }
+        {
+            let mut backoff = dials.backoff.borrow_mut();
+            match backoff.get(peer.as_str()) {
+                Some(until) if time::now() < *until => return,
+                Some(_) => {
+                    backoff.remove(peer.as_str());
+                }
+                None => {}
+            }
+        }
         let mut q = dials.queue.borrow_mut();
         if q.len() < MAX_DIAL_QUEUE && !q.iter().any(|e| e.device_id() == peer) {
             q.push_back(entry.clone());
@@ -137,29 +155,50 @@ async fn dialer(net: &NetClient, node: &Node, dials: &DialQueue) -> Result<(), S
     }
 }
 
-/// Dial one peer and keep the session until it ends.
+/// Dial one peer and keep the session until it ends; the socket is closed on
+/// every path.
 async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue) {
     let peer = entry.device_id().clone();
-    if let Err(e) = hold_inner(net, node, &entry).await {
-        log::warn!("dsoftbusd: session with {peer} ended: {e}");
+    let result = match sock_addr(entry.session_addr()) {
+        Ok(target) => {
+            log::info!("dsoftbusd: session connect peer={peer} addr={target}");
+            match dial(net, node, &entry, target).await {
+                Ok(mut link) => {
+                    let r = session(&mut link, node).await;
+                    link.shutdown().await;
+                    r
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        log::warn!(
+            "dsoftbusd: session with {peer} ended: {e}; retrying after {} s",
+            RETRY_AFTER.as_secs()
+        );
+        dials.backoff.borrow_mut().insert(
+            peer.as_str().to_string(),
+            time::now().saturating_add(RETRY_AFTER),
+        );
     }
     node.table.borrow_mut().set_session(&peer, false);
     dials.busy.borrow_mut().remove(peer.as_str());
 }
 
-async fn hold_inner(net: &NetClient, node: &Node, entry: &PeerEntry) -> Result<(), ServiceError> {
-    let target = sock_addr(entry.session_addr())?;
-    log::info!(
-        "dsoftbusd: session connect peer={} addr={target}",
-        entry.device_id()
-    );
-    let mut link = dial(net, node, entry, target).await?;
+/// Run an outgoing session: handshake, first ping, then answer until it ends.
+///
+/// On the dialling side the XK handshake completes before the peer has
+/// judged us: `identity bound` means our check of the peer passed; `auth ok`
+/// waits for the first authenticated reply (the pong), which proves the peer
+/// accepted us.
+async fn session(link: &mut Link, node: &Node) -> Result<(), ServiceError> {
     let bindings = Bindings(&node.table);
-    match link.next_event(&bindings).await {
+    let peer = match link.next_event(&bindings).await {
         Ok(Event::Established { peer }) => {
             log::info!("dsoftbusd: identity bound peer={peer} node={}", node.label);
-            node.table.borrow_mut().set_session(&peer, true);
-            log::info!("dsoftbusd: auth ok peer={peer} node={}", node.label);
+            peer
         }
         Ok(other) => {
             return Err(ServiceError::new(alloc::format!(
@@ -167,24 +206,29 @@ async fn hold_inner(net: &NetClient, node: &Node, entry: &PeerEntry) -> Result<(
             )))
         }
         Err(e) => return Err(err("handshake", e)),
-    }
-    let rtt = ping(&mut link, &bindings).await?;
+    };
+    let rtt = match ping(link, &bindings).await {
+        Ok(rtt) => rtt,
+        Err(e) => {
+            log::info!(
+                "dsoftbusd: session refused by peer={peer} node={} ({e})",
+                node.label
+            );
+            return Err(e);
+        }
+    };
+    node.table.borrow_mut().set_session(&peer, true);
+    log::info!("dsoftbusd: auth ok peer={peer} node={}", node.label);
     log::info!(
-        "dsoftbusd: session ping ok peer={} rtt={}us",
-        entry.device_id(),
+        "dsoftbusd: session ping ok peer={peer} rtt={}us",
         rtt.as_micros()
     );
     // Hold the session, answering pings, until the peer goes away.
     loop {
         match link.next_event(&bindings).await {
-            Ok(Event::Closed) | Err(LinkError::Eof) => break,
+            Ok(Event::Closed) | Err(LinkError::Eof) => return Ok(()),
             Ok(_) => {}
-            Err(e) => {
-                link.shutdown().await;
-                return Err(err("session", e));
-            }
+            Err(e) => return Err(err("session", e)),
         }
     }
-    link.shutdown().await;
-    Ok(())
 }
