@@ -4,6 +4,11 @@
 use alloc::vec::Vec;
 use core::pin::pin;
 
+use core::cell::RefCell;
+use core::net::IpAddr;
+
+use dsoftbus::connection::GatedError;
+use dsoftbus::ratelimit::{HandshakeLimiter, Limited};
 use dsoftbus::{ConnError, Connection, Event, IdentityBindings};
 use futures_util::future::{select, Either};
 use nexus_abi::time;
@@ -21,6 +26,17 @@ pub enum LinkError {
     Net(CallError),
     /// The peer closed the stream.
     Eof,
+    /// The handshake was not admitted (rate limit); no DH was computed.
+    Limited(Limited),
+}
+
+/// Handshake admission for an accepted stream: the node's limiter and the
+/// stream's source address.
+pub struct Gate<'a> {
+    /// The node's limiter (per-source and global token buckets).
+    pub limiter: &'a RefCell<HandshakeLimiter>,
+    /// Where the stream came from.
+    pub source: IpAddr,
 }
 
 impl core::fmt::Display for LinkError {
@@ -29,6 +45,7 @@ impl core::fmt::Display for LinkError {
             LinkError::Conn(e) => write!(f, "{e}"),
             LinkError::Net(e) => write!(f, "socket: {e}"),
             LinkError::Eof => f.write_str("peer closed the stream"),
+            LinkError::Limited(l) => write!(f, "{l}"),
         }
     }
 }
@@ -81,6 +98,16 @@ impl Link {
         &mut self,
         bindings: &B,
     ) -> Result<Event, LinkError> {
+        self.next_event_gated(bindings, None).await
+    }
+
+    /// [`next_event`](Self::next_event) with handshake admission: frame 1
+    /// must pass mac1 and then `gate` before any Diffie-Hellman work.
+    pub async fn next_event_gated<B: IdentityBindings + ?Sized>(
+        &mut self,
+        bindings: &B,
+        gate: Option<&Gate<'_>>,
+    ) -> Result<Event, LinkError> {
         loop {
             if let Some(ev) = self.conn.poll_event() {
                 return Ok(ev);
@@ -93,10 +120,24 @@ impl Link {
                 return Err(LinkError::Eof);
             }
             if !self.inbox.is_empty() {
-                let n = self
-                    .conn
-                    .handle_input(&self.inbox, now(), bindings)
-                    .map_err(LinkError::Conn)?;
+                let n = match gate {
+                    None => self
+                        .conn
+                        .handle_input(&self.inbox, now(), bindings)
+                        .map_err(LinkError::Conn)?,
+                    Some(g) => {
+                        let mut limiter = g.limiter.borrow_mut();
+                        let mut admit = limiter.gate(g.source);
+                        match self
+                            .conn
+                            .handle_input_gated(&self.inbox, now(), bindings, &mut admit)
+                        {
+                            Ok(n) => n,
+                            Err(GatedError::Conn(e)) => return Err(LinkError::Conn(e)),
+                            Err(GatedError::Limited(l)) => return Err(LinkError::Limited(l)),
+                        }
+                    }
+                };
                 self.inbox.drain(..n);
                 if let Some(ev) = self.conn.poll_event() {
                     return Ok(ev);

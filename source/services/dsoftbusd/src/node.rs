@@ -7,9 +7,10 @@ use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
-use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
 
+use dsoftbus::ratelimit::{HandshakeLimiter, RateLimitConfig};
 use dsoftbus::{
     Announce, AuthError, ConnError, Connection, DeviceId, Event, HandshakeConfig, IdentityBindings,
     LocalIdentity, Observe, PeerEntry, PeerTable, PeerTableConfig, PeerTarget, PublicKey,
@@ -22,7 +23,7 @@ use nexus_abi::ServiceError;
 use nexus_netclient::{Ipv4, NetClient, SockAddr, SocketId};
 use rand_core::RngCore;
 
-use crate::link::{now, Link, LinkError};
+use crate::link::{now, Gate, Link, LinkError};
 use crate::rng::KernelRng;
 
 /// Announce period; each node's phase within it comes from its device id.
@@ -53,6 +54,9 @@ pub(crate) struct Node {
     pub(crate) reports: bool,
     /// Announces sent so far.
     pub(crate) announced: Cell<u32>,
+    /// Handshake admission for incoming sessions (per-source and global
+    /// token buckets, bounded source table; defaults of the core).
+    pub(crate) limiter: RefCell<HandshakeLimiter>,
 }
 
 impl Node {
@@ -85,6 +89,7 @@ impl Node {
             announce,
             reports,
             announced: Cell::new(0),
+            limiter: RefCell::new(HandshakeLimiter::new(RateLimitConfig::default(), now())),
         })
     }
 
@@ -480,8 +485,19 @@ pub(crate) async fn serve(
     let mut link = Link::new(net.clone(), sock, conn);
     let bindings = Bindings(&node.table);
     let mut peer: Option<DeviceId> = None;
+    let gate = Gate {
+        limiter: &node.limiter,
+        source: IpAddr::V4(Ipv4Addr::from(remote.ip.0)),
+    };
     loop {
-        match link.next_event(&bindings).await {
+        match link.next_event_gated(&bindings, Some(&gate)).await {
+            Err(LinkError::Limited(l)) => {
+                log::info!(
+                    "dsoftbusd: handshake refused ({l}) node={} from={remote}; connection closed",
+                    node.label
+                );
+                break;
+            }
             Ok(Event::Established { peer: p }) => {
                 // Responder side of the binding: the claimed id is pinned to
                 // exactly the key the handshake authenticated.
