@@ -127,12 +127,13 @@ pub fn criterion_home() -> PathBuf {
         return PathBuf::from(h);
     }
     // CARGO_TARGET_TMPDIR is `<target>/tmp`; keep reports next to it.
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let tmp = PathBuf::from(option_env!("CARGO_TARGET_TMPDIR").unwrap_or("target/tmp"));
     tmp.parent().map(|p| p.join("criterion")).unwrap_or(tmp)
 }
 
-/// Mean time per iteration, in nanoseconds, of `group/id` from this run's
-/// criterion estimates.
+/// Median time per iteration, in nanoseconds, of `group/id` from this run's
+/// criterion estimates. The median, not the mean: on a shared 2-vCPU VM a few
+/// preempted samples would otherwise move the mean by tens of percent.
 pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
     let path = criterion_home()
         .join(group)
@@ -141,7 +142,7 @@ pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
         .join("estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("mean")?.get("point_estimate")?.as_f64()
+    v.get("median")?.get("point_estimate")?.as_f64()
 }
 
 /// Prints one `bench-row` line (and a human-readable echo).
