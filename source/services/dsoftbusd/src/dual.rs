@@ -20,7 +20,7 @@ use alloc::vec;
 use core::pin::pin;
 
 use dsoftbus::announce::MAX_ANNOUNCE_LEN;
-use dsoftbus::{should_initiate, Event, DISCOVERY_GROUP, DISCOVERY_PORT};
+use dsoftbus::{should_initiate, Event, DISCOVERY_PORT};
 use futures_util::future::{select, try_join, try_join3, Either};
 use nexus_abi::time;
 use nexus_abi::ServiceError;
@@ -28,8 +28,8 @@ use nexus_netclient::{Ipv4, NetClient, SockAddr, SocketId};
 
 use crate::link::Link;
 use crate::node::{
-    acceptor, announcer, dial, discovery, err, has_lease, ping, send, sock_addr, wait_for,
-    Bindings, NicDiscovery, Node, Seen,
+    acceptor, announcer, dial, discovery, err, has_lease, join_discovery_group, ping, send,
+    sock_addr, wait_for, Bindings, NicDiscovery, Node, Seen,
 };
 
 const NODE_A: (&str, u16) = ("node-a", 34567);
@@ -61,16 +61,10 @@ pub async fn run(net: NetClient) -> Result<(), ServiceError> {
             return Err(err("discovery transport", e));
         }
     };
-    let nic = if !lease {
-        NicDiscovery::Off
-    } else if net
-        .udp_join_multicast(disc, Ipv4(DISCOVERY_GROUP.octets()))
-        .await
-        .is_ok()
-    {
-        NicDiscovery::Multicast
+    let nic = if lease {
+        join_discovery_group(&net, disc).await
     } else {
-        NicDiscovery::Broadcast
+        NicDiscovery::Off
     };
     log::info!(
         "dsoftbusd: discovery up (udp loopback) port={} nic={}",

@@ -191,6 +191,17 @@ impl NicDiscovery {
     }
 }
 
+/// Join the discovery group on the NIC through `disc`; broadcast if the join
+/// fails.
+pub(crate) async fn join_discovery_group(net: &NetClient, disc: SocketId) -> NicDiscovery {
+    let group = Ipv4(DISCOVERY_GROUP.octets());
+    if net.udp_join_multicast(disc, group).await.is_ok() {
+        NicDiscovery::Multicast
+    } else {
+        NicDiscovery::Broadcast
+    }
+}
+
 pub(crate) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)

@@ -13,7 +13,7 @@ use alloc::string::{String, ToString};
 use core::cell::RefCell;
 
 use core::time::Duration;
-use dsoftbus::{should_initiate, Event, PeerEntry, DISCOVERY_GROUP, DISCOVERY_PORT};
+use dsoftbus::{should_initiate, Event, PeerEntry, DISCOVERY_PORT};
 use futures_util::future::{select, try_join, try_join3};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
@@ -23,8 +23,8 @@ use nexus_netclient::{Ipv4, NetClient, SockAddr};
 
 use crate::link::{Link, LinkError};
 use crate::node::{
-    acceptor, announcer, dial, discovery, err, has_lease, ping, sock_addr, Bindings, NicDiscovery,
-    Node, Notify, Seen, MAX_SESSIONS_PER_NODE,
+    acceptor, announcer, dial, discovery, err, has_lease, join_discovery_group, ping, sock_addr,
+    Bindings, Node, Notify, Seen, MAX_SESSIONS_PER_NODE,
 };
 
 /// Default device id in node mode.
@@ -75,15 +75,7 @@ pub async fn run(net: NetClient, id: &str, port: u16) -> Result<(), ServiceError
             return Err(err("sockets", e));
         }
     };
-    let nic = if net
-        .udp_join_multicast(disc, Ipv4(DISCOVERY_GROUP.octets()))
-        .await
-        .is_ok()
-    {
-        NicDiscovery::Multicast
-    } else {
-        NicDiscovery::Broadcast
-    };
+    let nic = join_discovery_group(&net, disc).await;
     log::info!(
         "dsoftbusd: node up device={id} addr={addr} port={port} discovery={}",
         nic.name()
