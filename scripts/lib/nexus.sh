@@ -89,3 +89,11 @@ nexus_qemu_machine_args() {
         -append "$2"
     )
 }
+
+# Delete every network namespace named "<prefix>-*" (test clean-up; never fails).
+nexus_netns_del_prefix() {
+    local n
+    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$1-" || true); do
+        ip netns del "$n" 2>/dev/null || true
+    done
+}

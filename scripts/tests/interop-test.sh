@@ -65,9 +65,7 @@ cleanup() {
             tail -n 15 "$f" | sed 's/^/   /'
         done
     fi
-    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PFX-" || true); do
-        ip netns del "$n" 2>/dev/null || true
-    done
+    nexus_netns_del_prefix "$PFX"
     if [[ ${KEEP:-0} == 1 ]]; then echo "$TAG: work dir kept: $WORK"; else rm -rf "$WORK"; fi
     exit "$rc"
 }

@@ -14,6 +14,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=scripts/lib/nexus.sh
+source "$ROOT/scripts/lib/nexus.sh"
 TAG=netns-test
 NODES=8
 SEND_MIB=${SEND_MIB:-256}
@@ -49,9 +51,7 @@ cleanup() {
             tail -n 15 "$f" | sed 's/^/   /'
         done
     fi
-    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PFX-" || true); do
-        ip netns del "$n" 2>/dev/null || true
-    done
+    nexus_netns_del_prefix "$PFX"
     if [[ ${KEEP:-0} == 1 ]]; then echo "$TAG: work dir kept: $WORK"; else rm -rf "$WORK"; fi
     exit "$rc"
 }
