@@ -69,6 +69,25 @@ if ! grep -qF "qemu-test: FAIL: forbidden marker 'PANIC' at line" <<<"$broken_ou
 fi
 echo "broken-guest proof: harness failed as it must and named the panic"
 
+# Fault proof: ipc-selftest.crash=fault touches unmapped memory. The kernel's
+# page-fault handler (on its IST stack) must print the fault and end the run with
+# the failure status: the harness fails and names the fault line.
+section "CPU fault must fail cleanly (KERNEL_ARGS=ipc-selftest.crash=fault)"
+fault_rc=0
+fault_out=$(KERNEL_ARGS="ipc-selftest.crash=fault" RUN_TIMEOUT=60s \
+    UART_LOG=target/qemu/uart-fault.log SKIP_BUILD=1 ./scripts/qemu-test.sh 2>&1) || fault_rc=$?
+printf '%s\n' "$fault_out" | grep -E "FAIL|fault" | sed 's/^/  > /'
+if ((fault_rc != 1)); then
+    echo "test-all: the faulting guest gave harness status $fault_rc; want 1 (contract failure)"
+    exit 1
+fi
+if ! grep -qF "forbidden marker 'kernel: fault' at line" <<<"$fault_out" ||
+    ! grep -qF "guest reported failure" <<<"$fault_out"; then
+    echo "test-all: the fault was not reported as a fault line plus a guest failure status"
+    exit 1
+fi
+echo "fault proof: page fault reported by the kernel, run failed with the guest's failure status"
+
 # The DHCP marker must report the lease, not a constant: boot on another usernet
 # subnet and expect that lease.
 section "DHCP marker follows the lease (NETDEV_OPTS=net=10.9.0.0/24)"

@@ -2,8 +2,9 @@
 //!
 //! `ipc-selftest` sends numbered messages to `ipc-echo`, which sends each
 //! back; the client checks every reply and reports the round-trip time.
-//! Boot option `ipc-selftest.crash=1` makes the client panic on purpose so
-//! the harness's failure path can be exercised (docs/testing/index.md).
+//! Boot option `ipc-selftest.crash=1` makes the client panic on purpose, and
+//! `ipc-selftest.crash=fault` makes it touch unmapped memory, so the
+//! harness's failure paths can be exercised (docs/testing/index.md).
 #![no_std]
 
 extern crate alloc;
@@ -28,8 +29,18 @@ pub fn echo_main(caps: Caps) -> ServiceFuture {
 }
 
 async fn client(mut caps: Caps) -> Result<(), ServiceError> {
-    if caps.config("crash") == Some("1") {
-        panic!("ipc-selftest: deliberate panic requested by boot option");
+    match caps.config("crash") {
+        Some("1") => panic!("ipc-selftest: deliberate panic requested by boot option"),
+        Some("fault") => {
+            // Read far outside the identity-mapped 4 GiB: a page fault the
+            // kernel must report (`kernel: fault page-fault ...`) and turn
+            // into a failed run, not a hang or a triple fault.
+            let p = 0x0000_7e57_0000_0000usize as *const u64;
+            // SAFETY: none — this is the deliberate fault.
+            let v = unsafe { core::ptr::read_volatile(p) };
+            log::error!("ipc-selftest: read of an unmapped address returned {v:#x}");
+        }
+        _ => {}
     }
     let chan = caps
         .take_channel("echo")
