@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One bus across Nexus and Linux: a Nexus VM (QEMU microvm, TCG) on a tap device
+# One bus across Nexus and Linux: two Nexus VMs (QEMU microvm, TCG) on tap devices
 # and two Linux `dsoftbus daemon` nodes, each in its own network namespace, all on
 # one bridge (10.77.1.0/24) where dnsmasq serves DHCP. Real multicast, real DHCP.
 #
-#   linux-a  < nexus-os : the Linux node dials the VM (OS accepts, binds identity)
-#   zz-linux > nexus-os : the VM dials the Linux node (OS dials per the tie-break)
+#   linux-a  < nexus-os   : the Linux node dials the VM (OS accepts, binds identity)
+#   zz-linux > nexus-os   : the VM dials the Linux node (OS dials per the tie-break)
+#   nexus-os < nexus-os-2 : OS to OS, each VM on its own stack and NIC
 #
 # Required: the OS markers on the UART (node up with its DHCP address, discovery of
 # both Linux nodes, identity bound and auth ok for both) and, on both Linux nodes,
@@ -47,6 +48,8 @@ PFX="nxi$$"
 HUB="$PFX-hub"
 WORK=$(mktemp -d /tmp/dsoftbus-interop.XXXXXX)
 UART="$WORK/uart.log"
+UART2="$WORK/uart2.log"
+OS2_ID=nexus-os-2
 declare -A PID=()
 FAILED=1
 T0=$SECONDS
@@ -92,8 +95,10 @@ ip -n "$HUB" link add br0 type bridge
 ip -n "$HUB" link set br0 type bridge mcast_snooping 0
 ip -n "$HUB" addr add 10.77.1.1/24 brd + dev br0
 ip -n "$HUB" link set br0 up
-ip -n "$HUB" tuntap add dev tap0 mode tap
-ip -n "$HUB" link set tap0 master br0 up
+for t in tap0 tap1; do
+    ip -n "$HUB" tuntap add dev "$t" mode tap
+    ip -n "$HUB" link set "$t" master br0 up
+done
 linux_ns() { # $1 name, $2 address
     ip netns add "$PFX-$1"
     ip -n "$HUB" link add "v$1" type veth peer name eth0 netns "$PFX-$1"
@@ -122,23 +127,29 @@ start_linux() { # $1 ns suffix, $2 device id
 start_linux la linux-a
 start_linux lz zz-linux
 
-# --- the VM ------------------------------------------------------------------------------
-nexus_qemu_machine_args "$KERNEL_ELF" "dsoftbusd.mode=node dsoftbusd.id=$OS_ID"
-ARGS=()
-for ((i = 0; i < ${#NEXUS_QEMU_ARGS[@]}; i++)); do
-    a=${NEXUS_QEMU_ARGS[$i]}
-    if [[ $a == -netdev ]]; then
-        ARGS+=(-netdev "tap,id=n0,ifname=tap0,script=no,downscript=no")
-        i=$((i + 1))
-    else
-        ARGS+=("$a")
-    fi
-done
-: >"$UART"
-ip netns exec "$HUB" "$QEMU" "${ARGS[@]}" -chardev "file,id=ser0,path=$(nexus_qemu_escape "$UART")" \
-    -serial chardev:ser0 >"$WORK/qemu.log" 2>&1 &
-PID[qemu]=$!
-echo "$TAG: VM booting: $QEMU -M microvm -cpu max ... -netdev tap,ifname=tap0 -append 'dsoftbusd.mode=node dsoftbusd.id=$OS_ID'"
+# --- the VMs -----------------------------------------------------------------------------
+start_vm() { # $1 key, $2 device id, $3 tap, $4 MAC, $5 UART log
+    nexus_qemu_machine_args "$KERNEL_ELF" "dsoftbusd.mode=node dsoftbusd.id=$2"
+    local args=() i a
+    for ((i = 0; i < ${#NEXUS_QEMU_ARGS[@]}; i++)); do
+        a=${NEXUS_QEMU_ARGS[$i]}
+        if [[ $a == -netdev ]]; then
+            args+=(-netdev "tap,id=n0,ifname=$3,script=no,downscript=no")
+            i=$((i + 1))
+        elif [[ $a == virtio-net-device,netdev=n0 ]]; then
+            args+=("virtio-net-device,netdev=n0,mac=$4")
+        else
+            args+=("$a")
+        fi
+    done
+    : >"$5"
+    ip netns exec "$HUB" "$QEMU" "${args[@]}" -chardev "file,id=ser0,path=$(nexus_qemu_escape "$5")" \
+        -serial chardev:ser0 >"$WORK/qemu-$1.log" 2>&1 &
+    PID[$1]=$!
+    echo "$TAG: VM $2 booting: $QEMU -M microvm -cpu max ... -netdev tap,ifname=$3 (mac $4) -append 'dsoftbusd.mode=node dsoftbusd.id=$2'"
+}
+start_vm qemu "$OS_ID" tap0 52:54:00:77:01:01 "$UART"
+start_vm qemu2 "$OS2_ID" tap1 52:54:00:77:01:02 "$UART2"
 
 # --- wait for both sides ------------------------------------------------------------------
 FORBIDDEN=("PANIC" "panic" "FAIL" "kernel: fault" "triple fault")
@@ -146,26 +157,44 @@ REQUIRED=(
     "dsoftbusd: node up device=$OS_ID addr=10.77.1."
     "dsoftbusd: discovery peer found device=linux-a"
     "dsoftbusd: discovery peer found device=zz-linux"
+    "dsoftbusd: discovery peer found device=$OS2_ID"
     "dsoftbusd: identity bound peer=linux-a"
     "dsoftbusd: auth ok peer=linux-a"
     "dsoftbusd: identity bound peer=zz-linux"
     "dsoftbusd: auth ok peer=zz-linux"
+    "dsoftbusd: identity bound peer=$OS2_ID"
+    "dsoftbusd: auth ok peer=$OS2_ID"
+    "dsoftbusd: session ping ok peer=$OS2_ID"
+)
+# The second VM: it accepts nexus-os (which dials, being the smaller id).
+REQUIRED2=(
+    "dsoftbusd: node up device=$OS2_ID addr=10.77.1."
+    "dsoftbusd: discovery peer found device=$OS_ID"
+    "dsoftbusd: identity bound peer=$OS_ID"
+    "dsoftbusd: auth ok peer=$OS_ID"
 )
 session_row() { # $1 ns suffix: the peers row of nexus-os if it has a session
     "$BIN" --state-dir "$WORK/$1" peers 2>/dev/null | awk -v id="$OS_ID" '$1 == id && $5 == "yes"'
 }
 deadline=$((SECONDS + TIMEOUT))
 while :; do
-    kill -0 "${PID[qemu]}" 2>/dev/null || fail "QEMU exited early (see $WORK/qemu.log)"
+    for k in qemu qemu2; do
+        kill -0 "${PID[$k]}" 2>/dev/null || fail "QEMU ($k) exited early (see $WORK/$k.log)"
+    done
     for k in la lz dnsmasq; do kill -0 "${PID[$k]}" 2>/dev/null || fail "$k died"; done
     for f in "${FORBIDDEN[@]}"; do
-        if line=$(grep -nF -- "$f" "$UART" | head -n 1) && [[ -n $line ]]; then
-            sleep 0.3
-            fail "forbidden marker '$f' on the UART: $line"
-        fi
+        for u in "$UART" "$UART2"; do
+            if line=$(grep -nF -- "$f" "$u" | head -n 1) && [[ -n $line ]]; then
+                sleep 0.3
+                fail "forbidden marker '$f' on the UART ($(basename "$u")): $line"
+            fi
+        done
     done
     missing=""
     for m in "${REQUIRED[@]}"; do grep -qF -- "$m" "$UART" || { missing=$m; break; }; done
+    if [[ -z $missing ]]; then
+        for m in "${REQUIRED2[@]}"; do grep -qF -- "$m" "$UART2" || { missing="$m (on $OS2_ID)"; break; }; done
+    fi
     if [[ -z $missing && -n $(session_row la) && -n $(session_row lz) ]]; then break; fi
     if ((SECONDS >= deadline)); then
         [[ -n $missing ]] && echo "$TAG: first missing UART marker: '$missing'"
@@ -184,8 +213,10 @@ for k in la lz; do
     pings[$k]=$(tail -n 1 <<<"$out")
 done
 
-echo "$TAG: OS side (UART):"
+echo "$TAG: OS side (UART of $OS_ID):"
 for m in "${REQUIRED[@]}"; do grep -F -- "$m" "$UART" | head -n 1 | sed 's/^/      /'; done
+echo "$TAG: OS side (UART of $OS2_ID):"
+for m in "${REQUIRED2[@]}"; do grep -F -- "$m" "$UART2" | head -n 1 | sed 's/^/      /'; done
 echo "$TAG: Linux side (dsoftbus peers on linux-a):"
 "$BIN" --state-dir "$WORK/la" peers | sed 's/^/      /'
 echo "$TAG: Linux side (dsoftbus peers on zz-linux):"
@@ -194,4 +225,4 @@ echo "$TAG: pings over the sessions: linux-a ${pings[la]}"
 echo "$TAG:                          zz-linux ${pings[lz]}"
 echo "$TAG: dnsmasq leased $os_addr to the VM"
 FAILED=0
-echo "$TAG: PASS (one bus: $OS_ID at $os_addr with linux-a and zz-linux, both directions of the tie-break; ${elapsed} s)"
+echo "$TAG: PASS (one bus: $OS_ID at $os_addr with linux-a and zz-linux, both directions of the tie-break, and OS to OS with $OS2_ID; ${elapsed} s)"
