@@ -54,6 +54,7 @@ EXPECTED_MARKERS=(
 # beside the network bring-up). Each must appear at least once.
 REQUIRED_ANYWHERE=(
     "SELFTEST: ipc roundtrip ok"
+    "SELFTEST: grants ok"
 )
 # Any occurrence of one of these anywhere in the log fails the run. A line is reported
 # under the first entry it contains, so the more telling ones come first.

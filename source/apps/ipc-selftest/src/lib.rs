@@ -12,8 +12,10 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::format;
 
+use nexus_abi::entropy::EntropyError;
+use nexus_abi::sys::Handle;
 use nexus_abi::time;
-use nexus_abi::{Caps, ServiceError, ServiceFuture};
+use nexus_abi::{Caps, Channel, IpcError, ServiceError, ServiceFuture};
 
 /// Messages sent (more than `QUEUE_DEPTH`, so back-pressure is exercised).
 pub const ROUNDS: u32 = 64;
@@ -62,7 +64,31 @@ async fn client(mut caps: Caps) -> Result<(), ServiceError> {
     }
     let per = time::now().saturating_duration_since(start).as_nanos() / u128::from(ROUNDS);
     log::info!("SELFTEST: ipc roundtrip ok ({ROUNDS} messages, {per} ns per round trip)");
-    Ok(())
+    grants(&chan)
+}
+
+/// The kernel checks every call against the caller's grants: a handle that
+/// is not ours (the echo task's end of our channel is the next grant) and
+/// entropy we were not granted must both be refused.
+fn grants(ours: &Channel) -> Result<(), ServiceError> {
+    let foreign = Channel::from_handle(Handle(ours.handle().0 + 1));
+    let send = foreign.try_send(b"not yours");
+    let recv = foreign.try_recv();
+    // Dropping it would ask the kernel to close a grant we do not hold; the
+    // kernel ignores that too, but keep the proof to the two calls above.
+    core::mem::forget(foreign);
+    let mut buf = [0u8; 8];
+    let entropy = nexus_abi::entropy::fill(&mut buf);
+    match (send, recv, entropy) {
+        (Err(IpcError::BadHandle), Err(IpcError::BadHandle), Err(EntropyError::NotGranted)) => {
+            log::info!("SELFTEST: grants ok (foreign channel handle refused, entropy refused without a grant)");
+            Ok(())
+        }
+        (s, r, e) => {
+            log::error!("SELFTEST: grants FAIL (send {s:?}, recv {r:?}, entropy {e:?})");
+            Err(ServiceError::new("grant checks did not hold"))
+        }
+    }
 }
 
 async fn echo(mut caps: Caps) -> Result<(), ServiceError> {
