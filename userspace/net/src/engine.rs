@@ -580,12 +580,12 @@ impl<D: Device> Engine<D> {
                 if max_len == 0 {
                     return Err(Error::InvalidArgument);
                 }
-                let max_len = (max_len as usize).min(MAX_DATA_LEN);
+                let max_len = (max_len as usize).min(MAX_STREAM_DATA_LEN);
                 self.park(now, client, req_id, Op::Read { socket, max_len })
             }
             Request::TcpWrite { socket, data } => {
                 self.stream_of(client, socket)?;
-                if data.len() > MAX_DATA_LEN {
+                if data.len() > MAX_STREAM_DATA_LEN {
                     return Err(Error::MessageTooLarge);
                 }
                 if data.is_empty() {

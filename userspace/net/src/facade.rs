@@ -27,7 +27,7 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 
-use crate::limits::{MAX_DATA_LEN, MAX_MESSAGE_SIZE};
+use crate::limits::{MAX_DATA_LEN, MAX_MESSAGE_SIZE, MAX_STREAM_DATA_LEN};
 
 /// Version byte that starts every facade message.
 pub const FACADE_VERSION: u8 = 1;
@@ -199,7 +199,7 @@ pub enum Request {
         /// Peer address.
         remote: SockAddr,
     },
-    /// Read up to `max_len` bytes (capped at `MAX_DATA_LEN`); waits for data.
+    /// Read up to `max_len` bytes (capped at `MAX_STREAM_DATA_LEN`); waits for data.
     /// Answer: [`Response::Data`], empty at end of stream.
     TcpRead {
         /// Stream socket.
@@ -212,7 +212,7 @@ pub enum Request {
     TcpWrite {
         /// Stream socket.
         socket: SocketId,
-        /// Bytes, at most `MAX_DATA_LEN`.
+        /// Bytes, at most `MAX_STREAM_DATA_LEN`.
         data: Vec<u8>,
     },
     /// Close any socket. TCP streams send FIN and finish in the background;
@@ -430,6 +430,15 @@ impl Request {
             _ => 0,
         }
     }
+
+    /// Largest payload this kind of request may carry: `MAX_DATA_LEN` for a
+    /// datagram, `MAX_STREAM_DATA_LEN` for a stream write.
+    pub fn payload_limit(&self) -> usize {
+        match self {
+            Request::TcpWrite { .. } => MAX_STREAM_DATA_LEN,
+            _ => MAX_DATA_LEN,
+        }
+    }
 }
 
 impl Response {
@@ -440,10 +449,24 @@ impl Response {
             _ => 0,
         }
     }
+
+    /// Largest payload this kind of response may carry: `MAX_DATA_LEN` for a
+    /// datagram, `MAX_STREAM_DATA_LEN` for stream data.
+    pub fn payload_limit(&self) -> usize {
+        match self {
+            Response::Data { .. } => MAX_STREAM_DATA_LEN,
+            _ => MAX_DATA_LEN,
+        }
+    }
 }
 
-fn encode<T: Serialize>(req_id: u32, body: &T, payload_len: usize) -> Result<Vec<u8>, CodecError> {
-    if payload_len > MAX_DATA_LEN {
+fn encode<T: Serialize>(
+    req_id: u32,
+    body: &T,
+    payload_len: usize,
+    payload_limit: usize,
+) -> Result<Vec<u8>, CodecError> {
+    if payload_len > payload_limit {
         return Err(CodecError::PayloadTooLarge);
     }
     let mut buf = alloc::vec![0u8; MAX_MESSAGE_SIZE];
@@ -476,13 +499,18 @@ fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<(u32, T), CodecE
 
 /// Encodes a request message (version byte + postcard body).
 pub fn encode_request(req_id: u32, request: &Request) -> Result<Vec<u8>, CodecError> {
-    encode(req_id, request, request.payload_len())
+    encode(
+        req_id,
+        request,
+        request.payload_len(),
+        request.payload_limit(),
+    )
 }
 
 /// Decodes a request message. Total: never panics on any input.
 pub fn decode_request(bytes: &[u8]) -> Result<(u32, Request), CodecError> {
     let (id, req): (u32, Request) = decode(bytes)?;
-    if req.payload_len() > MAX_DATA_LEN {
+    if req.payload_len() > req.payload_limit() {
         return Err(CodecError::PayloadTooLarge);
     }
     Ok((id, req))
@@ -490,13 +518,18 @@ pub fn decode_request(bytes: &[u8]) -> Result<(u32, Request), CodecError> {
 
 /// Encodes a response message (version byte + postcard body).
 pub fn encode_response(req_id: u32, response: &Response) -> Result<Vec<u8>, CodecError> {
-    encode(req_id, response, response.payload_len())
+    encode(
+        req_id,
+        response,
+        response.payload_len(),
+        response.payload_limit(),
+    )
 }
 
 /// Decodes a response message. Total: never panics on any input.
 pub fn decode_response(bytes: &[u8]) -> Result<(u32, Response), CodecError> {
     let (id, resp): (u32, Response) = decode(bytes)?;
-    if resp.payload_len() > MAX_DATA_LEN {
+    if resp.payload_len() > resp.payload_limit() {
         return Err(CodecError::PayloadTooLarge);
     }
     Ok((id, resp))

@@ -9,14 +9,21 @@
 use smoltcp::time::Duration;
 
 /// Largest encoded facade message (request or response), in bytes, including
-/// the version byte. Decoders reject longer input before parsing it.
-pub const MAX_MESSAGE_SIZE: usize = 2048;
+/// the version byte: the largest payload plus room for the message's header
+/// fields (version, request id, variant, socket id, length prefixes — under
+/// 32 bytes in postcard). Decoders reject longer input before parsing it.
+pub const MAX_MESSAGE_SIZE: usize = MAX_STREAM_DATA_LEN + 64;
 
 /// Largest payload carried by one `UdpSendTo` / `TcpWrite` request or one
 /// `Datagram` / `Data` response: an Ethernet MTU (1500) minus the IPv4 (20)
 /// and UDP (8) headers. IPv4 fragmentation is not enabled, so a larger UDP
 /// datagram could not leave the NIC anyway.
 pub const MAX_DATA_LEN: usize = 1472;
+
+/// Largest payload of one `TcpWrite` request or `Data` response. Streams are
+/// not bound by the MTU (smoltcp segments them), and every facade message is
+/// an IPC round trip, so streams move bigger pieces than datagrams do.
+pub const MAX_STREAM_DATA_LEN: usize = 8 * 1024;
 
 /// Clients (IPC channels) the engine tracks at once.
 pub const MAX_CLIENTS: usize = 64;
@@ -42,10 +49,11 @@ pub const MAX_PENDING_TOTAL: usize = 256;
 /// Largest accepted TCP listen backlog (0 in a request means 1).
 pub const MAX_BACKLOG: usize = 4;
 
-/// TCP receive buffer per stream, bytes.
-pub const TCP_RX_BUFFER: usize = 8 * 1024;
+/// TCP receive buffer per stream, bytes (also the most a peer may have in
+/// flight towards us: smoltcp advertises it as the window).
+pub const TCP_RX_BUFFER: usize = 32 * 1024;
 /// TCP send buffer per stream, bytes.
-pub const TCP_TX_BUFFER: usize = 8 * 1024;
+pub const TCP_TX_BUFFER: usize = 32 * 1024;
 
 /// UDP receive ring per socket: datagram slots and payload bytes.
 pub const UDP_RX_PACKETS: usize = 16;

@@ -2,7 +2,7 @@
 //! arbitrary input never panics.
 
 use nexus_net::facade::{Ipv4Cidr, FACADE_VERSION};
-use nexus_net::limits::{MAX_DATA_LEN, MAX_DNS_SERVERS, MAX_MESSAGE_SIZE};
+use nexus_net::limits::{MAX_DATA_LEN, MAX_DNS_SERVERS, MAX_MESSAGE_SIZE, MAX_STREAM_DATA_LEN};
 use nexus_net::{
     decode_request, decode_response, encode_request, encode_response, CodecError, Error,
     InterfaceStatus, Ipv4, Request, Response, SockAddr, SocketId,
@@ -183,25 +183,42 @@ fn malformed_input_gets_typed_errors() {
         decode_request(&[1, 1, 9, 3, 0xff, 0xff, 0xff, 0xff, 0x0f]),
         Err(CodecError::Malformed)
     );
-    // Over-long payloads are refused both ways.
-    let fat = Request::TcpWrite {
+    // Over-long payloads are refused both ways: datagrams above MAX_DATA_LEN,
+    // stream writes above MAX_STREAM_DATA_LEN.
+    let fat_datagram = Request::UdpSendTo {
         socket: SocketId(1),
+        dst: SockAddr::new(Ipv4::LOCALHOST, 9),
         data: vec![0; MAX_DATA_LEN + 1],
     };
+    assert_eq!(
+        encode_request(1, &fat_datagram),
+        Err(CodecError::PayloadTooLarge)
+    );
+    let fat = Request::TcpWrite {
+        socket: SocketId(1),
+        data: vec![0; MAX_STREAM_DATA_LEN + 1],
+    };
     assert_eq!(encode_request(1, &fat), Err(CodecError::PayloadTooLarge));
+    let fat_data = Response::Data {
+        data: vec![0; MAX_STREAM_DATA_LEN + 1],
+    };
+    assert_eq!(
+        encode_response(1, &fat_data),
+        Err(CodecError::PayloadTooLarge)
+    );
     let mut bytes = encode_request(
         1,
         &Request::TcpWrite {
             socket: SocketId(1),
-            data: vec![0; MAX_DATA_LEN],
+            data: vec![0; MAX_STREAM_DATA_LEN],
         },
     )
     .unwrap();
     // Hand-build the same message with one more byte.
     bytes.truncate(4);
-    let len = (MAX_DATA_LEN + 1) as u32;
+    let len = (MAX_STREAM_DATA_LEN + 1) as u32;
     bytes.extend([(len & 0x7f) as u8 | 0x80, (len >> 7) as u8]);
-    bytes.extend(vec![0; MAX_DATA_LEN + 1]);
+    bytes.extend(vec![0; MAX_STREAM_DATA_LEN + 1]);
     assert_eq!(decode_request(&bytes), Err(CodecError::PayloadTooLarge));
 }
 

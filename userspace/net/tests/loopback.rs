@@ -166,7 +166,8 @@ fn tcp_exchange(b: &mut Bench, listen: SockAddr, target: SockAddr, expect_local_
 
     // More than the send + receive buffers hold, so the writer must wait for
     // the reader: exercises parked writes and window updates over loopback.
-    let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let n = 2 * (nexus_net::limits::TCP_RX_BUFFER + nexus_net::limits::TCP_TX_BUFFER) as u32;
+    let payload: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
     let got = pump(b, (c, cs), (s, ss), &payload);
     assert_eq!(got, payload);
     write_all(b, s, ss, b"pong");

@@ -22,7 +22,10 @@ use nexus_net::facade::{decode_response, encode_request};
 pub use nexus_net::facade::{
     Error as NetError, InterfaceStatus, Ipv4, Request, Response, SockAddr, SocketId,
 };
-use nexus_net::limits::{MAX_DATA_LEN, MAX_PENDING_PER_CLIENT};
+use nexus_net::limits::{MAX_PENDING_PER_CLIENT, MAX_STREAM_DATA_LEN};
+
+/// Most stream bytes one read or write call moves (one facade message).
+pub const MAX_STREAM_CHUNK: usize = MAX_STREAM_DATA_LEN;
 
 /// Most calls waiting for an answer at once.
 pub const MAX_IN_FLIGHT: usize = MAX_PENDING_PER_CLIENT;
@@ -288,7 +291,7 @@ impl NetClient {
 
     /// Read up to `max_len` bytes; empty at end of stream.
     pub async fn tcp_read(&self, socket: SocketId, max_len: usize) -> Result<Vec<u8>, CallError> {
-        let max_len = max_len.min(MAX_DATA_LEN) as u32;
+        let max_len = max_len.min(MAX_STREAM_DATA_LEN) as u32;
         match self.call(Request::TcpRead { socket, max_len }).await? {
             Response::Data { data } => Ok(data),
             _ => Err(CallError::Unexpected),
@@ -298,7 +301,7 @@ impl NetClient {
     /// Write all of `data`, in facade-sized pieces.
     pub async fn tcp_write_all(&self, socket: SocketId, mut data: &[u8]) -> Result<(), CallError> {
         while !data.is_empty() {
-            let piece = &data[..data.len().min(MAX_DATA_LEN)];
+            let piece = &data[..data.len().min(MAX_STREAM_DATA_LEN)];
             let written = match self
                 .call(Request::TcpWrite {
                     socket,

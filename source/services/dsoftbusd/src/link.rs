@@ -14,8 +14,8 @@ use futures_util::future::{select, Either};
 use nexus_abi::time;
 use nexus_netclient::{CallError, NetClient, SocketId};
 
-/// Largest read asked of the facade at once.
-pub const READ_CHUNK: usize = 1024;
+/// Largest read asked of the facade at once (one facade message).
+pub const READ_CHUNK: usize = nexus_netclient::MAX_STREAM_CHUNK;
 
 /// Why a link stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
