@@ -147,10 +147,23 @@ pub fn start(cfg: &BootConfig, devices: &[Found]) -> Result<(), InitError> {
             Some(after) => exec::start_after(id, (s.main)(caps), after),
         }
     }
-    let names: Vec<_> = SERVICES.iter().map(|s| s.name).collect();
-    kprintln!(
-        "init: services started ({})",
-        format!("{}", names.join(", "))
-    );
+    let now: Vec<_> = SERVICES
+        .iter()
+        .filter(|s| s.after.is_none())
+        .map(|s| s.name)
+        .collect();
+    let later: Vec<_> = SERVICES
+        .iter()
+        .filter_map(|s| s.after.map(|a| format!("{} after {}", s.name, a)))
+        .collect();
+    if later.is_empty() {
+        kprintln!("init: services started ({})", now.join(", "));
+    } else {
+        kprintln!(
+            "init: services started ({}; {})",
+            now.join(", "),
+            later.join(", ")
+        );
+    }
     Ok(())
 }
