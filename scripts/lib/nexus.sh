@@ -97,3 +97,16 @@ nexus_netns_del_prefix() {
         ip netns del "$n" 2>/dev/null || true
     done
 }
+
+# Print the last <lines> lines of every *.log in <dir> under a header, except
+# the files named after it (test failure reports).
+nexus_dump_logs() {
+    local dir=$1 lines=$2 f skip
+    shift 2
+    for f in "$dir"/*.log; do
+        [[ -f $f ]] || continue
+        for skip in "$@"; do [[ $f == "$skip" ]] && continue 2; done
+        echo "--- $(basename "$f") (last $lines lines) ---"
+        tail -n "$lines" "$f" | sed 's/^/   /'
+    done
+}

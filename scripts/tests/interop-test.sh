@@ -62,11 +62,7 @@ cleanup() {
     if ((FAILED)); then
         echo "$TAG: --- UART (last 40 lines) ---"
         tail -n 40 "$UART" 2>/dev/null | sed 's/^/   /' || true
-        for f in "$WORK"/*.log; do
-            [[ -f $f && $f != "$UART" ]] || continue
-            echo "$TAG: --- $(basename "$f") (last 15 lines) ---"
-            tail -n 15 "$f" | sed 's/^/   /'
-        done
+        nexus_dump_logs "$WORK" 15 "$UART"
     fi
     nexus_netns_del_prefix "$PFX"
     if [[ ${KEEP:-0} == 1 ]]; then echo "$TAG: work dir kept: $WORK"; else rm -rf "$WORK"; fi

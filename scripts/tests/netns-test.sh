@@ -45,11 +45,7 @@ cleanup() {
     for k in "${!PID[@]}"; do kill -9 "${PID[$k]}" 2>/dev/null || true; done
     if ((FAILED)); then
         echo "$TAG: --- last log lines of each node ---"
-        for f in "$WORK"/*.log; do
-            [[ -f $f ]] || continue
-            echo "== $(basename "$f")"
-            tail -n 15 "$f" | sed 's/^/   /'
-        done
+        nexus_dump_logs "$WORK" 15
     fi
     nexus_netns_del_prefix "$PFX"
     if [[ ${KEEP:-0} == 1 ]]; then echo "$TAG: work dir kept: $WORK"; else rm -rf "$WORK"; fi

@@ -256,17 +256,11 @@ pub fn trust(paths: &Paths, device: &str, key: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::new(USAGE, format!("bad device id {device:?}: {e}")))?;
     match Client::connect(&paths.control_socket) {
         Ok(mut c) => {
-            let r = expect_ok(c.call(
-                &Request::Trust {
-                    device: device.into(),
-                    key: key.trim().into(),
-                },
-                CALL_TIMEOUT,
-            )?)?;
-            if let Response::Ok { message } = r {
-                println!("{message}");
-            }
-            Ok(())
+            let request = Request::Trust {
+                device: device.into(),
+                key: key.trim().into(),
+            };
+            call_and_print(&mut c, &request)
         }
         Err(f) if f.code == NO_DAEMON => {
             identity::ensure_state_dir(&paths.state_dir)?;
@@ -283,19 +277,21 @@ pub fn trust(paths: &Paths, device: &str, key: &str) -> Result<(), Failure> {
     }
 }
 
+/// Send a request the daemon answers with `Ok { message }`, and print it.
+fn call_and_print(c: &mut Client, request: &Request) -> Result<(), Failure> {
+    if let Response::Ok { message } = expect_ok(c.call(request, CALL_TIMEOUT)?)? {
+        println!("{message}");
+    }
+    Ok(())
+}
+
 pub fn forget(paths: &Paths, device: &str) -> Result<(), Failure> {
     match Client::connect(&paths.control_socket) {
         Ok(mut c) => {
-            let r = expect_ok(c.call(
-                &Request::Forget {
-                    device: device.into(),
-                },
-                CALL_TIMEOUT,
-            )?)?;
-            if let Response::Ok { message } = r {
-                println!("{message}");
-            }
-            Ok(())
+            let request = Request::Forget {
+                device: device.into(),
+            };
+            call_and_print(&mut c, &request)
         }
         Err(f) if f.code == NO_DAEMON => {
             let id = dsoftbus::DeviceId::new(device)
