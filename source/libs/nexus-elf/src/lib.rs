@@ -244,7 +244,21 @@ fn page_up(x: u64) -> Option<u64> {
 }
 
 /// Checks `bytes` as a user program image under `limits`; see the crate documentation for
-/// the rules. Never panics.
+/// the rules. Never panics. `bytes` may have any alignment.
+///
+/// ```
+/// use nexus_elf::{parse, ElfError, Limits};
+///
+/// let limits = Limits {
+///     user_base: 0x40_0000,
+///     user_end: 0x7fff_ffff_f000,
+///     max_image_bytes: 1 << 20,
+///     max_mem_bytes: 16 << 20,
+/// };
+/// let err = parse(b"#!/bin/sh\n", &limits).unwrap_err();
+/// assert_eq!(err, ElfError::NotElf);
+/// assert_eq!(err.to_string(), "not an elf image");
+/// ```
 pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Image, ElfError> {
     if bytes.len() > limits.max_image_bytes {
         return Err(ElfError::TooLarge);
