@@ -1,4 +1,5 @@
-//! Announce v1: the discovery datagram (DESIGN §4).
+//! Announce v1: the discovery datagram (`docs/protocol/wire.md` §2
+//! "Discovery").
 //!
 //! ```text
 //! 4  magic "NXSB"
@@ -314,7 +315,8 @@ mod tests {
         PublicKey::from_bytes([b; 32])
     }
 
-    /// Golden vector, written out by hand from the DESIGN §4 table.
+    /// Golden vector, written out by hand from the announce table of
+    /// `docs/protocol/wire.md` §2.2 "Announce v1".
     #[rustfmt::skip]
     const GOLDEN_NODE_A: &[u8] = &[
         b'N', b'X', b'S', b'B',             // magic

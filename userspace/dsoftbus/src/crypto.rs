@@ -25,7 +25,8 @@ use zeroize::Zeroize;
 use crate::keys::{PublicKey, StaticKeypair, KEY_LEN};
 use curve25519_dalek::montgomery::MontgomeryPoint;
 
-/// The one Noise protocol this crate speaks (DESIGN §4).
+/// The one Noise protocol this crate speaks (`docs/protocol/wire.md` §4.1
+/// "Noise protocol").
 pub(crate) const NOISE_PATTERN: &str = "Noise_XK_25519_ChaChaPoly_BLAKE2s";
 
 /// Entropy one handshake needs: XK generates exactly one ephemeral X25519

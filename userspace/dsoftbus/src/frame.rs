@@ -1,5 +1,5 @@
 //! Session-stream framing: a 2-byte big-endian length `N` (1..=65535), then
-//! `N` bytes (DESIGN §4).
+//! `N` bytes (`docs/protocol/wire.md` §3 "Session framing").
 //!
 //! [`FrameDecoder`] turns an arbitrary byte stream (TCP segments, IPC chunks,
 //! a test pipe) into frames without ever holding more than one maximal frame

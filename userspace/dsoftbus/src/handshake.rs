@@ -1,5 +1,6 @@
 //! The session handshake: `Noise_XK_25519_ChaChaPoly_BLAKE2s` plus mac1, hello
-//! payloads and identity binding (DESIGN §4), at frame granularity.
+//! payloads and identity binding (`docs/protocol/wire.md` §4 "Handshake" and
+//! §5 "Identity binding"), at frame granularity.
 //!
 //! ```text
 //! initiator (connecting side)                     responder

@@ -18,7 +18,7 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`announce`] | announce v1 wire codec (DESIGN §4) |
+//! | [`announce`] | announce v1 wire codec (`docs/protocol/wire.md` §2) |
 //! | [`peer_table`] | bounded discovery table: pinning, de-dup, flood resistance |
 //! | [`frame`] | 2-byte length framing of the session stream |
 //! | [`handshake`] | Noise XK + mac1 + hello + identity binding, frame level |
@@ -78,8 +78,9 @@
 //! assert_eq!(ca.poll_event(), Some(Event::Pong(1)));
 //! ```
 //!
-//! Wire format, binding rule, peer-table bounds and the threat model are
-//! written up in `docs/distributed/dsoftbus-os.md`.
+//! The wire contract (wire v1, with test vectors) is `docs/protocol/wire.md`;
+//! the binding rule, peer-table bounds and the threat model are written up in
+//! `docs/distributed/dsoftbus-os.md`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -125,7 +126,9 @@ pub use ratelimit::{HandshakeGate, HandshakeLimiter, Limited, RateLimitConfig};
 pub use session::{Message, Session, SessionError};
 pub use time::Instant;
 
-/// UDP port for discovery announcements (DESIGN §4).
+/// UDP port for discovery announcements (`docs/protocol/wire.md` §2.1
+/// "Transport").
 pub const DISCOVERY_PORT: u16 = 37020;
-/// IPv4 multicast group for discovery announcements (DESIGN §4).
+/// IPv4 multicast group for discovery announcements (`docs/protocol/wire.md`
+/// §2.1 "Transport").
 pub const DISCOVERY_GROUP: core::net::Ipv4Addr = core::net::Ipv4Addr::new(239, 42, 0, 1);

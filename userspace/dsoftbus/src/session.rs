@@ -2,7 +2,8 @@
 //!
 //! Every frame is one Noise transport message whose plaintext starts with a
 //! type byte: `1` ping (8-byte nonce), `2` pong (the same nonce), `3` data,
-//! `4` close (DESIGN §4). A [`Session`] exists only after a handshake that
+//! `4` close (`docs/protocol/wire.md` §6 "Transport messages"). A
+//! [`Session`] exists only after a handshake that
 //! passed identity binding (see [`handshake`](crate::handshake)).
 //!
 //! Any failure to open a frame — bad tag, unknown type, wrong length — is

@@ -1,4 +1,5 @@
-//! Host UDP discovery socket (DESIGN §4: port 37020, group 239.42.0.1).
+//! Host UDP discovery socket (`docs/protocol/wire.md` §2.1 "Transport": port
+//! 37020, group 239.42.0.1, broadcast fallback).
 //!
 //! [`DiscoverySocket::bind`] tries, in order of preference:
 //! - **loopback** when asked for ([`UdpConfig::loopback_only`]): announces go
