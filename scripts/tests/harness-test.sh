@@ -60,7 +60,11 @@ uart_line() { printf '[%12.6f] %s\n' "$(awk -v i="$1" 'BEGIN { printf "%.6f", 0.
 all_marker_lines() {
     local i m
     for i in "${!MARKERS[@]}"; do uart_line "$i"; done
-    for m in "${ANYWHERE[@]}"; do printf '[%12.6f] %s\n' 0.5 "$m"; done
+    for m in "${ANYWHERE[@]}"; do
+        # A contained-fault marker is the start of the kernel's kill line.
+        [[ $m == "kernel: fault "* ]] && m+=" rip=0x40000010 addr=0xfeb00000 err=0x5; process killed"
+        printf '[%12.6f] %s\n' 0.5 "$m"
+    done
 }
 
 # ---- test runner ----------------------------------------------------------------
@@ -171,6 +175,18 @@ run_case "forbidden marker after all markers still fails" 1 \
     "$ALL"$'\n[   0.100000] kernel: fault #PF addr=0x0 rip=0x1234\n@exit 1' -- \
     "forbidden marker 'kernel: fault' at line $((LAST + ${#ANYWHERE[@]} + 2))"
 
+run_case "a probe killed by the kernel is proof, not a failure" 0 \
+    "$(all_marker_lines)
+[   0.900000] kernel: fault general-protection task=probe-extra rip=0x40000010 addr=0x40000010 err=0x0; process killed
+@exit 1" -- "qemu-test: PASS" "!forbidden marker"
+run_case "a service killed by a fault is forbidden" 1 \
+    "$(all_marker_lines)
+[   0.900000] kernel: fault page-fault task=netstackd rip=0x40000010 addr=0x0 err=0x4; process killed
+@exit 1" -- "forbidden marker 'kernel: fault' at line $((LAST + ${#ANYWHERE[@]} + 2))"
+run_case "a kernel-mode fault naming a probe is still forbidden" 1 \
+    "$(all_marker_lines)
+[   0.900000] kernel: fault page-fault task=probe-kread vec=14 err=0x0 rip=0xffff cr2=0x0
+@exit 3" -- "forbidden marker 'kernel: fault' at line $((LAST + ${#ANYWHERE[@]} + 2))"
 run_case "lowercase panic and FAIL are forbidden too; every such line is named" 1 \
     "$ALL"$'\n[   0.100000] selftest: FAIL ipc\n[   0.100001] rust panic at x.rs:1\n@exit 1' -- \
     "forbidden marker 'FAIL' at line $((LAST + ${#ANYWHERE[@]} + 2))" "forbidden marker 'panic' at line $((LAST + ${#ANYWHERE[@]} + 3))"

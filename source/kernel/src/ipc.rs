@@ -9,19 +9,24 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::task::Waker;
 
-use nexus_abi::device::{DeviceError, DmaRegion, MmioRegion};
+use nexus_abi::device::{DeviceError, DmaRegion};
 use nexus_abi::ipc::{IpcError, MAX_MESSAGE, QUEUE_DEPTH};
-use nexus_abi::sys::Handle;
+use nexus_abi::layout::{self, PAGE};
+use nexus_abi::sys::{Handle, PROT_EXEC, WAIT_IRQ, WAIT_READ, WAIT_WRITE};
 use spin::Mutex;
 
 use crate::arch::apic;
-use crate::exec::{self, TaskId};
-use crate::mem;
+use crate::sched::{self, Pid as TaskId};
+use crate::{frames, kprintln};
 
 /// Most grants (channel ends + devices) in the system.
 pub const MAX_GRANTS: usize = 256;
 /// Most DMA pages one request may take.
-pub const MAX_DMA_PAGES: usize = 256;
+pub const MAX_DMA_PAGES: u64 = 256;
+/// Size of a device's register window (one virtio-mmio slot).
+pub const WINDOW: u64 = crate::virtio::SLOT_SIZE;
+/// virtio-mmio `Status` register; writing 0 resets the device.
+const VIRTIO_STATUS: u64 = 0x70;
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -114,7 +119,48 @@ pub fn device(owner: TaskId, base: u64, irq: Option<u8>) -> Result<Handle, Grant
 
 fn lookup(st: &State, h: Handle) -> Option<Kind> {
     let g = st.grants.get(h.0 as usize)?;
-    (g.live && Some(g.owner) == exec::current()).then_some(g.kind)
+    (g.live && Some(g.owner) == sched::current()).then_some(g.kind)
+}
+
+/// `wait`: which of `interest` hold for `h` now; for those that do not,
+/// `waker` is registered. A handle that is not the caller's reports every
+/// interest ready, so the caller's next call sees the error.
+pub fn poll_ready(h: Handle, interest: u32, waker: &Waker) -> u32 {
+    let mut st = STATE.lock();
+    match lookup(&st, h) {
+        Some(Kind::Chan { chan, side }) => {
+            let peer = 1 - side;
+            let c = &mut st.chans[chan];
+            let mut ready = 0;
+            if interest & WAIT_READ != 0 {
+                if !c.queue[side].is_empty() || c.closed[peer] {
+                    ready |= WAIT_READ;
+                } else {
+                    c.recv_waker[side] = Some(waker.clone());
+                }
+            }
+            if interest & WAIT_WRITE != 0 {
+                if c.queue[peer].len() < QUEUE_DEPTH || c.closed[peer] {
+                    ready |= WAIT_WRITE;
+                } else {
+                    c.send_waker[side] = Some(waker.clone());
+                }
+            }
+            ready
+        }
+        Some(Kind::Device { dev }) => {
+            let d = &mut st.devices[dev];
+            if interest & WAIT_IRQ == 0 {
+                0
+            } else if d.pending {
+                WAIT_IRQ
+            } else {
+                d.waker = Some(waker.clone());
+                0
+            }
+        }
+        None => interest,
+    }
 }
 
 fn chan_of(st: &State, h: Handle) -> Result<(usize, usize), IpcError> {
@@ -194,10 +240,18 @@ fn close_locked(st: &mut State, idx: usize, wakes: &mut Vec<Waker>) {
             wakes.extend(c.send_waker[peer].take());
         }
         Kind::Device { dev } => {
-            if let Some(pin) = st.devices[dev].irq {
+            let d = &mut st.devices[dev];
+            if let Some(pin) = d.irq {
                 apic::mask_gsi(pin);
             }
-            st.devices[dev].waker = None;
+            d.waker = None;
+            d.pending = false;
+            // Stop the device before its holder's frames (queues, buffers)
+            // go back to the allocator: a live device would keep writing
+            // into them.
+            // SAFETY: the device window is mapped for the kernel
+            // (uncached); writing 0 to Status is the virtio reset.
+            unsafe { core::ptr::write_volatile((d.base + VIRTIO_STATUS) as usize as *mut u32, 0) };
         }
     }
 }
@@ -235,17 +289,68 @@ fn device_of(st: &State, h: Handle) -> Result<usize, DeviceError> {
     }
 }
 
-/// `KernelOps::mmio_map`: the window is identity-mapped already.
-pub fn mmio_map(h: Handle) -> Result<MmioRegion, DeviceError> {
-    let st = STATE.lock();
-    let dev = device_of(&st, h)?;
-    Ok(MmioRegion {
-        vaddr: st.devices[dev].base as usize,
-        len: crate::virtio::SLOT_SIZE as usize,
-    })
+fn denied(why: &str) {
+    let name = sched::current().map_or("?", sched::name_of);
+    kprintln!("kernel: mmio denied ({why}) task={name}");
 }
 
-/// `KernelOps::irq_take`. The pin stays masked from the interrupt until the
+/// `mmio_map(handle, offset, len, prot)`: map `[offset, offset + len)` of
+/// the granted device's register window into the caller, uncached, RW, NX.
+/// Refused, and logged, without the grant, outside the window, or with
+/// execute asked. Mapping is page-granular: the page holding the window is
+/// mapped, so a window may not share its page with another process's grant.
+pub fn mmio_map(h: Handle, offset: u64, len: u64, prot: u64) -> Result<u64, DeviceError> {
+    let base = {
+        let st = STATE.lock();
+        match device_of(&st, h) {
+            Ok(dev) => {
+                let base = st.devices[dev].base;
+                let page = base & !(PAGE - 1);
+                let shared = st.grants.iter().any(|g| {
+                    g.live
+                        && Some(g.owner) != sched::current()
+                        && matches!(g.kind, Kind::Device { dev: o } if st.devices[o].base & !(PAGE - 1) == page)
+                });
+                if shared {
+                    drop(st);
+                    denied("page shared with another grant");
+                    return Err(DeviceError::OutsideWindow);
+                }
+                base
+            }
+            Err(e) => {
+                drop(st);
+                denied("no grant");
+                return Err(e);
+            }
+        }
+    };
+    if prot & PROT_EXEC != 0 {
+        denied("exec attempt");
+        return Err(DeviceError::ExecDenied);
+    }
+    if len == 0 || offset.checked_add(len).is_none_or(|end| end > WINDOW) {
+        denied("outside window");
+        return Err(DeviceError::OutsideWindow);
+    }
+    let page = base & !(PAGE - 1);
+    let last = (base + offset + len - 1) & !(PAGE - 1);
+    let pages = (last - page) / PAGE + 1;
+    sched::with_current(|p| {
+        let at = p.mmio_next;
+        if at + pages * PAGE > layout::MMIO_END {
+            return Err(DeviceError::OutOfMemory);
+        }
+        p.space
+            .map_phys(at, page, pages, false)
+            .map_err(|_| DeviceError::OutOfMemory)?;
+        p.mmio_next = at + pages * PAGE;
+        Ok(at + (base - page) + offset)
+    })
+    .unwrap_or(Err(DeviceError::NotGranted))
+}
+
+/// `irq_take`. The pin stays masked from the interrupt until the
 /// driver asks for the next one, so a level-triggered line that is still
 /// asserted cannot storm.
 pub fn irq_take(h: Handle, waker: &Waker) -> Result<bool, DeviceError> {
@@ -279,8 +384,11 @@ pub fn wake_device_pins(pins: u64) {
     wakes.into_iter().for_each(Waker::wake);
 }
 
-/// `KernelOps::dma_alloc`.
-pub fn dma_alloc(h: Handle, pages: usize) -> Result<DmaRegion, DeviceError> {
+/// `dma_alloc`: physically contiguous zeroed frames, mapped into the
+/// caller's DMA range and charged to its quota. The physical address is
+/// returned because the device needs it; the process learns nothing about
+/// memory it was not given.
+pub fn dma_alloc(h: Handle, pages: u64) -> Result<DmaRegion, DeviceError> {
     {
         let st = STATE.lock();
         device_of(&st, h)?;
@@ -288,28 +396,61 @@ pub fn dma_alloc(h: Handle, pages: usize) -> Result<DmaRegion, DeviceError> {
     if pages == 0 || pages > MAX_DMA_PAGES {
         return Err(DeviceError::InvalidArgument);
     }
-    let addr = mem::dma_alloc(pages).ok_or(DeviceError::OutOfMemory)?;
-    Ok(DmaRegion {
-        paddr: addr as u64,
-        vaddr: addr,
-        pages,
+    sched::with_current(|p| {
+        let at = p.dma_next;
+        if at + pages * PAGE > layout::DMA_END {
+            return Err(DeviceError::OutOfMemory);
+        }
+        // The frames and up to two new page tables.
+        if !p.space.can_charge(pages as usize + 2) {
+            return Err(DeviceError::OutOfMemory);
+        }
+        let paddr = frames::alloc_contiguous(pages as usize).ok_or(DeviceError::OutOfMemory)?;
+        if p.space.map_phys(at, paddr, pages, true).is_err() {
+            // Whatever got mapped is freed with the space; the rest now.
+            for i in 0..pages {
+                if p.space.translate(at + i * PAGE).is_none() {
+                    frames::free(paddr + i * PAGE);
+                }
+            }
+            p.dma_next = at + pages * PAGE;
+            return Err(DeviceError::OutOfMemory);
+        }
+        p.dma_next = at + pages * PAGE;
+        Ok(DmaRegion {
+            paddr,
+            vaddr: at as usize,
+            pages: pages as usize,
+        })
     })
+    .unwrap_or(Err(DeviceError::NotGranted))
 }
 
-/// `KernelOps::dma_free`.
-pub fn dma_free(h: Handle, region: DmaRegion) {
-    let owned = {
-        let st = STATE.lock();
-        device_of(&st, h).is_ok()
-    };
-    if owned
-        && region.paddr == region.vaddr as u64
-        && region.pages > 0
-        && region.pages <= MAX_DMA_PAGES
+/// `dma_free`: unmap and free DMA pages from [`dma_alloc`].
+pub fn dma_free(h: Handle, vaddr: u64, pages: u64) -> Result<(), DeviceError> {
     {
-        // SAFETY: the region came from `dma_alloc` (identity address, same
-        // page count); a driver freeing twice is its own bug, as with any
-        // allocator.
-        unsafe { mem::dma_free(region.vaddr, region.pages) };
+        let st = STATE.lock();
+        device_of(&st, h)?;
     }
+    if pages == 0 || pages > MAX_DMA_PAGES || !vaddr.is_multiple_of(PAGE) {
+        return Err(DeviceError::InvalidArgument);
+    }
+    if layout::user_range(vaddr, pages * PAGE).is_err()
+        || vaddr < layout::DMA_START
+        || vaddr + pages * PAGE > layout::DMA_END
+    {
+        return Err(DeviceError::InvalidArgument);
+    }
+    sched::with_current(|p| {
+        let (paddr, _) = p
+            .space
+            .translate(vaddr)
+            .ok_or(DeviceError::InvalidArgument)?;
+        if p.space.unmap_owned(vaddr, paddr, pages) {
+            Ok(())
+        } else {
+            Err(DeviceError::InvalidArgument)
+        }
+    })
+    .unwrap_or(Err(DeviceError::NotGranted))
 }

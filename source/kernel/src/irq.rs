@@ -1,8 +1,8 @@
 //! Interrupt bookkeeping between handlers and the executor.
 //!
 //! Handlers only set flags and acknowledge hardware; wakers are called later
-//! by the executor with interrupts off. This keeps handlers short and lets
-//! task code run without locks against interrupt context.
+//! by the scheduler (or right after an interrupt taken in user mode), always
+//! with interrupts off, so kernel code never races interrupt context.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -13,11 +13,13 @@ static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
 static PINS_PENDING: AtomicU64 = AtomicU64::new(0);
 
 /// Called from `interrupt_dispatch` for every non-exception vector.
-pub fn handle(vector: u8) {
+/// Returns whether a device line fired (someone may now be ready to run).
+pub fn handle(vector: u8) -> bool {
     match vector {
         TIMER_VECTOR => {
             TIMER_FIRED.store(true, Ordering::Release);
             apic::eoi();
+            false
         }
         v if (IRQ_VECTOR_BASE..IRQ_VECTOR_BASE + GSI_COUNT).contains(&v) => {
             let gsi = v - IRQ_VECTOR_BASE;
@@ -26,11 +28,15 @@ pub fn handle(vector: u8) {
             apic::mask_gsi(gsi);
             PINS_PENDING.fetch_or(1 << gsi, Ordering::Release);
             apic::eoi();
+            true
         }
-        SPURIOUS_VECTOR => {}
+        SPURIOUS_VECTOR => false,
         // Remapped legacy PIC vectors (masked; only spurious ones arrive).
-        0x20..=0x2F => {}
-        _ => apic::eoi(),
+        0x20..=0x2F => false,
+        _ => {
+            apic::eoi();
+            false
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! Nexus kernel.
 //!
 //! Boots from QEMU's PVH entry, brings up the CPU (GDT/IDT/APICs), console,
-//! memory, clock and entropy, discovers virtio-mmio devices, then starts the
-//! services from the init table and runs them as async tasks. It knows
-//! nothing about networking: services drive devices they are granted.
+//! memory (heap, frames, its own page tables with NX), clock, entropy and
+//! the syscall entry, discovers virtio-mmio devices, then loads the programs
+//! of the init table into their own address spaces and schedules them as
+//! ring-3 processes. It knows nothing about networking: services drive the
+//! devices they are granted, through the register windows they map.
 #![no_std]
 #![no_main]
 
@@ -12,15 +14,22 @@ extern crate alloc;
 mod arch;
 mod bootcfg;
 mod console;
-mod exec;
+mod fault;
+mod frames;
+mod images;
 mod init;
 mod ipc;
 mod irq;
+mod loader;
 mod mem;
 mod rng;
+mod sched;
 mod shutdown;
-mod syscalls;
+mod syscall;
 mod virtio;
+mod vm;
+
+use nexus_memfns as _;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -56,11 +65,18 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         ),
         Err(e) => fail(format_args!("clock: {e:?}")),
     }
+    frames::init(mem.frames_start, mem.frames_len);
+    if let Err(e) = vm::init_kernel(mem.ram_end) {
+        fail(format_args!("paging: {e:?}"));
+    }
+    syscall::init();
     kprintln!(
-        "kernel: memory ram={} MiB heap={} MiB at {:#x}",
+        "kernel: memory ram={} MiB heap={} MiB at {:#x} frames={} (4 KiB) at {:#x}; paging on (NX, supervisor-only kernel)",
         mem.ram_total >> 20,
         mem.heap_len >> 20,
-        mem.heap_start
+        mem.heap_start,
+        frames::counts().1,
+        mem.frames_start
     );
     let cmdline = mem::cmdline(start_info);
     let cfg = bootcfg::BootConfig::parse(&cmdline);
@@ -78,14 +94,6 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         }
     );
 
-    nexus_abi::sys::install(&syscalls::OPS);
-    let level = match cfg.get("log") {
-        Some("debug") => log::LevelFilter::Debug,
-        Some("trace") => log::LevelFilter::Trace,
-        _ => log::LevelFilter::Info,
-    };
-    nexus_abi::logging::init(level);
-
     let devices = virtio::discover(&cfg, mem::has_acpi(start_info));
     for d in &devices {
         kprintln!(
@@ -99,14 +107,15 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     }
     kprintln!("kernel: boot ok");
     if let Err(e) = init::start(&cfg, &devices) {
-        fail(format_args!("init: {e:?}"));
+        fail(format_args!("init: {e}"));
     }
     let stats = cfg
         .get("kernel.stats_ms")
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|&ms| ms > 0)
         .map(|ms| ms * 1_000_000);
-    exec::run(stats)
+    let mut reporter = init::StatsReporter::new(stats);
+    sched::run(move || reporter.tick(), init::process_exited)
 }
 
 #[panic_handler]

@@ -1,11 +1,8 @@
-//! Physical memory: the PVH start info, its memory map, the kernel heap and
-//! DMA pages.
-//!
-//! Everything below 4 GiB is identity-mapped (arch::boot), so a heap address
-//! is also its physical address: DMA buffers are simply page-aligned heap
-//! allocations, and `paddr == vaddr` is the whole HAL contract.
+//! Physical memory: the PVH start info, its memory map, and the split of the
+//! largest RAM region between the kernel heap (first [`HEAP_SIZE`]) and the
+//! frame allocator (the rest, below `vm::RAM_LIMIT`), which alone feeds
+//! page tables, process memory and DMA.
 
-use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use alloc::string::String;
 
 use linked_list_allocator::LockedHeap;
@@ -15,16 +12,16 @@ static HEAP: LockedHeap = LockedHeap::empty();
 
 /// `hvm_start_info.magic`.
 pub const PVH_MAGIC: u32 = 0x336e_c578;
-/// Largest heap we take, even on bigger machines.
-pub const MAX_HEAP: u64 = 192 * 1024 * 1024;
-/// Smallest heap we accept.
-pub const MIN_HEAP: u64 = 8 * 1024 * 1024;
+/// The kernel heap: kernel stacks (64 KiB a process), IPC queues, tables.
+pub const HEAP_SIZE: u64 = 32 * 1024 * 1024;
+/// Fewest frames we accept for processes.
+pub const MIN_FRAMES: u64 = 16 * 1024 * 1024;
 /// Longest command line read.
 pub const MAX_CMDLINE: usize = 4096;
 /// Most memory-map entries read.
 pub const MAX_MEMMAP: u32 = 128;
 const PAGE: usize = 4096;
-const IDENTITY_LIMIT: u64 = 4 << 30;
+const IDENTITY_LIMIT: u64 = crate::vm::RAM_LIMIT;
 
 extern "C" {
     static __kernel_end: u8;
@@ -37,6 +34,12 @@ pub struct MemInfo {
     pub heap_start: u64,
     /// Heap length in bytes.
     pub heap_len: u64,
+    /// Start of the frame allocator's region.
+    pub frames_start: u64,
+    /// Its length in bytes.
+    pub frames_len: u64,
+    /// End of the highest usable RAM (the kernel maps up to here).
+    pub ram_end: u64,
     /// Total usable RAM reported by the memory map.
     pub ram_total: u64,
 }
@@ -124,9 +127,11 @@ pub fn init(start_info_addr: u32) -> Result<MemInfo, MemError> {
         core::slice::from_raw_parts(info.memmap_paddr as usize as *const MemmapEntry, count)
     };
     let mut ram_total = 0;
+    let mut ram_end = 0;
     let mut best: Option<(u64, u64)> = None;
     for e in entries.iter().filter(|e| e.kind == 1) {
         ram_total += e.size;
+        ram_end = ram_end.max(e.addr.saturating_add(e.size).min(IDENTITY_LIMIT));
         let end = e.addr.saturating_add(e.size).min(IDENTITY_LIMIT);
         let start = e.addr.max(kernel_end).next_multiple_of(PAGE as u64);
         if end > start && best.is_none_or(|(_, len)| end - start > len) {
@@ -134,16 +139,21 @@ pub fn init(start_info_addr: u32) -> Result<MemInfo, MemError> {
         }
     }
     let (start, len) = best.ok_or(MemError::NoHeapRegion)?;
-    let len = len.min(MAX_HEAP);
-    if len < MIN_HEAP {
+    if len < HEAP_SIZE + MIN_FRAMES {
         return Err(MemError::NoHeapRegion);
     }
-    // SAFETY: [start, start+len) is usable RAM past the kernel image, identity
-    // mapped, and handed to the allocator exactly once.
-    unsafe { HEAP.lock().init(start as usize as *mut u8, len as usize) };
+    // SAFETY: [start, start+HEAP_SIZE) is usable RAM past the kernel image,
+    // identity mapped, and handed to the allocator exactly once.
+    unsafe {
+        HEAP.lock()
+            .init(start as usize as *mut u8, HEAP_SIZE as usize)
+    };
     Ok(MemInfo {
         heap_start: start,
-        heap_len: len,
+        heap_len: HEAP_SIZE,
+        frames_start: start + HEAP_SIZE,
+        frames_len: (len - HEAP_SIZE) & !(PAGE as u64 - 1),
+        ram_end,
         ram_total,
     })
 }
@@ -152,27 +162,4 @@ pub fn init(start_info_addr: u32) -> Result<MemInfo, MemError> {
 pub fn heap_usage() -> (usize, usize) {
     let heap = HEAP.lock();
     (heap.used(), heap.free())
-}
-
-/// Zeroed, page-aligned, physically contiguous pages. Returns the address
-/// (physical = virtual).
-pub fn dma_alloc(pages: usize) -> Option<usize> {
-    let layout = Layout::from_size_align(pages.checked_mul(PAGE)?, PAGE).ok()?;
-    if layout.size() == 0 {
-        return None;
-    }
-    // SAFETY: non-zero size.
-    let ptr = unsafe { alloc_zeroed(layout) };
-    (!ptr.is_null()).then_some(ptr as usize)
-}
-
-/// Free pages from [`dma_alloc`].
-///
-/// # Safety
-/// `addr`/`pages` must come from one `dma_alloc` call, freed once.
-pub unsafe fn dma_free(addr: usize, pages: usize) {
-    if let Ok(layout) = Layout::from_size_align(pages * PAGE, PAGE) {
-        // SAFETY: guaranteed by the caller.
-        unsafe { dealloc(addr as *mut u8, layout) };
-    }
 }

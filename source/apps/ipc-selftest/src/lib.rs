@@ -34,9 +34,9 @@ async fn client(mut caps: Caps) -> Result<(), ServiceError> {
     match caps.config("crash") {
         Some("1") => panic!("ipc-selftest: deliberate panic requested by boot option"),
         Some("fault") => {
-            // Read far outside the identity-mapped 4 GiB: a page fault the
-            // kernel must report (`kernel: fault page-fault ...`) and turn
-            // into a failed run, not a hang or a triple fault.
+            // Read an address nothing maps: a user page fault the kernel
+            // must report (`kernel: fault page-fault task=ipc-selftest ...;
+            // process killed`); a finite job killed fails the run.
             let p = 0x0000_7e57_0000_0000usize as *const u64;
             // SAFETY: none — this is the deliberate fault.
             let v = unsafe { core::ptr::read_volatile(p) };

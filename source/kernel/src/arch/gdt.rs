@@ -1,98 +1,68 @@
-//! The long-mode GDT and the TSS whose interrupt stacks (IST) every gate uses.
+//! The long-mode GDT and TSS (`x86_64` crate structures).
 //!
-//! Code built for x86_64-unknown-linux-gnu keeps data in the 128-byte red
-//! zone below `rsp`; an interrupt taken on the current stack would overwrite
-//! it. Every IDT gate therefore switches to an IST stack (DESIGN §3).
+//! Selectors are laid out for `syscall`/`sysret`: kernel code 0x08, kernel
+//! data 0x10, user data 0x18 (0x1b with RPL 3), user code 0x20 (0x23), TSS
+//! 0x28. STAR's sysret base is 0x10, so `sysretq` loads SS = 0x1b and
+//! CS = 0x23.
+//!
+//! Interrupts and exceptions from ring 3 switch to `TSS.rsp0`, the running
+//! process's kernel stack (set at every switch). The kernel runs with
+//! interrupts off except in the scheduler's idle halt, so ordinary gates need
+//! no IST; NMI, double fault and machine check keep one (`IST_CRITICAL`) so
+//! they work even on a broken stack.
 
-use core::arch::asm;
-use core::mem::size_of;
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::{PrivilegeLevel, VirtAddr};
 
-/// IST index for device and timer interrupts.
-pub const IST_IRQ: u8 = 1;
-/// IST index for CPU exceptions.
-pub const IST_FAULT: u8 = 2;
-/// IST index for double fault, NMI and machine check.
-pub const IST_CRITICAL: u8 = 3;
+/// IST index (1-based, as the IDT gate encodes it) for NMI, #DF and #MC.
+pub const IST_CRITICAL: u8 = 1;
+/// Kernel code selector.
+pub const KERNEL_CODE: u16 = 0x08;
+/// User data selector with RPL 3.
+pub const USER_DATA: u16 = 0x1b;
+/// User code selector with RPL 3.
+pub const USER_CODE: u16 = 0x23;
 
-const IST_STACK_SIZE: usize = 32 * 1024;
+const CRITICAL_STACK_SIZE: usize = 32 * 1024;
 
 #[repr(C, align(16))]
-struct Stack([u8; IST_STACK_SIZE]);
+struct Stack([u8; CRITICAL_STACK_SIZE]);
 
-static mut IST_STACKS: [Stack; 3] = [const { Stack([0; IST_STACK_SIZE]) }; 3];
+static mut CRITICAL_STACK: Stack = Stack([0; CRITICAL_STACK_SIZE]);
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
+static mut GDT: GlobalDescriptorTable<8> = GlobalDescriptorTable::empty();
 
-#[repr(C, packed)]
-struct Tss {
-    _reserved0: u32,
-    rsp: [u64; 3],
-    _reserved1: u64,
-    ist: [u64; 7],
-    _reserved2: u64,
-    _reserved3: u16,
-    iomap_base: u16,
-}
-
-static mut TSS: Tss = Tss {
-    _reserved0: 0,
-    rsp: [0; 3],
-    _reserved1: 0,
-    ist: [0; 7],
-    _reserved2: 0,
-    _reserved3: 0,
-    iomap_base: size_of::<Tss>() as u16,
-};
-
-/// null, code64 (0x08), data (0x10), TSS (0x18, two slots).
-static mut GDT: [u64; 5] = [0, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF, 0, 0];
-
-#[repr(C, packed)]
-struct DescriptorPointer {
-    limit: u16,
-    base: u64,
-}
-
-/// Load the final GDT and the TSS. Called once, early, with interrupts off.
+/// Load the GDT and TSS. Called once, early, with interrupts off.
 pub fn init() {
-    // SAFETY: single-threaded early boot; these statics are only touched here
-    // and by the CPU afterwards.
+    // SAFETY: single-threaded early boot; these statics are written here
+    // once and afterwards only read by the CPU (rsp0 via set_kernel_stack).
     unsafe {
         let tss = &raw mut TSS;
-        let stacks = &raw mut IST_STACKS;
-        for i in 0..3 {
-            let top = (&raw mut (*stacks)[i]) as u64 + IST_STACK_SIZE as u64;
-            (*tss).ist[i] = top;
-        }
-        let base = tss as u64;
-        let limit = (size_of::<Tss>() - 1) as u64;
-        let low = (limit & 0xFFFF)
-            | ((base & 0xFF_FFFF) << 16)
-            | (0x89u64 << 40)
-            | (((limit >> 16) & 0xF) << 48)
-            | (((base >> 24) & 0xFF) << 56);
+        let top = (&raw mut CRITICAL_STACK) as u64 + CRITICAL_STACK_SIZE as u64;
+        (*tss).interrupt_stack_table[usize::from(IST_CRITICAL - 1)] = VirtAddr::new(top);
         let gdt = &raw mut GDT;
-        (*gdt)[3] = low;
-        (*gdt)[4] = base >> 32;
-
-        let ptr = DescriptorPointer {
-            limit: (size_of::<[u64; 5]>() - 1) as u16,
-            base: gdt as u64,
-        };
-        asm!(
-            "lgdt [{ptr}]",
-            "push 0x08",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov {sel:x}, 0x10",
-            "mov ds, {sel:x}",
-            "mov es, {sel:x}",
-            "mov ss, {sel:x}",
-            "mov {sel:x}, 0x18",
-            "ltr {sel:x}",
-            ptr = in(reg) &ptr,
-            tmp = out(reg) _,
-            sel = out(reg) _,
-        );
+        let kcode = (*gdt).append(Descriptor::kernel_code_segment());
+        let kdata = (*gdt).append(Descriptor::kernel_data_segment());
+        (*gdt).append(Descriptor::user_data_segment());
+        (*gdt).append(Descriptor::user_code_segment());
+        let tss_sel = (*gdt).append(Descriptor::tss_segment_unchecked(tss));
+        (*gdt).load_unsafe();
+        CS::set_reg(kcode);
+        DS::set_reg(kdata);
+        ES::set_reg(kdata);
+        SS::set_reg(kdata);
+        load_tss(tss_sel);
+        debug_assert_eq!(kcode, SegmentSelector::new(1, PrivilegeLevel::Ring0));
     }
+}
+
+/// The stack the CPU switches to on an interrupt from ring 3.
+pub fn set_kernel_stack(top: u64) {
+    // SAFETY: one CPU, interrupts off; the CPU reads rsp0 only on the next
+    // privilege change.
+    unsafe { TSS.privilege_stack_table[0] = VirtAddr::new(top) };
 }

@@ -9,7 +9,7 @@
 use core::arch::asm;
 use core::mem::size_of;
 
-use super::gdt::{IST_CRITICAL, IST_FAULT, IST_IRQ};
+use super::gdt::IST_CRITICAL;
 
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/isr_stubs.s")),
@@ -128,8 +128,11 @@ struct IdtPointer {
     base: u64,
 }
 
-/// Build and load the IDT: exceptions on the fault stack, NMI/#DF/#MC on the
-/// critical stack, everything else (timer, devices, spurious) on the IRQ stack.
+/// Build and load the IDT. NMI, #DF and #MC use the critical IST stack;
+/// every other gate uses the current stack: from ring 3 that is the running
+/// process's kernel stack (TSS.rsp0), in ring 0 it is the scheduler's stack
+/// during the idle halt (the only time the kernel takes interrupts). Gates
+/// have DPL 0, so `int n` from user mode is a #GP, not a way in.
 pub fn init() {
     // SAFETY: single-threaded early boot, interrupts off.
     unsafe {
@@ -138,8 +141,7 @@ pub fn init() {
         for (v, &addr) in (*stubs).iter().enumerate() {
             let ist = match v {
                 2 | 8 | 18 => IST_CRITICAL,
-                0..=31 => IST_FAULT,
-                _ => IST_IRQ,
+                _ => 0,
             };
             (*idt)[v] = Gate {
                 offset_low: addr as u16,
@@ -198,15 +200,30 @@ const EXCEPTION_NAMES: [&str; 32] = [
 #[no_mangle]
 extern "C" fn interrupt_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector as usize;
+    let from_user = frame.cs & 3 == 3;
     if vector < 32 {
         let cr2: u64;
         // SAFETY: reading CR2 has no side effects.
         unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
+        if from_user && !matches!(vector, 2 | 8 | 18) {
+            crate::fault::user_fault(vector as u8, frame.error, frame.rip, cr2);
+        }
         crate::console::emergency(format_args!(
             "kernel: fault {} vec={} err={:#x} rip={:#x} rsp={:#x} cr2={:#x}",
             EXCEPTION_NAMES[vector], vector, frame.error, frame.rip, frame.rsp, cr2
         ));
         crate::shutdown::exit(crate::shutdown::Status::Failure);
     }
-    crate::irq::handle(vector as u8);
+    let device = crate::irq::handle(vector as u8);
+    if from_user {
+        crate::sched::after_user_interrupt(device);
+    }
+}
+
+/// The name of exception `vector`.
+pub fn exception_name(vector: u8) -> &'static str {
+    EXCEPTION_NAMES
+        .get(usize::from(vector))
+        .copied()
+        .unwrap_or("unknown")
 }

@@ -4,5 +4,4 @@ pub mod boot;
 pub mod clock;
 pub mod gdt;
 pub mod idt;
-pub mod memfns;
 pub mod port;

@@ -62,14 +62,6 @@ pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
     (r.eax, r.ebx, r.ecx, r.edx)
 }
 
-/// Atomically enable interrupts and halt until the next one, then disable
-/// them again. `sti` delays interrupt delivery by one instruction, so no
-/// wake-up can slip between the check that found nothing to run and `hlt`.
-pub fn idle_until_interrupt() {
-    // SAFETY: interrupt handlers preserve all state; see arch::idt.
-    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) }
-}
-
 /// Halt forever with interrupts off.
 pub fn halt_forever() -> ! {
     loop {

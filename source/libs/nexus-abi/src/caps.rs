@@ -7,8 +7,10 @@ use alloc::vec::Vec;
 use core::future::Future;
 use core::pin::Pin;
 
+use crate::bootinfo::BootInfo;
 use crate::device::{Device, DeviceKind};
 use crate::ipc::Channel;
+use crate::sys::Handle;
 
 /// The future a service's entry point returns.
 pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<(), ServiceError>>>>;
@@ -16,7 +18,8 @@ pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<(), ServiceError>>>>
 /// A service entry point, as listed in the kernel's init table.
 pub type ServiceMain = fn(Caps) -> ServiceFuture;
 
-/// Why a service stopped. The kernel logs it and fails the boot.
+/// Why a service stopped. The runtime hands it to the kernel with `exit`;
+/// init logs it and decides (fail the run, restart a daemon).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceError(pub String);
 
@@ -43,22 +46,37 @@ pub struct Caps {
     entropy: bool,
 }
 
+fn leak(s: String) -> &'static str {
+    alloc::boxed::Box::leak(s.into_boxed_str())
+}
+
 impl Caps {
-    /// Built by the kernel's init code.
-    #[doc(hidden)]
-    pub fn new(
-        name: &'static str,
-        config: Vec<(String, String)>,
-        channels: Vec<(&'static str, Channel)>,
-        devices: Vec<Device>,
-        entropy: bool,
-    ) -> Self {
+    /// Built by the runtime from the kernel's boot info. Names are leaked
+    /// once per process start (a few hundred bytes) so they can be
+    /// `&'static`, as services have always seen them.
+    pub fn from_bootinfo(info: BootInfo) -> Self {
+        let channels = info
+            .channels
+            .into_iter()
+            .map(|(role, h)| (leak(role), Channel::from_handle(Handle(h))))
+            .collect();
+        let devices = info
+            .devices
+            .into_iter()
+            .map(|d| {
+                let kind = match d.virtio_id {
+                    1 => DeviceKind::Net,
+                    n => DeviceKind::Other(n),
+                };
+                Device::new(Handle(d.handle), kind, d.mmio_base, d.irq)
+            })
+            .collect();
         Caps {
-            name,
-            config,
+            name: leak(info.name),
+            config: info.config,
             channels,
             devices,
-            entropy,
+            entropy: info.entropy,
         }
     }
 

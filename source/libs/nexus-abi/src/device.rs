@@ -8,7 +8,8 @@
 use core::future::poll_fn;
 use core::task::{Context, Poll};
 
-use crate::sys::{ops, Handle};
+use crate::rt;
+use crate::sys::{code, nr, syscall, Handle, PROT_RW, WAIT_IRQ};
 
 /// What kind of device a capability names (virtio device ids).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +31,10 @@ pub enum DeviceError {
     OutOfMemory,
     /// A request the kernel refuses (zero pages, too large, bad region).
     InvalidArgument,
+    /// An MMIO request outside the device's register window.
+    OutsideWindow,
+    /// An MMIO request asking for an executable mapping.
+    ExecDenied,
 }
 
 impl core::fmt::Display for DeviceError {
@@ -39,6 +44,8 @@ impl core::fmt::Display for DeviceError {
             DeviceError::NoIrq => "device has no interrupt line",
             DeviceError::OutOfMemory => "out of DMA memory",
             DeviceError::InvalidArgument => "invalid device request",
+            DeviceError::OutsideWindow => "outside the device's register window",
+            DeviceError::ExecDenied => "executable device mapping refused",
         })
     }
 }
@@ -65,6 +72,19 @@ pub struct DmaRegion {
 
 /// Page size for DMA allocations.
 pub const PAGE_SIZE: usize = 4096;
+/// Length of a device's register window (one virtio-mmio slot).
+pub const WINDOW_LEN: usize = 0x200;
+
+fn from_code(r: i64) -> DeviceError {
+    match r {
+        code::NOT_GRANTED | code::BAD_HANDLE => DeviceError::NotGranted,
+        code::NO_IRQ => DeviceError::NoIrq,
+        code::NO_MEMORY => DeviceError::OutOfMemory,
+        code::OUTSIDE_WINDOW => DeviceError::OutsideWindow,
+        code::EXEC_DENIED => DeviceError::ExecDenied,
+        _ => DeviceError::InvalidArgument,
+    }
+}
 
 /// A device granted to this service.
 #[derive(Debug)]
@@ -102,18 +122,53 @@ impl Device {
         self.irq
     }
 
-    /// Map the register window.
+    /// Map the whole register window (uncached, read-write, never
+    /// executable) into this process.
     pub fn map_mmio(&self) -> Result<MmioRegion, DeviceError> {
-        (ops().mmio_map)(self.handle)
+        self.map_mmio_range(0, WINDOW_LEN, PROT_RW)
+    }
+
+    /// Map `[offset, offset + len)` of the window with `prot`
+    /// (`sys::PROT_RW`, optionally `sys::PROT_EXEC`, which the kernel
+    /// refuses). The kernel refuses and logs anything outside the window.
+    pub fn map_mmio_range(
+        &self,
+        offset: usize,
+        len: usize,
+        prot: u64,
+    ) -> Result<MmioRegion, DeviceError> {
+        // SAFETY: no pointer arguments.
+        let r = unsafe {
+            syscall(
+                nr::MMIO_MAP,
+                u64::from(self.handle.0),
+                offset as u64,
+                len as u64,
+                prot,
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(from_code(r));
+        }
+        Ok(MmioRegion {
+            vaddr: r as usize,
+            len,
+        })
     }
 
     /// Poll for an interrupt: `Ready` if one fired since the last call,
     /// otherwise the line is unmasked and `cx` woken on the next one.
     pub fn poll_irq(&self, cx: &mut Context<'_>) -> Poll<Result<(), DeviceError>> {
-        match (ops().irq_take)(self.handle, cx.waker()) {
-            Ok(true) => Poll::Ready(Ok(())),
-            Ok(false) => Poll::Pending,
-            Err(e) => Poll::Ready(Err(e)),
+        // SAFETY: no pointer arguments.
+        let r = unsafe { syscall(nr::IRQ_TAKE, u64::from(self.handle.0), 0, 0, 0, 0) };
+        match r {
+            1 => Poll::Ready(Ok(())),
+            0 => {
+                rt::register(self.handle, WAIT_IRQ, cx.waker());
+                Poll::Pending
+            }
+            e => Poll::Ready(Err(from_code(e))),
         }
     }
 
@@ -122,13 +177,44 @@ impl Device {
         poll_fn(|cx| self.poll_irq(cx)).await
     }
 
-    /// Allocate `pages` zeroed, contiguous pages of DMA memory.
+    /// Allocate `pages` zeroed, physically contiguous pages of DMA memory,
+    /// mapped into this process.
     pub fn dma_alloc(&self, pages: usize) -> Result<DmaRegion, DeviceError> {
-        (ops().dma_alloc)(self.handle, pages)
+        let mut out = [0u64; 3];
+        // SAFETY: the kernel writes 24 bytes into `out`.
+        let r = unsafe {
+            syscall(
+                nr::DMA_ALLOC,
+                u64::from(self.handle.0),
+                pages as u64,
+                out.as_mut_ptr() as u64,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(from_code(r));
+        }
+        Ok(DmaRegion {
+            paddr: out[0],
+            vaddr: out[1] as usize,
+            pages: out[2] as usize,
+        })
     }
 
     /// Free memory from [`Device::dma_alloc`].
     pub fn dma_free(&self, region: DmaRegion) {
-        (ops().dma_free)(self.handle, region)
+        // SAFETY: no pointer is dereferenced by the kernel; it checks that
+        // the range is this process's DMA memory.
+        unsafe {
+            syscall(
+                nr::DMA_FREE,
+                u64::from(self.handle.0),
+                region.vaddr as u64,
+                region.pages as u64,
+                0,
+                0,
+            )
+        };
     }
 }

@@ -8,7 +8,10 @@ use alloc::vec::Vec;
 use core::future::poll_fn;
 use core::task::{Context, Poll};
 
-use crate::sys::{ops, Handle};
+use spin::Mutex;
+
+use crate::rt;
+use crate::sys::{code, nr, syscall, Handle, WAIT_READ, WAIT_WRITE};
 
 /// Largest message a channel carries, in bytes.
 pub const MAX_MESSAGE: usize = 16 * 1024;
@@ -26,6 +29,8 @@ pub enum IpcError {
     TooLarge,
     /// The handle is not a channel end owned by the calling task.
     BadHandle,
+    /// A buffer outside the caller's memory (a bug in the caller).
+    BadAddress,
 }
 
 impl core::fmt::Display for IpcError {
@@ -35,11 +40,26 @@ impl core::fmt::Display for IpcError {
             IpcError::Closed => "channel closed",
             IpcError::TooLarge => "message too large",
             IpcError::BadHandle => "bad channel handle",
+            IpcError::BadAddress => "bad buffer address",
         })
     }
 }
 
-/// One end of a channel, owned by the task it was granted to.
+fn from_code(r: i64) -> IpcError {
+    match r {
+        code::WOULD_BLOCK => IpcError::WouldBlock,
+        code::CLOSED => IpcError::Closed,
+        code::TOO_LARGE => IpcError::TooLarge,
+        code::BAD_ARGUMENT => IpcError::BadAddress,
+        _ => IpcError::BadHandle,
+    }
+}
+
+/// Receive buffer: one process, one thread, so one buffer serves every
+/// channel; each message is copied out at its exact length.
+static RECV_BUF: Mutex<[u8; MAX_MESSAGE]> = Mutex::new([0; MAX_MESSAGE]);
+
+/// One end of a channel, owned by the process it was granted to.
 #[derive(Debug)]
 pub struct Channel {
     handle: Handle,
@@ -58,26 +78,65 @@ impl Channel {
 
     /// Send without waiting.
     pub fn try_send(&self, msg: &[u8]) -> Result<(), IpcError> {
-        (ops().chan_send)(self.handle, msg, None)
+        if msg.len() > MAX_MESSAGE {
+            return Err(IpcError::TooLarge);
+        }
+        // SAFETY: `msg` is a live slice; the kernel copies it in.
+        let r = unsafe {
+            syscall(
+                nr::CHAN_SEND,
+                u64::from(self.handle.0),
+                msg.as_ptr() as u64,
+                msg.len() as u64,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            Err(from_code(r))
+        } else {
+            Ok(())
+        }
     }
 
     /// Receive without waiting.
     pub fn try_recv(&self) -> Result<Vec<u8>, IpcError> {
-        (ops().chan_recv)(self.handle, None)
+        let mut buf = RECV_BUF.lock();
+        // SAFETY: the buffer is ours and MAX_MESSAGE bytes long.
+        let r = unsafe {
+            syscall(
+                nr::CHAN_RECV,
+                u64::from(self.handle.0),
+                buf.as_mut_ptr() as u64,
+                MAX_MESSAGE as u64,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(from_code(r));
+        }
+        Ok(buf[..(r as usize).min(MAX_MESSAGE)].to_vec())
     }
 
     /// Poll-style receive for hand-written futures that watch many channels.
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Vec<u8>, IpcError>> {
-        match (ops().chan_recv)(self.handle, Some(cx.waker())) {
-            Err(IpcError::WouldBlock) => Poll::Pending,
+        match self.try_recv() {
+            Err(IpcError::WouldBlock) => {
+                rt::register(self.handle, WAIT_READ, cx.waker());
+                Poll::Pending
+            }
             other => Poll::Ready(other),
         }
     }
 
     /// Poll-style send.
     pub fn poll_send(&self, cx: &mut Context<'_>, msg: &[u8]) -> Poll<Result<(), IpcError>> {
-        match (ops().chan_send)(self.handle, msg, Some(cx.waker())) {
-            Err(IpcError::WouldBlock) => Poll::Pending,
+        match self.try_send(msg) {
+            Err(IpcError::WouldBlock) => {
+                rt::register(self.handle, WAIT_WRITE, cx.waker());
+                Poll::Pending
+            }
             other => Poll::Ready(other),
         }
     }
@@ -95,6 +154,8 @@ impl Channel {
 
 impl Drop for Channel {
     fn drop(&mut self) {
-        (ops().chan_close)(self.handle);
+        rt::forget(self.handle);
+        // SAFETY: no pointer arguments.
+        unsafe { syscall(nr::CHAN_CLOSE, u64::from(self.handle.0), 0, 0, 0, 0) };
     }
 }

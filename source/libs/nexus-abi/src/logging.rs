@@ -7,7 +7,7 @@
 use alloc::string::String;
 use core::fmt::Write;
 
-use crate::sys::ops;
+use crate::sys::{nr, syscall};
 
 /// Longest log message in bytes.
 pub const MAX_LINE: usize = 480;
@@ -40,7 +40,23 @@ impl log::Log for Logger {
         if truncated {
             line.0.push_str("...");
         }
-        (ops().log)(record.level(), &line.0);
+        let level = match record.level() {
+            log::Level::Error => 1,
+            log::Level::Warn => 2,
+            log::Level::Info => 3,
+            log::Level::Debug | log::Level::Trace => 4,
+        };
+        // SAFETY: a live string; the kernel copies it in.
+        unsafe {
+            syscall(
+                nr::LOG,
+                level,
+                line.0.as_ptr() as u64,
+                line.0.len() as u64,
+                0,
+                0,
+            )
+        };
     }
 
     fn flush(&self) {}
@@ -66,7 +82,7 @@ impl Write for Bounded {
 }
 
 /// Route the `log` macros to the kernel console at `max` verbosity.
-/// Called once by the kernel at boot.
+/// Called once by the runtime at process start.
 pub fn init(max: log::LevelFilter) {
     // Only fails if a logger is already set, in which case it stays.
     let _ = log::set_logger(&LOGGER);

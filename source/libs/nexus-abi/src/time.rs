@@ -5,7 +5,8 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
 
-use crate::sys::ops;
+use crate::rt;
+use crate::sys::{nr, syscall};
 
 /// A point on the kernel's monotonic clock (nanoseconds since boot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,7 +46,8 @@ impl Instant {
 
 /// The current monotonic time.
 pub fn now() -> Instant {
-    Instant((ops().now_ns)())
+    // SAFETY: no arguments.
+    Instant(unsafe { syscall(nr::NOW, 0, 0, 0, 0, 0) } as u64)
 }
 
 /// Sleep for `d`.
@@ -70,7 +72,7 @@ impl Future for Sleep {
         if now() >= self.deadline {
             Poll::Ready(())
         } else {
-            (ops().wake_at)(self.deadline.0, cx.waker());
+            rt::register_timer(self.deadline.0, cx.waker());
             Poll::Pending
         }
     }

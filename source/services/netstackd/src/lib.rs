@@ -25,7 +25,8 @@ use core::ptr::NonNull;
 use core::task::Poll;
 use core::time::Duration;
 
-use nexus_abi::device::DeviceKind;
+use nexus_abi::device::{Device, DeviceError, DeviceKind, MmioRegion, PAGE_SIZE, WINDOW_LEN};
+use nexus_abi::sys::{PROT_EXEC, PROT_RW};
 use nexus_abi::time::{self, Instant};
 use nexus_abi::{entropy, Caps, Channel, IpcError, ServiceError, ServiceFuture};
 use nexus_net::facade::{decode_request, encode_response, Response};
@@ -87,13 +88,44 @@ fn mac_string(mac: &[u8; 6]) -> alloc::string::String {
     )
 }
 
+/// The virtio-mmio magic value ("virt").
+const VIRTIO_MAGIC: u32 = 0x7472_6976;
+
+/// Map the NIC's register window, after checking on every boot that the
+/// capability's bounds hold: one page past the window and an executable
+/// mapping must both be refused (the kernel logs each refusal).
+fn map_registers(nic: &Device) -> Result<MmioRegion, ServiceError> {
+    let past = nic.map_mmio_range(0, WINDOW_LEN + PAGE_SIZE, PROT_RW);
+    let exec = nic.map_mmio_range(0, WINDOW_LEN, PROT_RW | PROT_EXEC);
+    if past != Err(DeviceError::OutsideWindow) || exec != Err(DeviceError::ExecDenied) {
+        log::error!("SELFTEST: mmio map FAIL (past window: {past:?}, exec: {exec:?})");
+        return Err(ServiceError::new(
+            "the NIC capability's bounds did not hold",
+        ));
+    }
+    let mmio = nic.map_mmio().map_err(|e| err("map NIC registers", e))?;
+    // SAFETY: the kernel just mapped the window (uncached) at this address.
+    let magic = unsafe { core::ptr::read_volatile(mmio.vaddr as *const u32) };
+    if magic != VIRTIO_MAGIC {
+        log::error!("SELFTEST: mmio map FAIL (magic {magic:#x})");
+        return Err(ServiceError::new("NIC window does not read as virtio-mmio"));
+    }
+    log::info!(
+        "SELFTEST: mmio map ok (window {:#x}+{:#x} mapped at {:#x}, magic {magic:#x}; past-window and exec requests refused)",
+        nic.mmio_base(),
+        mmio.len,
+        mmio.vaddr
+    );
+    Ok(mmio)
+}
+
 async fn run(mut caps: Caps) -> Result<(), ServiceError> {
     let nic = caps
         .take_device(DeviceKind::Net)
         .ok_or_else(|| ServiceError::new("no NIC granted"))?;
     let mut seed = [0u8; 8];
     entropy::fill(&mut seed).map_err(|e| err("entropy for the stack's seed", e))?;
-    let mmio = nic.map_mmio().map_err(|e| err("map NIC registers", e))?;
+    let mmio = map_registers(&nic)?;
     let irq = nic.irq();
     hal::NIC.call_once(|| nic);
     let nic = hal::NIC

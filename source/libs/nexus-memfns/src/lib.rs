@@ -1,8 +1,11 @@
 //! `memcpy`, `memmove`, `memset`, `memcmp`, `bcmp`.
 //!
-//! On this target `compiler_builtins` expects libc to supply them, and the
-//! kernel links no libc. Written with string instructions so the compiler
-//! cannot "optimise" a loop back into a call to itself.
+//! On this target `compiler_builtins` expects libc to supply them, and
+//! neither the kernel nor the user programs link a libc. Written with string
+//! instructions so the compiler cannot "optimise" a loop back into a call to
+//! itself. Both sides link this crate; a crate that only needs the symbols
+//! writes `use nexus_memfns as _;`.
+#![no_std]
 
 use core::arch::asm;
 

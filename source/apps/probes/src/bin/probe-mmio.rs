@@ -1,0 +1,5 @@
+//! `probe-mmio` (see the crate docs).
+#![no_std]
+#![no_main]
+
+nexus_rt::entry!(probes::mmio);

@@ -1,0 +1,431 @@
+//! Virtual memory: the kernel's page tables and one address space per process.
+//!
+//! The kernel maps RAM below 1 GiB (identity, 2 MiB pages) and the device
+//! window at 0xfe00_0000..4 GiB (uncached, NX), supervisor-only. Every
+//! address space shares those two page directories and adds its own user
+//! pages in the ranges of `nexus_abi::layout`, with 4 KiB pages, U/S set and
+//! W^X. Page tables are edited with the `x86_64` crate's `OffsetPageTable`
+//! (offset 0: every frame is reachable through the kernel's identity map).
+//!
+//! The kernel never dereferences a user pointer: [`AddressSpace::copy_in`]
+//! and [`AddressSpace::copy_out`] check the range (`layout::user_range`),
+//! translate every page through the process's tables, require U/S (and W for
+//! writes), refuse device pages, and copy through the frame's kernel mapping.
+
+use alloc::vec::Vec;
+
+use nexus_abi::layout::{self, PAGE};
+use spin::Once;
+use x86_64::registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags};
+use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
+use x86_64::structures::paging::{
+    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB, Translate,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use crate::frames::{self, TableFrames};
+
+/// RAM the kernel maps (and the frame allocator may use): below 1 GiB.
+pub const RAM_LIMIT: u64 = 1 << 30;
+/// Start of the device window the kernel maps (APICs, virtio-mmio).
+const DEVICE_WINDOW: u64 = 0xfe00_0000;
+const HUGE: u64 = 2 << 20;
+/// PTE bit marking a page that maps a device, not a frame the process owns
+/// (never freed, never copied through).
+const DEVICE_PAGE: F = F::BIT_9;
+
+struct KernelTables {
+    pml4: u64,
+    pd_ram: u64,
+    pd_dev: u64,
+}
+
+static KERNEL: Once<KernelTables> = Once::new();
+
+/// Why a mapping failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmError {
+    /// Over the process's frame quota.
+    Quota,
+    /// The frame allocator is empty.
+    NoFrames,
+    /// The page is already mapped.
+    Mapped,
+    /// A user pointer outside the caller's mapped memory.
+    BadAddress,
+}
+
+fn table(phys: u64) -> &'static mut PageTable {
+    // SAFETY: `phys` is a page-table frame from the frame allocator,
+    // identity-mapped; tables are only edited with interrupts off on one CPU.
+    unsafe { &mut *(phys as usize as *mut PageTable) }
+}
+
+/// Build the kernel's tables, turn on NX (and SMEP/SMAP when the CPU has
+/// them) and switch to them. Needs the frame allocator.
+pub fn init_kernel(ram_end: u64) -> Result<(), VmError> {
+    let pml4 = frames::alloc().ok_or(VmError::NoFrames)?;
+    let pdpt = frames::alloc().ok_or(VmError::NoFrames)?;
+    let pd_ram = frames::alloc().ok_or(VmError::NoFrames)?;
+    let pd_dev = frames::alloc().ok_or(VmError::NoFrames)?;
+    let rw = F::PRESENT | F::WRITABLE;
+    let ram_pages = ram_end.min(RAM_LIMIT).div_ceil(HUGE);
+    for i in 0..ram_pages {
+        table(pd_ram)[i as usize].set_addr(PhysAddr::new(i * HUGE), rw | F::HUGE_PAGE | F::GLOBAL);
+    }
+    let first_dev = ((DEVICE_WINDOW - 3 * RAM_LIMIT) / HUGE) as usize;
+    for i in first_dev..512 {
+        let addr = 3 * RAM_LIMIT + i as u64 * HUGE;
+        table(pd_dev)[i].set_addr(
+            PhysAddr::new(addr),
+            rw | F::HUGE_PAGE | F::NO_CACHE | F::WRITE_THROUGH | F::NO_EXECUTE,
+        );
+    }
+    table(pdpt)[0].set_addr(PhysAddr::new(pd_ram), rw);
+    table(pdpt)[3].set_addr(PhysAddr::new(pd_dev), rw);
+    table(pml4)[0].set_addr(PhysAddr::new(pdpt), rw);
+    // SAFETY: NXE only adds a meaning to bit 63, which no live entry sets
+    // until these tables are loaded; the new tables map everything the
+    // kernel touches (image, heap, frames, stacks, devices) as before.
+    unsafe {
+        Efer::update(|f| f.insert(EferFlags::NO_EXECUTE_ENABLE));
+        let (_, ecx, ebx) = {
+            let r = core::arch::x86_64::__cpuid_count(7, 0);
+            (r.eax, r.ecx, r.ebx)
+        };
+        let _ = ecx;
+        let mut cr4 = Cr4::read();
+        if ebx & (1 << 7) != 0 {
+            cr4.insert(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION);
+        }
+        if ebx & (1 << 20) != 0 {
+            cr4.insert(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION);
+        }
+        cr4.insert(Cr4Flags::PAGE_GLOBAL);
+        Cr4::write(cr4);
+        Cr3::write(
+            PhysFrame::containing_address(PhysAddr::new(pml4)),
+            Cr3Flags::empty(),
+        );
+    }
+    KERNEL.call_once(|| KernelTables {
+        pml4,
+        pd_ram,
+        pd_dev,
+    });
+    Ok(())
+}
+
+/// Switch to the kernel's own tables (before an address space is freed).
+pub fn activate_kernel() {
+    if let Some(k) = KERNEL.get() {
+        activate(k.pml4);
+    }
+}
+
+fn activate(pml4: u64) {
+    let (cur, _) = Cr3::read();
+    if cur.start_address().as_u64() != pml4 {
+        // SAFETY: every address space maps the kernel identically.
+        unsafe {
+            Cr3::write(
+                PhysFrame::containing_address(PhysAddr::new(pml4)),
+                Cr3Flags::empty(),
+            )
+        };
+    }
+}
+
+/// Page flags for user memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prot {
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+}
+
+impl Prot {
+    /// Read-write data.
+    pub const RW: Prot = Prot {
+        write: true,
+        exec: false,
+    };
+
+    fn flags(self) -> F {
+        let mut f = F::PRESENT | F::USER_ACCESSIBLE;
+        if self.write {
+            f |= F::WRITABLE;
+        }
+        if !self.exec {
+            f |= F::NO_EXECUTE;
+        }
+        f
+    }
+}
+
+/// One process's page tables and the frames charged to it.
+pub struct AddressSpace {
+    pml4: u64,
+    /// Frames charged (pages and page tables).
+    used: usize,
+    /// Most frames this space may hold.
+    quota: usize,
+}
+
+impl AddressSpace {
+    /// A space holding only the kernel's (supervisor) mappings.
+    pub fn new(quota_frames: usize) -> Result<Self, VmError> {
+        let k = KERNEL.get().ok_or(VmError::NoFrames)?;
+        if quota_frames < 2 {
+            return Err(VmError::Quota);
+        }
+        let pml4 = frames::alloc().ok_or(VmError::NoFrames)?;
+        let Some(pdpt) = frames::alloc() else {
+            frames::free(pml4);
+            return Err(VmError::NoFrames);
+        };
+        let rw = F::PRESENT | F::WRITABLE;
+        table(pdpt)[0].set_addr(PhysAddr::new(k.pd_ram), rw);
+        table(pdpt)[3].set_addr(PhysAddr::new(k.pd_dev), rw);
+        table(pml4)[0].set_addr(PhysAddr::new(pdpt), rw | F::USER_ACCESSIBLE);
+        Ok(AddressSpace {
+            pml4,
+            used: 2,
+            quota: quota_frames,
+        })
+    }
+
+    /// Load this space into CR3.
+    pub fn activate(&self) {
+        activate(self.pml4);
+    }
+
+    fn mapper(&self) -> OffsetPageTable<'static> {
+        // SAFETY: offset 0 is right because every table frame is
+        // identity-mapped in the kernel half every space shares.
+        unsafe { OffsetPageTable::new(table(self.pml4), VirtAddr::new(0)) }
+    }
+
+    fn map_one(&mut self, vaddr: u64, frame: u64, flags: F) -> Result<(), VmError> {
+        let mut taken = 0;
+        let budget = self.quota.saturating_sub(self.used);
+        let r = {
+            let mut alloc = TableFrames {
+                taken: &mut taken,
+                budget,
+            };
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
+            let frame = PhysFrame::containing_address(PhysAddr::new(frame));
+            let parent = F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE;
+            // SAFETY: the page is in user space (callers check) and the frame
+            // is either freshly allocated for this space or a device window
+            // the caller was granted.
+            unsafe {
+                self.mapper()
+                    .map_to_with_table_flags(page, frame, flags, parent, &mut alloc)
+            }
+        };
+        self.used += taken;
+        match r {
+            Ok(flush) => {
+                flush.flush();
+                Ok(())
+            }
+            Err(MapToError::FrameAllocationFailed) if taken >= budget => Err(VmError::Quota),
+            Err(MapToError::FrameAllocationFailed) => Err(VmError::NoFrames),
+            Err(_) => Err(VmError::Mapped),
+        }
+    }
+
+    /// Map `pages` fresh zeroed frames at `vaddr` (page-aligned, user range
+    /// checked by the caller), charged to the quota. On failure nothing of
+    /// this call stays mapped... except frames already mapped, which remain
+    /// charged and are freed with the space.
+    pub fn map_zeroed(&mut self, vaddr: u64, pages: u64, prot: Prot) -> Result<(), VmError> {
+        for i in 0..pages {
+            if self.used >= self.quota {
+                return Err(VmError::Quota);
+            }
+            let frame = frames::alloc().ok_or(VmError::NoFrames)?;
+            self.used += 1;
+            if let Err(e) = self.map_one(vaddr + i * PAGE, frame, prot.flags()) {
+                frames::free(frame);
+                self.used -= 1;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Map physical pages the process is given: DMA frames (`owned`: freed
+    /// with the space, charged to the quota) or a device window (uncached,
+    /// never freed).
+    pub fn map_phys(
+        &mut self,
+        vaddr: u64,
+        paddr: u64,
+        pages: u64,
+        owned: bool,
+    ) -> Result<(), VmError> {
+        let mut flags = Prot::RW.flags();
+        if owned {
+            self.used += pages as usize;
+        } else {
+            flags |= DEVICE_PAGE | F::NO_CACHE | F::WRITE_THROUGH;
+        }
+        for i in 0..pages {
+            self.map_one(vaddr + i * PAGE, paddr + i * PAGE, flags)?;
+        }
+        Ok(())
+    }
+
+    /// Charge `frames` to the quota up front (before allocating them).
+    pub fn can_charge(&self, frames: usize) -> bool {
+        self.used.saturating_add(frames) <= self.quota
+    }
+
+    /// Unmap `pages` DMA pages at `vaddr` and free their frames, if they are
+    /// mapped, owned and physically contiguous from `paddr`.
+    pub fn unmap_owned(&mut self, vaddr: u64, paddr: u64, pages: u64) -> bool {
+        for i in 0..pages {
+            match self.translate(vaddr + i * PAGE) {
+                Some((p, f)) if p == paddr + i * PAGE && !f.contains(DEVICE_PAGE) => {}
+                _ => return false,
+            }
+        }
+        let mut m = self.mapper();
+        for i in 0..pages {
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr + i * PAGE));
+            if let Ok((frame, flush)) = m.unmap(page) {
+                flush.flush();
+                frames::free(frame.start_address().as_u64());
+                self.used = self.used.saturating_sub(1);
+            }
+        }
+        true
+    }
+
+    /// The frame and flags behind a user page.
+    pub fn translate(&self, vaddr: u64) -> Option<(u64, F)> {
+        match self.mapper().translate(VirtAddr::new(vaddr)) {
+            TranslateResult::Mapped {
+                frame,
+                offset,
+                flags,
+            } => Some((frame.start_address().as_u64() + offset, flags)),
+            _ => None,
+        }
+    }
+
+    /// Check a user range and walk it page by page as kernel-mapped slices.
+    fn walk(
+        &self,
+        addr: u64,
+        len: u64,
+        write: bool,
+        mut f: impl FnMut(u64, usize, usize),
+    ) -> Result<(), VmError> {
+        let (start, end) = layout::user_range(addr, len).map_err(|_| VmError::BadAddress)?;
+        // Check every page first, so a copy never stops half-way.
+        let mut page = start & !(PAGE - 1);
+        while page < end {
+            let (_, flags) = self.translate(page).ok_or(VmError::BadAddress)?;
+            if !flags.contains(F::USER_ACCESSIBLE)
+                || flags.contains(DEVICE_PAGE)
+                || (write && !flags.contains(F::WRITABLE))
+            {
+                return Err(VmError::BadAddress);
+            }
+            page += PAGE;
+        }
+        let mut at = start;
+        let mut done = 0usize;
+        while at < end {
+            let chunk = (PAGE - at % PAGE).min(end - at) as usize;
+            let (phys, _) = self.translate(at).ok_or(VmError::BadAddress)?;
+            f(phys, done, chunk);
+            done += chunk;
+            at += chunk as u64;
+        }
+        Ok(())
+    }
+
+    /// Check that `[addr, addr + len)` is writable user memory.
+    pub fn check_writable(&self, addr: u64, len: u64) -> Result<(), VmError> {
+        self.walk(addr, len, true, |_, _, _| {})
+    }
+
+    /// Copy `len` bytes in from user memory.
+    pub fn copy_in(&self, addr: u64, len: usize) -> Result<Vec<u8>, VmError> {
+        let mut out = alloc::vec![0u8; len];
+        self.walk(addr, len as u64, false, |phys, off, n| {
+            // SAFETY: `phys..phys+n` lies in one user frame the walk checked,
+            // reachable through the kernel's identity map.
+            let src = unsafe { core::slice::from_raw_parts(phys as usize as *const u8, n) };
+            out[off..off + n].copy_from_slice(src);
+        })?;
+        Ok(out)
+    }
+
+    /// Copy `data` out to user memory (pages must be writable).
+    pub fn copy_out(&self, addr: u64, data: &[u8]) -> Result<(), VmError> {
+        self.walk(addr, data.len() as u64, true, |phys, off, n| {
+            // SAFETY: as in `copy_in`; the page is writable user memory.
+            let dst = unsafe { core::slice::from_raw_parts_mut(phys as usize as *mut u8, n) };
+            dst.copy_from_slice(&data[off..off + n]);
+        })
+    }
+
+    /// Write bytes into already-mapped user pages regardless of their
+    /// protection (the loader filling text and rodata).
+    pub fn fill(&self, vaddr: u64, data: &[u8]) -> Result<(), VmError> {
+        let mut at = 0usize;
+        while at < data.len() {
+            let va = vaddr + at as u64;
+            let (phys, _) = self.translate(va).ok_or(VmError::BadAddress)?;
+            let n = ((PAGE - va % PAGE) as usize).min(data.len() - at);
+            // SAFETY: the frame was just mapped for this space by the loader.
+            let dst = unsafe { core::slice::from_raw_parts_mut(phys as usize as *mut u8, n) };
+            dst.copy_from_slice(&data[at..at + n]);
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AddressSpace {
+    /// Return every owned frame and every table frame.
+    fn drop(&mut self) {
+        activate_kernel();
+        let pml4 = table(self.pml4);
+        let pdpt_phys = pml4[0].addr().as_u64();
+        if pml4[0].flags().contains(F::PRESENT) {
+            let pdpt = table(pdpt_phys);
+            // Slots 0 and 3 are the kernel's shared directories.
+            for (i, e) in pdpt.iter().enumerate() {
+                if i == 0 || i == 3 || !e.flags().contains(F::PRESENT) {
+                    continue;
+                }
+                let pd_phys = e.addr().as_u64();
+                for pde in table(pd_phys).iter() {
+                    if !pde.flags().contains(F::PRESENT) {
+                        continue;
+                    }
+                    let pt_phys = pde.addr().as_u64();
+                    for pte in table(pt_phys).iter() {
+                        let f = pte.flags();
+                        if f.contains(F::PRESENT) && !f.contains(DEVICE_PAGE) {
+                            frames::free(pte.addr().as_u64());
+                        }
+                    }
+                    frames::free(pt_phys);
+                }
+                frames::free(pd_phys);
+            }
+            frames::free(pdpt_phys);
+        }
+        frames::free(self.pml4);
+    }
+}
