@@ -107,6 +107,19 @@ grep -F "net: dhcp bound" "$ALT_LOG"
 # port (junk, oversized datagrams, valid announces for random fake ids).
 step "discovery flood from the host during the dual-node proof" env SKIP_BUILD=1 scripts/tests/flood-test.sh
 
+# Preemption: a probe that spins forever without yielding (init.probes=spin) must
+# not stop the dual-node proof, and the kernel's stats must show its CPU share.
+section "a process that never yields cannot starve the others (init.probes=spin)"
+SPIN_LOG=target/qemu/uart-spin.log
+echo "+ KERNEL_ARGS='dsoftbusd.mode=dual-node init.probes=spin kernel.stats_ms=100' RUN_UNTIL_MARKER=1 RUN_TIMEOUT=90s UART_LOG=$SPIN_LOG SKIP_BUILD=1 ./scripts/qemu-test.sh"
+KERNEL_ARGS="dsoftbusd.mode=dual-node init.probes=spin kernel.stats_ms=100" RUN_UNTIL_MARKER=1 \
+    RUN_TIMEOUT=90s UART_LOG=$SPIN_LOG SKIP_BUILD=1 ./scripts/qemu-test.sh | tail -n 1
+if ! grep -qE "kernel: stats .* probe-spin=[0-9]+%" "$SPIN_LOG"; then
+    echo "test-all: no kernel stats line shows probe-spin's CPU share"
+    exit 1
+fi
+grep -E "kernel: stats .* probe-spin=" "$SPIN_LOG" | tail -n 2
+
 # netstackd alone holds the NIC: dsoftbusd must not even link the driver crate.
 section "dsoftbusd does not depend on virtio-drivers"
 if (cd source && cargo tree -p dsoftbusd -e normal --prefix none) | grep -q '^virtio-drivers'; then

@@ -115,7 +115,30 @@ impl Wake for ProcWaker {
 }
 
 static PROCS: Mutex<Vec<Option<Box<Proc>>>> = Mutex::new(Vec::new());
-static READY: Mutex<VecDeque<Pid>> = Mutex::new(VecDeque::new());
+/// Ready processes: `woken` (they were blocked: waiting for I/O or a timer)
+/// run before `preempted` (their quantum ended or they yielded), each FIFO.
+/// A process that computes therefore never delays one that waited; one that
+/// computes forever still gets every moment nobody waits for.
+struct ReadyQueue {
+    woken: VecDeque<Pid>,
+    preempted: VecDeque<Pid>,
+}
+
+impl ReadyQueue {
+    fn pop(&mut self) -> Option<Pid> {
+        self.woken
+            .pop_front()
+            .or_else(|| self.preempted.pop_front())
+    }
+    fn is_empty(&self) -> bool {
+        self.woken.is_empty() && self.preempted.is_empty()
+    }
+}
+
+static READY: Mutex<ReadyQueue> = Mutex::new(ReadyQueue {
+    woken: VecDeque::new(),
+    preempted: VecDeque::new(),
+});
 static TIMERS: Mutex<BTreeMap<(u64, u64), Waker>> = Mutex::new(BTreeMap::new());
 static TIMER_SEQ: AtomicU64 = AtomicU64::new(0);
 const NONE: usize = usize::MAX;
@@ -246,7 +269,7 @@ fn wake_pid(pid: Pid) {
         State::Blocked => {
             p.state = State::Ready;
             drop(t);
-            READY.lock().push_back(pid);
+            READY.lock().woken.push_back(pid);
         }
         State::Running | State::Ready => p.notified = true,
         State::Dead => {}
@@ -351,7 +374,8 @@ fn next_deadline() -> Option<u64> {
 }
 
 /// Fire due timers and deliver device interrupts: wake whoever waits.
-fn process_events() {
+/// Returns whether anything was due (someone may have become ready).
+fn process_events() -> bool {
     let now = clock::now_ns();
     let mut due = Vec::new();
     {
@@ -363,11 +387,13 @@ fn process_events() {
             due.push(e.remove());
         }
     }
+    let woke = !due.is_empty();
     due.into_iter().for_each(Waker::wake);
     let pins = irq::take_pending_pins();
     if pins != 0 {
         crate::ipc::wake_device_pins(pins);
     }
+    woke || pins != 0
 }
 
 fn arm_for_current() {
@@ -393,7 +419,7 @@ fn switch_out(to: State) {
         &raw mut p.rsp
     };
     if to == State::Ready {
-        READY.lock().push_back(pid);
+        READY.lock().preempted.push_back(pid);
     }
     // SAFETY: `save` points into the boxed process, which is only freed by
     // the scheduler after it is dead and switched out; SCHED_RSP was saved by
@@ -425,13 +451,15 @@ pub fn exit_current(why: Exit) -> ! {
 }
 
 /// Called by the interrupt path after an interrupt taken in user mode:
-/// deliver events, and give the CPU away if the quantum is over or a device
-/// interrupt woke someone.
+/// deliver events, and give the CPU away if the quantum is over or the
+/// interrupt woke someone (a process that was waiting for a timer or a device
+/// runs before one that was computing: I/O latency does not depend on how
+/// long a spinner's quantum is).
 pub fn after_user_interrupt(device: bool) {
-    process_events();
+    let woke = process_events();
     let others = !READY.lock().is_empty();
     let expired = clock::now_ns() >= QUANTUM_END.load(Ordering::Relaxed);
-    if others && (expired || device) {
+    if others && (expired || device || woke) {
         yield_now();
     } else {
         if expired {
@@ -477,8 +505,8 @@ pub fn stats() -> Stats {
 pub fn run(mut tick: impl FnMut() -> Option<u64>, on_exit: fn(Pid, &'static str, Kind, Exit)) -> ! {
     loop {
         let want = tick();
-        process_events();
-        let next = READY.lock().pop_front();
+        let _ = process_events();
+        let next = READY.lock().pop();
         let Some(pid) = next else {
             let deadline = match (next_deadline(), want) {
                 (Some(a), Some(b)) => Some(a.min(b)),
