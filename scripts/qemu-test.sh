@@ -14,6 +14,8 @@
 #   QEMU              QEMU binary (default qemu-system-x86_64)
 #   KERNEL_ELF        kernel image (default: the cargo release build)
 #   SKIP_BUILD        1: do not run cargo build
+#   ALLOW_FAULT_TASKS space-separated process names whose kill line is expected
+#                     in this run (crash-and-restart tests), besides the probes
 #
 # Exit status: 0 pass; 1 the run broke the contract (missing, out-of-order or
 # forbidden marker, bad QEMU status, timeout, failed extra check); 2 setup problem
@@ -69,6 +71,12 @@ REQUIRED_ANYWHERE=(
 # killed the probe, not a failure. A fault in any other process, or a kernel
 # fault (no "; process killed"), stays forbidden.
 EXPECTED_FAULT_RE='^kernel: fault [a-z-]+ task=probe-[a-z]+ .*; process killed$'
+# A crash-and-restart test names the process it crashes on purpose
+# (ALLOW_FAULT_TASKS="dsoftbusd"); its kill line is then expected too.
+for t in ${ALLOW_FAULT_TASKS-}; do
+    [[ $t =~ ^[a-z0-9-]+$ ]] || { echo "qemu-test: bad ALLOW_FAULT_TASKS entry '$t'" >&2; exit 2; }
+    EXPECTED_FAULT_RE+="|^kernel: fault [a-z-]+ task=$t .*; process killed\$"
+done
 # Any occurrence of one of these anywhere in the log fails the run. A line is reported
 # under the first entry it contains, so the more telling ones come first.
 FORBIDDEN_MARKERS=(

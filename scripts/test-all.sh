@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # The canonical runs below must not inherit a developer's overrides.
-unset KERNEL_ARGS UART_LOG SKIP_BUILD KERNEL_ELF NETDEV_OPTS RUN_UNTIL_MARKER RUN_TIMEOUT
+unset KERNEL_ARGS UART_LOG SKIP_BUILD KERNEL_ELF NETDEV_OPTS RUN_UNTIL_MARKER RUN_TIMEOUT ALLOW_FAULT_TASKS
 
 STEP=0
 START=$SECONDS
@@ -119,6 +119,44 @@ if ! grep -qE "kernel: stats .* probe-spin=[0-9]+%" "$SPIN_LOG"; then
     exit 1
 fi
 grep -E "kernel: stats .* probe-spin=" "$SPIN_LOG" | tail -n 2
+
+# Fault containment with restart: a daemon killed by a CPU fault is restarted by
+# init, its peers get fresh channels, the proof completes, and every frame the dead
+# process held came back (the reap line's returned == charged; the shutdown line's
+# free + charged + kernel == total, "balanced").
+crash_restart() { # <name> <kernel args> <log> <required line>...
+    local name=$1 args=$2 log=$3 line
+    shift 3
+    section "$name"
+    echo "+ ALLOW_FAULT_TASKS=${args%%.*} KERNEL_ARGS='$args' RUN_TIMEOUT=90s UART_LOG=$log SKIP_BUILD=1 ./scripts/qemu-test.sh"
+    ALLOW_FAULT_TASKS=${args%%.*} KERNEL_ARGS="$args" RUN_TIMEOUT=90s UART_LOG=$log SKIP_BUILD=1 \
+        ./scripts/qemu-test.sh | tail -n 1
+    for line in "$@" "(balanced)"; do
+        if ! grep -qF -- "$line" "$log"; then
+            echo "test-all: '$line' missing from $log"
+            exit 1
+        fi
+    done
+    grep -E "crashing on purpose|process killed|reaped|restarting|reconnected|new client|all finite" "$log" |
+        grep -v "task=probe-\|init: probe-" | sed 's/^/  /'
+}
+crash_restart "dsoftbusd killed after its first session is restarted and proves again" \
+    "dsoftbusd.crash=after-session dsoftbusd.mode=dual-node" target/qemu/uart-crash-dsoftbusd.log \
+    "kernel: fault page-fault task=dsoftbusd" "init: restarting dsoftbusd (attempt 1/3)" \
+    "netstackd: client dsoftbusd gone; its sockets are torn down" \
+    "netstackd: new client dsoftbusd (granted by init)"
+if (($(grep -c "dsoftbusd: dual-node session ok" target/qemu/uart-crash-dsoftbusd.log) < 2)); then
+    echo "test-all: the restarted dsoftbusd did not reach 'dual-node session ok' again"
+    exit 1
+fi
+crash_restart "netstackd killed after DHCP is restarted; its client reconnects" \
+    "netstackd.crash=after-dhcp dsoftbusd.mode=dual-node" target/qemu/uart-crash-netstackd.log \
+    "kernel: fault page-fault task=netstackd" "init: restarting netstackd (attempt 1/3)" \
+    "selftest-client: netstackd connection lost" "selftest-client: reconnected to netstackd"
+if (($(grep -c "net: dhcp bound " target/qemu/uart-crash-netstackd.log) < 2)); then
+    echo "test-all: the restarted netstackd did not bind DHCP again"
+    exit 1
+fi
 
 # netstackd alone holds the NIC: dsoftbusd must not even link the driver crate.
 section "dsoftbusd does not depend on virtio-drivers"

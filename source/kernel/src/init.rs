@@ -2,6 +2,16 @@
 //! wired, and what happens when one ends. This is the only place that names
 //! services; the kernel crate depends on none of them (their ELF images are
 //! embedded by build.rs and looked up by name here).
+//!
+//! Restart policy: a program marked `restart` that dies (killed by a fault,
+//! or exits with an error) is started again from its image after a backoff
+//! of 50 ms × 2^(n-1), at most [`MAX_RESTARTS`] times; past that the run
+//! fails loudly. The new process gets fresh channels to its live peers; a
+//! peer that is already running receives its new end on its `init` channel
+//! (a kernel-owned channel every process has, for grants made after it
+//! started); a peer not yet started gets it in its boot info. Every reap
+//! checks that the process's address space returned exactly the frames it
+//! was charged with.
 
 use alloc::format;
 use alloc::string::String;
@@ -9,13 +19,19 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use nexus_abi::bootinfo::{BootInfo, DeviceInfo};
+use nexus_abi::sys::Handle;
 use spin::Mutex;
 
 use crate::arch::clock;
 use crate::bootcfg::BootConfig;
-use crate::sched::{self, Exit, Kind, Pid};
+use crate::sched::{self, Exit, Kind, Pid, Reaped};
 use crate::virtio::Found;
-use crate::{frames, images, ipc, kprintln, loader, shutdown};
+use crate::{frames, images, ipc, kprintln, loader, shutdown, vm};
+
+/// Most restarts of one program per boot.
+pub const MAX_RESTARTS: u32 = 3;
+/// First restart delay; doubles with each further attempt.
+pub const RESTART_BACKOFF_NS: u64 = 50_000_000;
 
 /// When a program is part of the boot.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -38,6 +54,8 @@ struct Service {
     after: Option<&'static str>,
     /// Memory quota in MiB (pages, page tables, DMA).
     quota_mib: usize,
+    /// Restarted when it dies (see the module docs).
+    restart: bool,
     when: When,
 }
 
@@ -55,6 +73,7 @@ const fn svc(name: &'static str, kind: Kind, quota_mib: usize) -> Service {
         entropy: false,
         after: None,
         quota_mib,
+        restart: false,
         when: When::Always,
     }
 }
@@ -65,11 +84,13 @@ const SERVICES: &[Service] = &[
     Service {
         nic: true,
         entropy: true,
+        restart: true,
         ..svc("netstackd", Kind::Daemon, 24)
     },
     svc("selftest-client", Kind::Oneshot, 8),
     Service {
         entropy: true,
+        restart: true,
         // The soft bus starts once the network proved itself (DHCP + ping),
         // which also keeps the marker order deterministic.
         after: Some("selftest-client"),
@@ -105,8 +126,6 @@ const LINKS: &[Link] = &[
 pub enum InitError {
     /// Process or grant table exhausted.
     Tables,
-    /// A link names a service not in the table.
-    UnknownService,
     /// A program's image is missing or was refused.
     Image(&'static str, String),
 }
@@ -115,21 +134,39 @@ impl core::fmt::Display for InitError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             InitError::Tables => f.write_str("process or grant table full"),
-            InitError::UnknownService => f.write_str("a link names an unknown service"),
             InitError::Image(name, why) => write!(f, "program {name}: {why}"),
         }
     }
 }
 
-struct Started {
-    name: &'static str,
+/// One program's current process and state.
+struct Entry {
+    svc: &'static Service,
     pid: Pid,
-    kind: Kind,
-    after: Option<&'static str>,
+    /// Its boot info, until it is launched.
+    info: Option<BootInfo>,
+    /// The kernel's end of its `init` channel.
+    init_end: Handle,
+    launched: bool,
+    /// Ended for good (exited, or a probe that was killed).
     finished: bool,
+    restarts: u32,
+    /// A restart is due at this time.
+    restart_at: Option<u64>,
 }
 
-static STATE: Mutex<Vec<Started>> = Mutex::new(Vec::new());
+struct State {
+    entries: Vec<Entry>,
+    nic: Option<Found>,
+    /// Boot options, per program (kept for restarts).
+    config: Vec<(&'static str, Vec<(String, String)>)>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    entries: Vec::new(),
+    nic: None,
+    config: Vec::new(),
+});
 
 fn enabled(s: &Service, cfg: &BootConfig) -> bool {
     match s.when {
@@ -140,94 +177,169 @@ fn enabled(s: &Service, cfg: &BootConfig) -> bool {
     }
 }
 
+/// Load `svc`'s image into a new process with an `init` channel.
+fn spawn(svc: &'static Service, config: Vec<(String, String)>) -> Result<Entry, InitError> {
+    let image = images::find(svc.name)
+        .ok_or_else(|| InitError::Image(svc.name, String::from("no such image")))?;
+    let prog = loader::load(image, svc.quota_mib * 256)
+        .map_err(|e| InitError::Image(svc.name, format!("{e}")))?;
+    let pid = sched::create(
+        svc.name,
+        svc.kind,
+        prog.space,
+        prog.entry,
+        prog.stack_top,
+        svc.entropy,
+    )
+    .map_err(|_| InitError::Tables)?;
+    let (kernel_end, proc_end) = ipc::channel(ipc::KERNEL, pid).map_err(|_| InitError::Tables)?;
+    Ok(Entry {
+        svc,
+        pid,
+        info: Some(BootInfo {
+            name: String::from(svc.name),
+            config,
+            channels: alloc::vec![(String::from("init"), proc_end.0)],
+            entropy: svc.entropy,
+            ..BootInfo::default()
+        }),
+        init_end: kernel_end,
+        launched: false,
+        finished: false,
+        restarts: 0,
+        restart_at: None,
+    })
+}
+
+fn grant_nic(e: &mut Entry, nic: &Found) -> Result<(), InitError> {
+    let h = ipc::device(e.pid, nic.base, nic.irq).map_err(|_| InitError::Tables)?;
+    if let Some(info) = e.info.as_mut() {
+        info.devices.push(DeviceInfo {
+            handle: h.0,
+            virtio_id: 1,
+            mmio_base: nic.base,
+            irq: nic.irq.map(u32::from),
+        });
+    }
+    kprintln!(
+        "init: granted virtio-net at {:#x} to {}",
+        nic.base,
+        e.svc.name
+    );
+    Ok(())
+}
+
+/// Give `role` (a channel end) to entry `i`: in its boot info if it has not
+/// started, else as a grant message on its `init` channel.
+fn give(entries: &mut [Entry], i: usize, role: &str, h: Handle) {
+    let e = &mut entries[i];
+    if let Some(info) = e.info.as_mut() {
+        info.channels.retain(|(r, _)| r != role);
+        info.channels.push((String::from(role), h.0));
+        return;
+    }
+    let grant = BootInfo {
+        name: String::from("grant"),
+        channels: alloc::vec![(String::from(role), h.0)],
+        ..BootInfo::default()
+    };
+    let sent = grant
+        .encode()
+        .ok()
+        .map(|bytes| ipc::send_from_kernel(e.init_end, &bytes));
+    if !matches!(sent, Some(Ok(()))) {
+        kprintln!(
+            "init: could not deliver {role} to {} ({sent:?})",
+            e.svc.name
+        );
+    }
+}
+
+/// Wire entry `i`'s links to every live peer (all links at boot).
+fn link(entries: &mut [Entry], i: usize) -> Result<(), InitError> {
+    let name = entries[i].svc.name;
+    for l in LINKS {
+        let (mine, theirs) = if l.a.0 == name {
+            (l.a, l.b)
+        } else if l.b.0 == name {
+            (l.b, l.a)
+        } else {
+            continue;
+        };
+        let Some(j) = entries
+            .iter()
+            .position(|e| e.svc.name == theirs.0 && !e.finished && e.restart_at.is_none())
+        else {
+            continue;
+        };
+        let (hm, ht) =
+            ipc::channel(entries[i].pid, entries[j].pid).map_err(|_| InitError::Tables)?;
+        give(entries, i, mine.1, hm);
+        give(entries, j, theirs.1, ht);
+    }
+    Ok(())
+}
+
+fn launch(e: &mut Entry) -> Result<(), InitError> {
+    let Some(info) = e.info.take() else {
+        return Ok(());
+    };
+    let bytes = info
+        .encode()
+        .map_err(|err| InitError::Image(e.svc.name, format!("boot info: {err:?}")))?;
+    sched::with_proc(e.pid, |p| p.bootinfo = bytes);
+    e.launched = true;
+    sched::start(e.pid);
+    Ok(())
+}
+
 /// Load every program, wire channels and devices, and start those that do
 /// not wait for another.
 pub fn start(cfg: &BootConfig, devices: &[Found]) -> Result<(), InitError> {
-    let services: Vec<&Service> = SERVICES.iter().filter(|s| enabled(s, cfg)).collect();
-    let mut infos: Vec<(Pid, BootInfo)> = Vec::new();
-    for s in &services {
-        let image = images::find(s.name)
-            .ok_or_else(|| InitError::Image(s.name, String::from("no such image")))?;
-        let quota = s.quota_mib * 256;
-        let prog =
-            loader::load(image, quota).map_err(|e| InitError::Image(s.name, format!("{e}")))?;
-        let pid = sched::create(
-            s.name,
-            s.kind,
-            prog.space,
-            prog.entry,
-            prog.stack_top,
-            s.entropy,
-        )
-        .map_err(|_| InitError::Tables)?;
+    let mut st = STATE.lock();
+    st.nic = devices.iter().find(|d| d.device_id == 1).copied();
+    for s in SERVICES.iter().filter(|s| enabled(s, cfg)) {
         let mut config = Vec::new();
         if let Some(level) = cfg.get("log") {
             config.push((String::from("log"), String::from(level)));
         }
         config.extend(cfg.for_service(s.name));
-        infos.push((
-            pid,
-            BootInfo {
-                name: String::from(s.name),
-                config,
-                entropy: s.entropy,
-                ..BootInfo::default()
-            },
-        ));
+        st.config.push((s.name, config.clone()));
+        let e = spawn(s, config)?;
+        st.entries.push(e);
     }
-    let index = |name: &'static str| {
-        services
-            .iter()
-            .position(|s| s.name == name)
-            .ok_or(InitError::UnknownService)
-    };
-    for link in LINKS {
-        let (ia, ib) = (index(link.a.0)?, index(link.b.0)?);
-        let (ha, hb) = ipc::channel(infos[ia].0, infos[ib].0).map_err(|_| InitError::Tables)?;
-        infos[ia].1.channels.push((String::from(link.a.1), ha.0));
-        infos[ib].1.channels.push((String::from(link.b.1), hb.0));
+    // Links: wire each pair once, from its first side.
+    let n = st.entries.len();
+    for l in LINKS {
+        let find = |st: &State, name: &str| st.entries.iter().position(|e| e.svc.name == name);
+        let (Some(i), Some(j)) = (find(&st, l.a.0), find(&st, l.b.0)) else {
+            continue;
+        };
+        let (ha, hb) =
+            ipc::channel(st.entries[i].pid, st.entries[j].pid).map_err(|_| InitError::Tables)?;
+        give(&mut st.entries, i, l.a.1, ha);
+        give(&mut st.entries, j, l.b.1, hb);
     }
-    if let Some(i) = services.iter().position(|s| s.nic) {
-        if let Some(nic) = devices.iter().find(|d| d.device_id == 1) {
-            let h = ipc::device(infos[i].0, nic.base, nic.irq).map_err(|_| InitError::Tables)?;
-            infos[i].1.devices.push(DeviceInfo {
-                handle: h.0,
-                virtio_id: 1,
-                mmio_base: nic.base,
-                irq: nic.irq.map(u32::from),
-            });
-            kprintln!(
-                "init: granted virtio-net at {:#x} to {}",
-                nic.base,
-                services[i].name
-            );
+    if let Some(nic) = st.nic {
+        if let Some(e) = st.entries.iter_mut().find(|e| e.svc.nic) {
+            grant_nic(e, &nic)?;
         }
     }
-    let mut state = STATE.lock();
-    for (s, (pid, info)) in services.iter().zip(infos) {
-        let bytes = info
-            .encode()
-            .map_err(|e| InitError::Image(s.name, format!("boot info: {e:?}")))?;
-        sched::with_proc(pid, |p| p.bootinfo = bytes);
-        state.push(Started {
-            name: s.name,
-            pid,
-            kind: s.kind,
-            after: s.after,
-            finished: false,
-        });
-        if s.after.is_none() {
-            sched::start(pid);
+    for i in 0..n {
+        if st.entries[i].svc.after.is_none() {
+            launch(&mut st.entries[i])?;
         }
     }
-    let now: Vec<_> = state
+    let now: Vec<_> = st
+        .entries
         .iter()
-        .filter(|s| s.after.is_none())
-        .map(|s| s.name)
+        .filter(|e| e.svc.after.is_none())
+        .map(|e| e.svc.name)
         .collect();
-    let later: Vec<_> = state
+    let later: Vec<_> = st
+        .entries
         .iter()
-        .filter_map(|s| s.after.map(|a| format!("{} after {}", s.name, a)))
+        .filter_map(|e| e.svc.after.map(|a| format!("{} after {}", e.svc.name, a)))
         .collect();
     let (free, total) = frames::counts();
     if later.is_empty() {
@@ -239,10 +351,7 @@ pub fn start(cfg: &BootConfig, devices: &[Found]) -> Result<(), InitError> {
             later.join(", ")
         );
     }
-    kprintln!(
-        "init: {} processes, frames free {free} of {total}",
-        state.len()
-    );
+    kprintln!("init: {n} processes, frames free {free} of {total}");
     Ok(())
 }
 
@@ -250,66 +359,173 @@ fn fail_run() -> ! {
     shutdown::exit(shutdown::Status::Failure)
 }
 
+/// Every frame is free, charged to a live process, or one of the kernel's
+/// own tables; anything else is a leak.
+fn frames_balance() -> (usize, usize, usize, bool) {
+    let (free, total) = frames::counts();
+    let charged = sched::charged_frames();
+    (
+        free,
+        charged,
+        total,
+        free + charged + vm::KERNEL_TABLE_FRAMES == total,
+    )
+}
+
 /// Called by the scheduler after a process ended and its grants and frames
 /// were returned.
-pub fn process_exited(pid: Pid, name: &'static str, kind: Kind, why: Exit) {
-    let dependents: Vec<(Pid, &'static str)> = {
-        let mut state = STATE.lock();
-        if let Some(s) = state.iter_mut().find(|s| s.pid == pid) {
-            s.finished = true;
-        }
-        state
-            .iter()
-            .filter(|s| s.after == Some(name))
-            .map(|s| (s.pid, s.name))
-            .collect()
+pub fn process_exited(pid: Pid, name: &'static str, kind: Kind, why: Exit, reaped: Reaped) {
+    let mut st = STATE.lock();
+    let Some(i) = st.entries.iter().position(|e| e.pid == pid) else {
+        return;
     };
+    ipc::close_kernel_end(st.entries[i].init_end);
+    let returned = reaped.free_after.saturating_sub(reaped.free_before);
+    let balanced = returned == reaped.charged;
+    let failed = !matches!(why, Exit::Status(0, _));
+    if failed || !balanced {
+        kprintln!(
+            "init: {name} reaped: frames free {} -> {} ({returned} returned, {} charged){}",
+            reaped.free_before,
+            reaped.free_after,
+            reaped.charged,
+            if balanced { "" } else { " LEAK" }
+        );
+        if !balanced {
+            drop(st);
+            fail_run();
+        }
+    }
+    let svc = st.entries[i].svc;
+    if svc.restart && failed && kind != Kind::Probe {
+        let how = match &why {
+            Exit::Status(code, msg) => format!("exit status {code}: {msg}"),
+            Exit::Killed(how) => format!("killed: {how}"),
+        };
+        let e = &mut st.entries[i];
+        if e.restarts >= MAX_RESTARTS {
+            kprintln!(
+                "init: service {name} FAIL: gave up after {MAX_RESTARTS} restarts (last: {how})"
+            );
+            drop(st);
+            fail_run();
+        }
+        e.restarts += 1;
+        let delay = RESTART_BACKOFF_NS << (e.restarts - 1);
+        e.restart_at = Some(clock::now_ns() + delay);
+        kprintln!(
+            "init: {name} ended ({how}); restart {}/{MAX_RESTARTS} in {} ms",
+            e.restarts,
+            delay / 1_000_000
+        );
+        return;
+    }
+    st.entries[i].finished = true;
+    let dependents: Vec<usize> = (0..st.entries.len())
+        .filter(|&j| st.entries[j].svc.after == Some(name) && !st.entries[j].launched)
+        .collect();
     match (kind, why) {
         (Kind::Probe, Exit::Killed(how)) => {
             kprintln!("init: probe {name} stopped by the kernel ({how}), as required");
         }
         (_, Exit::Status(0, _)) => {
             kprintln!("init: service {name} exited ok");
-            for (dep, dep_name) in dependents {
-                kprintln!("init: starting {dep_name} (after {name})");
-                sched::start(dep);
+            for j in dependents {
+                kprintln!("init: starting {} (after {name})", st.entries[j].svc.name);
+                if let Err(e) = launch(&mut st.entries[j]) {
+                    kprintln!("init: FAIL starting {}: {e}", st.entries[j].svc.name);
+                    drop(st);
+                    fail_run();
+                }
             }
         }
         (_, Exit::Status(code, msg)) => {
             kprintln!("init: service {name} FAIL: {msg} (exit status {code})");
+            drop(st);
             fail_run();
         }
         (_, Exit::Killed(how)) => {
             kprintln!("init: service {name} FAIL: killed by the kernel ({how})");
+            drop(st);
             fail_run();
         }
     }
-    if kind == Kind::Oneshot && all_oneshots_finished() {
+    let all_done = st
+        .entries
+        .iter()
+        .filter(|e| e.svc.kind == Kind::Oneshot)
+        .all(|e| e.finished);
+    drop(st);
+    if kind == Kind::Oneshot && all_done {
         let (used, free) = crate::mem::heap_usage();
-        let (frames_free, frames_total) = frames::counts();
+        let (frames_free, charged, total, ok) = frames_balance();
         let now = clock::now_ns().max(1);
         let idle = sched::stats().idle_ns;
         kprintln!(
-            "kernel: all finite services done; idle {}% of {} ms, heap used {} KiB free {} KiB, frames free {} of {}",
+            "kernel: all finite services done; idle {}% of {} ms, heap used {} KiB free {} KiB, frames free {} + charged {} + kernel {} of {}{}",
             idle * 100 / now,
             now / 1_000_000,
             used / 1024,
             free / 1024,
             frames_free,
-            frames_total
+            charged,
+            vm::KERNEL_TABLE_FRAMES,
+            total,
+            if ok { " (balanced)" } else { " LEAK" }
         );
+        if !ok {
+            fail_run();
+        }
         if !crate::KEEP_RUNNING.load(Ordering::Relaxed) {
             shutdown::exit(shutdown::Status::Success);
         }
     }
 }
 
-fn all_oneshots_finished() -> bool {
-    STATE
-        .lock()
-        .iter()
-        .filter(|s| s.kind == Kind::Oneshot)
-        .all(|s| s.finished)
+/// Start due restarts; returns when the next one is due.
+pub fn tick() -> Option<u64> {
+    let now = clock::now_ns();
+    let mut st = STATE.lock();
+    let due: Vec<usize> = (0..st.entries.len())
+        .filter(|&i| st.entries[i].restart_at.is_some_and(|t| t <= now))
+        .collect();
+    for i in due {
+        st.entries[i].restart_at = None;
+        let svc = st.entries[i].svc;
+        let attempt = st.entries[i].restarts;
+        kprintln!(
+            "init: restarting {} (attempt {attempt}/{MAX_RESTARTS})",
+            svc.name
+        );
+        let mut config = st
+            .config
+            .iter()
+            .find(|(n, _)| *n == svc.name)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        config.push((String::from("restart"), format!("{attempt}")));
+        let mut e = match spawn(svc, config) {
+            Ok(e) => e,
+            Err(err) => {
+                kprintln!("init: service {} FAIL: restart: {err}", svc.name);
+                drop(st);
+                fail_run();
+            }
+        };
+        e.restarts = attempt;
+        st.entries[i] = e;
+        let nic = st.nic;
+        let wired = link(&mut st.entries, i).and_then(|()| match nic {
+            Some(nic) if svc.nic => grant_nic(&mut st.entries[i], &nic),
+            _ => Ok(()),
+        });
+        if let Err(err) = wired.and_then(|()| launch(&mut st.entries[i])) {
+            kprintln!("init: service {} FAIL: restart: {err}", svc.name);
+            drop(st);
+            fail_run();
+        }
+    }
+    st.entries.iter().filter_map(|e| e.restart_at).min()
 }
 
 /// `kernel.stats_ms`: every interval, the idle share and each process's

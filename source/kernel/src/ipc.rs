@@ -68,6 +68,10 @@ static STATE: Mutex<State> = Mutex::new(State {
     devices: Vec::new(),
 });
 
+/// Owner of the kernel's own channel ends (each process's `init` channel,
+/// over which init delivers grants made after the process started).
+pub const KERNEL: TaskId = usize::MAX - 1;
+
 /// The grant table is full.
 #[derive(Debug)]
 pub struct GrantsFull;
@@ -170,14 +174,50 @@ fn chan_of(st: &State, h: Handle) -> Result<(usize, usize), IpcError> {
     }
 }
 
-/// `KernelOps::chan_send`.
+/// `chan_send` for the calling process.
 pub fn send(h: Handle, msg: &[u8], waker: Option<&Waker>) -> Result<(), IpcError> {
+    send_as(sched::current(), h, msg, waker)
+}
+
+/// Queue `msg` on one of the kernel's own channel ends (never waits).
+pub fn send_from_kernel(h: Handle, msg: &[u8]) -> Result<(), IpcError> {
+    send_as(Some(KERNEL), h, msg, None)
+}
+
+/// Close one of the kernel's own channel ends.
+pub fn close_kernel_end(h: Handle) {
+    let mut wakes = Vec::new();
+    {
+        let mut st = STATE.lock();
+        let ours = st
+            .grants
+            .get(h.0 as usize)
+            .is_some_and(|g| g.owner == KERNEL);
+        if ours {
+            close_locked(&mut st, h.0 as usize, &mut wakes);
+        }
+    }
+    wakes.into_iter().for_each(Waker::wake);
+}
+
+fn send_as(
+    owner: Option<TaskId>,
+    h: Handle,
+    msg: &[u8],
+    waker: Option<&Waker>,
+) -> Result<(), IpcError> {
     if msg.len() > MAX_MESSAGE {
         return Err(IpcError::TooLarge);
     }
     let wake = {
         let mut st = STATE.lock();
-        let (chan, side) = chan_of(&st, h)?;
+        let (chan, side) = match st.grants.get(h.0 as usize) {
+            Some(g) if g.live && Some(g.owner) == owner => match g.kind {
+                Kind::Chan { chan, side } => (chan, side),
+                Kind::Device { .. } => return Err(IpcError::BadHandle),
+            },
+            _ => return Err(IpcError::BadHandle),
+        };
         let peer = 1 - side;
         let c = &mut st.chans[chan];
         if c.closed[peer] {
@@ -198,7 +238,7 @@ pub fn send(h: Handle, msg: &[u8], waker: Option<&Waker>) -> Result<(), IpcError
     Ok(())
 }
 
-/// `KernelOps::chan_recv`.
+/// `chan_recv` for the calling process.
 pub fn recv(h: Handle, waker: Option<&Waker>) -> Result<Vec<u8>, IpcError> {
     let (msg, wake) = {
         let mut st = STATE.lock();
@@ -256,7 +296,7 @@ fn close_locked(st: &mut State, idx: usize, wakes: &mut Vec<Waker>) {
     }
 }
 
-/// `KernelOps::chan_close`.
+/// `chan_close` for the calling process.
 pub fn close(h: Handle) {
     let mut wakes = Vec::new();
     {

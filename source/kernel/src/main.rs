@@ -115,7 +115,13 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         .filter(|&ms| ms > 0)
         .map(|ms| ms * 1_000_000);
     let mut reporter = init::StatsReporter::new(stats);
-    sched::run(move || reporter.tick(), init::process_exited)
+    sched::run(
+        move || match (reporter.tick(), init::tick()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        init::process_exited,
+    )
 }
 
 #[panic_handler]

@@ -476,6 +476,27 @@ pub fn maybe_preempt() {
     }
 }
 
+/// What reaping a process gave back.
+#[derive(Clone, Copy, Debug)]
+pub struct Reaped {
+    /// Free frames just before its address space was dropped.
+    pub free_before: usize,
+    /// Free frames just after.
+    pub free_after: usize,
+    /// Frames its address space was charged with.
+    pub charged: usize,
+}
+
+/// Frames charged to every live process.
+pub fn charged_frames() -> usize {
+    PROCS
+        .lock()
+        .iter()
+        .flatten()
+        .map(|p| p.space.used_frames())
+        .sum()
+}
+
 /// Idle share and per-process CPU time since boot.
 pub struct Stats {
     /// Nanoseconds halted.
@@ -502,7 +523,10 @@ pub fn stats() -> Stats {
 /// The scheduler loop. `tick` runs on every pass and says when it next
 /// wants to run (the idle halt wakes for it); `on_exit` is told about every
 /// process that ended, after its resources were returned.
-pub fn run(mut tick: impl FnMut() -> Option<u64>, on_exit: fn(Pid, &'static str, Kind, Exit)) -> ! {
+pub fn run(
+    mut tick: impl FnMut() -> Option<u64>,
+    on_exit: fn(Pid, &'static str, Kind, Exit, Reaped),
+) -> ! {
     loop {
         let want = tick();
         let _ = process_events();
@@ -569,8 +593,15 @@ pub fn run(mut tick: impl FnMut() -> Option<u64>, on_exit: fn(Pid, &'static str,
                 .clone()
                 .unwrap_or(Exit::Killed(String::from("no exit reason")));
             crate::ipc::task_exited(pid);
+            let charged = p.space.used_frames();
+            let free_before = crate::frames::counts().0;
             drop(p);
-            on_exit(pid, name, kind, why);
+            let reaped = Reaped {
+                free_before,
+                free_after: crate::frames::counts().0,
+                charged,
+            };
+            on_exit(pid, name, kind, why, reaped);
         }
     }
 }

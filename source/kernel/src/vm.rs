@@ -62,6 +62,9 @@ fn table(phys: u64) -> &'static mut PageTable {
     unsafe { &mut *(phys as usize as *mut PageTable) }
 }
 
+/// Frames the kernel's own tables hold (PML4, PDPT, two directories).
+pub const KERNEL_TABLE_FRAMES: usize = 4;
+
 /// Build the kernel's tables, turn on NX (and SMEP/SMAP when the CPU has
 /// them) and switch to them. Needs the frame allocator.
 pub fn init_kernel(ram_end: u64) -> Result<(), VmError> {
@@ -200,6 +203,11 @@ impl AddressSpace {
     /// Load this space into CR3.
     pub fn activate(&self) {
         activate(self.pml4);
+    }
+
+    /// Frames charged to this space (pages, page tables, DMA).
+    pub fn used_frames(&self) -> usize {
+        self.used
     }
 
     fn mapper(&self) -> OffsetPageTable<'static> {

@@ -10,11 +10,14 @@ extern crate alloc;
 
 use alloc::boxed::Box;
 use alloc::format;
+use core::future::{poll_fn, Future};
+use core::pin::Pin;
+use core::task::Poll;
 use core::time::Duration;
 
 use nexus_abi::time;
-use nexus_abi::{Caps, ServiceError, ServiceFuture};
-use nexus_netclient::NetClient;
+use nexus_abi::{Caps, Channel, ServiceError, ServiceFuture};
+use nexus_netclient::{CallError, NetClient};
 
 /// How long to wait for the DHCP lease.
 pub const LEASE_WAIT: Duration = Duration::from_secs(20);
@@ -37,19 +40,45 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
     let chan = caps
         .take_channel("net")
         .ok_or_else(|| ServiceError::new("no netstackd channel granted"))?;
-    let net = NetClient::new(chan);
-
+    // Where init delivers a new channel if netstackd is restarted.
+    let init = caps.take_channel("init");
+    let mut net = NetClient::new(chan);
     let give_up = time::now().saturating_add(LEASE_WAIT);
+    loop {
+        match prove(&net, give_up).await {
+            Ok(()) => return Ok(()),
+            // The daemon is gone (killed, restarting): say so, wait for init
+            // to hand us a channel to the new one, and start over.
+            Err(Failed::Call(CallError::Ipc(e))) => {
+                log::info!(
+                    "selftest-client: netstackd connection lost ({e}); waiting for a new channel"
+                );
+                let chan = new_channel(init.as_ref(), give_up).await?;
+                log::info!("selftest-client: reconnected to netstackd (channel granted by init)");
+                net = NetClient::new(chan);
+            }
+            Err(Failed::Call(e)) => return Err(fail(&format!("{e}"))),
+            Err(Failed::NoLease) => return Err(fail("no DHCP lease with a gateway")),
+            Err(Failed::Ping(gw, e)) => return Err(fail(&format!("gw={gw}: {e}"))),
+        }
+    }
+}
+
+enum Failed {
+    Call(CallError),
+    NoLease,
+    Ping(nexus_netclient::Ipv4, CallError),
+}
+
+/// Wait for the lease and ping its gateway.
+async fn prove(net: &NetClient, give_up: time::Instant) -> Result<(), Failed> {
     let gateway = loop {
-        let status = net
-            .status()
-            .await
-            .map_err(|e| fail(&format!("status: {e}")))?;
+        let status = net.status().await.map_err(Failed::Call)?;
         if let (Some(_), Some(gw)) = (status.ipv4, status.gateway) {
             break gw;
         }
         if time::now() >= give_up {
-            return Err(fail("no DHCP lease with a gateway"));
+            return Err(Failed::NoLease);
         }
         time::sleep(LEASE_POLL).await;
     };
@@ -58,6 +87,35 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
             log::info!("SELFTEST: icmp ping ok gw={gateway} rtt={rtt_us}us");
             Ok(())
         }
-        Err(e) => Err(fail(&format!("gw={gateway}: {e}"))),
+        Err(e @ CallError::Ipc(_)) => Err(Failed::Call(e)),
+        Err(e) => Err(Failed::Ping(gateway, e)),
+    }
+}
+
+/// The `net` channel init grants after netstackd restarted.
+async fn new_channel(
+    init: Option<&Channel>,
+    give_up: time::Instant,
+) -> Result<Channel, ServiceError> {
+    let init = init.ok_or_else(|| fail("netstackd gone and no init channel to wait on"))?;
+    let mut deadline = time::sleep_until(give_up);
+    loop {
+        let msg = poll_fn(|cx| {
+            if let Poll::Ready(m) = init.poll_recv(cx) {
+                return Poll::Ready(Some(m));
+            }
+            Pin::new(&mut deadline).poll(cx).map(|()| None)
+        })
+        .await;
+        match msg {
+            None => return Err(fail("netstackd did not come back")),
+            Some(Err(e)) => return Err(fail(&format!("init channel: {e}"))),
+            Some(Ok(bytes)) => {
+                let grants = Caps::decode_grant(&bytes).unwrap_or_default();
+                if let Some((_, chan)) = grants.into_iter().find(|(role, _)| *role == "net") {
+                    return Ok(chan);
+                }
+            }
+        }
     }
 }

@@ -80,6 +80,18 @@ impl Caps {
         }
     }
 
+    /// Decode a grant init delivered on the `init` channel after start
+    /// (a restarted peer's new channel): `(role, channel)` pairs.
+    pub fn decode_grant(msg: &[u8]) -> Option<Vec<(&'static str, Channel)>> {
+        let info = BootInfo::decode(msg).ok()?;
+        Some(
+            info.channels
+                .into_iter()
+                .map(|(role, h)| (leak(role), Channel::from_handle(Handle(h))))
+                .collect(),
+        )
+    }
+
     /// The service's name in the init table.
     pub fn name(&self) -> &'static str {
         self.name

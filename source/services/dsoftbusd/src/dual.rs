@@ -38,7 +38,7 @@ const NODE_B: (&str, u16) = ("node-b", 34568);
 const IMPOSTOR: (&str, u16) = ("node-a", 34569);
 
 /// Run the dual-node proof; returns when it is complete.
-pub async fn run(net: NetClient) -> Result<(), ServiceError> {
+pub async fn run(net: NetClient, crash_after_session: bool) -> Result<(), ServiceError> {
     let lease = has_lease(&net).await;
     let a = Node::new("node-a", NODE_A, true)?;
     let b = Node::new("node-b", NODE_B, true)?;
@@ -80,7 +80,7 @@ pub async fn run(net: NetClient) -> Result<(), ServiceError> {
         announcer(&net, &senders, true, nic),
         try_join(acceptor(&net, &a, la, &seen), acceptor(&net, &b, lb, &seen)),
     );
-    let script = proof(&net, &a, &b, &impostor, hostile, &seen);
+    let script = proof(&net, &a, &b, &impostor, hostile, &seen, crash_after_session);
     let result = match select(pin!(script), pin!(background)).await {
         Either::Left((result, _)) => result,
         Either::Right((Err(e), _)) => Err(e),
@@ -134,6 +134,7 @@ async fn proof(
     impostor: &Node,
     hostile: SocketId,
     seen: &Seen,
+    crash_after_session: bool,
 ) -> Result<(), ServiceError> {
     // Discovery-driven connect: the target comes from node-a's peer table.
     // node-a dials only once its own announce is out, so node-b can bind the
@@ -180,6 +181,14 @@ async fn proof(
         "dsoftbusd: dual-node session ok peer=node-b rtt={}us",
         rtt.as_micros()
     );
+    if crash_after_session {
+        log::info!("dsoftbusd: crashing on purpose (dsoftbusd.crash=after-session)");
+        // SAFETY: none: this read must fault (nothing is mapped below 1 GiB).
+        let v = unsafe { core::ptr::read_volatile(0x1000 as *const u64) };
+        return Err(ServiceError::new(format!(
+            "the deliberate fault did not fault ({v:#x})"
+        )));
+    }
     bulk(&mut link, &bindings, seen).await?;
 
     // Negative proof 1: an impostor with its own key claims to be node-a.

@@ -40,7 +40,14 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
     }
     let net = NetClient::new(chan);
     match caps.config("mode") {
-        Some("dual-node") => dual::run(net).await,
+        Some("dual-node") => {
+            // `dsoftbusd.crash=after-session` (first start only): fault on
+            // purpose after the first session, so test-all can prove the
+            // kill-and-restart path (init restarts dsoftbusd).
+            let crash =
+                caps.config("crash") == Some("after-session") && caps.config("restart").is_none();
+            dual::run(net, crash).await
+        }
         Some("node") => {
             let id = caps.config("id").unwrap_or(single::DEFAULT_ID);
             let port = match caps.config("port").map(str::parse::<u16>) {

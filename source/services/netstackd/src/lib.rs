@@ -63,6 +63,8 @@ enum Wake {
     Timer,
     /// A queued answer went out.
     Sent,
+    /// init delivered a grant.
+    Grant(Vec<u8>),
 }
 
 fn err(what: &str, e: impl core::fmt::Display) -> ServiceError {
@@ -150,23 +152,23 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
     let mut engine = Engine::new(VirtioPhy::new(net), config, net_now())
         .map_err(|e| err("network engine", e))?;
 
-    let mut clients: Vec<Client> = caps
-        .take_channels("client:")
-        .into_iter()
-        .enumerate()
-        .map(|(i, (role, chan))| Client {
-            id: ClientId(i as u32),
-            name: role.trim_start_matches("client:"),
-            chan,
-            outbox: VecDeque::new(),
-            open: true,
-            malformed: 0,
-        })
-        .collect();
+    let mut clients: Vec<Client> = Vec::new();
+    for (role, chan) in caps.take_channels("client:") {
+        add_client(&mut clients, role, chan);
+    }
+    // Grants made after we started (a restarted client's new channel).
+    let init = caps.take_channel("init");
+    let crash_after_dhcp =
+        caps.config("crash") == Some("after-dhcp") && caps.config("restart").is_none();
     log::info!("netstackd: facade up ({} clients)", clients.len());
 
     let mut pending_msgs: Vec<(usize, Result<Vec<u8>, IpcError>)> = Vec::new();
     loop {
+        if let Some(init) = init.as_ref() {
+            while let Ok(msg) = init.try_recv() {
+                take_grant(&mut clients, &msg);
+            }
+        }
         // Requests: the one that woke us, then whatever else is queued.
         for (i, c) in clients.iter().enumerate() {
             if !c.open {
@@ -220,6 +222,9 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
                         l.address.prefix_len(),
                         gw
                     );
+                    if crash_after_dhcp {
+                        return Err(crash("after-dhcp"));
+                    }
                 }
                 NetEvent::DhcpDeconfigured => log::info!("net: dhcp deconfigured"),
             }
@@ -241,8 +246,9 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let woke = wait(nic, irq.is_some(), deadline, &mut clients).await;
+        let woke = wait(nic, irq.is_some(), deadline, &mut clients, init.as_ref()).await;
         match woke {
+            Wake::Grant(msg) => take_grant(&mut clients, &msg),
             Wake::Irq => {
                 engine.device_mut().net().ack_interrupt();
             }
@@ -250,6 +256,45 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
             Wake::Timer | Wake::Sent => {}
         }
     }
+}
+
+fn add_client(clients: &mut Vec<Client>, role: &'static str, chan: Channel) {
+    clients.push(Client {
+        id: ClientId(clients.len() as u32),
+        name: role.trim_start_matches("client:"),
+        chan,
+        outbox: VecDeque::new(),
+        open: true,
+        malformed: 0,
+    });
+}
+
+/// A grant from init: a (restarted) client's new channel.
+fn take_grant(clients: &mut Vec<Client>, msg: &[u8]) {
+    match Caps::decode_grant(msg) {
+        Some(grants) => {
+            for (role, chan) in grants {
+                if role.starts_with("client:") {
+                    add_client(clients, role, chan);
+                    log::info!(
+                        "netstackd: new client {} (granted by init)",
+                        role.trim_start_matches("client:")
+                    );
+                }
+            }
+        }
+        None => log::warn!("netstackd: undecodable grant from init"),
+    }
+}
+
+/// `netstackd.crash=after-dhcp` (first start only): fault on purpose so the
+/// restart path is exercised (test-all). Returns only if the read did not
+/// fault, which is itself a failure.
+fn crash(when: &str) -> ServiceError {
+    log::info!("netstackd: crashing on purpose (netstackd.crash={when})");
+    // SAFETY: none: this read must fault (nothing is mapped below 1 GiB).
+    let v = unsafe { core::ptr::read_volatile(0x1000 as *const u64) };
+    ServiceError::new(format!("the deliberate fault did not fault ({v:#x})"))
 }
 
 fn queue_response(c: &mut Client, req_id: u32, resp: &Response) {
@@ -300,9 +345,13 @@ async fn wait(
     use_irq: bool,
     deadline: Option<Instant>,
     clients: &mut [Client],
+    init: Option<&Channel>,
 ) -> Wake {
     let mut sleep = deadline.map(time::sleep_until);
     poll_fn(|cx| {
+        if let Some(Poll::Ready(Ok(msg))) = init.map(|c| c.poll_recv(cx)) {
+            return Poll::Ready(Wake::Grant(msg));
+        }
         for (i, c) in clients.iter().enumerate().filter(|(_, c)| c.open) {
             if let Poll::Ready(m) = c.chan.poll_recv(cx) {
                 return Poll::Ready(Wake::Message(i, m));
