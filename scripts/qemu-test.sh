@@ -65,6 +65,8 @@ REQUIRED_ANYWHERE=(
     "kernel: fault page-fault task=probe-kread"
     "kernel: fault page-fault task=probe-textwrite"
     "kernel: fault nx-violation task=probe-stackexec"
+    "kernel: fault page-fault task=probe-stackguard"
+    "probe-quota: map refused past the quota (NO_MEMORY)"
 )
 # Contained faults the probes provoke on purpose (source/apps/probes): a
 # "kernel: fault" line whose text matches this is the proof that the kernel

@@ -26,6 +26,8 @@ const PROGRAMS: &[(&str, &[&str])] = &[
             "probe-kread",
             "probe-textwrite",
             "probe-stackexec",
+            "probe-stackguard",
+            "probe-quota",
             "probe-spin",
         ],
     ),

@@ -100,6 +100,8 @@ const SERVICES: &[Service] = &[
     svc("probe-kread", Kind::Probe, 2),
     svc("probe-textwrite", Kind::Probe, 2),
     svc("probe-stackexec", Kind::Probe, 2),
+    svc("probe-stackguard", Kind::Probe, 2),
+    svc("probe-quota", Kind::Probe, 2),
     Service {
         when: When::Probe("spin"),
         ..svc("probe-spin", Kind::Daemon, 2)

@@ -10,6 +10,8 @@
 //! | `probe-kread` | read the kernel image at 1 MiB | killed (page fault: supervisor page) |
 //! | `probe-textwrite` | write into its own text | killed (page fault: read-only page) |
 //! | `probe-stackexec` | jump into its stack | killed (NX violation) |
+//! | `probe-stackguard` | touch the guard page below its stack | killed (page fault: unmapped guard) |
+//! | `probe-quota` | grow its heap with `map` until refused | `NO_MEMORY` at its quota (2 MiB), then exit 0; the kernel is unharmed |
 //! | `probe-spin` | spin forever (`init.probes=spin`) | preempted; the rest of the boot completes |
 #![no_std]
 
@@ -19,7 +21,8 @@ use alloc::boxed::Box;
 use alloc::format;
 
 use nexus_abi::device::{Device, DeviceError, DeviceKind};
-use nexus_abi::sys::Handle;
+use nexus_abi::layout;
+use nexus_abi::sys::{code, nr, syscall, Handle};
 use nexus_abi::{Caps, ServiceError, ServiceFuture};
 
 /// Base of QEMU microvm's virtio-mmio window (physical; kernel-only).
@@ -90,6 +93,45 @@ pub fn stackexec(_caps: Caps) -> ServiceFuture {
         f();
         core::hint::black_box(&code);
         survived("execute from the stack")
+    })
+}
+
+/// `probe-stackguard`.
+pub fn stackguard(_caps: Caps) -> ServiceFuture {
+    Box::pin(async {
+        let guard = (layout::STACK_TOP - layout::STACK_SIZE - 8) as *const u64;
+        log::info!("probe-stackguard: reading the guard page below its stack at {guard:p}");
+        // SAFETY: none: this read must fault.
+        let v = unsafe { core::ptr::read_volatile(guard) };
+        survived(&format!("read of the stack guard page ({v:#x})"))
+    })
+}
+
+/// `probe-quota`: the kernel must refuse heap growth past the quota with an
+/// error, not run out of memory itself.
+pub fn quota(_caps: Caps) -> ServiceFuture {
+    Box::pin(async {
+        let mut pages = 0u64;
+        loop {
+            // SAFETY: no pointer arguments.
+            let r = unsafe { syscall(nr::MAP, 16, 0, 0, 0, 0) };
+            if r == code::NO_MEMORY {
+                log::info!(
+                    "probe-quota: map refused past the quota (NO_MEMORY) after {pages} pages ({} KiB); quota holds",
+                    pages * 4
+                );
+                return Ok(());
+            }
+            if r < 0 {
+                return Err(ServiceError::new(format!(
+                    "map failed with {r}, not NO_MEMORY"
+                )));
+            }
+            pages += 16;
+            if pages > 1 << 20 {
+                return survived("growing the heap past 4 GiB");
+            }
+        }
     })
 }
 

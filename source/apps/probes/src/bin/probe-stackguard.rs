@@ -1,0 +1,5 @@
+//! `probe-stackguard` (see the crate docs).
+#![no_std]
+#![no_main]
+
+nexus_rt::entry!(probes::stackguard);
