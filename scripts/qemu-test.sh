@@ -72,7 +72,7 @@ REQUIRED_ANYWHERE=(
 # "kernel: fault" line whose text matches this is the proof that the kernel
 # killed the probe, not a failure. A fault in any other process, or a kernel
 # fault (no "; process killed"), stays forbidden.
-EXPECTED_FAULT_RE='^kernel: fault [a-z-]+ task=probe-[a-z]+ .*; process killed$'
+EXPECTED_FAULT_RE="^$NEXUS_PROBE_FAULT_RE"
 # A crash-and-restart test names the process it crashes on purpose
 # (ALLOW_FAULT_TASKS="dsoftbusd"); its kill line is then expected too.
 for t in ${ALLOW_FAULT_TASKS-}; do

@@ -110,3 +110,8 @@ nexus_dump_logs() {
         tail -n "$lines" "$f" | sed 's/^/   /'
     done
 }
+
+# A probe killed by the kernel (source/apps/probes, every boot): the proof that
+# containment works, not a failure. Matches the text after the timestamp.
+# shellcheck disable=SC2034 # read by the scripts that source this file
+NEXUS_PROBE_FAULT_RE='kernel: fault [a-z-]+ task=probe-[a-z]+ .*; process killed'
