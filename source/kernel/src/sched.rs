@@ -568,7 +568,6 @@ pub fn run(
         // scheduler's own context is saved in SCHED_RSP.
         unsafe { nexus_switch(&raw mut SCHED_RSP, load) };
         CURRENT.store(NONE, Ordering::Relaxed);
-        crate::vm::activate_kernel();
         let ran = clock::now_ns().saturating_sub(start);
         let dead = {
             let mut t = PROCS.lock();
