@@ -7,7 +7,9 @@
 #   KERNEL_ARGS="dsoftbusd.mode=dual-node" ./scripts/qemu-run.sh
 #
 # Environment: KERNEL_ARGS (default dsoftbusd.mode=dual-node), NETDEV_OPTS, QEMU,
-# KERNEL_ELF, SKIP_BUILD=1, UART_LOG (default target/qemu/run-uart.log).
+# KERNEL_ELF, SKIP_BUILD=1, UART_LOG (default target/qemu/run-uart.log),
+# DISK (default target/qemu/run-disk.img: kept between runs, so the device's
+# identity survives reboots; FRESH_DISK=1 starts from an empty disk).
 set -euo pipefail
 
 # shellcheck source=scripts/lib/nexus.sh
@@ -40,7 +42,14 @@ fi
 nexus_ensure_qemu "$TAG" "$QEMU_OVERRIDDEN" || exit 2
 mkdir -p "$(dirname "$UART_LOG")"
 
-nexus_qemu_machine_args "$KERNEL_ELF" "$KERNEL_ARGS"
+DISK=$(nexus_abspath "${DISK:-$NEXUS_ROOT/target/qemu/run-disk.img}")
+if [[ ${FRESH_DISK:-0} == 1 ]]; then
+    rm -f "$DISK"
+    echo "$TAG: FRESH_DISK=1: starting from an empty disk"
+fi
+nexus_ensure_disk "$DISK"
+nexus_qemu_machine_args "$KERNEL_ELF" "$KERNEL_ARGS" "$DISK"
+echo "$TAG: disk $DISK"
 echo "$TAG: booting $KERNEL_ELF with '$KERNEL_ARGS' (quit: Ctrl-A X; UART copy: $UART_LOG)"
 status=0
 "$QEMU" "${NEXUS_QEMU_ARGS[@]}" \

@@ -14,6 +14,8 @@
 #   QEMU              QEMU binary (default qemu-system-x86_64)
 #   KERNEL_ELF        kernel image (default: the cargo release build)
 #   SKIP_BUILD        1: do not run cargo build
+#   DISK              raw disk image to attach (default: a fresh, empty one per run,
+#                     <UART_LOG without .log>.disk); KEEP_DISK=1 reuses it if present
 #   ALLOW_FAULT_TASKS space-separated process names whose kill line is expected
 #                     in this run (crash-and-restart tests), besides the probes
 #
@@ -268,7 +270,10 @@ mkdir -p "$(dirname "$UART_LOG")"
 rm -f "$UART_LOG" "$QEMU_STDERR_LOG"
 : >"$UART_LOG" # a stale log from an earlier run can never be read as this one
 
-nexus_qemu_machine_args "$KERNEL_ELF" "$KERNEL_ARGS"
+DISK=${DISK:-${UART_LOG%.log}.disk}
+[[ ${KEEP_DISK:-0} == 1 ]] || rm -f "$DISK"
+nexus_ensure_disk "$DISK"
+nexus_qemu_machine_args "$KERNEL_ELF" "$KERNEL_ARGS" "$DISK"
 QEMU_CMD=("$QEMU" "${NEXUS_QEMU_ARGS[@]}"
     -chardev "file,id=ser0,path=$(nexus_qemu_escape "$UART_LOG")" -serial chardev:ser0)
 

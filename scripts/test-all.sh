@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # The canonical runs below must not inherit a developer's overrides.
-unset KERNEL_ARGS UART_LOG SKIP_BUILD KERNEL_ELF NETDEV_OPTS RUN_UNTIL_MARKER RUN_TIMEOUT ALLOW_FAULT_TASKS
+unset KERNEL_ARGS UART_LOG SKIP_BUILD KERNEL_ELF NETDEV_OPTS RUN_UNTIL_MARKER RUN_TIMEOUT ALLOW_FAULT_TASKS DISK KEEP_DISK
 
 STEP=0
 START=$SECONDS
@@ -46,7 +46,7 @@ step "cargo fmt --check (source workspace)" bash -c 'cd source && cargo fmt --al
 step "cargo clippy -D warnings (root workspace)" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo clippy -D warnings (source workspace)" bash -c 'cd source && cargo clippy --workspace -- -D warnings'
 step "cargo test (root workspace: userspace libraries and host tools)" cargo test --workspace
-step "cargo test (source workspace: pure kernel logic)" bash -c 'cd source && cargo test -p nexus-elf -p nexus-abi'
+step "cargo test (source workspace: pure kernel logic)" bash -c 'cd source && cargo test -p nexus-elf -p nexus-abi -p nexus-blkclient'
 step "harness self-test (fake QEMU)" scripts/tests/harness-test.sh
 
 step "QEMU marker contract" env RUN_UNTIL_MARKER=1 RUN_TIMEOUT=90s ./scripts/qemu-test.sh

@@ -77,7 +77,7 @@ nexus_qemu_escape() { printf '%s\n' "${1//,/,,}"; }
 # The machine every script boots (TCG only: never -enable-kvm / -accel kvm).
 # Fills the array NEXUS_QEMU_ARGS; the caller adds the serial plumbing.
 #   $1 kernel ELF, $2 kernel command line; NETDEV_OPTS extends -netdev user,...
-nexus_qemu_machine_args() {
+nexus_qemu_machine_args() { # <kernel> <kernel args> [disk image]
     # shellcheck disable=SC2034,SC2054 # read by the caller; commas belong to QEMU options
     NEXUS_QEMU_ARGS=(
         -M microvm -cpu max -m 256M
@@ -88,6 +88,26 @@ nexus_qemu_machine_args() {
         -kernel "$1"
         -append "$2"
     )
+    # The disk sits on virtio-mmio transport 15 (page 0xfeb01000), apart from the
+    # NIC on transport 23 (page 0xfeb02000): microvm packs eight 0x200-byte
+    # transports per 4 KiB page, and the kernel maps device windows page by page,
+    # so two devices held by two processes must not share a page.
+    if [[ -n ${3-} ]]; then
+        NEXUS_QEMU_ARGS+=(
+            -drive "file=$(nexus_qemu_escape "$3"),format=raw,if=none,id=d0"
+            -device virtio-blk-device,drive=d0,bus=virtio-mmio-bus.15
+        )
+    fi
+}
+
+# Size of a new disk image (raw, sparse).
+NEXUS_DISK_SIZE=${NEXUS_DISK_SIZE:-4M}
+
+# Make sure the raw disk image <path> exists (sparse, NEXUS_DISK_SIZE).
+nexus_ensure_disk() {
+    [[ -f $1 ]] && return 0
+    mkdir -p "$(dirname "$1")"
+    truncate -s "$NEXUS_DISK_SIZE" "$1"
 }
 
 # Delete every network namespace named "<prefix>-*" (test clean-up; never fails).

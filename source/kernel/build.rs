@@ -17,6 +17,7 @@ use std::process::Command;
 const PROGRAMS: &[(&str, &[&str])] = &[
     ("ipc-selftest", &["ipc-selftest", "ipc-echo"]),
     ("netstackd", &["netstackd"]),
+    ("blkd", &["blkd"]),
     ("selftest-client", &["selftest-client"]),
     ("dsoftbusd", &["dsoftbusd"]),
     (

@@ -28,6 +28,11 @@ use crate::sched::{self, Exit, Kind, Pid, Reaped};
 use crate::virtio::Found;
 use crate::{frames, images, ipc, kprintln, loader, shutdown, vm};
 
+/// virtio device id of a network card.
+const VIRTIO_NET: u32 = 1;
+/// virtio device id of a block device.
+const VIRTIO_BLK: u32 = 2;
+
 /// Most restarts of one program per boot.
 pub const MAX_RESTARTS: u32 = 3;
 /// First restart delay; doubles with each further attempt.
@@ -46,8 +51,9 @@ enum When {
 struct Service {
     name: &'static str,
     kind: Kind,
-    /// Granted the virtio-net device (at most one service may be).
-    nic: bool,
+    /// Granted the virtio device with this id (1 net, 2 block); each found
+    /// device goes to at most one service.
+    device: Option<u32>,
     /// Granted the hardware RNG.
     entropy: bool,
     /// Start only after this service exited successfully (`None`: at boot).
@@ -69,7 +75,7 @@ const fn svc(name: &'static str, kind: Kind, quota_mib: usize) -> Service {
     Service {
         name,
         kind,
-        nic: false,
+        device: None,
         entropy: false,
         after: None,
         quota_mib,
@@ -82,10 +88,15 @@ const SERVICES: &[Service] = &[
     svc("ipc-selftest", Kind::Oneshot, 4),
     svc("ipc-echo", Kind::Daemon, 4),
     Service {
-        nic: true,
+        device: Some(VIRTIO_NET),
         entropy: true,
         restart: true,
         ..svc("netstackd", Kind::Daemon, 24)
+    },
+    Service {
+        device: Some(VIRTIO_BLK),
+        restart: true,
+        ..svc("blkd", Kind::Daemon, 8)
     },
     svc("selftest-client", Kind::Oneshot, 8),
     Service {
@@ -159,14 +170,14 @@ struct Entry {
 
 struct State {
     entries: Vec<Entry>,
-    nic: Option<Found>,
+    devices: Vec<Found>,
     /// Boot options, per program (kept for restarts).
     config: Vec<(&'static str, Vec<(String, String)>)>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     entries: Vec::new(),
-    nic: None,
+    devices: Vec::new(),
     config: Vec::new(),
 });
 
@@ -213,21 +224,29 @@ fn spawn(svc: &'static Service, config: Vec<(String, String)>) -> Result<Entry, 
     })
 }
 
-fn grant_nic(e: &mut Entry, nic: &Found) -> Result<(), InitError> {
-    let h = ipc::device(e.pid, nic.base, nic.irq).map_err(|_| InitError::Tables)?;
+/// Grant entry `e` the device its service names, if one was found.
+fn grant_device(e: &mut Entry, devices: &[Found]) -> Result<(), InitError> {
+    let Some(id) = e.svc.device else {
+        return Ok(());
+    };
+    let Some(d) = devices.iter().find(|d| d.device_id == id) else {
+        return Ok(());
+    };
+    let h = ipc::device(e.pid, d.base, d.irq).map_err(|_| InitError::Tables)?;
     if let Some(info) = e.info.as_mut() {
         info.devices.push(DeviceInfo {
             handle: h.0,
-            virtio_id: 1,
-            mmio_base: nic.base,
-            irq: nic.irq.map(u32::from),
+            virtio_id: id,
+            mmio_base: d.base,
+            irq: d.irq.map(u32::from),
         });
     }
-    kprintln!(
-        "init: granted virtio-net at {:#x} to {}",
-        nic.base,
-        e.svc.name
-    );
+    let kind = match id {
+        VIRTIO_NET => "virtio-net",
+        VIRTIO_BLK => "virtio-blk",
+        _ => "virtio device",
+    };
+    kprintln!("init: granted {kind} at {:#x} to {}", d.base, e.svc.name);
     Ok(())
 }
 
@@ -299,7 +318,7 @@ fn launch(e: &mut Entry) -> Result<(), InitError> {
 /// not wait for another.
 pub fn start(cfg: &BootConfig, devices: &[Found]) -> Result<(), InitError> {
     let mut st = STATE.lock();
-    st.nic = devices.iter().find(|d| d.device_id == 1).copied();
+    st.devices = devices.to_vec();
     for s in SERVICES.iter().filter(|s| enabled(s, cfg)) {
         let mut config = Vec::new();
         if let Some(level) = cfg.get("log") {
@@ -322,10 +341,9 @@ pub fn start(cfg: &BootConfig, devices: &[Found]) -> Result<(), InitError> {
         give(&mut st.entries, i, l.a.1, ha);
         give(&mut st.entries, j, l.b.1, hb);
     }
-    if let Some(nic) = st.nic {
-        if let Some(e) = st.entries.iter_mut().find(|e| e.svc.nic) {
-            grant_nic(e, &nic)?;
-        }
+    let devices = st.devices.clone();
+    for e in st.entries.iter_mut() {
+        grant_device(e, &devices)?;
     }
     for i in 0..n {
         if st.entries[i].svc.after.is_none() {
@@ -516,11 +534,9 @@ pub fn tick() -> Option<u64> {
         };
         e.restarts = attempt;
         st.entries[i] = e;
-        let nic = st.nic;
-        let wired = link(&mut st.entries, i).and_then(|()| match nic {
-            Some(nic) if svc.nic => grant_nic(&mut st.entries[i], &nic),
-            _ => Ok(()),
-        });
+        let devices = st.devices.clone();
+        let wired =
+            link(&mut st.entries, i).and_then(|()| grant_device(&mut st.entries[i], &devices));
         if let Err(err) = wired.and_then(|()| launch(&mut st.entries[i])) {
             kprintln!("init: service {} FAIL: restart: {err}", svc.name);
             drop(st);

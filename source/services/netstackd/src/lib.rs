@@ -12,7 +12,6 @@
 
 extern crate alloc;
 
-mod hal;
 mod phy;
 
 use alloc::boxed::Box;
@@ -129,10 +128,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
     entropy::fill(&mut seed).map_err(|e| err("entropy for the stack's seed", e))?;
     let mmio = map_registers(&nic)?;
     let irq = nic.irq();
-    hal::NIC.call_once(|| nic);
-    let nic = hal::NIC
-        .get()
-        .ok_or_else(|| ServiceError::new("NIC capability lost"))?;
+    let nic = nexus_virtio::install(nic);
 
     let header = NonNull::new(mmio.vaddr as *mut VirtIOHeader)
         .ok_or_else(|| ServiceError::new("NIC at address 0"))?;

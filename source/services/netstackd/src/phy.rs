@@ -12,7 +12,7 @@ use smoltcp::time::Instant;
 use virtio_drivers::device::net::VirtIONet;
 use virtio_drivers::transport::mmio::MmioTransport;
 
-use crate::hal::NexusHal;
+use nexus_virtio::NexusHal;
 
 /// Virtqueue depth.
 pub const QUEUE_SIZE: usize = 16;

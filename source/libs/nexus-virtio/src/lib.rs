@@ -1,19 +1,26 @@
-//! The DMA HAL for `virtio-drivers`.
+//! The DMA HAL for `virtio-drivers`, shared by the driver processes
+//! (netstackd for the NIC, blkd for the disk).
 //!
-//! netstackd is a process: its heap is virtual memory whose frames the
+//! A driver is a process: its heap is virtual memory whose frames the
 //! device cannot be told about (they are not contiguous, and no call reveals
 //! their physical addresses). Memory the device touches therefore comes only
 //! from the kernel's DMA allocator through the NIC capability, which maps
 //! physically contiguous frames into this process and tells it their
 //! physical address:
 //! - virtqueues: `dma_alloc` straight from the kernel;
-//! - packet buffers (`share`): bounced through a pool of DMA slots — copied
-//!   in before the device reads, copied out after it wrote. A frame is at
-//!   most 2 KiB, so one slot each; larger buffers get their own pages.
+//! - buffers (`share`): bounced through a pool of DMA slots — copied in
+//!   before the device reads, copied out after it wrote. A network frame is
+//!   at most 2 KiB, so one slot each; larger buffers (disk sectors in bulk)
+//!   get their own pages, kept for reuse.
 //!
 //! The pool grows by [`POOL_CHUNK_PAGES`] up to [`POOL_MAX_PAGES`]; past
 //! that `share` cannot succeed and (the trait has no error path) the daemon
 //! stops with a clear message. 2 × 16 descriptors in flight need 16 pages.
+//! One process drives one device: [`install`] it once before creating the
+//! driver.
+#![no_std]
+
+extern crate alloc;
 
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -22,9 +29,15 @@ use nexus_abi::device::{Device, DmaRegion, PAGE_SIZE};
 use spin::Mutex;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
-/// The NIC capability, set once before the driver is created. The HAL's
+/// The device capability, set once before the driver is created. The HAL's
 /// functions are associated functions (no `self`), hence the static.
-pub static NIC: spin::Once<Device> = spin::Once::new();
+static DEVICE: spin::Once<Device> = spin::Once::new();
+
+/// Hand the HAL the device whose DMA memory it allocates; returns it back
+/// for the driver's own use (interrupts, diagnostics).
+pub fn install(device: Device) -> &'static Device {
+    DEVICE.call_once(|| device)
+}
 
 /// Bounce slot size (a frame plus the virtio-net header fits).
 pub const SLOT: usize = 2048;
@@ -52,9 +65,9 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 });
 
 fn nic() -> &'static Device {
-    match NIC.get() {
-        Some(nic) => nic,
-        None => panic!("netstackd: DMA requested before the NIC capability was installed"),
+    match DEVICE.get() {
+        Some(d) => d,
+        None => panic!("virtio HAL: DMA requested before the device capability was installed"),
     }
 }
 
@@ -74,20 +87,20 @@ impl Pool {
                 self.slots[i].busy = true;
                 &mut self.slots[i]
             }
-            None => panic!("netstackd: no DMA bounce slot for {len} bytes"),
+            None => panic!("virtio HAL: no DMA bounce slot for {len} bytes"),
         }
     }
 
     fn grow(&mut self, pages: usize, slot_len: usize) {
         if self.pages + pages > POOL_MAX_PAGES {
             panic!(
-                "netstackd: DMA bounce pool full ({} pages, bound {POOL_MAX_PAGES})",
+                "virtio HAL: DMA bounce pool full ({} pages, bound {POOL_MAX_PAGES})",
                 self.pages
             );
         }
         let region = match nic().dma_alloc(pages) {
             Ok(r) => r,
-            Err(e) => panic!("netstackd: DMA bounce pool of {pages} pages: {e}"),
+            Err(e) => panic!("virtio HAL: DMA bounce pool of {pages} pages: {e}"),
         };
         self.pages += pages;
         let mut offset = 0;
@@ -115,11 +128,11 @@ unsafe impl Hal for NexusHal {
         match nic().dma_alloc(pages) {
             Ok(r) => match NonNull::new(r.vaddr as *mut u8) {
                 Some(ptr) => (r.paddr as PhysAddr, ptr),
-                None => panic!("netstackd: kernel returned a null DMA region"),
+                None => panic!("virtio HAL: kernel returned a null DMA region"),
             },
             // The trait offers no error path; this only happens while the
             // driver is being created, and the daemon cannot run without it.
-            Err(e) => panic!("netstackd: DMA allocation of {pages} pages failed: {e}"),
+            Err(e) => panic!("virtio HAL: DMA allocation of {pages} pages failed: {e}"),
         }
     }
 
@@ -133,9 +146,9 @@ unsafe impl Hal for NexusHal {
     }
 
     unsafe fn mmio_phys_to_virt(_paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        // Only PCI transports ask; netstackd maps its virtio-mmio window
-        // through the kernel's `mmio_map` and hands the mapping over itself.
-        panic!("netstackd: mmio_phys_to_virt is not supported (no PCI)")
+        // Only PCI transports ask; drivers map their virtio-mmio window
+        // through the kernel's `mmio_map` and hand the mapping over themselves.
+        panic!("virtio HAL: mmio_phys_to_virt is not supported (no PCI)")
     }
 
     unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
