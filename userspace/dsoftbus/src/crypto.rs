@@ -11,6 +11,7 @@
 //! side per handshake, about 10 % of a handshake's X25519 budget).
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use core::cell::Cell;
 
 use blake2::digest::consts::U16;
@@ -22,7 +23,8 @@ use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use zeroize::Zeroize;
 
-use crate::keys::{PublicKey, StaticKeypair, KEY_LEN};
+use crate::handshake::LocalKey;
+use crate::keys::{PublicKey, StaticDh, KEY_LEN};
 use curve25519_dalek::montgomery::MontgomeryPoint;
 
 /// The one Noise protocol this crate speaks (`docs/protocol/wire.md` §4.1
@@ -79,19 +81,34 @@ impl Random for EntropyPool {
 /// (clamped scalar multiplication), plus a cache: when snow sets the private
 /// key of the local static pair (`Dh::set`), the public half is taken from
 /// the pair instead of being recomputed. Secrets are zeroized on drop.
+///
+/// When a key service holds the local static secret, snow sets the static
+/// slot with a placeholder; this type then reports the service's public key
+/// and sends every DH of that slot to the service (`StaticDh`).
 pub(crate) struct X25519 {
     privkey: [u8; KEY_LEN],
     pubkey: [u8; KEY_LEN],
     /// The local static pair, if known: (secret, public).
     known: Option<([u8; KEY_LEN], [u8; KEY_LEN])>,
+    /// The local static key when a key service holds its secret.
+    held: Option<([u8; KEY_LEN], Arc<dyn StaticDh>)>,
+    /// This instance is the static slot and the secret is held elsewhere.
+    use_held: bool,
 }
 
 impl X25519 {
-    pub(crate) fn new(known: Option<&StaticKeypair>) -> Self {
+    pub(crate) fn new(local: Option<&LocalKey>) -> Self {
+        let (known, held) = match local {
+            Some(LocalKey::Pair(k)) => (Some((*k.secret().expose(), *k.public().as_bytes())), None),
+            Some(LocalKey::Held { public, dh }) => (None, Some((*public.as_bytes(), dh.clone()))),
+            None => (None, None),
+        };
         X25519 {
             privkey: [0; KEY_LEN],
             pubkey: [0; KEY_LEN],
-            known: known.map(|k| (*k.secret().expose(), *k.public().as_bytes())),
+            known,
+            held,
+            use_held: false,
         }
     }
 
@@ -129,6 +146,12 @@ impl Dh for X25519 {
         }
         self.privkey = bytes;
         bytes.zeroize();
+        // Only the static slot is ever `set` (ephemerals are generated).
+        if let Some((public, _)) = &self.held {
+            self.pubkey = *public;
+            self.use_held = true;
+            return;
+        }
         // Both values are our own secret, so a plain comparison leaks nothing
         // to a peer.
         match &self.known {
@@ -142,6 +165,7 @@ impl Dh for X25519 {
         rng.try_fill_bytes(&mut bytes)?;
         self.privkey = bytes;
         bytes.zeroize();
+        self.use_held = false;
         self.derive_pubkey();
         Ok(())
     }
@@ -157,7 +181,10 @@ impl Dh for X25519 {
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
         let theirs = <[u8; KEY_LEN]>::try_from(pubkey.get(..KEY_LEN).ok_or(snow::Error::Dh)?)
             .map_err(|_| snow::Error::Dh)?;
-        let shared = MontgomeryPoint(theirs).mul_clamped(self.privkey).to_bytes();
+        let shared = match (&self.held, self.use_held) {
+            (Some((_, service)), true) => service.dh(&theirs).map_err(|_| snow::Error::Dh)?,
+            _ => MontgomeryPoint(theirs).mul_clamped(self.privkey).to_bytes(),
+        };
         out.get_mut(..KEY_LEN)
             .ok_or(snow::Error::Dh)?
             .copy_from_slice(&shared);
@@ -168,13 +195,13 @@ impl Dh for X25519 {
 /// A `CryptoResolver` whose RNG is the caller's injected entropy.
 pub(crate) struct EntropyResolver {
     pool: Cell<Option<EntropyPool>>,
-    local: Option<StaticKeypair>,
+    local: Option<LocalKey>,
 }
 
 impl EntropyResolver {
     /// `local` is the static pair the handshake will be built with (its
     /// public half is then never recomputed).
-    pub(crate) fn new(pool: EntropyPool, local: Option<&StaticKeypair>) -> Self {
+    pub(crate) fn new(pool: EntropyPool, local: Option<&LocalKey>) -> Self {
         EntropyResolver {
             pool: Cell::new(Some(pool)),
             local: local.cloned(),
@@ -285,13 +312,15 @@ mod tests {
 #[cfg(test)]
 mod dh_tests {
     use super::*;
+    use crate::keys::StaticKeypair;
 
     /// Our X25519 agrees with snow's own implementation, with and without
     /// the cached static pair, and refuses short keys instead of panicking.
     #[test]
     fn x25519_matches_snow_default() {
         let pair = StaticKeypair::from_secret(crate::keys::SecretKey::from_bytes([3; 32]));
-        let mut ours = X25519::new(Some(&pair));
+        let local = LocalKey::Pair(pair.clone());
+        let mut ours = X25519::new(Some(&local));
         ours.set(pair.secret().expose());
         assert_eq!(ours.pubkey(), pair.public().as_bytes());
         let mut theirs = DefaultResolver
@@ -300,7 +329,7 @@ mod dh_tests {
         theirs.set(pair.secret().expose());
         assert_eq!(ours.pubkey(), theirs.pubkey());
         // A different secret is derived, not served from the cache.
-        let mut other = X25519::new(Some(&pair));
+        let mut other = X25519::new(Some(&local));
         other.set(&[5; 32]);
         theirs.set(&[5; 32]);
         assert_eq!(other.pubkey(), theirs.pubkey());

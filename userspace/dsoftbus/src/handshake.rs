@@ -23,6 +23,7 @@
 //! [`Connection`](crate::connection::Connection).
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
@@ -35,7 +36,7 @@ use zeroize::Zeroize;
 use crate::aead::CipherState;
 use crate::announce::{DeviceId, MAX_ID_LEN};
 use crate::crypto::{self, EntropyPool, EntropyResolver, MAC1_LEN};
-use crate::keys::{PublicKey, StaticKeypair, KEY_LEN};
+use crate::keys::{PublicKey, StaticDh, StaticKeypair, KEY_LEN};
 use crate::peer_table::PeerEntry;
 use crate::session::Session;
 use crate::time::Instant;
@@ -110,13 +111,35 @@ impl Default for HandshakeConfig {
     }
 }
 
-/// Who a node is: its device id and static key pair, plus the mac1 key
+/// Where the local static secret lives.
+#[derive(Clone)]
+pub(crate) enum LocalKey {
+    /// In this process.
+    Pair(StaticKeypair),
+    /// In a key service: only the public half is here.
+    Held {
+        public: PublicKey,
+        dh: Arc<dyn StaticDh>,
+    },
+}
+
+impl LocalKey {
+    pub(crate) fn public(&self) -> &PublicKey {
+        match self {
+            LocalKey::Pair(k) => k.public(),
+            LocalKey::Held { public, .. } => public,
+        }
+    }
+}
+
+/// Who a node is: its device id and static key (a pair in this process, or
+/// a public key whose secret a key service holds), plus the mac1 key
 /// derived from its public key (precomputed so checking frame 1 costs one
 /// keyed hash).
 #[derive(Clone)]
 pub struct LocalIdentity {
     id: DeviceId,
-    keys: StaticKeypair,
+    key: LocalKey,
     mac1_key: [u8; 32],
 }
 
@@ -124,7 +147,21 @@ impl LocalIdentity {
     /// Binds `id` to `keys` for this node.
     pub fn new(id: DeviceId, keys: StaticKeypair) -> Self {
         let mac1_key = crypto::mac1_key(keys.public());
-        LocalIdentity { id, keys, mac1_key }
+        LocalIdentity {
+            id,
+            key: LocalKey::Pair(keys),
+            mac1_key,
+        }
+    }
+    /// Binds `id` to `public`, whose secret stays with a key service: every
+    /// static-key Diffie-Hellman is delegated to `dh`.
+    pub fn with_key_service(id: DeviceId, public: PublicKey, dh: Arc<dyn StaticDh>) -> Self {
+        let mac1_key = crypto::mac1_key(&public);
+        LocalIdentity {
+            id,
+            key: LocalKey::Held { public, dh },
+            mac1_key,
+        }
     }
     /// Our device id.
     pub fn id(&self) -> &DeviceId {
@@ -132,11 +169,15 @@ impl LocalIdentity {
     }
     /// Our static public key.
     pub fn public_key(&self) -> &PublicKey {
-        self.keys.public()
+        self.key.public()
     }
-    /// Our key pair.
-    pub fn keys(&self) -> &StaticKeypair {
-        &self.keys
+    /// Our key pair, if the secret is in this process (`None` when a key
+    /// service holds it).
+    pub fn keys(&self) -> Option<&StaticKeypair> {
+        match &self.key {
+            LocalKey::Pair(k) => Some(k),
+            LocalKey::Held { .. } => None,
+        }
     }
 }
 
@@ -144,7 +185,8 @@ impl fmt::Debug for LocalIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalIdentity")
             .field("id", &self.id)
-            .field("public", self.keys.public())
+            .field("public", self.key.public())
+            .field("held_by_key_service", &self.keys().is_none())
             .finish_non_exhaustive()
     }
 }
@@ -208,9 +250,17 @@ fn build(
     initiator: bool,
 ) -> Result<Box<HandshakeState>, AuthError> {
     let params = crypto::noise_params().ok_or(AuthError::Internal)?;
-    let resolver = Box::new(EntropyResolver::new(pool, Some(local.keys())));
+    let resolver = Box::new(EntropyResolver::new(pool, Some(&local.key)));
+    // With a key service, snow still wants "a private key" for the static
+    // slot: it gets zeros, which our `X25519` recognises as the held key and
+    // never uses as a scalar (every DH goes to the service).
+    let held = [0u8; crate::keys::KEY_LEN];
+    let secret = match &local.key {
+        LocalKey::Pair(k) => k.secret().expose(),
+        LocalKey::Held { .. } => &held,
+    };
     let b = snow::Builder::with_resolver(params, resolver)
-        .local_private_key(local.keys.secret().expose())
+        .local_private_key(secret)
         .map_err(|_| AuthError::Internal)?;
     let b = match remote {
         Some(k) => b

@@ -110,6 +110,12 @@ impl SecretKey {
         &self.0
     }
 
+    /// `X25519(self, peer)`: what a key service computes for the soft-bus
+    /// daemon ([`StaticDh`]) without ever handing the secret out.
+    pub fn diffie_hellman(&self, peer: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+        MontgomeryPoint(*peer).mul_clamped(self.0).to_bytes()
+    }
+
     /// The public key matching this secret.
     pub fn public_key(&self) -> PublicKey {
         PublicKey(MontgomeryPoint::mul_base_clamped(self.0).to_bytes())
@@ -248,5 +254,28 @@ mod tests {
         let c = bringup_keypair("nexus", 34568);
         assert_eq!(a.public(), b.public());
         assert_ne!(a.public(), c.public());
+    }
+}
+
+/// X25519 with the local static secret, performed by whoever holds it — in
+/// the OS, the key service `keystored`, so the device's private key never
+/// enters the soft-bus daemon. A [`crate::LocalIdentity`] built with
+/// [`crate::LocalIdentity::with_key_service`] calls it for every
+/// Diffie-Hellman that involves the local static key (two per handshake on
+/// either side of XK); ephemeral keys stay in-process.
+pub trait StaticDh: Send + Sync {
+    /// `X25519(local static secret, peer)`. An error fails the handshake
+    /// (`AuthError::Internal`), it never falls back to anything.
+    fn dh(&self, peer: &[u8; KEY_LEN]) -> Result<[u8; KEY_LEN], KeyServiceError>;
+}
+
+/// The key service could not perform the operation (gone, refused, or
+/// answered garbage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyServiceError;
+
+impl core::fmt::Display for KeyServiceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("key service unavailable")
     }
 }

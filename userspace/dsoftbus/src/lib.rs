@@ -120,7 +120,7 @@ pub use handshake::{
     should_initiate, AuthError, HandshakeConfig, IdentityBindings, Initiator, LocalIdentity,
     PeerTarget, Rejection, Responder,
 };
-pub use keys::{PublicKey, SecretKey, StaticKeypair};
+pub use keys::{KeyServiceError, PublicKey, SecretKey, StaticDh, StaticKeypair};
 pub use peer_table::{Observe, PeerEntry, PeerTable, PeerTableConfig, PeerTableStats};
 pub use ratelimit::{HandshakeGate, HandshakeLimiter, Limited, RateLimitConfig};
 pub use session::{Message, Session, SessionError};
