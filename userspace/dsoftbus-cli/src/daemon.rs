@@ -15,6 +15,13 @@
 //! `max_half_open` incoming plus `max_half_open` outgoing (16 each); control
 //! clients 16; incoming transfers `max_incoming_transfers` (4); per session a
 //! 32-command queue, at most 16 MiB of file data in flight, 32 pending pings.
+//!
+//! Node policy comes from the core (`dsoftbus::node`), the same rules the OS
+//! daemon applies: inbound admission (per-source half-open cap, fair
+//! admission, then the pre-DH handshake limiter), session caps (one id per
+//! key, per-source cap, capacity reserved for pinned peers), pins (automatic
+//! vs user, `--trust-mode`), candidate addresses with dial backoff, and the
+//! log limiter every peer-triggerable line goes through.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,10 +31,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
+use dsoftbus::node::{
+    Admission, AdmissionConfig, CandidateConfig, Candidates, LogLimiter, LogLimiterConfig,
+    SessionCaps, SessionCapsConfig, Ticket, TrustMode,
+};
 use dsoftbus::transport::tcp::HostClock;
 use dsoftbus::{
     should_initiate, Connection, DeviceId, HandshakeConfig, IdentityBindings, LocalIdentity,
-    PeerTable, PeerTableConfig, PeerTarget, PublicKey,
+    PeerTable, PeerTableConfig, PeerTarget, PublicKey, RateLimitConfig,
 };
 use rand_core::{OsRng, TryRngCore, UnwrapErr};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -70,11 +81,16 @@ pub struct SessionHandle {
     pub routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
 }
 
-/// Redial bookkeeping for one peer.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Backoff {
-    pub failures: u32,
-    pub next: Option<std::time::Instant>,
+/// Most refusal reasons remembered for `peers`.
+pub const MAX_REFUSALS: usize = 256;
+
+/// Why a device has no session, for `peers`.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub why: String,
+    /// The key it presented (announce or handshake), if any.
+    pub key: Option<PublicKey>,
+    pub at: std::time::Instant,
 }
 
 /// Everything behind the lock.
@@ -83,16 +99,27 @@ pub struct State {
     pub known: KnownPeers,
     pub sessions: HashMap<DeviceId, SessionHandle>,
     pub dialing: HashSet<DeviceId>,
-    pub backoff: HashMap<DeviceId, Backoff>,
+    /// Candidate addresses per id, each with its own dial backoff.
+    pub candidates: Candidates,
+    /// Inbound half-open slots and the pre-DH handshake limiter.
+    pub admission: Admission,
+    /// Half-open connections that can be told to give up their slot.
+    pub evictors: HashMap<Ticket, Arc<Notify>>,
+    /// Session caps (one id per key, per source, reserved for pinned).
+    pub caps: SessionCaps,
+    /// Why devices are refused (bounded).
+    pub refusals: HashMap<DeviceId, Refusal>,
+    /// A pin's last use changed since the file was written.
+    pub known_touched: bool,
     pub interfaces: Vec<IfaceInfo>,
 }
 
-/// The key a claimed id is bound to: the known-peers pin first, then (unless
-/// `--require-known`) the key discovery pinned in the peer table.
+/// The key a claimed id is bound to: the known-peers pin first, then (only
+/// in `tofu` mode) the key discovery pinned in the peer table.
 pub struct Bindings<'a> {
     pub table: &'a PeerTable,
     pub known: &'a KnownPeers,
-    pub require_known: bool,
+    pub mode: TrustMode,
 }
 
 impl IdentityBindings for Bindings<'_> {
@@ -100,7 +127,7 @@ impl IdentityBindings for Bindings<'_> {
         if let Some(k) = self.known.get(id) {
             return Some(*k);
         }
-        if self.require_known {
+        if !self.mode.allows_unpinned() {
             return None;
         }
         self.table.bound_key(id)
@@ -108,12 +135,34 @@ impl IdentityBindings for Bindings<'_> {
 }
 
 impl State {
-    pub fn bindings(&self, require_known: bool) -> Bindings<'_> {
+    pub fn bindings(&self, mode: TrustMode) -> Bindings<'_> {
         Bindings {
             table: &self.table,
             known: &self.known,
-            require_known,
+            mode,
         }
+    }
+
+    /// Remembers why `id` is refused (bounded: the oldest reason goes).
+    pub fn refuse(&mut self, id: &DeviceId, why: String, key: Option<PublicKey>) {
+        if !self.refusals.contains_key(id) && self.refusals.len() >= MAX_REFUSALS {
+            if let Some(old) = self
+                .refusals
+                .iter()
+                .min_by_key(|(_, r)| r.at)
+                .map(|(i, _)| i.clone())
+            {
+                self.refusals.remove(&old);
+            }
+        }
+        self.refusals.insert(
+            id.clone(),
+            Refusal {
+                why,
+                key,
+                at: std::time::Instant::now(),
+            },
+        );
     }
 }
 
@@ -141,6 +190,10 @@ counters!(
     identity_unknown,
     handshake_failed,
     half_open_refused,
+    half_open_evicted,
+    handshake_limited,
+    sessions_refused,
+    auto_pins_refused,
     sessions_opened,
     sessions_closed,
     files_received,
@@ -152,29 +205,48 @@ pub fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One-per-second logging for a category of noisy events (floods).
-#[derive(Default)]
+/// The log limiter of `dsoftbus::node::log` on the host clock: per kind of
+/// line, a burst of [`LOG_BURST`] then one a second, with suppressed counts.
+/// Every line a remote peer can trigger goes through it, so the worst case
+/// is (32 kinds + 1) × (8 + t) lines in t seconds (≈ 33 lines/s, about
+/// 6 KB/s at 200 bytes a line) whatever the network sends.
 pub struct RateLimiter {
-    slots: Mutex<HashMap<&'static str, (Option<std::time::Instant>, u64)>>,
+    inner: Mutex<LogLimiter>,
+    clock: HostClock,
+}
+
+/// Lines of one kind that may come back to back (then 1/s).
+pub const LOG_BURST: u32 = 8;
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        RateLimiter {
+            inner: Mutex::new(LogLimiter::new(LogLimiterConfig {
+                per_second: 1,
+                burst: LOG_BURST,
+                max_kinds: 32,
+            })),
+            clock: HostClock::new(),
+        }
+    }
 }
 
 impl RateLimiter {
     /// Returns `Some(suppressed_since_last)` when a line may be logged now.
     pub fn allow(&self, what: &'static str) -> Option<u64> {
-        let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = m.entry(what).or_insert((None, 0));
-        let now = std::time::Instant::now();
-        match slot.0 {
-            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
-                slot.1 += 1;
-                None
-            }
-            _ => {
-                let s = slot.1;
-                *slot = (Some(now), 0);
-                Some(s)
-            }
-        }
+        let now = self.clock.now();
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow(what, now)
+    }
+
+    /// Lines suppressed so far.
+    pub fn suppressed(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .suppressed()
     }
 }
 
@@ -202,7 +274,6 @@ pub struct Shared {
     /// are about to dial (so it knows our key before our handshake arrives).
     pub announce_bytes: Vec<u8>,
     pub hello: std::net::UdpSocket,
-    pub accept_permits: Arc<Semaphore>,
     pub dial_permits: Arc<Semaphore>,
     pub incoming_permits: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
@@ -247,7 +318,17 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
             cfg.paths.state_dir.join(identity::KEY_FILE).display()
         );
     }
-    let known = KnownPeers::load(&cfg.paths.state_dir)?;
+    let mut known = KnownPeers::load(&cfg.paths.state_dir)?;
+    let stale = known.evict_stale();
+    if !stale.is_empty() {
+        info!(
+            "{} automatic pin(s) unused for 30 days removed from known peers",
+            stale.len()
+        );
+        if let Err(e) = known.save() {
+            warn!("cannot save known peers: {e:#}");
+        }
+    }
     let id = identity::device_id(cfg.device_id.as_deref(), keys.public())?;
     let services = cfg
         .services
@@ -280,11 +361,25 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     // (stretched) intervals plus one, so one lost datagram never drops a peer.
     table_cfg.expiry = cfg.announce_interval.mul_f64(4.0);
     let table = PeerTable::new(id.clone(), *keys.public(), table_cfg);
+    let clock = HostClock::new();
+    let admission = Admission::new(
+        AdmissionConfig {
+            max_half_open: cfg.max_half_open,
+            per_source: (cfg.max_half_open / 4).max(1),
+            rate: RateLimitConfig::default(),
+        },
+        clock.now(),
+    );
+    let caps = SessionCaps::new(SessionCapsConfig::for_max(cfg.max_sessions));
+    let candidates = Candidates::new(CandidateConfig {
+        per_id: 4,
+        max_ids: cfg.max_peers.saturating_mul(2),
+    });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let sh = Arc::new(Shared {
         me: LocalIdentity::new(id.clone(), keys.clone()),
-        clock: HostClock::new(),
+        clock,
         started: std::time::Instant::now(),
         port,
         state: Mutex::new(State {
@@ -292,14 +387,18 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
             known,
             sessions: HashMap::new(),
             dialing: HashSet::new(),
-            backoff: HashMap::new(),
+            candidates,
+            admission,
+            evictors: HashMap::new(),
+            caps,
+            refusals: HashMap::new(),
+            known_touched: false,
             interfaces: Vec::new(),
         }),
         wake_dialer: Notify::new(),
         announce_soon: Notify::new(),
         announce_bytes: announce.encode(),
         hello,
-        accept_permits: Arc::new(Semaphore::new(cfg.max_half_open)),
         dial_permits: Arc::new(Semaphore::new(cfg.max_half_open)),
         incoming_permits: Arc::new(Semaphore::new(cfg.max_incoming_transfers)),
         shutdown: shutdown_rx,
@@ -311,7 +410,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     let disc = Arc::new(disc);
     disc.rescan(&sh);
     info!(
-        "node up device={} key={} port={} discovery={}:{} mode={} interfaces=[{}] require_known={} inbox={}",
+        "node up device={} key={} port={} discovery={}:{} mode={} interfaces=[{}] trust_mode={} inbox={}",
         id,
         fingerprint(keys.public()),
         port,
@@ -324,7 +423,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
             .map(|i| format!("{} {} {}", i.name, i.addr, i.delivery))
             .collect::<Vec<_>>()
             .join(", "),
-        sh.cfg.require_known,
+        sh.cfg.trust_mode.name(),
         sh.cfg
             .inbox
             .as_ref()
@@ -403,6 +502,39 @@ async fn bind_control(path: &std::path::Path) -> Result<UnixListener, Failure> {
     Ok(l)
 }
 
+/// An admitted inbound connection's half-open slot: released when dropped;
+/// `evicted` fires when fair admission gives the slot to another source.
+pub struct AcceptSlot {
+    sh: Arc<Shared>,
+    pub ticket: Ticket,
+    pub evicted: Arc<Notify>,
+}
+
+impl Drop for AcceptSlot {
+    fn drop(&mut self) {
+        let mut st = self.sh.lock();
+        st.admission.release(self.ticket);
+        st.evictors.remove(&self.ticket);
+    }
+}
+
+/// What bounds a connection while it is half-open.
+pub enum HalfOpen {
+    /// An outgoing dial (the permit is held for its `Drop`).
+    Dial(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// An accepted connection.
+    Accept(AcceptSlot),
+}
+
+impl HalfOpen {
+    pub fn evicted(&self) -> Option<Arc<Notify>> {
+        match self {
+            HalfOpen::Dial(_) => None,
+            HalfOpen::Accept(a) => Some(a.evicted.clone()),
+        }
+    }
+}
+
 async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -415,68 +547,105 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(permit) = sh.accept_permits.clone().try_acquire_owned() else {
-            bump(&sh.counters.half_open_refused);
-            if let Some(n) = sh.limiter.allow("half-open") {
-                warn!(
-                    "refusing connection from {addr}: {} handshakes already in progress{}",
-                    sh.cfg.max_half_open,
+        let admitted = {
+            let mut guard = sh.lock();
+            let st = &mut *guard;
+            match st.admission.admit(addr.ip(), sh.clock.now()) {
+                Ok(a) => {
+                    if let Some(victim) = a.evict {
+                        if let Some(n) = st.evictors.remove(&victim) {
+                            n.notify_one();
+                        }
+                    }
+                    let evicted = Arc::new(Notify::new());
+                    st.evictors.insert(a.ticket, evicted.clone());
+                    Ok((a, evicted))
+                }
+                Err(r) => Err(r),
+            }
+        };
+        let (admitted, evicted) = match admitted {
+            Ok(x) => x,
+            Err(r) => {
+                bump(&sh.counters.half_open_refused);
+                if let Some(n) = sh.limiter.allow("half-open") {
+                    warn!("refusing connection from {addr}: {r}{}", suppressed(n));
+                }
+                continue;
+            }
+        };
+        if admitted.evict.is_some() {
+            bump(&sh.counters.half_open_evicted);
+            if let Some(n) = sh.limiter.allow("half-open-evict") {
+                debug!(
+                    "handshake slots full: {addr} takes the oldest slot of the busiest address{}",
                     suppressed(n)
                 );
             }
-            continue;
-        };
+        }
+        let slot = HalfOpen::Accept(AcceptSlot {
+            sh: sh.clone(),
+            ticket: admitted.ticket,
+            evicted,
+        });
         let _ = stream.set_nodelay(true);
         let conn = Connection::accept(&sh.me, &mut os_rng(), sh.clock.now(), sh.handshake_cfg());
-        tokio::spawn(session::run(sh.clone(), stream, addr, conn, permit, None));
+        tokio::spawn(session::run(sh.clone(), stream, addr, conn, slot, None));
     }
 }
 
-fn backoff_delay(failures: u32) -> Duration {
-    let base = 250u64.saturating_mul(1 << failures.min(6)).min(10_000);
-    Duration::from_millis(base + fastrand::u64(0..=base / 2))
-}
+/// How often stale automatic pins are swept and pin ages written.
+const PIN_SWEEP: Duration = Duration::from_secs(3600);
 
 /// Expires old peers and dials the ones the tie-break says we dial.
 async fn maintenance(sh: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = sh.shutdown.clone();
+    let mut last_sweep = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = sh.wake_dialer.notified() => {}
             _ = shutdown.changed() => return,
         }
-        let now = std::time::Instant::now();
+        if last_sweep.elapsed() >= PIN_SWEEP {
+            last_sweep = std::time::Instant::now();
+            sweep_pins(&sh);
+        }
+        let now = sh.clock.now();
         let targets: Vec<(PeerTarget, SocketAddr)> = {
             let mut guard = sh.lock();
             let st = &mut *guard;
-            let expired = st.table.expire(sh.clock.now());
+            let expired = st.table.expire(now);
             if expired > 0 {
                 debug!("{expired} peer(s) expired");
             }
             let table = &st.table;
-            st.backoff.retain(|id, _| table.get(id).is_some());
+            st.candidates.retain(|id| table.get(id).is_some());
             let mut v = Vec::new();
             for e in st.table.iter() {
                 let id = e.device_id();
                 if !should_initiate(sh.me.id(), id)
                     || st.sessions.contains_key(id)
                     || st.dialing.contains(id)
-                    || (sh.cfg.require_known && st.known.get(id).is_none())
+                    || (!sh.cfg.trust_mode.allows_unpinned() && st.known.get(id).is_none())
                 {
                     continue;
                 }
-                if let Some(next) = st.backoff.get(id).and_then(|b| b.next) {
-                    if now < next {
-                        continue;
-                    }
-                }
-                v.push((PeerTarget::from(e), e.session_addr()));
+                let addr = if st.candidates.of(id).is_empty() {
+                    Some(e.session_addr())
+                } else {
+                    st.candidates.pick(id, now)
+                };
+                let Some(addr) = addr else {
+                    continue; // every candidate is backing off
+                };
+                v.push((PeerTarget::from(e), addr));
             }
             for (t, _) in &v {
                 st.dialing.insert(t.id.clone());
+                st.table.set_in_flight(&t.id, true);
             }
             v
         };
@@ -486,10 +655,28 @@ async fn maintenance(sh: Arc<Shared>) {
                     tokio::spawn(dial(sh.clone(), target, addr, p));
                 }
                 Err(_) => {
-                    sh.lock().dialing.remove(&target.id);
+                    let mut st = sh.lock();
+                    st.dialing.remove(&target.id);
+                    st.table.set_in_flight(&target.id, false);
                 }
             }
         }
+    }
+}
+
+/// Drops automatic pins unused for 30 days and writes pin ages.
+fn sweep_pins(sh: &Shared) {
+    let mut st = sh.lock();
+    let gone = st.known.evict_stale();
+    if gone.is_empty() && !st.known_touched {
+        return;
+    }
+    st.known_touched = false;
+    if !gone.is_empty() {
+        info!("{} stale automatic pin(s) removed", gone.len());
+    }
+    if let Err(e) = st.known.save() {
+        warn!("cannot save known peers: {e:#}");
     }
 }
 
@@ -515,10 +702,23 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
                 sh.handshake_cfg(),
             ) {
                 Ok(conn) => {
-                    session::run(sh.clone(), stream, addr, conn, permit, Some(target)).await
+                    session::run(
+                        sh.clone(),
+                        stream,
+                        addr,
+                        conn,
+                        HalfOpen::Dial(permit),
+                        Some(target),
+                    )
+                    .await
                 }
                 Err(e) => {
-                    warn!("cannot start a handshake with peer={id}: {e}");
+                    if let Some(n) = sh.limiter.allow("hs-start") {
+                        warn!(
+                            "cannot start a handshake with peer={id}: {e}{}",
+                            suppressed(n)
+                        );
+                    }
                     false
                 }
             }
@@ -534,16 +734,19 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
     };
     let mut st = sh.lock();
     st.dialing.remove(&id);
-    let b = st.backoff.entry(id).or_default();
+    st.table.set_in_flight(&id, false);
+    let now = sh.clock.now();
+    if st.candidates.of(&id).iter().all(|c| c.addr != addr) {
+        // Dialled the table's address before any candidate was recorded.
+        st.candidates.heard(&id, addr, now);
+    }
     if confirmed {
         // The session ran and ended: redial soon, but not in a hot loop.
-        *b = Backoff {
-            failures: 0,
-            next: Some(std::time::Instant::now() + backoff_delay(0)),
-        };
+        st.candidates.succeeded(&id, addr, now, fastrand::u64(..));
     } else {
-        b.failures = b.failures.saturating_add(1);
-        b.next = Some(std::time::Instant::now() + backoff_delay(b.failures));
+        // This address failed: back it off, so another candidate (e.g. the
+        // real one, when a replayed announce pointed us elsewhere) goes next.
+        st.candidates.failed(&id, addr, now, fastrand::u64(..));
     }
     drop(st);
     sh.wake_dialer.notify_one();
@@ -611,8 +814,16 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
                 Ok(id) => session::send_file(&sh, &id, &path, &mut w).await,
                 Err(_) => Response::error(NO_PEER, format!("{device:?} is not a valid device id")),
             },
-            Request::Trust { device, key } => trust(&sh, &device, &key),
-            Request::Forget { device } => forget(&sh, &device),
+            Request::Trust {
+                device,
+                key,
+                replace,
+            } => trust(&sh, &device, key.as_deref(), replace),
+            Request::Forget {
+                device,
+                devices,
+                auto,
+            } => forget(&sh, device.into_iter().chain(devices).collect(), auto),
         };
         write_resp(&mut w, &resp).await?;
     }
@@ -631,11 +842,51 @@ fn status(sh: &Shared) -> StatusInfo {
         peers: st.table.len(),
         sessions: st.sessions.len(),
         known: st.known.len(),
-        require_known: sh.cfg.require_known,
+        require_known: sh.cfg.trust_mode == TrustMode::Known,
+        trust_mode: sh.cfg.trust_mode.name().into(),
         inbox: sh.cfg.inbox.as_ref().map(|p| p.display().to_string()),
         uptime_s: sh.started.elapsed().as_secs(),
-        counters: sh.counters.snapshot(),
+        counters: {
+            let mut c = sh.counters.snapshot();
+            c.push(("known_auto".into(), st.known.auto_count() as u64));
+            c.push(("half_open".into(), st.admission.half_open() as u64));
+            c.push(("log_suppressed".into(), sh.limiter.suppressed()));
+            c
+        },
     }
+}
+
+/// Why `id` has no session (or `session`), for the STATE column.
+fn peer_state(sh: &Shared, st: &State, id: &DeviceId, in_table: bool) -> String {
+    if st.sessions.contains_key(id) {
+        return "session".into();
+    }
+    if let Some(r) = st.refusals.get(id) {
+        return r.why.clone();
+    }
+    if !in_table {
+        return "-".into();
+    }
+    if st.known.get(id).is_none() {
+        match sh.cfg.trust_mode {
+            TrustMode::Pending => return format!("pending: `dsoftbus trust {id}` to accept it"),
+            TrustMode::Known => return "not trusted (--trust-mode known)".into(),
+            TrustMode::Tofu => {}
+        }
+    }
+    if should_initiate(sh.me.id(), id) {
+        if st.dialing.contains(id) {
+            return "connecting".into();
+        }
+        return "no session (dialling with backoff)".into();
+    }
+    "no session (waiting for it to dial us; it may hold another key for us)".into()
+}
+
+fn pin_kind(st: &State, id: &DeviceId) -> Option<String> {
+    st.known
+        .pin(id)
+        .map(|p| if p.is_user() { "user" } else { "auto" }.to_string())
 }
 
 fn peers(sh: &Shared) -> Vec<PeerInfo> {
@@ -657,6 +908,8 @@ fn peers(sh: &Shared) -> Vec<PeerInfo> {
                 .iter()
                 .map(|s| s.as_str().to_string())
                 .collect(),
+            pin: pin_kind(&st, e.device_id()),
+            state: peer_state(sh, &st, e.device_id(), true),
         })
         .collect();
     for (id, h) in &st.sessions {
@@ -670,6 +923,8 @@ fn peers(sh: &Shared) -> Vec<PeerInfo> {
                 session: true,
                 last_seen_ms: None,
                 services: vec![],
+                pin: pin_kind(&st, id),
+                state: "session".into(),
             });
         }
     }
@@ -684,6 +939,8 @@ fn peers(sh: &Shared) -> Vec<PeerInfo> {
                 session: false,
                 last_seen_ms: None,
                 services: vec![],
+                pin: pin_kind(&st, id),
+                state: peer_state(sh, &st, id, false),
             });
         }
     }
@@ -715,19 +972,40 @@ async fn ping(sh: &Shared, device: &str, timeout_ms: u64) -> Response {
     }
 }
 
-fn trust(sh: &Shared, device: &str, key: &str) -> Response {
+fn trust(sh: &Shared, device: &str, key: Option<&str>, replace: bool) -> Response {
     let id = match DeviceId::new(device) {
         Ok(id) => id,
         Err(e) => return Response::error(crate::exit::USAGE, format!("bad device id: {e}")),
     };
-    let key = match identity::parse_public_key(key) {
-        Ok(k) => k,
-        Err(e) => return Response::error(crate::exit::USAGE, format!("{e:#}")),
-    };
     let mut st = sh.lock();
-    let old = match st.known.insert(id.clone(), key) {
-        Ok(old) => old,
-        Err(e) => return Response::error(CONFIG, format!("{e:#}")),
+    let key = match key {
+        Some(k) => match identity::parse_public_key(k) {
+            Ok(k) => k,
+            Err(e) => return Response::error(crate::exit::USAGE, format!("{e:#}")),
+        },
+        // The key we heard: a pending device's announce, or the new key of
+        // a device whose key changed.
+        None => match st
+            .refusals
+            .get(&id)
+            .and_then(|r| r.key)
+            .or_else(|| st.table.get(&id).map(|e| *e.static_key()))
+        {
+            Some(k) => k,
+            None => {
+                return Response::error(
+                    NO_PEER,
+                    format!("no key heard for {id}: give it (`dsoftbus trust {id} <key-hex>`)"),
+                )
+            }
+        },
+    };
+    let pinned = match st.known.trust(&id, key, replace) {
+        Ok(p) => p,
+        Err(e) => {
+            let f = identity::trust_failure(&id, &e);
+            return Response::error(f.code, format!("{:#}", f.error));
+        }
     };
     if let Err(e) = st.known.save() {
         return Response::error(CONFIG, format!("{e:#}"));
@@ -736,48 +1014,101 @@ fn trust(sh: &Shared, device: &str, key: &str) -> Response {
     // old key (table entry, session) so it is learned again under the pin.
     if st.table.get(&id).is_some_and(|e| *e.static_key() != key) {
         st.table.remove(&id);
+        st.candidates.remove(&id);
     }
     if let Some(h) = st.sessions.get(&id) {
         if h.key != key {
             let _ = h.cmd.try_send(SessionCmd::Close);
         }
     }
-    info!("pinned peer={id} key={}", fingerprint(&key));
-    let what = match old {
-        Some(o) if o == key => "already pinned to",
+    st.refusals.remove(&id);
+    drop(st);
+    sh.wake_dialer.notify_one();
+    info!(
+        "pinned peer={id} key={} (trusted by the user)",
+        fingerprint(&key)
+    );
+    let what = match pinned.old {
         Some(_) => "re-pinned to",
         None => "pinned to",
     };
+    let evicted = pinned
+        .evicted
+        .map(|e| format!(" (automatic pin of {e} dropped to make room)"))
+        .unwrap_or_default();
     Response::Ok {
-        message: format!("{id} {what} key {}", hex::encode(key.as_bytes())),
+        message: format!("{id} {what} key {}{evicted}", hex::encode(key.as_bytes())),
     }
 }
 
-fn forget(sh: &Shared, device: &str) -> Response {
-    let Ok(id) = DeviceId::new(device) else {
+fn forget(sh: &Shared, devices: Vec<String>, auto: bool) -> Response {
+    let mut ids = Vec::new();
+    for d in &devices {
+        match DeviceId::new(d) {
+            Ok(id) => ids.push(id),
+            Err(_) => {
+                return Response::error(
+                    crate::exit::USAGE,
+                    format!("{d:?} is not a valid device id"),
+                )
+            }
+        }
+    }
+    if ids.is_empty() && !auto {
         return Response::error(
             crate::exit::USAGE,
-            format!("{device:?} is not a valid device id"),
+            "name the devices to forget, or --auto for every automatic pin",
         );
-    };
+    }
     let mut st = sh.lock();
-    let had = st.known.remove(&id).is_some();
-    if had {
+    let mut pins_removed = 0usize;
+    let mut forgotten = Vec::new();
+    if auto {
+        let gone = st.known.remove_auto();
+        pins_removed += gone.len();
+        ids.extend(gone);
+    }
+    for id in ids {
+        let had = st.known.remove(&id).is_some();
+        pins_removed += usize::from(had);
+        let in_table = st.table.remove(&id).is_some();
+        st.candidates.remove(&id);
+        st.refusals.remove(&id);
+        let session = st
+            .sessions
+            .get(&id)
+            .map(|h| h.cmd.try_send(SessionCmd::Close))
+            .is_some();
+        if had || in_table || session || auto {
+            forgotten.push(id);
+        }
+    }
+    if pins_removed > 0 {
         if let Err(e) = st.known.save() {
             return Response::error(CONFIG, format!("{e:#}"));
         }
     }
-    let in_table = st.table.remove(&id).is_some();
-    let session = st
-        .sessions
-        .get(&id)
-        .map(|h| h.cmd.try_send(SessionCmd::Close))
-        .is_some();
-    if !had && !in_table && !session {
-        return Response::error(NO_PEER, format!("{id} is not known"));
+    drop(st);
+    if forgotten.is_empty() {
+        return Response::error(NO_PEER, format!("{} is not known", devices.join(", ")));
     }
-    info!("forgot peer={id}");
+    if let Some(n) = sh.limiter.allow("forget") {
+        info!("forgot {} peer(s){}", forgotten.len(), suppressed(n));
+    }
+    let names: Vec<String> = forgotten.iter().map(|i| i.to_string()).collect();
     Response::Ok {
-        message: format!("forgot {id}; it will be learned again from its next announce"),
+        message: if forgotten.len() == 1 {
+            format!(
+                "forgot {}; it will be learned again from its next announce",
+                names[0]
+            )
+        } else {
+            format!(
+                "forgot {} device(s) ({} pin(s) removed): {}",
+                forgotten.len(),
+                pins_removed,
+                names.join(", ")
+            )
+        },
     }
 }

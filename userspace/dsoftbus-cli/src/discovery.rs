@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dsoftbus::announce::MAX_ANNOUNCE_LEN;
+use dsoftbus::node::TrustMode;
 use dsoftbus::{Announce, Observe, DISCOVERY_GROUP};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -322,6 +323,17 @@ fn handle_datagram(sh: &Shared, src: SocketAddr, d: &[u8]) {
         Ok(a) => {
             if let Some(pin) = st.known.get(a.device_id()).copied() {
                 if &pin != a.static_key() {
+                    // Only pinned ids get a refusal record: bounded by pins.
+                    st.refuse(
+                        a.device_id(),
+                        format!(
+                            "key changed: announced key {} from {src}, pinned {} (`dsoftbus trust {} --replace` to accept the new key)",
+                            fingerprint(a.static_key()),
+                            fingerprint(&pin),
+                            a.device_id()
+                        ),
+                        Some(*a.static_key()),
+                    );
                     drop(st);
                     bump(&sh.counters.key_conflicts);
                     if let Some(n) = sh.limiter.allow("pin-conflict") {
@@ -335,7 +347,7 @@ fn handle_datagram(sh: &Shared, src: SocketAddr, d: &[u8]) {
                     }
                     return;
                 }
-            } else if sh.cfg.require_known {
+            } else if sh.cfg.trust_mode == TrustMode::Known {
                 drop(st);
                 bump(&sh.counters.unknown_ignored);
                 if let Some(n) = sh.limiter.allow("unknown") {
@@ -348,27 +360,51 @@ fn handle_datagram(sh: &Shared, src: SocketAddr, d: &[u8]) {
                 }
                 return;
             }
-            (st.table.observe(src, &a, now), Some(a))
+            let out = st.table.observe(src, &a, now);
+            if out.is_accepted() {
+                st.candidates
+                    .heard(a.device_id(), SocketAddr::new(src.ip(), a.port()), now);
+            }
+            (out, Some(a))
         }
     };
     drop(st);
     match (outcome, ann) {
         (Observe::Inserted, Some(a)) => {
-            info!(
-                "discovery peer found device={} addr={} key={}",
-                a.device_id(),
-                SocketAddr::new(src.ip(), a.port()),
-                fingerprint(a.static_key())
-            );
+            let pending = sh.cfg.trust_mode == TrustMode::Pending
+                && sh.lock().known.get(a.device_id()).is_none();
+            if pending {
+                if let Some(n) = sh.limiter.allow("peer-pending") {
+                    info!(
+                        "discovery peer pending device={} addr={} key={} (accept it with `dsoftbus trust {}`){}",
+                        a.device_id(),
+                        SocketAddr::new(src.ip(), a.port()),
+                        hex::encode(a.static_key().as_bytes()),
+                        a.device_id(),
+                        suppressed(n)
+                    );
+                }
+            } else if let Some(n) = sh.limiter.allow("peer-found") {
+                info!(
+                    "discovery peer found device={} addr={} key={}{}",
+                    a.device_id(),
+                    SocketAddr::new(src.ip(), a.port()),
+                    fingerprint(a.static_key()),
+                    suppressed(n)
+                );
+            }
             sh.wake_dialer.notify_one();
             sh.announce_soon.notify_one();
         }
         (Observe::Updated, Some(a)) => {
-            debug!(
-                "peer updated device={} addr={}",
-                a.device_id(),
-                SocketAddr::new(src.ip(), a.port())
-            );
+            if let Some(n) = sh.limiter.allow("peer-updated") {
+                debug!(
+                    "peer updated device={} addr={}{}",
+                    a.device_id(),
+                    SocketAddr::new(src.ip(), a.port()),
+                    suppressed(n)
+                );
+            }
             sh.wake_dialer.notify_one();
         }
         (Observe::KeyConflict, Some(a)) => {
