@@ -166,10 +166,17 @@ async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue)
         Err(e) => Err(e),
     };
     if let Err(e) = result {
-        log::warn!(
-            "dsoftbusd: session with {peer} ended: {e}; retrying after {} s",
-            RETRY_AFTER.as_secs()
-        );
+        if let Some(n) = node
+            .dial_log
+            .borrow_mut()
+            .allow("dial-ended", crate::link::now())
+        {
+            log::warn!(
+                "dsoftbusd: session with {peer} ended: {e}; retrying after {} s{}",
+                RETRY_AFTER.as_secs(),
+                crate::node::sup(n)
+            );
+        }
         dials.backoff.borrow_mut().insert(
             peer.as_str().to_string(),
             time::now().saturating_add(RETRY_AFTER),
@@ -202,10 +209,17 @@ async fn session(link: &mut Link, node: &Node) -> Result<(), ServiceError> {
     let rtt = match ping(link, &bindings).await {
         Ok(rtt) => rtt,
         Err(e) => {
-            log::info!(
-                "dsoftbusd: session refused by peer={peer} node={} ({e})",
-                node.label
-            );
+            if let Some(n) = node
+                .dial_log
+                .borrow_mut()
+                .allow("refused-by-peer", crate::link::now())
+            {
+                log::info!(
+                    "dsoftbusd: session refused by peer={peer} node={} ({e}){}",
+                    node.label,
+                    crate::node::sup(n)
+                );
+            }
             return Err(e);
         }
     };
