@@ -438,3 +438,199 @@ fn valid_frame1_flood_from_one_address_is_rate_limited_before_dh() {
     );
     assert!(limited > 0);
 }
+
+/// Completes a Noise XK handshake with `target` at 127.0.0.1:`port` as the
+/// initiator claiming `id` with `keys`, from source address `from`; returns
+/// the stream and connection once the listener has answered a ping (it
+/// accepted the session), or None.
+fn session_as(
+    id: &str,
+    keys: &StaticKeypair,
+    target: &PeerTarget,
+    port: u16,
+    from: Ipv4Addr,
+) -> Option<(TcpStream, Connection)> {
+    let me = LocalIdentity::new(DeviceId::new(id).unwrap(), keys.clone());
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    s.bind(&SocketAddr::from((from, 0)).into()).ok()?;
+    s.connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
+        .ok()?;
+    let mut s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
+    let t0 = dsoftbus::Instant::from_millis(0);
+    let mut rng = OsRng.unwrap_err();
+    let mut c = Connection::connect(
+        &me,
+        target.clone(),
+        &mut rng,
+        t0,
+        HandshakeConfig::default(),
+    )
+    .ok()?;
+    let none = NoBindings;
+    let mut buf = vec![0u8; 4096];
+    let mut pinged = false;
+    for _ in 0..20 {
+        let out = c.take_transmit();
+        if !out.is_empty() {
+            s.write_all(&out).ok()?;
+        }
+        if c.is_established() && !pinged {
+            c.send_ping(7).ok()?;
+            s.write_all(&c.take_transmit()).ok()?;
+            pinged = true;
+        }
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        c.handle_input(&buf[..n], t0, &none).ok()?;
+        while let Some(ev) = c.poll_event() {
+            if matches!(ev, dsoftbus::Event::Pong(7)) {
+                return Some((s, c));
+            }
+        }
+    }
+    None
+}
+
+struct NoBindings;
+impl dsoftbus::IdentityBindings for NoBindings {
+    fn bound_key(&self, _: &DeviceId) -> Option<PublicKey> {
+        None
+    }
+}
+
+fn announce_as(id: &str, keys: &StaticKeypair, from: Ipv4Addr, to_udp: u16) {
+    let a = Announce::new(DeviceId::new(id).unwrap(), 9, *keys.public(), vec![])
+        .unwrap()
+        .encode();
+    let s = udp_from(from);
+    let _ = s.send_to(&a, SocketAddr::from((Ipv4Addr::LOCALHOST, to_udp)));
+}
+
+/// Item 7: one static key authenticating as many made-up ids. Before: each
+/// id got a session until `max_sessions` was full and the pinned honest
+/// peer was refused. Now the key holds one session at a time and pinned
+/// peers have reserved capacity.
+#[test]
+fn one_key_many_ids_cannot_lock_out_a_pinned_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (ports(), ports());
+    let beta = spawn(dir.path(), "beta", pb, &[pa], &["--max-sessions", "8"]);
+    wait_up(&beta);
+    // alpha's key exists before alpha runs; beta's user pins it.
+    let key_a = text(&cli(&dir.path().join("alpha"), &["id"]))
+        .lines()
+        .find_map(|l| l.strip_prefix("key ").map(str::to_string))
+        .unwrap();
+    let o = cli(&beta.state, &["trust", "alpha", &key_a]);
+    assert!(o.status.success(), "{}", text(&o));
+    let target = PeerTarget {
+        id: DeviceId::new("beta").unwrap(),
+        key: key_of(&beta),
+    };
+    let mut rng = OsRng.unwrap_err();
+    let mallory = StaticKeypair::generate(&mut rng);
+    let mut held = Vec::new();
+    for i in 0..12u8 {
+        let from = Ipv4Addr::new(127, 0, 5, 1 + i / 4);
+        let id = format!("made-up-{i}");
+        announce_as(&id, &mallory, from, pb.udp);
+        std::thread::sleep(Duration::from_millis(30));
+        if let Some(x) = session_as(&id, &mallory, &target, pb.tcp, from) {
+            held.push(x);
+        }
+    }
+    let got = held.len();
+    let alpha = spawn(dir.path(), "alpha", pa, &[pb], &[]);
+    wait_up(&alpha);
+    let t = within(Duration::from_secs(6), || {
+        status(&alpha, "sessions") == Some(1)
+    });
+    eprintln!(
+        "one key, 12 made-up ids: {got} sessions for the key; pinned peer's session after {t:?}"
+    );
+    assert!(got <= 1, "one key got {got} sessions under made-up ids");
+    assert!(
+        t.is_some(),
+        "the pinned peer was locked out\n{}",
+        log_of(&beta)
+    );
+    drop(held);
+}
+
+/// Item 8: TOFU pin squatting. Before: every made-up id that completed a
+/// handshake was pinned (1 024 in 5 s filled the file). Now automatic pins
+/// from one address are rate-limited (burst 4) and capped, kept apart from
+/// user pins, and `forget --auto` drops them in one go.
+#[test]
+fn pin_squatting_is_rate_limited_and_forget_auto_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = ports();
+    let beta = spawn(dir.path(), "beta", pb, &[], &[]);
+    wait_up(&beta);
+    let target = PeerTarget {
+        id: DeviceId::new("beta").unwrap(),
+        key: key_of(&beta),
+    };
+    let mut rng = OsRng.unwrap_err();
+    let from = Ipv4Addr::new(127, 0, 6, 1);
+    let mut sessions = 0;
+    for i in 0..12u8 {
+        // One key per id (a squatter can make keys for free).
+        let keys = StaticKeypair::generate(&mut rng);
+        let id = format!("squat-{i}");
+        announce_as(&id, &keys, from, pb.udp);
+        std::thread::sleep(Duration::from_millis(30));
+        if let Some((s, _)) = session_as(&id, &keys, &target, pb.tcp, from) {
+            sessions += 1;
+            drop(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let known = std::fs::read_to_string(beta.state.join("known_peers.toml")).unwrap_or_default();
+    let pinned = known.matches("squat-").count();
+    eprintln!("pin squatting: {sessions} sessions from one address, {pinned} automatic pins");
+    assert!(
+        sessions >= 8,
+        "the squatter's sessions did not come up ({sessions})"
+    );
+    assert!(pinned <= 4, "{pinned} squatted pins\n{known}");
+    assert!(known.contains("[auto"), "{known}");
+    assert!(status(&beta, "auto_pins_refused").unwrap_or(0) >= 4);
+    let o = cli(&beta.state, &["forget", "--auto"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let known = std::fs::read_to_string(beta.state.join("known_peers.toml")).unwrap();
+    assert!(!known.contains("squat-"), "{known}");
+}
+
+/// `--trust-mode pending`: a new device is listed as pending and gets no
+/// session until `dsoftbus trust <device>` (no key needed: the announced
+/// one is used).
+#[test]
+fn pending_mode_lists_new_devices_until_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (ports(), ports());
+    let alpha = spawn(dir.path(), "alpha", pa, &[pb], &["--trust-mode", "pending"]);
+    let beta = spawn(dir.path(), "beta", pb, &[pa], &[]);
+    wait_up(&alpha);
+    wait_up(&beta);
+    within(Duration::from_secs(5), || {
+        text(&cli(&alpha.state, &["peers"])).contains("pending")
+    })
+    .unwrap_or_else(|| panic!("beta never listed as pending\n{}", log_of(&alpha)));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(status(&alpha, "sessions"), Some(0));
+    let o = cli(&alpha.state, &["trust", "beta"]);
+    assert!(o.status.success(), "{}", text(&o));
+    within(Duration::from_secs(5), || {
+        status(&alpha, "sessions") == Some(1)
+    })
+    .unwrap_or_else(|| panic!("no session after trust\n{}", log_of(&alpha)));
+    let known = std::fs::read_to_string(alpha.state.join("known_peers.toml")).unwrap();
+    assert!(
+        known.contains("[peers]") && known.contains("beta"),
+        "{known}"
+    );
+}
