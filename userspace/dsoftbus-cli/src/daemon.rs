@@ -1097,11 +1097,8 @@ fn forget(sh: &Shared, devices: Vec<String>, auto: bool) -> Response {
     }
     let names: Vec<String> = forgotten.iter().map(|i| i.to_string()).collect();
     Response::Ok {
-        message: if forgotten.len() == 1 {
-            format!(
-                "forgot {}; it will be learned again from its next announce",
-                names[0]
-            )
+        message: if let [one] = names.as_slice() {
+            format!("forgot {one}; it will be learned again from its next announce")
         } else {
             format!(
                 "forgot {} device(s) ({} pin(s) removed): {}",
