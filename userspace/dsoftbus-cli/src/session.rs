@@ -162,6 +162,13 @@ impl Ctx {
         // Session caps (dsoftbus::node::sessions): one id per key, per
         // source, capacity reserved for peers pinned before this session.
         let pinned_before = st.known.get(&peer) == Some(&key);
+        // Hold slots back only for pinned peers that have no session now.
+        let waiting = st
+            .known
+            .iter()
+            .filter(|(id, _)| **id != peer && !st.sessions.contains_key(*id))
+            .count();
+        st.caps.set_pinned_waiting(waiting);
         let admit = match st
             .caps
             .admit(self.conn_id, &peer, &key, self.addr.ip(), pinned_before)

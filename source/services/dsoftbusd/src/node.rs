@@ -640,7 +640,17 @@ pub(crate) async fn serve(
                 let Some((key, pinned)) = bound else {
                     break;
                 };
-                if let Err(r) = node.caps.borrow_mut().admit(conn_id, &p, &key, ip, pinned) {
+                let waiting = node
+                    .table
+                    .borrow()
+                    .iter()
+                    .filter(|e| e.is_pinned() && !e.has_session() && *e.device_id() != p)
+                    .count();
+                let mut caps = node.caps.borrow_mut();
+                caps.set_pinned_waiting(waiting);
+                let admitted = caps.admit(conn_id, &p, &key, ip, pinned);
+                drop(caps);
+                if let Err(r) = admitted {
                     if let Some(n) = seen.allow(kind(ip, "caps-lo", "caps")) {
                         log::info!(
                             "dsoftbusd: session refused peer={p} node={} from={remote}: {r}{}",

@@ -11,10 +11,13 @@
 //!    one ([`SessionAdmit::replaces`]); it takes no new capacity.
 //! 3. **Per-source cap** on sessions of *unpinned* peers from one source
 //!    (default 8) — pinned peers behind one NAT are not limited by it.
-//! 4. **Reserved capacity.** Of `max_sessions` (default 32), `reserved_for_pinned`
-//!    (default 8) are only for peers pinned *before* this session (a
-//!    user-trusted or earlier automatic pin), so unpinned newcomers can
-//!    never lock a pinned peer out.
+//! 4. **Reserved capacity.** Of `max_sessions` (default 32), up to
+//!    `reserved_for_pinned` (default 8) are only for peers pinned *before*
+//!    this session (a user-trusted or earlier automatic pin), so unpinned
+//!    newcomers can never lock a pinned peer out. The caller says how many
+//!    pinned peers are without a session ([`SessionCaps::set_pinned_waiting`]);
+//!    only that many slots (at most `reserved_for_pinned`) are held back, so a
+//!    fresh network with no pins yet can still use every slot.
 //!
 //! Sans-IO: sessions are identified by the caller's connection id.
 
@@ -108,6 +111,7 @@ struct Live {
 pub struct SessionCaps {
     cfg: SessionCapsConfig,
     live: Vec<Live>,
+    pinned_waiting: usize,
 }
 
 impl SessionCaps {
@@ -122,7 +126,20 @@ impl SessionCaps {
         SessionCaps {
             live: Vec::with_capacity(max),
             cfg,
+            pinned_waiting: usize::MAX,
         }
+    }
+
+    /// How many pinned peers have no session now (default: unknown, so the
+    /// whole reservation holds). The reservation is the smaller of this and
+    /// `reserved_for_pinned`.
+    pub fn set_pinned_waiting(&mut self, n: usize) {
+        self.pinned_waiting = n;
+    }
+
+    /// Slots held back for pinned peers now.
+    pub fn reserved(&self) -> usize {
+        self.cfg.reserved_for_pinned.min(self.pinned_waiting)
     }
 
     /// The configuration in force.
@@ -175,7 +192,7 @@ impl SessionCaps {
             if others().filter(|l| !l.pinned && l.source == source).count() >= self.cfg.per_source {
                 return Err(SessionRefused::SourceCap);
             }
-            let unpinned_room = self.cfg.max_sessions - self.cfg.reserved_for_pinned;
+            let unpinned_room = self.cfg.max_sessions - self.reserved();
             if others().filter(|l| !l.pinned).count() >= unpinned_room {
                 return Err(SessionRefused::ReservedForPinned);
             }
@@ -294,6 +311,41 @@ mod tests {
             s.admit(300, &id("p9"), &key(250), ip(1), true),
             Err(SessionRefused::Full)
         );
+    }
+
+    /// A fresh mesh (no pins yet) may use every slot; once a pinned peer is
+    /// waiting, one slot is held back for it.
+    #[test]
+    fn node_sessions_reservation_follows_the_pinned_peers_waiting() {
+        let mut s = SessionCaps::new(SessionCapsConfig::for_max(8));
+        s.set_pinned_waiting(0);
+        for i in 0..8u8 {
+            s.admit(
+                u64::from(i),
+                &id(&alloc::format!("n{i}")),
+                &key(i),
+                ip(i),
+                false,
+            )
+            .unwrap();
+        }
+        let mut s = SessionCaps::new(SessionCapsConfig::for_max(8));
+        s.set_pinned_waiting(1);
+        for i in 0..7u8 {
+            s.admit(
+                u64::from(i),
+                &id(&alloc::format!("n{i}")),
+                &key(i),
+                ip(i),
+                false,
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            s.admit(7, &id("n7"), &key(7), ip(7), false),
+            Err(SessionRefused::ReservedForPinned)
+        );
+        s.admit(8, &id("pinned"), &key(9), ip(9), true).unwrap();
     }
 
     #[test]
