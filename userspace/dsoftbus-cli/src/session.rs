@@ -215,7 +215,11 @@ impl Ctx {
                     }
                     match st.known.save() {
                         Ok(()) => pinned_now = true,
-                        Err(e) => warn!("cannot save known peers: {e:#}"),
+                        Err(e) => {
+                            if let Some(n) = sh.limiter.allow("pin-save") {
+                                warn!("cannot save known peers: {e:#}{}", suppressed(n));
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -832,7 +836,13 @@ pub async fn run(
             End::Limited(l) => l.to_string(),
             End::Evicted => "evicted".to_string(),
         };
-        info!("session closed peer={peer} addr={} ({why})", c.addr);
+        if let Some(n) = sh.limiter.allow("session-closed") {
+            info!(
+                "session closed peer={peer} addr={} ({why}){}",
+                c.addr,
+                suppressed(n)
+            );
+        }
     } else {
         c.log_failure(&end);
     }
