@@ -151,9 +151,20 @@ async fn dialer(net: &NetClient, node: &Node, dials: &DialQueue) -> Result<(), S
 /// every path.
 async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue) {
     let peer = entry.device_id().clone();
+    // Never evicted by unverified announces while we dial it.
+    node.table.borrow_mut().set_in_flight(&peer, true);
     let result = match sock_addr(entry.session_addr()) {
         Ok(target) => {
-            log::info!("dsoftbusd: session connect peer={peer} addr={target}");
+            if let Some(n) = node
+                .dial_log
+                .borrow_mut()
+                .allow("connect", crate::link::now())
+            {
+                log::info!(
+                    "dsoftbusd: session connect peer={peer} addr={target}{}",
+                    crate::node::sup(n)
+                );
+            }
             match dial(net, node, &entry, target).await {
                 Ok(mut link) => {
                     let r = session(&mut link, node).await;
@@ -183,6 +194,7 @@ async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue)
         );
     }
     node.table.borrow_mut().set_session(&peer, false);
+    node.table.borrow_mut().set_in_flight(&peer, false);
     dials.busy.borrow_mut().remove(peer.as_str());
 }
 
@@ -196,7 +208,17 @@ async fn session(link: &mut Link, node: &Node) -> Result<(), ServiceError> {
     let bindings = Bindings(&node.table);
     let peer = match link.next_event(&bindings).await {
         Ok(Event::Established { peer }) => {
-            log::info!("dsoftbusd: identity bound peer={peer} node={}", node.label);
+            if let Some(n) = node
+                .dial_log
+                .borrow_mut()
+                .allow("bound", crate::link::now())
+            {
+                log::info!(
+                    "dsoftbusd: identity bound peer={peer} node={}{}",
+                    node.label,
+                    crate::node::sup(n)
+                );
+            }
             peer
         }
         Ok(other) => {
@@ -224,11 +246,14 @@ async fn session(link: &mut Link, node: &Node) -> Result<(), ServiceError> {
         }
     };
     node.table.borrow_mut().set_session(&peer, true);
-    log::info!("dsoftbusd: auth ok peer={peer} node={}", node.label);
-    log::info!(
-        "dsoftbusd: session ping ok peer={peer} rtt={}us",
-        rtt.as_micros()
-    );
+    if let Some(n) = node.dial_log.borrow_mut().allow("auth", crate::link::now()) {
+        log::info!("dsoftbusd: auth ok peer={peer} node={}", node.label);
+        log::info!(
+            "dsoftbusd: session ping ok peer={peer} rtt={}us{}",
+            rtt.as_micros(),
+            crate::node::sup(n)
+        );
+    }
     // Hold the session, answering pings, until the peer goes away.
     loop {
         match link.next_event(&bindings).await {
