@@ -864,4 +864,37 @@ mod tests {
         }
         assert!(pt.get_str("quiet").is_some() && pt.get_str("new").is_some());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// Item 5 as a state machine: under any sequence of new-id announces
+        /// from any sources and times, an entry that is pinned, in session
+        /// or in flight is never evicted or expired, and the bounds hold.
+        #[test]
+        fn node_peer_table_protected_entries_survive_any_flood(
+            ops in proptest::collection::vec((0u8..40, 0u16..2000, 0u64..50), 1..400),
+            protect in 0u8..3,
+        ) {
+            let cfg = PeerTableConfig { capacity: 8, per_source_cap: 3, ..PeerTableConfig::default() };
+            let mut pt = PeerTable::new(DeviceId::new("me").unwrap(), PublicKey::from_bytes([0xee; 32]), cfg);
+            let honest = DeviceId::new("honest").unwrap();
+            pt.observe(addr(200, 1), &ann("honest", 7), t(0));
+            match protect {
+                0 => { pt.pin(&honest); }
+                1 => { pt.set_session(&honest, true); }
+                _ => { pt.set_in_flight(&honest, true); }
+            }
+            let mut now = 0u64;
+            for (src, id, dt) in ops {
+                now += dt;
+                let a = ann(&alloc::format!("f{id}"), (id % 200) as u8 + 10);
+                pt.observe(addr(src, 1), &a, t(now));
+                proptest::prop_assert!(pt.get(&honest).is_some(), "protected entry evicted");
+                proptest::prop_assert!(pt.len() <= 8);
+                for s in 0..40u8 {
+                    proptest::prop_assert!(pt.iter().filter(|e| e.source() == addr(s, 1)).count() <= 3);
+                }
+            }
+        }
+    }
 }
