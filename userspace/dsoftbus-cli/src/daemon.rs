@@ -1,8 +1,12 @@
 //! `dsoftbus daemon`: wiring of discovery, sessions and the control socket.
 //!
-//! One `std::sync::Mutex<State>` holds the peer table, the known-peers pins
-//! and the session registry; it is only ever held for short, non-async
-//! critical sections. Every task is spawned on the tokio runtime:
+//! One `std::sync::Mutex<State>` (the `Peers` handle, `crate::shared`)
+//! holds the peer table, the known-peers pins, the session registry and the
+//! node policy; it is only ever held for short, non-async critical sections.
+//! Discovery gets a narrow `DiscoveryCtx`; `shared` imports none of
+//! daemon/discovery/session, so they no longer import each other in a circle
+//! (only `session` still uses `daemon::write_resp`). Every task is spawned on
+//! the tokio runtime:
 //!
 //! - `discovery::announcer` / `discovery::receiver`: UDP announces in and out;
 //! - `accept_loop`: the session TCP listener (responder side);
@@ -26,289 +30,39 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use dsoftbus::node::{
-    Admission, AdmissionConfig, CandidateConfig, Candidates, LogLimiter, LogLimiterConfig,
-    SessionCaps, SessionCapsConfig, Ticket, TrustMode,
+    Admission, AdmissionConfig, CandidateConfig, Candidates, SessionCaps, SessionCapsConfig,
+    TrustMode,
 };
 use dsoftbus::transport::tcp::HostClock;
 use dsoftbus::{
-    should_initiate, Connection, DeviceId, HandshakeConfig, IdentityBindings, LocalIdentity,
-    PeerTable, PeerTableConfig, PeerTarget, PublicKey, RateLimitConfig,
+    should_initiate, Connection, DeviceId, LocalIdentity, PeerTable, PeerTableConfig, PeerTarget,
+    RateLimitConfig,
 };
-use rand_core::{OsRng, TryRngCore, UnwrapErr};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::config::DaemonConfig;
-use crate::control::{self, IfaceInfo, PeerInfo, Request, Response, StatusInfo};
+use crate::control::{self, PeerInfo, Request, Response, StatusInfo};
 use crate::exit::{Failure, WithCode, CONFIG, FAILURE, IN_USE, NO_PEER, TIMEOUT};
 use crate::identity::{self, fingerprint, KnownPeers};
-use crate::transfer::AppMsg;
+use crate::shared::{
+    bump, os_rng, suppressed, AcceptSlot, Counters, HalfOpen, Peers, RateLimiter, SessionCmd,
+    Shared, State,
+};
 use crate::{discovery, session};
 
 /// Most control-socket clients served at once.
 pub const MAX_CONTROL_CLIENTS: usize = 16;
 /// TCP connect timeout when dialing a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Handshake deadline (from connect / accept to the last handshake frame).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A command for a session task.
-pub enum SessionCmd {
-    /// Ping the peer; the RTT is sent back.
-    Ping { reply: oneshot::Sender<Duration> },
-    /// One application message (a DATA payload).
-    App(Vec<u8>),
-    /// Close the session in order.
-    Close,
-}
-
-/// How other tasks reach a live, authenticated session.
-#[derive(Clone)]
-pub struct SessionHandle {
-    pub conn_id: u64,
-    pub cmd: mpsc::Sender<SessionCmd>,
-    pub addr: SocketAddr,
-    pub key: PublicKey,
-    /// Outgoing transfers: transfer id → the sender task's inbox.
-    pub routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
-}
-
-/// Most refusal reasons remembered for `peers`.
-pub const MAX_REFUSALS: usize = 256;
-
-/// Why a device has no session, for `peers`.
-#[derive(Clone, Debug)]
-pub struct Refusal {
-    pub why: String,
-    /// The key it presented (announce or handshake), if any.
-    pub key: Option<PublicKey>,
-    pub at: std::time::Instant,
-}
-
-/// Everything behind the lock.
-pub struct State {
-    pub table: PeerTable,
-    pub known: KnownPeers,
-    pub sessions: HashMap<DeviceId, SessionHandle>,
-    pub dialing: HashSet<DeviceId>,
-    /// Candidate addresses per id, each with its own dial backoff.
-    pub candidates: Candidates,
-    /// Inbound half-open slots and the pre-DH handshake limiter.
-    pub admission: Admission,
-    /// Half-open connections that can be told to give up their slot.
-    pub evictors: HashMap<Ticket, Arc<Notify>>,
-    /// Session caps (one id per key, per source, reserved for pinned).
-    pub caps: SessionCaps,
-    /// Why devices are refused (bounded).
-    pub refusals: HashMap<DeviceId, Refusal>,
-    /// A pin's last use changed since the file was written.
-    pub known_touched: bool,
-    pub interfaces: Vec<IfaceInfo>,
-}
-
-/// The key a claimed id is bound to: the known-peers pin first, then (only
-/// in `tofu` mode) the key discovery pinned in the peer table.
-pub struct Bindings<'a> {
-    pub table: &'a PeerTable,
-    pub known: &'a KnownPeers,
-    pub mode: TrustMode,
-}
-
-impl IdentityBindings for Bindings<'_> {
-    fn bound_key(&self, id: &DeviceId) -> Option<PublicKey> {
-        if let Some(k) = self.known.get(id) {
-            return Some(*k);
-        }
-        if !self.mode.allows_unpinned() {
-            return None;
-        }
-        self.table.bound_key(id)
-    }
-}
-
-impl State {
-    pub fn bindings(&self, mode: TrustMode) -> Bindings<'_> {
-        Bindings {
-            table: &self.table,
-            known: &self.known,
-            mode,
-        }
-    }
-
-    /// Remembers why `id` is refused (bounded: the oldest reason goes).
-    pub fn refuse(&mut self, id: &DeviceId, why: String, key: Option<PublicKey>) {
-        if !self.refusals.contains_key(id) && self.refusals.len() >= MAX_REFUSALS {
-            if let Some(old) = self
-                .refusals
-                .iter()
-                .min_by_key(|(_, r)| r.at)
-                .map(|(i, _)| i.clone())
-            {
-                self.refusals.remove(&old);
-            }
-        }
-        self.refusals.insert(
-            id.clone(),
-            Refusal {
-                why,
-                key,
-                at: std::time::Instant::now(),
-            },
-        );
-    }
-}
-
-macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
-        /// Event counters shown by `dsoftbus status`.
-        #[derive(Default)]
-        pub struct Counters { $(pub $name: AtomicU64,)* }
-        impl Counters {
-            pub fn snapshot(&self) -> Vec<(String, u64)> {
-                vec![$((stringify!($name).to_string(), self.$name.load(Ordering::Relaxed)),)*]
-            }
-        }
-    };
-}
-
-counters!(
-    datagrams,
-    announces_sent,
-    malformed,
-    oversized,
-    key_conflicts,
-    unknown_ignored,
-    identity_mismatch,
-    identity_unknown,
-    handshake_failed,
-    half_open_refused,
-    half_open_evicted,
-    handshake_limited,
-    sessions_refused,
-    auto_pins_refused,
-    sessions_opened,
-    sessions_closed,
-    files_received,
-    files_sent,
-    transfers_failed,
-);
-
-pub fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// The log limiter of `dsoftbus::node::log` on the host clock: per kind of
-/// line, a burst of [`LOG_BURST`] then one a second, with suppressed counts.
-/// Every line a remote peer can trigger goes through it, so the worst case
-/// is (32 kinds + 1) × (8 + t) lines in t seconds (≈ 33 lines/s, about
-/// 6 KB/s at 200 bytes a line) whatever the network sends.
-pub struct RateLimiter {
-    inner: Mutex<LogLimiter>,
-    clock: HostClock,
-}
-
-/// Lines of one kind that may come back to back (then 1/s).
-pub const LOG_BURST: u32 = 8;
-
-impl Default for RateLimiter {
-    fn default() -> Self {
-        RateLimiter {
-            inner: Mutex::new(LogLimiter::new(LogLimiterConfig {
-                per_second: 1,
-                burst: LOG_BURST,
-                max_kinds: 32,
-            })),
-            clock: HostClock::new(),
-        }
-    }
-}
-
-impl RateLimiter {
-    /// Returns `Some(suppressed_since_last)` when a line may be logged now.
-    pub fn allow(&self, what: &'static str) -> Option<u64> {
-        let now = self.clock.now();
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allow(what, now)
-    }
-
-    /// Lines suppressed so far.
-    pub fn suppressed(&self) -> u64 {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .suppressed()
-    }
-}
-
-/// Formats the "(N similar suppressed)" tail.
-pub fn suppressed(n: u64) -> String {
-    if n == 0 {
-        String::new()
-    } else {
-        format!(" ({n} similar suppressed)")
-    }
-}
-
-/// Shared daemon context.
-pub struct Shared {
-    pub cfg: DaemonConfig,
-    pub me: LocalIdentity,
-    pub clock: HostClock,
-    pub started: std::time::Instant,
-    /// The session port actually bound (and announced).
-    pub port: u16,
-    pub state: Mutex<State>,
-    pub wake_dialer: Notify,
-    pub announce_soon: Notify,
-    /// Our encoded announce, and a socket to send it straight to a peer we
-    /// are about to dial (so it knows our key before our handshake arrives).
-    pub announce_bytes: Vec<u8>,
-    pub hello: std::net::UdpSocket,
-    pub dial_permits: Arc<Semaphore>,
-    pub incoming_permits: Arc<Semaphore>,
-    pub shutdown: watch::Receiver<bool>,
-    pub counters: Counters,
-    pub limiter: RateLimiter,
-    conn_ids: AtomicU64,
-}
-
-impl Shared {
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock must not wedge the daemon: the state
-        // is plain data and stays consistent between statements.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn next_conn_id(&self) -> u64 {
-        self.conn_ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn session(&self, id: &DeviceId) -> Option<SessionHandle> {
-        self.lock().sessions.get(id).cloned()
-    }
-
-    pub fn handshake_cfg(&self) -> HandshakeConfig {
-        HandshakeConfig {
-            timeout: HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-/// The OS entropy source as the core's `RngCore + CryptoRng`.
-pub fn os_rng() -> UnwrapErr<OsRng> {
-    OsRng.unwrap_err()
-}
-
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     let (keys, created) = identity::load_or_create_key(&cfg.paths.state_dir)?;
@@ -382,7 +136,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         clock,
         started: std::time::Instant::now(),
         port,
-        state: Mutex::new(State {
+        state: Peers::new(State {
             table,
             known,
             sessions: HashMap::new(),
@@ -395,20 +149,20 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
             known_touched: false,
             interfaces: Vec::new(),
         }),
-        wake_dialer: Notify::new(),
-        announce_soon: Notify::new(),
+        wake_dialer: Arc::new(Notify::new()),
+        announce_soon: Arc::new(Notify::new()),
         announce_bytes: announce.encode(),
         hello,
         dial_permits: Arc::new(Semaphore::new(cfg.max_half_open)),
         incoming_permits: Arc::new(Semaphore::new(cfg.max_incoming_transfers)),
         shutdown: shutdown_rx,
-        counters: Counters::default(),
-        limiter: RateLimiter::default(),
+        counters: Arc::new(Counters::default()),
+        limiter: Arc::new(RateLimiter::default()),
         conn_ids: AtomicU64::new(1),
-        cfg,
+        cfg: Arc::new(cfg),
     });
     let disc = Arc::new(disc);
-    disc.rescan(&sh);
+    disc.rescan(&sh.discovery());
     info!(
         "node up device={} key={} port={} discovery={}:{} mode={} interfaces=[{}] trust_mode={} inbox={}",
         id,
@@ -432,8 +186,8 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     );
 
     let tasks = vec![
-        tokio::spawn(discovery::announcer(sh.clone(), disc.clone(), announce)),
-        tokio::spawn(discovery::receiver(sh.clone(), disc)),
+        tokio::spawn(discovery::announcer(sh.discovery(), disc.clone(), announce)),
+        tokio::spawn(discovery::receiver(sh.discovery(), disc)),
         tokio::spawn(accept_loop(sh.clone(), listener)),
         tokio::spawn(maintenance(sh.clone())),
         tokio::spawn(control_server(sh.clone(), control)),
@@ -502,39 +256,6 @@ async fn bind_control(path: &std::path::Path) -> Result<UnixListener, Failure> {
     Ok(l)
 }
 
-/// An admitted inbound connection's half-open slot: released when dropped;
-/// `evicted` fires when fair admission gives the slot to another source.
-pub struct AcceptSlot {
-    sh: Arc<Shared>,
-    pub ticket: Ticket,
-    pub evicted: Arc<Notify>,
-}
-
-impl Drop for AcceptSlot {
-    fn drop(&mut self) {
-        let mut st = self.sh.lock();
-        st.admission.release(self.ticket);
-        st.evictors.remove(&self.ticket);
-    }
-}
-
-/// What bounds a connection while it is half-open.
-pub enum HalfOpen {
-    /// An outgoing dial (the permit is held for its `Drop`).
-    Dial(#[allow(dead_code)] OwnedSemaphorePermit),
-    /// An accepted connection.
-    Accept(AcceptSlot),
-}
-
-impl HalfOpen {
-    pub fn evicted(&self) -> Option<Arc<Notify>> {
-        match self {
-            HalfOpen::Dial(_) => None,
-            HalfOpen::Accept(a) => Some(a.evicted.clone()),
-        }
-    }
-}
-
 async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -584,7 +305,7 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
             }
         }
         let slot = HalfOpen::Accept(AcceptSlot {
-            sh: sh.clone(),
+            peers: sh.state.clone(),
             ticket: admitted.ticket,
             evicted,
         });

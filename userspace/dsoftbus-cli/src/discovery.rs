@@ -36,9 +36,9 @@ use tracing::{debug, info, warn};
 use crate::cli::DiscoveryMode;
 use crate::config::DaemonConfig;
 use crate::control::IfaceInfo;
-use crate::daemon::{bump, suppressed, Shared};
 use crate::identity::fingerprint;
 use crate::ifaces::{self, Iface};
+use crate::shared::{bump, suppressed, DiscoveryCtx};
 
 /// Receive buffer: one byte over the largest valid announce, so oversize shows.
 pub const RECV_BUF_LEN: usize = MAX_ANNOUNCE_LEN + 1;
@@ -108,7 +108,7 @@ impl Discovery {
     }
 
     /// Re-reads the interfaces; opens/joins new ones, drops vanished ones.
-    pub fn rescan(&self, sh: &Shared) {
+    pub fn rescan(&self, sh: &DiscoveryCtx) {
         if self.mode == DiscoveryMode::Unicast {
             return;
         }
@@ -199,7 +199,7 @@ impl Discovery {
     }
 
     /// Sends one announce everywhere it should go.
-    fn send_all(&self, sh: &Shared, bytes: &[u8]) {
+    fn send_all(&self, sh: &DiscoveryCtx, bytes: &[u8]) {
         let group = SocketAddrV4::new(DISCOVERY_GROUP, self.port);
         for s in self.senders().values_mut() {
             if s.multicast {
@@ -257,7 +257,7 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 /// The announce loop (also rescans interfaces).
-pub async fn announcer(sh: Arc<Shared>, disc: Arc<Discovery>, announce: Announce) {
+pub async fn announcer(sh: DiscoveryCtx, disc: Arc<Discovery>, announce: Announce) {
     let bytes = announce.encode();
     let mut shutdown = sh.shutdown.clone();
     let mut burst = 2u32;
@@ -294,7 +294,7 @@ pub async fn announcer(sh: Arc<Shared>, disc: Arc<Discovery>, announce: Announce
 
 /// The receive loop: every datagram goes through the known-peers pins and
 /// the peer table; noisy outcomes are logged at most once a second each.
-pub async fn receiver(sh: Arc<Shared>, disc: Arc<Discovery>) {
+pub async fn receiver(sh: DiscoveryCtx, disc: Arc<Discovery>) {
     let mut buf = [0u8; RECV_BUF_LEN];
     let mut shutdown = sh.shutdown.clone();
     loop {
@@ -315,7 +315,7 @@ pub async fn receiver(sh: Arc<Shared>, disc: Arc<Discovery>) {
     }
 }
 
-fn handle_datagram(sh: &Shared, src: SocketAddr, d: &[u8]) {
+fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
     let now = sh.clock.now();
     let mut st = sh.lock();
     let (outcome, ann) = match Announce::decode(d) {

@@ -11,6 +11,7 @@ mod exit;
 mod identity;
 mod ifaces;
 mod session;
+mod shared;
 mod transfer;
 
 use std::io::IsTerminal;

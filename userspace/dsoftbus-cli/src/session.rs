@@ -28,11 +28,10 @@ use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
 use crate::control::Response;
-use crate::daemon::{
-    bump, suppressed, write_resp, Bindings, HalfOpen, SessionCmd, SessionHandle, Shared,
-};
+use crate::daemon::write_resp;
 use crate::exit::{FAILURE, NO_PEER, TIMEOUT, TRANSFER};
 use crate::identity::fingerprint;
+use crate::shared::{bump, suppressed, Bindings, HalfOpen, SessionCmd, SessionHandle, Shared};
 use crate::transfer::{
     self, encode_chunk, AppMsg, ReadPiece, ReceiveJob, WriterDone, WriterMsg, CHUNK_LEN, DONE_OK,
     DONE_PROTOCOL, WINDOW,
