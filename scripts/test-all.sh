@@ -176,6 +176,10 @@ echo "dsoftbusd dependency tree has no virtio-drivers"
 # Needs root; without it the script prints a SKIP line and passes.
 step "Linux nodes in network namespaces (scripts/tests/netns-test.sh)" scripts/tests/netns-test.sh
 
+# Scale: 8 Linux nodes start at once; full-mesh time, RSS, CPU, announce traffic
+# (NODES=32 for the full run in docs/performance.md). Needs root (SKIP otherwise).
+step "Linux mesh scale, 8 nodes (scripts/tests/scale-test.sh)" scripts/tests/scale-test.sh
+
 # One bus across OS and Linux: the VM (dsoftbusd.mode=node) on a tap device, two
 # Linux nodes, dnsmasq DHCP, all on one bridge in namespaces. Needs root (SKIP otherwise).
 step "OS<->Linux interop on a bridge (scripts/tests/interop-test.sh)" scripts/tests/interop-test.sh

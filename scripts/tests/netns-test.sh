@@ -147,7 +147,8 @@ real=$(cli 3 status | sed -n 's/^fingerprint=//p')
 for i in $(seq 1 $NODES); do
     ((i == 3)) && continue
     line=$(cli "$i" peers | awk '$1 == "node-3"')
-    [[ $line == *"$real"*yes*yes* ]] || fail "node-$i no longer shows the real node-3 with a session: $line"
+    # PINNED is auto (first sight) or user; SESSION yes.
+    [[ $line == *"$real"*@(auto|user|yes)*yes* ]] || fail "node-$i no longer shows the real node-3 with a session: $line"
 done
 imp_sessions=$(cli "$IMP" status | sed -n 's/^sessions=//p')
 ((imp_sessions == 0)) || fail "the impostor holds $imp_sessions sessions"

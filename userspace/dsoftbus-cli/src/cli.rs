@@ -105,17 +105,46 @@ pub enum Command {
         /// Device id to pin
         device: String,
         /// Its static public key, as printed by `dsoftbus id` on that machine
-        key: String,
+        /// [default: the key the running daemon heard announced (pending devices)]
+        key: Option<String>,
+        /// Replace a pin to a different key (the device's key changed)
+        #[arg(long)]
+        replace: bool,
     },
-    /// Remove a device's pin; its session is closed and it is learned anew
+    /// Remove pins; sessions are closed and devices are learned anew
     Forget {
-        /// Device id to forget
-        device: String,
+        /// Device ids to forget
+        devices: Vec<String>,
+        /// Also forget every automatic (first-sight) pin
+        #[arg(long)]
+        auto: bool,
     },
     /// Print this node's device id and public key (creates the key if needed)
     Id,
     /// Show the daemon's status: identity, interfaces, counters
     Status,
+}
+
+/// `--trust-mode`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustModeArg {
+    /// Trust on first use: the first session pins the key
+    Tofu,
+    /// Only pinned devices (as --require-known)
+    Known,
+    /// New devices are listed as pending until `dsoftbus trust <device>`
+    Pending,
+}
+
+impl From<TrustModeArg> for dsoftbus::node::TrustMode {
+    fn from(m: TrustModeArg) -> Self {
+        match m {
+            TrustModeArg::Tofu => dsoftbus::node::TrustMode::Tofu,
+            TrustModeArg::Known => dsoftbus::node::TrustMode::Known,
+            TrustModeArg::Pending => dsoftbus::node::TrustMode::Pending,
+        }
+    }
 }
 
 /// How announces leave the machine.
@@ -199,7 +228,12 @@ pub struct DaemonArgs {
     #[arg(long, env = "DSOFTBUS_INBOX", value_name = "DIR")]
     pub inbox: Option<PathBuf>,
 
-    /// Strict mode: only devices pinned in known_peers.toml may connect
+    /// Devices without a pin: tofu (pin on first session), known (ignored),
+    /// pending (listed until `dsoftbus trust`) [default: tofu]
+    #[arg(long, env = "DSOFTBUS_TRUST_MODE", value_name = "MODE")]
+    pub trust_mode: Option<TrustModeArg>,
+
+    /// Strict mode: only devices pinned in known_peers.toml may connect (= --trust-mode known)
     #[arg(long, env = "DSOFTBUS_REQUIRE_KNOWN", value_parser = clap::builder::FalseyValueParser::new(), action = ArgAction::SetTrue)]
     pub require_known: bool,
 

@@ -44,20 +44,29 @@ fn yes(b: bool) -> &'static str {
 
 /// Renders the peers table.
 pub fn render_peers(peers: &[PeerInfo]) -> String {
-    let rows: Vec<[String; 6]> = peers
+    let rows: Vec<[String; 7]> = peers
         .iter()
         .map(|p| {
             [
                 p.device.clone(),
                 p.addr.clone().unwrap_or_else(|| "-".into()),
                 p.fingerprint.clone(),
-                yes(p.pinned).into(),
+                p.pin.clone().unwrap_or_else(|| yes(p.pinned).into()),
                 yes(p.session).into(),
                 ago(p.last_seen_ms),
+                p.state.clone(),
             ]
         })
         .collect();
-    let head = ["DEVICE", "ADDRESS", "KEY", "PINNED", "SESSION", "LAST SEEN"];
+    let head = [
+        "DEVICE",
+        "ADDRESS",
+        "KEY",
+        "PINNED",
+        "SESSION",
+        "LAST SEEN",
+        "STATE",
+    ];
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -119,6 +128,7 @@ pub fn status(paths: &Paths) -> Result<(), Failure> {
     println!("sessions={}", s.sessions);
     println!("known={}", s.known);
     println!("require_known={}", s.require_known);
+    println!("trust_mode={}", s.trust_mode);
     println!("inbox={}", s.inbox.as_deref().unwrap_or("none"));
     println!("uptime_s={}", s.uptime_s);
     for (k, v) in &s.counters {
@@ -250,22 +260,33 @@ pub fn send(paths: &Paths, device: &str, file: &Path, no_progress: bool) -> Resu
 
 /// `trust`/`forget` go through the daemon when one runs (so it applies at
 /// once), else edit the known-peers file directly.
-pub fn trust(paths: &Paths, device: &str, key: &str) -> Result<(), Failure> {
-    let k = identity::parse_public_key(key).code(USAGE)?;
+pub fn trust(paths: &Paths, device: &str, key: Option<&str>, replace: bool) -> Result<(), Failure> {
+    let k = key
+        .map(|key| identity::parse_public_key(key).code(USAGE))
+        .transpose()?;
     let id = dsoftbus::DeviceId::new(device)
         .map_err(|e| Failure::new(USAGE, format!("bad device id {device:?}: {e}")))?;
     match Client::connect(&paths.control_socket) {
         Ok(mut c) => {
             let request = Request::Trust {
                 device: device.into(),
-                key: key.trim().into(),
+                key: key.map(|k| k.trim().into()),
+                replace,
             };
             call_and_print(&mut c, &request)
         }
         Err(f) if f.code == NO_DAEMON => {
+            let Some(k) = k else {
+                return Err(Failure::new(
+                    USAGE,
+                    "no daemon running: give the key (`dsoftbus trust <device> <key-hex>`)",
+                ));
+            };
             identity::ensure_state_dir(&paths.state_dir)?;
             let mut known = KnownPeers::load(&paths.state_dir)?;
-            known.insert(id.clone(), k).code(CONFIG)?;
+            known
+                .trust(&id, k, replace)
+                .map_err(|e| identity::trust_failure(&id, &e))?;
             known.save().code(CONFIG)?;
             println!(
                 "{id} pinned to key {} (no daemon running; file updated)",
@@ -285,23 +306,44 @@ fn call_and_print(c: &mut Client, request: &Request) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn forget(paths: &Paths, device: &str) -> Result<(), Failure> {
+pub fn forget(paths: &Paths, devices: &[String], auto: bool) -> Result<(), Failure> {
+    if devices.is_empty() && !auto {
+        return Err(Failure::new(
+            USAGE,
+            "name the devices to forget, or --auto for every automatic pin",
+        ));
+    }
     match Client::connect(&paths.control_socket) {
         Ok(mut c) => {
             let request = Request::Forget {
-                device: device.into(),
+                device: None,
+                devices: devices.to_vec(),
+                auto,
             };
             call_and_print(&mut c, &request)
         }
         Err(f) if f.code == NO_DAEMON => {
-            let id = dsoftbus::DeviceId::new(device)
-                .map_err(|e| Failure::new(USAGE, format!("bad device id {device:?}: {e}")))?;
+            let ids = devices
+                .iter()
+                .map(|d| {
+                    dsoftbus::DeviceId::new(d)
+                        .map_err(|e| Failure::new(USAGE, format!("bad device id {d:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let mut known = KnownPeers::load(&paths.state_dir)?;
-            if known.remove(&id).is_none() {
-                return Err(Failure::new(NO_PEER, format!("{id} is not pinned")));
+            let mut gone = if auto { known.remove_auto() } else { vec![] };
+            for id in ids {
+                if known.remove(&id).is_some() {
+                    gone.push(id);
+                } else if !auto && devices.len() == 1 {
+                    return Err(Failure::new(NO_PEER, format!("{id} is not pinned")));
+                }
             }
             known.save().code(CONFIG)?;
-            println!("forgot {id} (no daemon running; file updated)");
+            println!(
+                "forgot {} pin(s) (no daemon running; file updated)",
+                gone.len()
+            );
             Ok(())
         }
         Err(f) => Err(f),

@@ -39,6 +39,7 @@ pub struct FileConfig {
     pub announce_interval_ms: Option<u64>,
     pub inbox: Option<PathBuf>,
     pub require_known: Option<bool>,
+    pub trust_mode: Option<crate::cli::TrustModeArg>,
     pub services: Option<Vec<String>>,
     pub max_peers: Option<usize>,
     pub max_sessions: Option<usize>,
@@ -70,6 +71,9 @@ pub struct DaemonConfig {
     pub announce_interval: Duration,
     pub inbox: Option<PathBuf>,
     pub require_known: bool,
+    /// Resolved: `--trust-mode`/`DSOFTBUS_TRUST_MODE` > `require_known`
+    /// (flag, env or file: `known`) > file `trust_mode` > `tofu`.
+    pub trust_mode: dsoftbus::node::TrustMode,
     pub services: Vec<String>,
     pub max_peers: usize,
     pub max_sessions: usize,
@@ -177,7 +181,10 @@ pub fn daemon_config(
             format!("announce interval {interval_ms} ms is outside 100..=60000"),
         ));
     }
-    let cfg = DaemonConfig {
+    let file_trust_mode = file.trust_mode;
+    let cli_trust_mode = args.trust_mode;
+    let mut cfg = DaemonConfig {
+        trust_mode: dsoftbus::node::TrustMode::Tofu,
         paths,
         device_id: args.device_id.or(file.device_id),
         port: pick(args.port, file.port, DEFAULT_PORT),
@@ -205,6 +212,13 @@ pub fn daemon_config(
         max_receive_bytes: file.max_receive_bytes.unwrap_or(DEFAULT_MAX_RECEIVE),
         multicast_loop: file.multicast_loop.unwrap_or(true),
     };
+    cfg.trust_mode = match (cli_trust_mode, cfg.require_known, file_trust_mode) {
+        (Some(m), _, _) => m.into(),
+        (None, true, _) => dsoftbus::node::TrustMode::Known,
+        (None, false, Some(m)) => m.into(),
+        (None, false, None) => dsoftbus::node::TrustMode::Tofu,
+    };
+    cfg.require_known = cfg.trust_mode == dsoftbus::node::TrustMode::Known;
     for (name, v, max) in [
         ("max_peers", cfg.max_peers, 4096),
         ("max_sessions", cfg.max_sessions, 4096),

@@ -22,10 +22,32 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub enum Request {
     Status,
     Peers,
-    Ping { device: String, timeout_ms: u64 },
-    Send { device: String, path: PathBuf },
-    Trust { device: String, key: String },
-    Forget { device: String },
+    Ping {
+        device: String,
+        timeout_ms: u64,
+    },
+    Send {
+        device: String,
+        path: PathBuf,
+    },
+    /// `key` None: the key the daemon's table holds (pending devices).
+    Trust {
+        device: String,
+        #[serde(default)]
+        key: Option<String>,
+        /// Replace a pin to another key.
+        #[serde(default)]
+        replace: bool,
+    },
+    /// `device` and/or `devices`; `auto`: every automatic pin.
+    Forget {
+        #[serde(default)]
+        device: Option<String>,
+        #[serde(default)]
+        devices: Vec<String>,
+        #[serde(default)]
+        auto: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +63,12 @@ pub struct PeerInfo {
     /// Milliseconds since the last accepted announce (None: not in the table).
     pub last_seen_ms: Option<u64>,
     pub services: Vec<String>,
+    /// `user` (trusted) or `auto` (pinned on first sight), if pinned.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// `session`, `ok`, `pending`, or why it is refused (key changed, ...).
+    #[serde(default)]
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +91,9 @@ pub struct StatusInfo {
     pub sessions: usize,
     pub known: usize,
     pub require_known: bool,
+    /// `tofu`, `known` or `pending`.
+    #[serde(default)]
+    pub trust_mode: String,
     pub inbox: Option<String>,
     pub uptime_s: u64,
     pub counters: Vec<(String, u64)>,

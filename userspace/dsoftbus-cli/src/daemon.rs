@@ -1,8 +1,12 @@
 //! `dsoftbus daemon`: wiring of discovery, sessions and the control socket.
 //!
-//! One `std::sync::Mutex<State>` holds the peer table, the known-peers pins
-//! and the session registry; it is only ever held for short, non-async
-//! critical sections. Every task is spawned on the tokio runtime:
+//! One `std::sync::Mutex<State>` (the `Peers` handle, `crate::shared`)
+//! holds the peer table, the known-peers pins, the session registry and the
+//! node policy; it is only ever held for short, non-async critical sections.
+//! Discovery gets a narrow `DiscoveryCtx`; `shared` imports none of
+//! daemon/discovery/session, so they no longer import each other in a circle
+//! (only `session` still uses `daemon::write_resp`). Every task is spawned on
+//! the tokio runtime:
 //!
 //! - `discovery::announcer` / `discovery::receiver`: UDP announces in and out;
 //! - `accept_loop`: the session TCP listener (responder side);
@@ -15,229 +19,50 @@
 //! `max_half_open` incoming plus `max_half_open` outgoing (16 each); control
 //! clients 16; incoming transfers `max_incoming_transfers` (4); per session a
 //! 32-command queue, at most 16 MiB of file data in flight, 32 pending pings.
+//!
+//! Node policy comes from the core (`dsoftbus::node`), the same rules the OS
+//! daemon applies: inbound admission (per-source half-open cap, fair
+//! admission, then the pre-DH handshake limiter), session caps (one id per
+//! key, per-source cap, capacity reserved for pinned peers), pins (automatic
+//! vs user, `--trust-mode`), candidate addresses with dial backoff, and the
+//! log limiter every peer-triggerable line goes through.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use dsoftbus::node::{
+    Admission, AdmissionConfig, CandidateConfig, Candidates, SessionCaps, SessionCapsConfig,
+    TrustMode,
+};
 use dsoftbus::transport::tcp::HostClock;
 use dsoftbus::{
-    should_initiate, Connection, DeviceId, HandshakeConfig, IdentityBindings, LocalIdentity,
-    PeerTable, PeerTableConfig, PeerTarget, PublicKey,
+    should_initiate, Connection, DeviceId, LocalIdentity, PeerTable, PeerTableConfig, PeerTarget,
+    RateLimitConfig,
 };
-use rand_core::{OsRng, TryRngCore, UnwrapErr};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::config::DaemonConfig;
-use crate::control::{self, IfaceInfo, PeerInfo, Request, Response, StatusInfo};
+use crate::control::{self, PeerInfo, Request, Response, StatusInfo};
 use crate::exit::{Failure, WithCode, CONFIG, FAILURE, IN_USE, NO_PEER, TIMEOUT};
 use crate::identity::{self, fingerprint, KnownPeers};
-use crate::transfer::AppMsg;
+use crate::shared::{
+    bump, os_rng, suppressed, AcceptSlot, Counters, HalfOpen, Peers, RateLimiter, SessionCmd,
+    Shared, State,
+};
 use crate::{discovery, session};
 
 /// Most control-socket clients served at once.
 pub const MAX_CONTROL_CLIENTS: usize = 16;
 /// TCP connect timeout when dialing a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Handshake deadline (from connect / accept to the last handshake frame).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A command for a session task.
-pub enum SessionCmd {
-    /// Ping the peer; the RTT is sent back.
-    Ping { reply: oneshot::Sender<Duration> },
-    /// One application message (a DATA payload).
-    App(Vec<u8>),
-    /// Close the session in order.
-    Close,
-}
-
-/// How other tasks reach a live, authenticated session.
-#[derive(Clone)]
-pub struct SessionHandle {
-    pub conn_id: u64,
-    pub cmd: mpsc::Sender<SessionCmd>,
-    pub addr: SocketAddr,
-    pub key: PublicKey,
-    /// Outgoing transfers: transfer id → the sender task's inbox.
-    pub routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
-}
-
-/// Redial bookkeeping for one peer.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Backoff {
-    pub failures: u32,
-    pub next: Option<std::time::Instant>,
-}
-
-/// Everything behind the lock.
-pub struct State {
-    pub table: PeerTable,
-    pub known: KnownPeers,
-    pub sessions: HashMap<DeviceId, SessionHandle>,
-    pub dialing: HashSet<DeviceId>,
-    pub backoff: HashMap<DeviceId, Backoff>,
-    pub interfaces: Vec<IfaceInfo>,
-}
-
-/// The key a claimed id is bound to: the known-peers pin first, then (unless
-/// `--require-known`) the key discovery pinned in the peer table.
-pub struct Bindings<'a> {
-    pub table: &'a PeerTable,
-    pub known: &'a KnownPeers,
-    pub require_known: bool,
-}
-
-impl IdentityBindings for Bindings<'_> {
-    fn bound_key(&self, id: &DeviceId) -> Option<PublicKey> {
-        if let Some(k) = self.known.get(id) {
-            return Some(*k);
-        }
-        if self.require_known {
-            return None;
-        }
-        self.table.bound_key(id)
-    }
-}
-
-impl State {
-    pub fn bindings(&self, require_known: bool) -> Bindings<'_> {
-        Bindings {
-            table: &self.table,
-            known: &self.known,
-            require_known,
-        }
-    }
-}
-
-macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
-        /// Event counters shown by `dsoftbus status`.
-        #[derive(Default)]
-        pub struct Counters { $(pub $name: AtomicU64,)* }
-        impl Counters {
-            pub fn snapshot(&self) -> Vec<(String, u64)> {
-                vec![$((stringify!($name).to_string(), self.$name.load(Ordering::Relaxed)),)*]
-            }
-        }
-    };
-}
-
-counters!(
-    datagrams,
-    announces_sent,
-    malformed,
-    oversized,
-    key_conflicts,
-    unknown_ignored,
-    identity_mismatch,
-    identity_unknown,
-    handshake_failed,
-    half_open_refused,
-    sessions_opened,
-    sessions_closed,
-    files_received,
-    files_sent,
-    transfers_failed,
-);
-
-pub fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// One-per-second logging for a category of noisy events (floods).
-#[derive(Default)]
-pub struct RateLimiter {
-    slots: Mutex<HashMap<&'static str, (Option<std::time::Instant>, u64)>>,
-}
-
-impl RateLimiter {
-    /// Returns `Some(suppressed_since_last)` when a line may be logged now.
-    pub fn allow(&self, what: &'static str) -> Option<u64> {
-        let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = m.entry(what).or_insert((None, 0));
-        let now = std::time::Instant::now();
-        match slot.0 {
-            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
-                slot.1 += 1;
-                None
-            }
-            _ => {
-                let s = slot.1;
-                *slot = (Some(now), 0);
-                Some(s)
-            }
-        }
-    }
-}
-
-/// Formats the "(N similar suppressed)" tail.
-pub fn suppressed(n: u64) -> String {
-    if n == 0 {
-        String::new()
-    } else {
-        format!(" ({n} similar suppressed)")
-    }
-}
-
-/// Shared daemon context.
-pub struct Shared {
-    pub cfg: DaemonConfig,
-    pub me: LocalIdentity,
-    pub clock: HostClock,
-    pub started: std::time::Instant,
-    /// The session port actually bound (and announced).
-    pub port: u16,
-    pub state: Mutex<State>,
-    pub wake_dialer: Notify,
-    pub announce_soon: Notify,
-    /// Our encoded announce, and a socket to send it straight to a peer we
-    /// are about to dial (so it knows our key before our handshake arrives).
-    pub announce_bytes: Vec<u8>,
-    pub hello: std::net::UdpSocket,
-    pub accept_permits: Arc<Semaphore>,
-    pub dial_permits: Arc<Semaphore>,
-    pub incoming_permits: Arc<Semaphore>,
-    pub shutdown: watch::Receiver<bool>,
-    pub counters: Counters,
-    pub limiter: RateLimiter,
-    conn_ids: AtomicU64,
-}
-
-impl Shared {
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock must not wedge the daemon: the state
-        // is plain data and stays consistent between statements.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn next_conn_id(&self) -> u64 {
-        self.conn_ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn session(&self, id: &DeviceId) -> Option<SessionHandle> {
-        self.lock().sessions.get(id).cloned()
-    }
-
-    pub fn handshake_cfg(&self) -> HandshakeConfig {
-        HandshakeConfig {
-            timeout: HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-/// The OS entropy source as the core's `RngCore + CryptoRng`.
-pub fn os_rng() -> UnwrapErr<OsRng> {
-    OsRng.unwrap_err()
-}
-
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     let (keys, created) = identity::load_or_create_key(&cfg.paths.state_dir)?;
@@ -247,7 +72,17 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
             cfg.paths.state_dir.join(identity::KEY_FILE).display()
         );
     }
-    let known = KnownPeers::load(&cfg.paths.state_dir)?;
+    let mut known = KnownPeers::load(&cfg.paths.state_dir)?;
+    let stale = known.evict_stale();
+    if !stale.is_empty() {
+        info!(
+            "{} automatic pin(s) unused for 30 days removed from known peers",
+            stale.len()
+        );
+        if let Err(e) = known.save() {
+            warn!("cannot save known peers: {e:#}");
+        }
+    }
     let id = identity::device_id(cfg.device_id.as_deref(), keys.public())?;
     let services = cfg
         .services
@@ -280,38 +115,56 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     // (stretched) intervals plus one, so one lost datagram never drops a peer.
     table_cfg.expiry = cfg.announce_interval.mul_f64(4.0);
     let table = PeerTable::new(id.clone(), *keys.public(), table_cfg);
+    let clock = HostClock::new();
+    let admission = Admission::new(
+        AdmissionConfig {
+            max_half_open: cfg.max_half_open,
+            per_source: (cfg.max_half_open / 4).max(1),
+            rate: RateLimitConfig::default(),
+        },
+        clock.now(),
+    );
+    let caps = SessionCaps::new(SessionCapsConfig::for_max(cfg.max_sessions));
+    let candidates = Candidates::new(CandidateConfig {
+        per_id: 4,
+        max_ids: cfg.max_peers.saturating_mul(2),
+    });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let sh = Arc::new(Shared {
         me: LocalIdentity::new(id.clone(), keys.clone()),
-        clock: HostClock::new(),
+        clock,
         started: std::time::Instant::now(),
         port,
-        state: Mutex::new(State {
+        state: Peers::new(State {
             table,
             known,
             sessions: HashMap::new(),
             dialing: HashSet::new(),
-            backoff: HashMap::new(),
+            candidates,
+            admission,
+            evictors: HashMap::new(),
+            caps,
+            refusals: HashMap::new(),
+            known_touched: false,
             interfaces: Vec::new(),
         }),
-        wake_dialer: Notify::new(),
-        announce_soon: Notify::new(),
+        wake_dialer: Arc::new(Notify::new()),
+        announce_soon: Arc::new(Notify::new()),
         announce_bytes: announce.encode(),
         hello,
-        accept_permits: Arc::new(Semaphore::new(cfg.max_half_open)),
         dial_permits: Arc::new(Semaphore::new(cfg.max_half_open)),
         incoming_permits: Arc::new(Semaphore::new(cfg.max_incoming_transfers)),
         shutdown: shutdown_rx,
-        counters: Counters::default(),
-        limiter: RateLimiter::default(),
+        counters: Arc::new(Counters::default()),
+        limiter: Arc::new(RateLimiter::default()),
         conn_ids: AtomicU64::new(1),
-        cfg,
+        cfg: Arc::new(cfg),
     });
     let disc = Arc::new(disc);
-    disc.rescan(&sh);
+    disc.rescan(&sh.discovery());
     info!(
-        "node up device={} key={} port={} discovery={}:{} mode={} interfaces=[{}] require_known={} inbox={}",
+        "node up device={} key={} port={} discovery={}:{} mode={} interfaces=[{}] trust_mode={} inbox={}",
         id,
         fingerprint(keys.public()),
         port,
@@ -324,7 +177,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
             .map(|i| format!("{} {} {}", i.name, i.addr, i.delivery))
             .collect::<Vec<_>>()
             .join(", "),
-        sh.cfg.require_known,
+        sh.cfg.trust_mode.name(),
         sh.cfg
             .inbox
             .as_ref()
@@ -333,8 +186,8 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     );
 
     let tasks = vec![
-        tokio::spawn(discovery::announcer(sh.clone(), disc.clone(), announce)),
-        tokio::spawn(discovery::receiver(sh.clone(), disc)),
+        tokio::spawn(discovery::announcer(sh.discovery(), disc.clone(), announce)),
+        tokio::spawn(discovery::receiver(sh.discovery(), disc)),
         tokio::spawn(accept_loop(sh.clone(), listener)),
         tokio::spawn(maintenance(sh.clone())),
         tokio::spawn(control_server(sh.clone(), control)),
@@ -415,68 +268,105 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(permit) = sh.accept_permits.clone().try_acquire_owned() else {
-            bump(&sh.counters.half_open_refused);
-            if let Some(n) = sh.limiter.allow("half-open") {
-                warn!(
-                    "refusing connection from {addr}: {} handshakes already in progress{}",
-                    sh.cfg.max_half_open,
+        let admitted = {
+            let mut guard = sh.lock();
+            let st = &mut *guard;
+            match st.admission.admit(addr.ip(), sh.clock.now()) {
+                Ok(a) => {
+                    if let Some(victim) = a.evict {
+                        if let Some(n) = st.evictors.remove(&victim) {
+                            n.notify_one();
+                        }
+                    }
+                    let evicted = Arc::new(Notify::new());
+                    st.evictors.insert(a.ticket, evicted.clone());
+                    Ok((a, evicted))
+                }
+                Err(r) => Err(r),
+            }
+        };
+        let (admitted, evicted) = match admitted {
+            Ok(x) => x,
+            Err(r) => {
+                bump(&sh.counters.half_open_refused);
+                if let Some(n) = sh.limiter.allow("half-open") {
+                    warn!("refusing connection from {addr}: {r}{}", suppressed(n));
+                }
+                continue;
+            }
+        };
+        if admitted.evict.is_some() {
+            bump(&sh.counters.half_open_evicted);
+            if let Some(n) = sh.limiter.allow("half-open-evict") {
+                debug!(
+                    "handshake slots full: {addr} takes the oldest slot of the busiest address{}",
                     suppressed(n)
                 );
             }
-            continue;
-        };
+        }
+        let slot = HalfOpen::Accept(AcceptSlot {
+            peers: sh.state.clone(),
+            ticket: admitted.ticket,
+            evicted,
+        });
         let _ = stream.set_nodelay(true);
         let conn = Connection::accept(&sh.me, &mut os_rng(), sh.clock.now(), sh.handshake_cfg());
-        tokio::spawn(session::run(sh.clone(), stream, addr, conn, permit, None));
+        tokio::spawn(session::run(sh.clone(), stream, addr, conn, slot, None));
     }
 }
 
-fn backoff_delay(failures: u32) -> Duration {
-    let base = 250u64.saturating_mul(1 << failures.min(6)).min(10_000);
-    Duration::from_millis(base + fastrand::u64(0..=base / 2))
-}
+/// How often stale automatic pins are swept and pin ages written.
+const PIN_SWEEP: Duration = Duration::from_secs(3600);
 
 /// Expires old peers and dials the ones the tie-break says we dial.
 async fn maintenance(sh: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = sh.shutdown.clone();
+    let mut last_sweep = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = sh.wake_dialer.notified() => {}
             _ = shutdown.changed() => return,
         }
-        let now = std::time::Instant::now();
+        if last_sweep.elapsed() >= PIN_SWEEP {
+            last_sweep = std::time::Instant::now();
+            sweep_pins(&sh);
+        }
+        let now = sh.clock.now();
         let targets: Vec<(PeerTarget, SocketAddr)> = {
             let mut guard = sh.lock();
             let st = &mut *guard;
-            let expired = st.table.expire(sh.clock.now());
+            let expired = st.table.expire(now);
             if expired > 0 {
                 debug!("{expired} peer(s) expired");
             }
             let table = &st.table;
-            st.backoff.retain(|id, _| table.get(id).is_some());
+            st.candidates.retain(|id| table.get(id).is_some());
             let mut v = Vec::new();
             for e in st.table.iter() {
                 let id = e.device_id();
                 if !should_initiate(sh.me.id(), id)
                     || st.sessions.contains_key(id)
                     || st.dialing.contains(id)
-                    || (sh.cfg.require_known && st.known.get(id).is_none())
+                    || (!sh.cfg.trust_mode.allows_unpinned() && st.known.get(id).is_none())
                 {
                     continue;
                 }
-                if let Some(next) = st.backoff.get(id).and_then(|b| b.next) {
-                    if now < next {
-                        continue;
-                    }
-                }
-                v.push((PeerTarget::from(e), e.session_addr()));
+                let addr = if st.candidates.of(id).is_empty() {
+                    Some(e.session_addr())
+                } else {
+                    st.candidates.pick(id, now)
+                };
+                let Some(addr) = addr else {
+                    continue; // every candidate is backing off
+                };
+                v.push((PeerTarget::from(e), addr));
             }
             for (t, _) in &v {
                 st.dialing.insert(t.id.clone());
+                st.table.set_in_flight(&t.id, true);
             }
             v
         };
@@ -486,10 +376,28 @@ async fn maintenance(sh: Arc<Shared>) {
                     tokio::spawn(dial(sh.clone(), target, addr, p));
                 }
                 Err(_) => {
-                    sh.lock().dialing.remove(&target.id);
+                    let mut st = sh.lock();
+                    st.dialing.remove(&target.id);
+                    st.table.set_in_flight(&target.id, false);
                 }
             }
         }
+    }
+}
+
+/// Drops automatic pins unused for 30 days and writes pin ages.
+fn sweep_pins(sh: &Shared) {
+    let mut st = sh.lock();
+    let gone = st.known.evict_stale();
+    if gone.is_empty() && !st.known_touched {
+        return;
+    }
+    st.known_touched = false;
+    if !gone.is_empty() {
+        info!("{} stale automatic pin(s) removed", gone.len());
+    }
+    if let Err(e) = st.known.save() {
+        warn!("cannot save known peers: {e:#}");
     }
 }
 
@@ -515,10 +423,23 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
                 sh.handshake_cfg(),
             ) {
                 Ok(conn) => {
-                    session::run(sh.clone(), stream, addr, conn, permit, Some(target)).await
+                    session::run(
+                        sh.clone(),
+                        stream,
+                        addr,
+                        conn,
+                        HalfOpen::Dial(permit),
+                        Some(target),
+                    )
+                    .await
                 }
                 Err(e) => {
-                    warn!("cannot start a handshake with peer={id}: {e}");
+                    if let Some(n) = sh.limiter.allow("hs-start") {
+                        warn!(
+                            "cannot start a handshake with peer={id}: {e}{}",
+                            suppressed(n)
+                        );
+                    }
                     false
                 }
             }
@@ -534,16 +455,19 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
     };
     let mut st = sh.lock();
     st.dialing.remove(&id);
-    let b = st.backoff.entry(id).or_default();
+    st.table.set_in_flight(&id, false);
+    let now = sh.clock.now();
+    if st.candidates.of(&id).iter().all(|c| c.addr != addr) {
+        // Dialled the table's address before any candidate was recorded.
+        st.candidates.heard(&id, addr, now);
+    }
     if confirmed {
         // The session ran and ended: redial soon, but not in a hot loop.
-        *b = Backoff {
-            failures: 0,
-            next: Some(std::time::Instant::now() + backoff_delay(0)),
-        };
+        st.candidates.succeeded(&id, addr, now, fastrand::u64(..));
     } else {
-        b.failures = b.failures.saturating_add(1);
-        b.next = Some(std::time::Instant::now() + backoff_delay(b.failures));
+        // This address failed: back it off, so another candidate (e.g. the
+        // real one, when a replayed announce pointed us elsewhere) goes next.
+        st.candidates.failed(&id, addr, now, fastrand::u64(..));
     }
     drop(st);
     sh.wake_dialer.notify_one();
@@ -611,8 +535,16 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
                 Ok(id) => session::send_file(&sh, &id, &path, &mut w).await,
                 Err(_) => Response::error(NO_PEER, format!("{device:?} is not a valid device id")),
             },
-            Request::Trust { device, key } => trust(&sh, &device, &key),
-            Request::Forget { device } => forget(&sh, &device),
+            Request::Trust {
+                device,
+                key,
+                replace,
+            } => trust(&sh, &device, key.as_deref(), replace),
+            Request::Forget {
+                device,
+                devices,
+                auto,
+            } => forget(&sh, device.into_iter().chain(devices).collect(), auto),
         };
         write_resp(&mut w, &resp).await?;
     }
@@ -631,11 +563,51 @@ fn status(sh: &Shared) -> StatusInfo {
         peers: st.table.len(),
         sessions: st.sessions.len(),
         known: st.known.len(),
-        require_known: sh.cfg.require_known,
+        require_known: sh.cfg.trust_mode == TrustMode::Known,
+        trust_mode: sh.cfg.trust_mode.name().into(),
         inbox: sh.cfg.inbox.as_ref().map(|p| p.display().to_string()),
         uptime_s: sh.started.elapsed().as_secs(),
-        counters: sh.counters.snapshot(),
+        counters: {
+            let mut c = sh.counters.snapshot();
+            c.push(("known_auto".into(), st.known.auto_count() as u64));
+            c.push(("half_open".into(), st.admission.half_open() as u64));
+            c.push(("log_suppressed".into(), sh.limiter.suppressed()));
+            c
+        },
     }
+}
+
+/// Why `id` has no session (or `session`), for the STATE column.
+fn peer_state(sh: &Shared, st: &State, id: &DeviceId, in_table: bool) -> String {
+    if st.sessions.contains_key(id) {
+        return "session".into();
+    }
+    if let Some(r) = st.refusals.get(id) {
+        return r.why.clone();
+    }
+    if !in_table {
+        return "-".into();
+    }
+    if st.known.get(id).is_none() {
+        match sh.cfg.trust_mode {
+            TrustMode::Pending => return format!("pending: `dsoftbus trust {id}` to accept it"),
+            TrustMode::Known => return "not trusted (--trust-mode known)".into(),
+            TrustMode::Tofu => {}
+        }
+    }
+    if should_initiate(sh.me.id(), id) {
+        if st.dialing.contains(id) {
+            return "connecting".into();
+        }
+        return "no session (dialling with backoff)".into();
+    }
+    "no session (waiting for it to dial us; it may hold another key for us)".into()
+}
+
+fn pin_kind(st: &State, id: &DeviceId) -> Option<String> {
+    st.known
+        .pin(id)
+        .map(|p| if p.is_user() { "user" } else { "auto" }.to_string())
 }
 
 fn peers(sh: &Shared) -> Vec<PeerInfo> {
@@ -657,6 +629,8 @@ fn peers(sh: &Shared) -> Vec<PeerInfo> {
                 .iter()
                 .map(|s| s.as_str().to_string())
                 .collect(),
+            pin: pin_kind(&st, e.device_id()),
+            state: peer_state(sh, &st, e.device_id(), true),
         })
         .collect();
     for (id, h) in &st.sessions {
@@ -670,6 +644,8 @@ fn peers(sh: &Shared) -> Vec<PeerInfo> {
                 session: true,
                 last_seen_ms: None,
                 services: vec![],
+                pin: pin_kind(&st, id),
+                state: "session".into(),
             });
         }
     }
@@ -684,6 +660,8 @@ fn peers(sh: &Shared) -> Vec<PeerInfo> {
                 session: false,
                 last_seen_ms: None,
                 services: vec![],
+                pin: pin_kind(&st, id),
+                state: peer_state(sh, &st, id, false),
             });
         }
     }
@@ -715,19 +693,40 @@ async fn ping(sh: &Shared, device: &str, timeout_ms: u64) -> Response {
     }
 }
 
-fn trust(sh: &Shared, device: &str, key: &str) -> Response {
+fn trust(sh: &Shared, device: &str, key: Option<&str>, replace: bool) -> Response {
     let id = match DeviceId::new(device) {
         Ok(id) => id,
         Err(e) => return Response::error(crate::exit::USAGE, format!("bad device id: {e}")),
     };
-    let key = match identity::parse_public_key(key) {
-        Ok(k) => k,
-        Err(e) => return Response::error(crate::exit::USAGE, format!("{e:#}")),
-    };
     let mut st = sh.lock();
-    let old = match st.known.insert(id.clone(), key) {
-        Ok(old) => old,
-        Err(e) => return Response::error(CONFIG, format!("{e:#}")),
+    let key = match key {
+        Some(k) => match identity::parse_public_key(k) {
+            Ok(k) => k,
+            Err(e) => return Response::error(crate::exit::USAGE, format!("{e:#}")),
+        },
+        // The key we heard: a pending device's announce, or the new key of
+        // a device whose key changed.
+        None => match st
+            .refusals
+            .get(&id)
+            .and_then(|r| r.key)
+            .or_else(|| st.table.get(&id).map(|e| *e.static_key()))
+        {
+            Some(k) => k,
+            None => {
+                return Response::error(
+                    NO_PEER,
+                    format!("no key heard for {id}: give it (`dsoftbus trust {id} <key-hex>`)"),
+                )
+            }
+        },
+    };
+    let pinned = match st.known.trust(&id, key, replace) {
+        Ok(p) => p,
+        Err(e) => {
+            let f = identity::trust_failure(&id, &e);
+            return Response::error(f.code, format!("{:#}", f.error));
+        }
     };
     if let Err(e) = st.known.save() {
         return Response::error(CONFIG, format!("{e:#}"));
@@ -736,48 +735,98 @@ fn trust(sh: &Shared, device: &str, key: &str) -> Response {
     // old key (table entry, session) so it is learned again under the pin.
     if st.table.get(&id).is_some_and(|e| *e.static_key() != key) {
         st.table.remove(&id);
+        st.candidates.remove(&id);
     }
     if let Some(h) = st.sessions.get(&id) {
         if h.key != key {
             let _ = h.cmd.try_send(SessionCmd::Close);
         }
     }
-    info!("pinned peer={id} key={}", fingerprint(&key));
-    let what = match old {
-        Some(o) if o == key => "already pinned to",
+    st.refusals.remove(&id);
+    drop(st);
+    sh.wake_dialer.notify_one();
+    info!(
+        "pinned peer={id} key={} (trusted by the user)",
+        fingerprint(&key)
+    );
+    let what = match pinned.old {
         Some(_) => "re-pinned to",
         None => "pinned to",
     };
+    let evicted = pinned
+        .evicted
+        .map(|e| format!(" (automatic pin of {e} dropped to make room)"))
+        .unwrap_or_default();
     Response::Ok {
-        message: format!("{id} {what} key {}", hex::encode(key.as_bytes())),
+        message: format!("{id} {what} key {}{evicted}", hex::encode(key.as_bytes())),
     }
 }
 
-fn forget(sh: &Shared, device: &str) -> Response {
-    let Ok(id) = DeviceId::new(device) else {
+fn forget(sh: &Shared, devices: Vec<String>, auto: bool) -> Response {
+    let mut ids = Vec::new();
+    for d in &devices {
+        match DeviceId::new(d) {
+            Ok(id) => ids.push(id),
+            Err(_) => {
+                return Response::error(
+                    crate::exit::USAGE,
+                    format!("{d:?} is not a valid device id"),
+                )
+            }
+        }
+    }
+    if ids.is_empty() && !auto {
         return Response::error(
             crate::exit::USAGE,
-            format!("{device:?} is not a valid device id"),
+            "name the devices to forget, or --auto for every automatic pin",
         );
-    };
+    }
     let mut st = sh.lock();
-    let had = st.known.remove(&id).is_some();
-    if had {
+    let mut pins_removed = 0usize;
+    let mut forgotten = Vec::new();
+    if auto {
+        let gone = st.known.remove_auto();
+        pins_removed += gone.len();
+        ids.extend(gone);
+    }
+    for id in ids {
+        let had = st.known.remove(&id).is_some();
+        pins_removed += usize::from(had);
+        let in_table = st.table.remove(&id).is_some();
+        st.candidates.remove(&id);
+        st.refusals.remove(&id);
+        let session = st
+            .sessions
+            .get(&id)
+            .map(|h| h.cmd.try_send(SessionCmd::Close))
+            .is_some();
+        if had || in_table || session || auto {
+            forgotten.push(id);
+        }
+    }
+    if pins_removed > 0 {
         if let Err(e) = st.known.save() {
             return Response::error(CONFIG, format!("{e:#}"));
         }
     }
-    let in_table = st.table.remove(&id).is_some();
-    let session = st
-        .sessions
-        .get(&id)
-        .map(|h| h.cmd.try_send(SessionCmd::Close))
-        .is_some();
-    if !had && !in_table && !session {
-        return Response::error(NO_PEER, format!("{id} is not known"));
+    drop(st);
+    if forgotten.is_empty() {
+        return Response::error(NO_PEER, format!("{} is not known", devices.join(", ")));
     }
-    info!("forgot peer={id}");
+    if let Some(n) = sh.limiter.allow("forget") {
+        info!("forgot {} peer(s){}", forgotten.len(), suppressed(n));
+    }
+    let names: Vec<String> = forgotten.iter().map(|i| i.to_string()).collect();
     Response::Ok {
-        message: format!("forgot {id}; it will be learned again from its next announce"),
+        message: if let [one] = names.as_slice() {
+            format!("forgot {one}; it will be learned again from its next announce")
+        } else {
+            format!(
+                "forgot {} device(s) ({} pin(s) removed): {}",
+                forgotten.len(),
+                pins_removed,
+                names.join(", ")
+            )
+        },
     }
 }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dsoftbus::announce::MAX_ANNOUNCE_LEN;
+use dsoftbus::node::TrustMode;
 use dsoftbus::{Announce, Observe, DISCOVERY_GROUP};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -35,9 +36,9 @@ use tracing::{debug, info, warn};
 use crate::cli::DiscoveryMode;
 use crate::config::DaemonConfig;
 use crate::control::IfaceInfo;
-use crate::daemon::{bump, suppressed, Shared};
 use crate::identity::fingerprint;
 use crate::ifaces::{self, Iface};
+use crate::shared::{bump, suppressed, DiscoveryCtx};
 
 /// Receive buffer: one byte over the largest valid announce, so oversize shows.
 pub const RECV_BUF_LEN: usize = MAX_ANNOUNCE_LEN + 1;
@@ -107,7 +108,7 @@ impl Discovery {
     }
 
     /// Re-reads the interfaces; opens/joins new ones, drops vanished ones.
-    pub fn rescan(&self, sh: &Shared) {
+    pub fn rescan(&self, sh: &DiscoveryCtx) {
         if self.mode == DiscoveryMode::Unicast {
             return;
         }
@@ -198,7 +199,7 @@ impl Discovery {
     }
 
     /// Sends one announce everywhere it should go.
-    fn send_all(&self, sh: &Shared, bytes: &[u8]) {
+    fn send_all(&self, sh: &DiscoveryCtx, bytes: &[u8]) {
         let group = SocketAddrV4::new(DISCOVERY_GROUP, self.port);
         for s in self.senders().values_mut() {
             if s.multicast {
@@ -256,7 +257,7 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 /// The announce loop (also rescans interfaces).
-pub async fn announcer(sh: Arc<Shared>, disc: Arc<Discovery>, announce: Announce) {
+pub async fn announcer(sh: DiscoveryCtx, disc: Arc<Discovery>, announce: Announce) {
     let bytes = announce.encode();
     let mut shutdown = sh.shutdown.clone();
     let mut burst = 2u32;
@@ -293,7 +294,7 @@ pub async fn announcer(sh: Arc<Shared>, disc: Arc<Discovery>, announce: Announce
 
 /// The receive loop: every datagram goes through the known-peers pins and
 /// the peer table; noisy outcomes are logged at most once a second each.
-pub async fn receiver(sh: Arc<Shared>, disc: Arc<Discovery>) {
+pub async fn receiver(sh: DiscoveryCtx, disc: Arc<Discovery>) {
     let mut buf = [0u8; RECV_BUF_LEN];
     let mut shutdown = sh.shutdown.clone();
     loop {
@@ -314,7 +315,7 @@ pub async fn receiver(sh: Arc<Shared>, disc: Arc<Discovery>) {
     }
 }
 
-fn handle_datagram(sh: &Shared, src: SocketAddr, d: &[u8]) {
+fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
     let now = sh.clock.now();
     let mut st = sh.lock();
     let (outcome, ann) = match Announce::decode(d) {
@@ -322,6 +323,17 @@ fn handle_datagram(sh: &Shared, src: SocketAddr, d: &[u8]) {
         Ok(a) => {
             if let Some(pin) = st.known.get(a.device_id()).copied() {
                 if &pin != a.static_key() {
+                    // Only pinned ids get a refusal record: bounded by pins.
+                    st.refuse(
+                        a.device_id(),
+                        format!(
+                            "key changed: announced key {} from {src}, pinned {} (`dsoftbus trust {} --replace` to accept the new key)",
+                            fingerprint(a.static_key()),
+                            fingerprint(&pin),
+                            a.device_id()
+                        ),
+                        Some(*a.static_key()),
+                    );
                     drop(st);
                     bump(&sh.counters.key_conflicts);
                     if let Some(n) = sh.limiter.allow("pin-conflict") {
@@ -335,7 +347,7 @@ fn handle_datagram(sh: &Shared, src: SocketAddr, d: &[u8]) {
                     }
                     return;
                 }
-            } else if sh.cfg.require_known {
+            } else if sh.cfg.trust_mode == TrustMode::Known {
                 drop(st);
                 bump(&sh.counters.unknown_ignored);
                 if let Some(n) = sh.limiter.allow("unknown") {
@@ -348,27 +360,51 @@ fn handle_datagram(sh: &Shared, src: SocketAddr, d: &[u8]) {
                 }
                 return;
             }
-            (st.table.observe(src, &a, now), Some(a))
+            let out = st.table.observe(src, &a, now);
+            if out.is_accepted() {
+                st.candidates
+                    .heard(a.device_id(), SocketAddr::new(src.ip(), a.port()), now);
+            }
+            (out, Some(a))
         }
     };
     drop(st);
     match (outcome, ann) {
         (Observe::Inserted, Some(a)) => {
-            info!(
-                "discovery peer found device={} addr={} key={}",
-                a.device_id(),
-                SocketAddr::new(src.ip(), a.port()),
-                fingerprint(a.static_key())
-            );
+            let pending = sh.cfg.trust_mode == TrustMode::Pending
+                && sh.lock().known.get(a.device_id()).is_none();
+            if pending {
+                if let Some(n) = sh.limiter.allow("peer-pending") {
+                    info!(
+                        "discovery peer pending device={} addr={} key={} (accept it with `dsoftbus trust {}`){}",
+                        a.device_id(),
+                        SocketAddr::new(src.ip(), a.port()),
+                        hex::encode(a.static_key().as_bytes()),
+                        a.device_id(),
+                        suppressed(n)
+                    );
+                }
+            } else if let Some(n) = sh.limiter.allow("peer-found") {
+                info!(
+                    "discovery peer found device={} addr={} key={}{}",
+                    a.device_id(),
+                    SocketAddr::new(src.ip(), a.port()),
+                    fingerprint(a.static_key()),
+                    suppressed(n)
+                );
+            }
             sh.wake_dialer.notify_one();
             sh.announce_soon.notify_one();
         }
         (Observe::Updated, Some(a)) => {
-            debug!(
-                "peer updated device={} addr={}",
-                a.device_id(),
-                SocketAddr::new(src.ip(), a.port())
-            );
+            if let Some(n) = sh.limiter.allow("peer-updated") {
+                debug!(
+                    "peer updated device={} addr={}{}",
+                    a.device_id(),
+                    SocketAddr::new(src.ip(), a.port()),
+                    suppressed(n)
+                );
+            }
             sh.wake_dialer.notify_one();
         }
         (Observe::KeyConflict, Some(a)) => {

@@ -11,6 +11,7 @@ mod exit;
 mod identity;
 mod ifaces;
 mod session;
+mod shared;
 mod transfer;
 
 use std::io::IsTerminal;
@@ -69,8 +70,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             file: f,
             no_progress,
         } => client::send(&paths, &device, &f, no_progress),
-        Command::Trust { device, key } => client::trust(&paths, &device, &key),
-        Command::Forget { device } => client::forget(&paths, &device),
+        Command::Trust {
+            device,
+            key,
+            replace,
+        } => client::trust(&paths, &device, key.as_deref(), replace),
+        Command::Forget { devices, auto } => client::forget(&paths, &devices, auto),
         Command::Id => client::id(&paths, &file),
         Command::Status => client::status(&paths),
     }

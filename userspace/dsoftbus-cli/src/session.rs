@@ -19,15 +19,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
 use dsoftbus::connection::MAX_OUTBOUND;
-use dsoftbus::{AuthError, ConnError, Connection, DeviceId, Event, IdentityBindings, PeerTarget};
+use dsoftbus::{
+    AuthError, ConnError, Connection, DeviceId, Event, GatedError, IdentityBindings, PeerTarget,
+};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
 use crate::control::Response;
-use crate::daemon::{bump, suppressed, write_resp, SessionCmd, SessionHandle, Shared};
+use crate::daemon::write_resp;
 use crate::exit::{FAILURE, NO_PEER, TIMEOUT, TRANSFER};
+use crate::identity::fingerprint;
+use crate::shared::{bump, suppressed, Bindings, HalfOpen, SessionCmd, SessionHandle, Shared};
 use crate::transfer::{
     self, encode_chunk, AppMsg, ReadPiece, ReceiveJob, WriterDone, WriterMsg, CHUNK_LEN, DONE_OK,
     DONE_PROTOCOL, WINDOW,
@@ -61,6 +65,10 @@ enum End {
     Conn(ConnError),
     Dead,
     Refused(String),
+    /// The pre-DH handshake limiter refused frame 1 (no DH was done).
+    Limited(dsoftbus::ratelimit::Limited),
+    /// Fair admission gave this half-open connection's slot to another source.
+    Evicted,
     Shutdown,
 }
 
@@ -80,7 +88,7 @@ struct Ctx {
     done_tx: mpsc::Sender<WriterDone>,
     conn_id: u64,
     cmd_tx: mpsc::Sender<SessionCmd>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<HalfOpen>,
     keepalive_seq: u64,
 }
 
@@ -141,26 +149,41 @@ impl Ctx {
         self.confirmed = true;
         self.permit = None;
         let sh = self.sh.clone();
-        let mut st = sh.lock();
+        let mut guard = sh.lock();
+        let st = &mut *guard;
         let key = match &self.dialed {
             Some(t) => Some(t.key),
-            None => st.bindings(sh.cfg.require_known).bound_key(&peer),
+            None => st.bindings(sh.cfg.trust_mode).bound_key(&peer),
         };
         let Some(key) = key else {
             return Err(End::Refused("binding vanished".into()));
         };
-        match st.sessions.get(&peer) {
-            Some(old) if old.conn_id != self.conn_id => {
+        // Session caps (dsoftbus::node::sessions): one id per key, per
+        // source, capacity reserved for peers pinned before this session.
+        let pinned_before = st.known.get(&peer) == Some(&key);
+        // Hold slots back only for pinned peers that have no session now.
+        let waiting = st
+            .known
+            .iter()
+            .filter(|(id, _)| **id != peer && !st.sessions.contains_key(*id))
+            .count();
+        st.caps.set_pinned_waiting(waiting);
+        let admit = match st
+            .caps
+            .admit(self.conn_id, &peer, &key, self.addr.ip(), pinned_before)
+        {
+            Ok(a) => a,
+            Err(r) => {
+                st.refuse(&peer, format!("session refused: {r}"), Some(key));
+                bump(&sh.counters.sessions_refused);
+                return Err(End::Refused(r.to_string()));
+            }
+        };
+        for old in st.sessions.values() {
+            if old.conn_id != self.conn_id && admit.replaces.contains(&old.conn_id) {
                 debug!("peer={peer}: a newer session replaces the old one");
                 let _ = old.cmd.try_send(SessionCmd::Close);
             }
-            None if st.sessions.len() >= sh.cfg.max_sessions => {
-                return Err(End::Refused(format!(
-                    "session limit ({}) reached",
-                    sh.cfg.max_sessions
-                )));
-            }
-            _ => {}
         }
         st.sessions.insert(
             peer.clone(),
@@ -173,40 +196,72 @@ impl Ctx {
             },
         );
         st.table.set_session(&peer, true);
-        st.backoff.remove(&peer);
+        st.refusals.remove(&peer);
+        let now = sh.clock.now();
+        st.candidates.succeeded(&peer, self.addr, now, 0);
         let mut pinned_now = false;
-        if st.known.get(&peer).is_none() {
-            match st.known.insert(peer.clone(), key) {
-                Ok(_) => match st.known.save() {
-                    Ok(()) => pinned_now = true,
-                    Err(e) => warn!("cannot save known peers: {e:#}"),
-                },
-                Err(e) => warn!("not pinning peer={peer}: {e:#}"),
+        if pinned_before {
+            st.known.touch(&peer);
+            st.known_touched = true;
+        } else if st.known.get(&peer).is_none() && sh.cfg.trust_mode.allows_unpinned() {
+            // Trust on first use, through the pin policy: automatic pins are
+            // rate-limited and capped per source; a refusal leaves the
+            // session up but unpinned (the table binding still holds).
+            match st.known.auto_pin(&peer, key, self.addr.ip()) {
+                Ok(p) => {
+                    if let Some(e) = p.evicted {
+                        debug!("automatic pin of {e} dropped to make room");
+                    }
+                    match st.known.save() {
+                        Ok(()) => pinned_now = true,
+                        Err(e) => {
+                            if let Some(n) = sh.limiter.allow("pin-save") {
+                                warn!("cannot save known peers: {e:#}{}", suppressed(n));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    bump(&sh.counters.auto_pins_refused);
+                    if let Some(n) = sh.limiter.allow("auto-pin") {
+                        info!(
+                            "not pinning peer={peer} addr={}: {e}{}",
+                            self.addr,
+                            suppressed(n)
+                        );
+                    }
+                }
             }
         }
-        drop(st);
+        drop(guard);
         bump(&sh.counters.sessions_opened);
-        info!(
-            "auth ok peer={peer} addr={} role={}{}",
-            self.addr,
-            self.role(),
-            if pinned_now {
-                " (first sight: key pinned)"
-            } else {
-                ""
-            }
-        );
+        if let Some(n) = sh.limiter.allow("auth-ok") {
+            info!(
+                "auth ok peer={peer} addr={} role={}{}{}",
+                self.addr,
+                self.role(),
+                if pinned_now {
+                    " (first sight: key pinned)"
+                } else {
+                    ""
+                },
+                suppressed(n)
+            );
+        }
         Ok(())
     }
 
     fn on_event(&mut self, ev: Event) -> Option<AppMsg> {
         match ev {
             Event::Established { peer } => {
-                info!(
-                    "identity bound peer={peer} addr={} role={}",
-                    self.addr,
-                    self.role()
-                );
+                if let Some(n) = self.sh.limiter.allow("identity-bound") {
+                    info!(
+                        "identity bound peer={peer} addr={} role={}{}",
+                        self.addr,
+                        self.role(),
+                        suppressed(n)
+                    );
+                }
                 self.peer = Some(peer);
                 if self.dialed.is_some() {
                     // Our proof of acceptance is the answer to this ping.
@@ -446,40 +501,75 @@ impl Ctx {
                 st.table.set_session(peer, false);
             }
         }
+        st.caps.remove(self.conn_id);
     }
 
-    /// Logs why a session that never came up failed.
+    /// Logs why a session that never came up failed (every line through
+    /// the log limiter: a remote peer triggers all of them), and records
+    /// the reason for `peers`.
     fn log_failure(&self, why: &End) {
         let sh = &self.sh;
         let peer = self.peer_name();
         let addr = self.addr;
+        let lim = |kind| sh.limiter.allow(kind);
         match why {
             End::Conn(ConnError::Auth(AuthError::Identity)) => {
-                if self.dialed.is_some() {
+                if let Some(t) = &self.dialed {
                     bump(&sh.counters.identity_mismatch);
-                    warn!("identity mismatch peer={peer} addr={addr} (the listener named another device)");
+                    sh.lock().refuse(
+                        &t.id,
+                        format!("refused: the listener at {addr} named another device"),
+                        None,
+                    );
+                    if let Some(n) = lim("mismatch") {
+                        warn!("identity mismatch peer={peer} addr={addr} (the listener named another device){}", suppressed(n));
+                    }
                     return;
                 }
-                let known = self
-                    .conn
-                    .peer_hint()
-                    .and_then(|p| sh.lock().bindings(sh.cfg.require_known).bound_key(p));
-                if known.is_some() {
+                let hint = self.conn.peer_hint().cloned();
+                let mut st = sh.lock();
+                let known = hint
+                    .as_ref()
+                    .and_then(|p| st.bindings(sh.cfg.trust_mode).bound_key(p));
+                if let (Some(p), Some(k)) = (&hint, known) {
                     bump(&sh.counters.identity_mismatch);
-                    warn!("identity mismatch peer={peer} addr={addr} (its key is not the one bound to that id); closed");
+                    if st.known.get(p).is_some() {
+                        st.refuse(
+                            p,
+                            format!(
+                                "key changed: a handshake from {addr} used another key than the pinned {} (`dsoftbus trust {p} <key> --replace` if expected)",
+                                fingerprint(&k)
+                            ),
+                            None,
+                        );
+                    }
+                    drop(st);
+                    if let Some(n) = lim("mismatch") {
+                        warn!("identity mismatch peer={peer} addr={addr} (its key is not the one bound to that id); closed{}", suppressed(n));
+                    }
                 } else {
                     bump(&sh.counters.identity_unknown);
-                    let why = if sh.cfg.require_known {
-                        "not in known_peers.toml (--require-known)"
-                    } else {
-                        "no announce from it yet"
+                    let why = match sh.cfg.trust_mode {
+                        dsoftbus::node::TrustMode::Known => {
+                            "not in known_peers.toml (--trust-mode known)"
+                        }
+                        dsoftbus::node::TrustMode::Pending => {
+                            "pending: not trusted yet (`dsoftbus trust <id>`)"
+                        }
+                        dsoftbus::node::TrustMode::Tofu => "no announce from it yet",
                     };
-                    info!("identity unknown peer={peer} addr={addr} ({why}); closed");
+                    drop(st);
+                    if let Some(n) = lim("unknown-id") {
+                        info!(
+                            "identity unknown peer={peer} addr={addr} ({why}); closed{}",
+                            suppressed(n)
+                        );
+                    }
                 }
             }
             End::Conn(ConnError::Auth(AuthError::Mac1)) => {
                 bump(&sh.counters.handshake_failed);
-                if let Some(n) = sh.limiter.allow("mac1") {
+                if let Some(n) = lim("mac1") {
                     debug!(
                         "dropped a connection from {addr}: bad mac1 (not meant for our key){}",
                         suppressed(n)
@@ -488,7 +578,7 @@ impl Ctx {
             }
             End::Conn(ConnError::Auth(AuthError::Handshake)) => {
                 bump(&sh.counters.handshake_failed);
-                if let Some(n) = sh.limiter.allow("hs") {
+                if let Some(n) = lim("hs") {
                     warn!(
                         "handshake failed peer={peer} addr={addr} (wrong key or tampering){}",
                         suppressed(n)
@@ -497,12 +587,60 @@ impl Ctx {
             }
             End::Conn(ConnError::Auth(e)) => {
                 bump(&sh.counters.handshake_failed);
-                debug!("handshake with peer={peer} addr={addr} ended: {e}");
+                if let Some(n) = lim("hs-other") {
+                    debug!(
+                        "handshake with peer={peer} addr={addr} ended: {e}{}",
+                        suppressed(n)
+                    );
+                }
             }
-            End::Eof | End::Io(_) => debug!("peer={peer} addr={addr} closed during the handshake"),
-            End::Conn(e) => debug!("peer={peer} addr={addr}: {e}"),
+            End::Eof | End::Io(_) => {
+                if let Some(t) = &self.dialed {
+                    if self.peer.is_some() {
+                        // We sent frame 3 and the listener hung up: it
+                        // refused the id/key we presented.
+                        sh.lock().refuse(
+                            &t.id,
+                            "refused by the peer after our handshake (it holds another key for us, or does not trust us yet)".into(),
+                            None,
+                        );
+                    }
+                }
+                if let Some(n) = lim("hs-eof") {
+                    debug!(
+                        "peer={peer} addr={addr} closed during the handshake{}",
+                        suppressed(n)
+                    );
+                }
+            }
+            End::Limited(l) => {
+                bump(&sh.counters.handshake_limited);
+                if let Some(n) = lim("hs-limited") {
+                    info!(
+                        "handshake from {addr} refused before DH ({l}); closed{}",
+                        suppressed(n)
+                    );
+                }
+            }
+            End::Evicted => {
+                if let Some(n) = lim("evicted") {
+                    debug!(
+                        "half-open connection from {addr} gave its slot to another address{}",
+                        suppressed(n)
+                    );
+                }
+            }
+            End::Conn(e) => {
+                if let Some(n) = lim("conn") {
+                    debug!("peer={peer} addr={addr}: {e}{}", suppressed(n));
+                }
+            }
             End::Dead | End::Shutdown => {}
-            End::Refused(r) => warn!("session with peer={peer} refused: {r}"),
+            End::Refused(r) => {
+                if let Some(n) = lim("refused") {
+                    warn!("session with peer={peer} refused: {r}{}", suppressed(n));
+                }
+            }
         }
     }
 }
@@ -515,9 +653,10 @@ pub async fn run(
     stream: TcpStream,
     addr: SocketAddr,
     conn: Connection,
-    permit: OwnedSemaphorePermit,
+    slot: HalfOpen,
     dialed: Option<PeerTarget>,
 ) -> bool {
+    let evicted = slot.evicted();
     let (mut rd, mut wr) = stream.into_split();
     let (cmd_tx, mut cmd_rx) = mpsc::channel(CMD_QUEUE);
     let (done_tx, mut done_rx) = mpsc::channel(64);
@@ -536,7 +675,7 @@ pub async fn run(
         ack_notify: Arc::new(Notify::new()),
         done_tx,
         cmd_tx,
-        permit: Some(permit),
+        permit: Some(slot),
         keepalive_seq: 0,
     };
     let mut rbuf = vec![0u8; 64 * 1024];
@@ -577,11 +716,23 @@ pub async fn run(
                     last_rx = StdInstant::now();
                     let now = sh.clock.now();
                     let res = {
-                        let st = sh.lock();
-                        let b = st.bindings(sh.cfg.require_known);
-                        c.conn.handle_input(&rbuf[..n], now, &b)
+                        let mut guard = sh.lock();
+                        let st = &mut *guard;
+                        let b = Bindings {
+                            table: &st.table,
+                            known: &st.known,
+                            mode: sh.cfg.trust_mode,
+                        };
+                        // mac1 first, then the per-source and global
+                        // handshake buckets, then DH.
+                        let mut gate = st.admission.gate(addr.ip());
+                        c.conn.handle_input_gated(&rbuf[..n], now, &b, &mut gate)
                     };
-                    res.map(|_| ()).map_err(End::Conn)
+                    match res {
+                        Ok(_) => Ok(()),
+                        Err(GatedError::Conn(e)) => Err(End::Conn(e)),
+                        Err(GatedError::Limited(l)) => Err(End::Limited(l)),
+                    }
                 }
                 Err(e) => Err(End::Io(e)),
             },
@@ -605,6 +756,7 @@ pub async fn run(
                 },
                 None => Ok(()),
             },
+            _ = notified_opt(evicted.as_deref()), if !c.confirmed => Err(End::Evicted),
             Some(d) = done_rx.recv() => c.on_writer_done(d),
             _ = ack_notify.notified() => c.send_acks(),
             _ = sleep_until_opt(deadline) => {
@@ -680,8 +832,16 @@ pub async fn run(
             End::Conn(e) => e.to_string(),
             End::Dead => format!("no traffic for {} s", DEAD_AFTER.as_secs()),
             End::Refused(r) => r.clone(),
+            End::Limited(l) => l.to_string(),
+            End::Evicted => "evicted".to_string(),
         };
-        info!("session closed peer={peer} addr={} ({why})", c.addr);
+        if let Some(n) = sh.limiter.allow("session-closed") {
+            info!(
+                "session closed peer={peer} addr={} ({why}){}",
+                c.addr,
+                suppressed(n)
+            );
+        }
     } else {
         c.log_failure(&end);
     }
@@ -692,6 +852,13 @@ pub async fn run(
         );
     }
     c.confirmed
+}
+
+async fn notified_opt(n: Option<&Notify>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(t: Option<tokio::time::Instant>) {

@@ -135,7 +135,7 @@ fn two_nodes_peers_ping_send_trust_forget() {
         sessions(&a) == Some(1) && sessions(&b) == Some(1)
     });
 
-    // peers: the table row for beta, pinned on first sight, with a session.
+    // peers: the table row for beta, pinned on first sight ("auto"), with a session.
     let o = cli(&a.state, &["peers"]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
@@ -143,7 +143,7 @@ fn two_nodes_peers_ping_send_trust_forget() {
     let row = t.lines().find(|l| l.starts_with("beta")).expect("beta row");
     assert!(row.contains(&format!("127.0.0.1:{}", pb.tcp)), "{row}");
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&cols[3..5], &["yes", "yes"], "{row}");
+    assert_eq!(&cols[3..5], &["auto", "yes"], "{row}");
     let json = text(&cli(&a.state, &["peers", "--json"]));
     assert!(json.contains("\"device\":\"beta\""), "{json}");
 
@@ -198,9 +198,14 @@ fn two_nodes_peers_ping_send_trust_forget() {
                 .contains(&key_b)
     });
 
-    // trust with a wrong key: beta's announces are refused, its session goes.
+    // trust with a different key needs --replace (exit 2 and why, before).
     let wrong = "11".repeat(32);
     let o = cli(&a.state, &["trust", "beta", &wrong]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--replace"), "{}", text(&o));
+    // With --replace: beta's announces are refused, its session goes, and
+    // `peers` says why (key changed) instead of only "no session".
+    let o = cli(&a.state, &["trust", "beta", &wrong, "--replace"]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for("beta refused under the wrong pin", &[&a, &b], || {
         sessions(&a) == Some(0)
@@ -208,8 +213,11 @@ fn two_nodes_peers_ping_send_trust_forget() {
                 .unwrap()
                 .contains("announce refused (key conflict) peer=beta")
     });
-    // trust the right key: back to a session.
-    let o = cli(&a.state, &["trust", "beta", &key_b]);
+    let t = text(&cli(&a.state, &["peers"]));
+    let row = t.lines().find(|l| l.starts_with("beta")).expect("beta row");
+    assert!(row.contains("key changed"), "{t}");
+    // trust the right key (again --replace): back to a session.
+    let o = cli(&a.state, &["trust", "beta", &key_b, "--replace"]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for("session under the right pin", &[&a, &b], || {
         sessions(&a) == Some(1)

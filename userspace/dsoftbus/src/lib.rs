@@ -23,6 +23,7 @@
 //! | [`frame`] | 2-byte length framing of the session stream |
 //! | [`handshake`] | Noise XK + mac1 + hello + identity binding, frame level |
 //! | [`ratelimit`] | handshake admission: per-source and global token buckets |
+//! | [`node`] | node policy: admission, session caps, pins, candidate addresses, log limits |
 //! | [`session`] | transport messages (ping/pong/data/close) after the handshake |
 //! | [`connection`] | byte-stream driver tying frames, handshake and session together |
 //! | [`keys`] | static key pairs from injected entropy; redacted secrets |
@@ -107,6 +108,7 @@ mod crypto;
 pub mod frame;
 pub mod handshake;
 pub mod keys;
+pub mod node;
 pub mod peer_table;
 pub mod ratelimit;
 pub mod session;

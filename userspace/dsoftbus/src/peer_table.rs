@@ -22,11 +22,19 @@
 //!    sequence number (see `docs/distributed/dsoftbus-os.md`).
 //! 5. **Bounds and flood resistance**: at most `capacity` entries (default 16)
 //!    and at most `per_source_cap` entries (default 4) learned from one source
-//!    IP. A new id that would exceed a bound evicts the stalest entry that is
-//!    neither pinned nor holding a session — from the same source first when
-//!    the per-source cap is the bound that was hit. If nothing is evictable the
-//!    announce is refused ([`Observe::Full`] / [`Observe::SourceLimited`]), so a
-//!    burst of fake ids can never push out a peer we hold a session with.
+//!    IP. Entries that are pinned, hold a session, or have a dial or
+//!    handshake in flight ([`PeerTable::set_in_flight`]) are never evicted.
+//!    A new id that would exceed the per-source cap evicts that source's
+//!    stalest evictable entry. One that would exceed `capacity` evicts an
+//!    entry from the **noisiest source**: every announce of a new id adds
+//!    one to its source's *noise* score, which halves every second (at most
+//!    `noise_sources` sources tracked, the quietest forgotten first). The
+//!    victim is the evictable entry whose source is noisiest (then the
+//!    stalest), and only if the newcomer's source is at most one announce
+//!    noisier — so a flood of new ids from many addresses churns its own
+//!    entries and cannot push out a quiet peer's entry before its handshake
+//!    arrives. If nothing may be evicted the announce is refused
+//!    ([`Observe::Full`] / [`Observe::SourceLimited`]).
 //! 6. **Expiry**: entries expire by age (default 3× the announce interval since
 //!    the last accepted announce), never because a connection closed. Entries
 //!    that are pinned or hold a session do not expire.
@@ -60,6 +68,9 @@ pub struct PeerTableConfig {
     /// Entries not refreshed for this long are dropped (default 3 s = 3× the
     /// default 1 s announce interval).
     pub expiry: Duration,
+    /// Sources whose new-id rate ("noise") is tracked (default 256,
+    /// minimum 1).
+    pub noise_sources: usize,
 }
 
 impl Default for PeerTableConfig {
@@ -77,6 +88,7 @@ impl PeerTableConfig {
             per_source_cap: 4,
             dedup_window: interval / 2,
             expiry: interval.saturating_mul(3),
+            noise_sources: 256,
         }
     }
 }
@@ -93,6 +105,7 @@ pub struct PeerEntry {
     last_seen: Instant,
     pinned: bool,
     has_session: bool,
+    in_flight: bool,
 }
 
 impl PeerEntry {
@@ -139,8 +152,14 @@ impl PeerEntry {
         self.has_session
     }
 
+    /// A dial or handshake with this peer is in flight (set via
+    /// [`PeerTable::set_in_flight`]); such entries are never evicted.
+    pub fn is_in_flight(&self) -> bool {
+        self.in_flight
+    }
+
     fn evictable(&self) -> bool {
-        !self.pinned && !self.has_session
+        !self.pinned && !self.has_session && !self.in_flight
     }
 
     fn same_content(&self, src: SocketAddr, a: &Announce) -> bool {
@@ -216,6 +235,22 @@ pub struct PeerTable {
     cfg: PeerTableConfig,
     entries: Vec<PeerEntry>,
     stats: PeerTableStats,
+    noise: Vec<Noise>,
+}
+
+/// New-id announces from one source, in 1/1000, halving every second.
+#[derive(Clone, Copy, Debug)]
+struct Noise {
+    ip: IpAddr,
+    milli: u64,
+    last: Instant,
+}
+
+impl Noise {
+    fn at(&self, now: Instant) -> u64 {
+        let secs = now.saturating_since(self.last).as_secs();
+        self.milli >> secs.min(63)
+    }
 }
 
 fn bump(c: &mut u64) {
@@ -231,6 +266,7 @@ impl PeerTable {
             local_id,
             local_key,
             entries: Vec::with_capacity(cfg.capacity),
+            noise: Vec::new(),
             cfg,
             stats: PeerTableStats::default(),
         }
@@ -286,6 +322,60 @@ impl PeerTable {
             }
             None => false,
         }
+    }
+
+    /// Marks whether a dial or handshake with `id` is in flight (such an
+    /// entry is never evicted or expired). Returns false if unknown.
+    pub fn set_in_flight(&mut self, id: &DeviceId, in_flight: bool) -> bool {
+        match self.get_mut(id) {
+            Some(e) => {
+                e.in_flight = in_flight;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The noise score of `ip` at `now` (new-id announces, halving every
+    /// second; 1000 = one announce).
+    pub fn noise(&self, ip: IpAddr, now: Instant) -> u64 {
+        let ip = crate::node::source_of(ip);
+        self.noise
+            .iter()
+            .find(|n| n.ip == ip)
+            .map_or(0, |n| n.at(now))
+    }
+
+    fn add_noise(&mut self, ip: IpAddr, now: Instant) -> u64 {
+        let ip = crate::node::source_of(ip);
+        let i = match self.noise.iter().position(|n| n.ip == ip) {
+            Some(i) => i,
+            None => {
+                let fresh = Noise {
+                    ip,
+                    milli: 0,
+                    last: now,
+                };
+                if self.noise.len() < self.cfg.noise_sources.max(1) {
+                    self.noise.push(fresh);
+                    self.noise.len() - 1
+                } else {
+                    let q = (0..self.noise.len())
+                        .min_by_key(|&i| self.noise[i].at(now))
+                        .unwrap_or(0);
+                    self.noise[q] = fresh;
+                    q
+                }
+            }
+        };
+        let n = &mut self.noise[i];
+        let secs = now.saturating_since(n.last).as_secs();
+        if secs > 0 {
+            n.milli >>= secs.min(63);
+            n.last = n.last.saturating_add(Duration::from_secs(secs));
+        }
+        n.milli = n.milli.saturating_add(1000);
+        n.milli
     }
 
     /// Pins `id` (never evicted or expired). Returns false if unknown.
@@ -396,6 +486,7 @@ impl PeerTable {
         // A new id: make room within both bounds, or refuse.
         self.expire(now);
         let src_ip = src.ip();
+        let my_noise = self.add_noise(src_ip, now);
         if self.count_from(src_ip) >= self.cfg.per_source_cap {
             match self.stalest_evictable(Some(src_ip)) {
                 Some(i) => self.evict(i),
@@ -403,9 +494,9 @@ impl PeerTable {
             }
         }
         if self.entries.len() >= self.cfg.capacity {
-            match self.stalest_evictable(None) {
-                Some(i) => self.evict(i),
-                None => return Observe::Full,
+            match self.noisiest_evictable(now) {
+                Some((i, noise)) if my_noise <= noise.saturating_add(1000) => self.evict(i),
+                _ => return Observe::Full,
             }
         }
         self.entries.push(PeerEntry {
@@ -418,6 +509,7 @@ impl PeerTable {
             last_seen: now,
             pinned: pin,
             has_session: false,
+            in_flight: false,
         });
         Observe::Inserted
     }
@@ -435,6 +527,18 @@ impl PeerTable {
             .filter(|(_, e)| e.evictable() && ip.is_none_or(|ip| e.source.ip() == ip))
             .min_by_key(|(_, e)| e.last_seen)
             .map(|(i, _)| i)
+    }
+
+    /// Index and source noise of the evictable entry from the noisiest
+    /// source (then the stalest).
+    fn noisiest_evictable(&self, now: Instant) -> Option<(usize, u64)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.evictable())
+            .map(|(i, e)| (i, self.noise(e.source.ip(), now), e.last_seen))
+            .max_by_key(|&(_, noise, seen)| (noise, core::cmp::Reverse(seen)))
+            .map(|(i, noise, _)| (i, noise))
     }
 
     fn evict(&mut self, i: usize) {
@@ -639,5 +743,158 @@ mod tests {
         );
         assert_eq!((pt.stats().malformed, pt.stats().oversized), (1, 1));
         assert!(pt.is_empty());
+    }
+
+    /// Item 5: an announce flood of new ids from 200 source addresses at
+    /// 5 000/s into a 32-entry table (the Linux default). Before, a new,
+    /// unpinned honest peer's entry was evicted within milliseconds of
+    /// every announce, so its handshake never found it. Now it stays from
+    /// its first announce to the end of the flood.
+    #[test]
+    fn node_peer_table_flood_from_200_sources_keeps_a_quiet_new_peer() {
+        let cfg = PeerTableConfig {
+            capacity: 32,
+            ..PeerTableConfig::for_interval(core::time::Duration::from_secs(1))
+        };
+        let mut pt = PeerTable::new(
+            DeviceId::new("me").unwrap(),
+            PublicKey::from_bytes([0xee; 32]),
+            cfg,
+        );
+        let honest = ann("honest", 7);
+        let honest_src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 7)), 37020);
+        let mut present = 0u64;
+        let mut checks = 0u64;
+        let mut first = None;
+        // 10 s of flood: 5 per ms, each a new id from one of 200 addresses.
+        for i in 0..50_000u64 {
+            let ms = i / 5;
+            let src = SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(10, 1, (i % 200 / 100) as u8, (i % 100) as u8)),
+                37020,
+            );
+            let id = alloc::format!("fake{i}");
+            let a = Announce::new(
+                DeviceId::new(&id).unwrap(),
+                4000,
+                PublicKey::from_bytes([(i % 251) as u8 + 1; 32]),
+                vec![],
+            )
+            .unwrap();
+            pt.observe(src, &a, t(ms));
+            // The honest peer announces once a second from 1 s on.
+            if i % 5 == 0 && ms >= 1000 && ms % 1000 == 0 {
+                let o = pt.observe(honest_src, &honest, t(ms));
+                first.get_or_insert((ms, o));
+            }
+            if first.is_some() {
+                checks += 1;
+                if pt.get_str("honest").is_some() {
+                    present += 1;
+                }
+            }
+            assert!(pt.len() <= 32);
+        }
+        assert_eq!(first.map(|f| f.1), Some(Observe::Inserted));
+        assert_eq!(present, checks, "honest entry evicted during the flood");
+    }
+
+    #[test]
+    fn node_peer_table_in_flight_entries_are_never_evicted() {
+        let cfg = PeerTableConfig {
+            capacity: 2,
+            per_source_cap: 1,
+            ..PeerTableConfig::default()
+        };
+        let mut pt = PeerTable::new(
+            DeviceId::new("me").unwrap(),
+            PublicKey::from_bytes([0xee; 32]),
+            cfg,
+        );
+        pt.observe(addr(1, 1), &ann("a", 1), t(0));
+        pt.observe(addr(2, 1), &ann("b", 2), t(0));
+        assert!(pt.set_in_flight(&DeviceId::new("a").unwrap(), true));
+        assert!(pt.set_in_flight(&DeviceId::new("b").unwrap(), true));
+        assert_eq!(pt.observe(addr(3, 1), &ann("c", 3), t(10)), Observe::Full);
+        assert_eq!(
+            pt.observe(addr(1, 1), &ann("d", 4), t(10)),
+            Observe::SourceLimited
+        );
+        assert_eq!(pt.expire(t(60_000)), 0, "in-flight entries do not expire");
+        pt.set_in_flight(&DeviceId::new("b").unwrap(), false);
+        assert_eq!(
+            pt.observe(addr(3, 1), &ann("c", 3), t(60_001)),
+            Observe::Inserted
+        );
+        assert!(pt.get_str("a").is_some());
+    }
+
+    /// The noisy source loses: a table full of one flooder's and one quiet
+    /// peer's entries evicts the flooder's.
+    #[test]
+    fn node_peer_table_eviction_prefers_the_noisiest_source() {
+        let cfg = PeerTableConfig {
+            capacity: 4,
+            per_source_cap: 4,
+            ..PeerTableConfig::default()
+        };
+        let mut pt = PeerTable::new(
+            DeviceId::new("me").unwrap(),
+            PublicKey::from_bytes([0xee; 32]),
+            cfg,
+        );
+        pt.observe(addr(1, 1), &ann("quiet", 1), t(0));
+        for i in 0..3u8 {
+            pt.observe(
+                addr(9, 1),
+                &ann(&alloc::format!("n{i}"), 10 + i),
+                t(500 + u64::from(i)),
+            );
+        }
+        // A new id from a third source: a flooder entry goes, not "quiet"
+        // (the stalest).
+        assert_eq!(
+            pt.observe(addr(3, 1), &ann("new", 3), t(600)),
+            Observe::Inserted
+        );
+        assert!(pt.get_str("quiet").is_some());
+        // The flooder cannot push out the quiet entries with more new ids.
+        for i in 3..50u8 {
+            pt.observe(addr(9, 1), &ann(&alloc::format!("n{i}"), 10 + i), t(700));
+        }
+        assert!(pt.get_str("quiet").is_some() && pt.get_str("new").is_some());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// Item 5 as a state machine: under any sequence of new-id announces
+        /// from any sources and times, an entry that is pinned, in session
+        /// or in flight is never evicted or expired, and the bounds hold.
+        #[test]
+        fn node_peer_table_protected_entries_survive_any_flood(
+            ops in proptest::collection::vec((0u8..40, 0u16..2000, 0u64..50), 1..400),
+            protect in 0u8..3,
+        ) {
+            let cfg = PeerTableConfig { capacity: 8, per_source_cap: 3, ..PeerTableConfig::default() };
+            let mut pt = PeerTable::new(DeviceId::new("me").unwrap(), PublicKey::from_bytes([0xee; 32]), cfg);
+            let honest = DeviceId::new("honest").unwrap();
+            pt.observe(addr(200, 1), &ann("honest", 7), t(0));
+            match protect {
+                0 => { pt.pin(&honest); }
+                1 => { pt.set_session(&honest, true); }
+                _ => { pt.set_in_flight(&honest, true); }
+            }
+            let mut now = 0u64;
+            for (src, id, dt) in ops {
+                now += dt;
+                let a = ann(&alloc::format!("f{id}"), (id % 200) as u8 + 10);
+                pt.observe(addr(src, 1), &a, t(now));
+                proptest::prop_assert!(pt.get(&honest).is_some(), "protected entry evicted");
+                proptest::prop_assert!(pt.len() <= 8);
+                for s in 0..40u8 {
+                    proptest::prop_assert!(pt.iter().filter(|e| e.source() == addr(s, 1)).count() <= 3);
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,8 @@ use core::cell::RefCell;
 use core::net::IpAddr;
 
 use dsoftbus::connection::GatedError;
-use dsoftbus::ratelimit::{HandshakeLimiter, Limited};
+use dsoftbus::node::Admission;
+use dsoftbus::ratelimit::Limited;
 use dsoftbus::{ConnError, Connection, Event, IdentityBindings};
 use futures_util::future::{select, Either};
 use nexus_abi::time;
@@ -30,11 +31,11 @@ pub enum LinkError {
     Limited(Limited),
 }
 
-/// Handshake admission for an accepted stream: the node's limiter and the
-/// stream's source address.
+/// Handshake admission for an accepted stream: the node's admission (its
+/// pre-DH limiter) and the stream's source address.
 pub struct Gate<'a> {
-    /// The node's limiter (per-source and global token buckets).
-    pub limiter: &'a RefCell<HandshakeLimiter>,
+    /// The node's admission (per-source and global token buckets).
+    pub admission: &'a RefCell<Admission>,
     /// Where the stream came from.
     pub source: IpAddr,
 }
@@ -126,8 +127,8 @@ impl Link {
                         .handle_input(&self.inbox, now(), bindings)
                         .map_err(LinkError::Conn)?,
                     Some(g) => {
-                        let mut limiter = g.limiter.borrow_mut();
-                        let mut admit = limiter.gate(g.source);
+                        let mut admission = g.admission.borrow_mut();
+                        let mut admit = admission.gate(g.source);
                         match self
                             .conn
                             .handle_input_gated(&self.inbox, now(), bindings, &mut admit)

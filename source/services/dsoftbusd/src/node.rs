@@ -4,13 +4,17 @@
 
 use alloc::boxed::Box;
 use alloc::format;
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
 
-use dsoftbus::ratelimit::{HandshakeLimiter, RateLimitConfig};
+use dsoftbus::node::{
+    Admission, AdmissionConfig, LogLimiter, LogLimiterConfig, SessionCaps, SessionCapsConfig,
+    Ticket,
+};
 use dsoftbus::{
     Announce, AuthError, ConnError, Connection, DeviceId, Event, HandshakeConfig, IdentityBindings,
     LocalIdentity, Observe, PeerEntry, PeerTable, PeerTableConfig, PeerTarget, PublicKey,
@@ -38,6 +42,10 @@ pub const LEASE_WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(2);
 /// Sessions a node serves at once; more are refused.
 pub const MAX_SESSIONS_PER_NODE: usize = 8;
+/// Half-open inbound connections a node holds at once, and from one source.
+pub const MAX_HALF_OPEN: usize = 8;
+/// Half-open inbound connections from one source address.
+pub const HALF_OPEN_PER_SOURCE: usize = 2;
 
 pub(crate) fn err(what: &str, e: impl core::fmt::Display) -> ServiceError {
     ServiceError::new(format!("{what}: {e}"))
@@ -54,9 +62,19 @@ pub(crate) struct Node {
     pub(crate) reports: bool,
     /// Announces sent so far.
     pub(crate) announced: Cell<u32>,
-    /// Handshake admission for incoming sessions (per-source and global
-    /// token buckets, bounded source table; defaults of the core).
-    pub(crate) limiter: RefCell<HandshakeLimiter>,
+    /// Admission for incoming connections (`dsoftbus::node::admission`):
+    /// half-open slots per source with fair admission, then the pre-DH
+    /// handshake limiter (per-source and global token buckets).
+    pub(crate) admission: RefCell<Admission>,
+    /// Half-open connections that can be told to give up their slot.
+    pub(crate) evictors: RefCell<Vec<(Ticket, Rc<Notify>)>>,
+    /// Session caps (`dsoftbus::node::sessions`): one id per key, per
+    /// source, capacity reserved for pinned peers.
+    pub(crate) caps: RefCell<SessionCaps>,
+    /// Connection ids for the session caps.
+    pub(crate) next_conn: Cell<u64>,
+    /// Log limiter for the dialling side's peer-triggered lines.
+    pub(crate) dial_log: RefCell<LogLimiter>,
 }
 
 impl Node {
@@ -89,8 +107,27 @@ impl Node {
             announce,
             reports,
             announced: Cell::new(0),
-            limiter: RefCell::new(HandshakeLimiter::new(RateLimitConfig::default(), now())),
+            admission: RefCell::new(Admission::new(
+                AdmissionConfig {
+                    max_half_open: MAX_HALF_OPEN,
+                    per_source: HALF_OPEN_PER_SOURCE,
+                    ..AdmissionConfig::default()
+                },
+                now(),
+            )),
+            evictors: RefCell::new(Vec::new()),
+            caps: RefCell::new(SessionCaps::new(SessionCapsConfig::for_max(
+                MAX_SESSIONS_PER_NODE,
+            ))),
+            next_conn: Cell::new(1),
+            dial_log: RefCell::new(LogLimiter::default()),
         })
+    }
+
+    /// An inbound connection is no longer half-open: free its slot.
+    pub(crate) fn release(&self, t: Ticket) {
+        self.admission.borrow_mut().release(t);
+        self.evictors.borrow_mut().retain(|(x, _)| *x != t);
     }
 
     pub(crate) fn entry(&self, id: &str) -> Option<PeerEntry> {
@@ -108,7 +145,6 @@ impl IdentityBindings for Bindings<'_> {
 }
 
 /// What the background tasks observed, for the proof script to wait on.
-#[derive(Default)]
 pub(crate) struct Seen {
     pub(crate) malformed: Cell<u32>,
     pub(crate) oversized: Cell<u32>,
@@ -116,46 +152,48 @@ pub(crate) struct Seen {
     pub(crate) mismatches: Cell<u32>,
     /// Application bytes received over authenticated sessions.
     pub(crate) data_bytes: Cell<u64>,
-    /// Rate limit for "announce ignored" lines.
-    pub(crate) ignored_log: LogLimiter,
+    /// Every line a remote peer can trigger goes through this
+    /// (`dsoftbus::node::log`): per kind, a burst of 5 then 1 a second,
+    /// with suppressed counts. Worst case (32 kinds + 1) × (5 + t) lines in
+    /// t seconds — about 33 UART lines a second under any flood.
+    pub(crate) log: RefCell<LogLimiter>,
 }
 
-/// (source, kind) pairs whose ignored datagrams are tracked for log rate limiting.
-pub const LOG_SOURCES: usize = 32;
-
-/// Keeps a flood of bad datagrams from flooding the console: per source
-/// address and kind, the 1st, 10th, 100th... ignored datagram is logged (with its
-/// count); the rest are only counted. Bounded: the oldest source is forgotten.
-#[derive(Default)]
-pub(crate) struct LogLimiter {
-    sources: RefCell<alloc::collections::VecDeque<((SocketAddr, &'static str), u64)>>,
-}
-
-impl LogLimiter {
-    /// Count one datagram of `kind` from `src`; `Some(count)` if this one
-    /// should be logged.
-    pub(crate) fn admit(&self, src: SocketAddr, kind: &'static str) -> Option<u64> {
-        let key = (src, kind);
-        let mut sources = self.sources.borrow_mut();
-        let count = match sources.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, n)) => {
-                *n = n.saturating_add(1);
-                *n
-            }
-            None => {
-                if sources.len() >= LOG_SOURCES {
-                    sources.pop_front();
-                }
-                sources.push_back((key, 1));
-                1
-            }
-        };
-        let mut p = 1;
-        while p < count {
-            p = p.saturating_mul(10);
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            malformed: Cell::new(0),
+            oversized: Cell::new(0),
+            key_conflicts: Cell::new(0),
+            mismatches: Cell::new(0),
+            data_bytes: Cell::new(0),
+            log: RefCell::new(LogLimiter::new(LogLimiterConfig::default())),
         }
-        (p == count).then_some(count)
     }
+}
+
+impl Seen {
+    /// May a line of `kind` be logged now? `Some(suppressed)` if so.
+    pub(crate) fn allow(&self, kind: &'static str) -> Option<u64> {
+        self.log.borrow_mut().allow(kind, now())
+    }
+}
+
+/// The log kind for an event from `ip`: events from this machine (the
+/// proof's own loopback traffic, whose lines are contract markers) are
+/// counted apart from the network's, so a flood from outside can never
+/// use up the budget of a marker.
+pub(crate) fn kind(ip: IpAddr, local: &'static str, remote: &'static str) -> &'static str {
+    if ip.is_loopback() {
+        local
+    } else {
+        remote
+    }
+}
+
+/// `" (N similar suppressed)"` or nothing.
+pub(crate) fn sup(n: u64) -> alloc::string::String {
+    dsoftbus::node::suppressed_suffix(n)
 }
 
 pub(crate) fn bump(c: &Cell<u32>) {
@@ -347,34 +385,45 @@ pub(crate) async fn discovery(
                     .flatten();
                 (outcome, fresh)
             };
+            let ip = from.ip();
             match outcome {
                 Observe::Inserted if node.reports => {
-                    log::info!(
-                        "dsoftbusd: discovery peer found device={id} from={from} node={}",
-                        node.label
-                    );
+                    if let Some(n) = seen.allow(kind(ip, "peer-found-lo", "peer-found")) {
+                        log::info!(
+                            "dsoftbusd: discovery peer found device={id} from={from} node={}{}",
+                            node.label,
+                            sup(n)
+                        );
+                    }
                 }
                 Observe::KeyConflict => {
                     bump(&seen.key_conflicts);
-                    log::info!(
-                        "dsoftbusd: announce refused (key conflict) device={id} from={from} node={}",
-                        node.label
-                    );
+                    if let Some(n) = seen.allow(kind(ip, "key-conflict-lo", "key-conflict")) {
+                        log::info!(
+                            "dsoftbusd: announce refused (key conflict) device={id} from={from} node={}{}",
+                            node.label,
+                            sup(n)
+                        );
+                    }
                 }
                 Observe::Malformed(e) if !reported => {
                     reported = true;
                     bump(&seen.malformed);
-                    if let Some(n) = seen.ignored_log.admit(from, "malformed") {
-                        log::info!("dsoftbusd: announce ignored (malformed) from={from} reason={e:?} count={n}");
+                    if let Some(n) = seen.allow(kind(ip, "malformed-lo", "malformed")) {
+                        log::info!(
+                            "dsoftbusd: announce ignored (malformed) from={from} reason={e:?}{}",
+                            sup(n)
+                        );
                     }
                 }
                 Observe::Oversized if !reported => {
                     reported = true;
                     bump(&seen.oversized);
-                    if let Some(n) = seen.ignored_log.admit(from, "oversized") {
+                    if let Some(n) = seen.allow(kind(ip, "oversized-lo", "oversized")) {
                         log::info!(
-                            "dsoftbusd: announce ignored (oversized) from={from} len={} count={n}",
-                            data.len()
+                            "dsoftbusd: announce ignored (oversized) from={from} len={}{}",
+                            data.len(),
+                            sup(n)
                         );
                     }
                 }
@@ -451,26 +500,70 @@ pub(crate) async fn acceptor(
         };
         accept = Box::pin(net.tcp_accept(listener));
         let (sock, _, remote) = accepted.map_err(|e| err("accept", e))?;
+        let ip = IpAddr::V4(Ipv4Addr::from(remote.ip.0));
         if sessions.len() >= MAX_SESSIONS_PER_NODE {
-            log::warn!(
-                "dsoftbusd: {} refuses a session from {remote}: too many sessions",
-                node.label
-            );
+            if let Some(n) = seen.allow(kind(ip, "accept-full-lo", "accept-full")) {
+                log::warn!(
+                    "dsoftbusd: {} refuses a session from {remote}: too many sessions{}",
+                    node.label,
+                    sup(n)
+                );
+            }
             let _ = net.close(sock).await;
             continue;
         }
-        sessions.push(serve(net, node, sock, remote, seen));
+        // Half-open slots: per-source cap, fair admission (a source with no
+        // slot always gets one; the busiest source's oldest gives way).
+        let admitted = node.admission.borrow_mut().admit(ip, now());
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(r) => {
+                if let Some(n) = seen.allow(kind(ip, "half-open-lo", "half-open")) {
+                    log::info!(
+                        "dsoftbusd: {} refuses a connection from {remote}: {r}{}",
+                        node.label,
+                        sup(n)
+                    );
+                }
+                let _ = net.close(sock).await;
+                continue;
+            }
+        };
+        if let Some(victim) = admitted.evict {
+            let evictors = node.evictors.borrow();
+            if let Some((_, n)) = evictors.iter().find(|(t, _)| *t == victim) {
+                n.notify();
+            }
+        }
+        let evicted = Rc::new(Notify::default());
+        node.evictors
+            .borrow_mut()
+            .push((admitted.ticket, evicted.clone()));
+        sessions.push(serve(
+            net,
+            node,
+            sock,
+            remote,
+            seen,
+            admitted.ticket,
+            evicted,
+        ));
     }
 }
 
-/// The responder side of one session.
+/// The responder side of one session. `ticket` is its half-open slot,
+/// released once the session is established or ends; `evicted` fires when
+/// fair admission gives the slot to another source.
 pub(crate) async fn serve(
     net: &NetClient,
     node: &Node,
     sock: SocketId,
     remote: SockAddr,
     seen: &Seen,
+    ticket: Ticket,
+    evicted: Rc<Notify>,
 ) {
+    let ip = IpAddr::V4(Ipv4Addr::from(remote.ip.0));
     let conn = match KernelRng::draw() {
         Ok(mut rng) => {
             let c = Connection::accept(&node.local, &mut rng, now(), HandshakeConfig::default());
@@ -479,6 +572,7 @@ pub(crate) async fn serve(
                     "dsoftbusd: {} dropped a session from {remote}: entropy pool too small",
                     node.label
                 );
+                node.release(ticket);
                 let _ = net.close(sock).await;
                 return;
             }
@@ -489,6 +583,7 @@ pub(crate) async fn serve(
                 "dsoftbusd: {} dropped a session from {remote}: entropy: {e}",
                 node.label
             );
+            node.release(ticket);
             let _ = net.close(sock).await;
             return;
         }
@@ -496,25 +591,88 @@ pub(crate) async fn serve(
     let mut link = Link::new(net.clone(), sock, conn);
     let bindings = Bindings(&node.table);
     let mut peer: Option<DeviceId> = None;
+    let conn_id = node.next_conn.get();
+    node.next_conn.set(conn_id.wrapping_add(1));
     let gate = Gate {
-        limiter: &node.limiter,
-        source: IpAddr::V4(Ipv4Addr::from(remote.ip.0)),
+        admission: &node.admission,
+        source: ip,
     };
     loop {
-        match link.next_event_gated(&bindings, Some(&gate)).await {
+        let next = if peer.is_some() {
+            link.next_event_gated(&bindings, None).await
+        } else {
+            let step = core::pin::pin!(link.next_event_gated(&bindings, Some(&gate)));
+            let evict = core::pin::pin!(evicted.wait());
+            match select(step, evict).await {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => {
+                    if let Some(n) = seen.allow(kind(ip, "evicted-lo", "evicted")) {
+                        log::info!(
+                            "dsoftbusd: {} closed a half-open connection from {remote}: its slot went to another address{}",
+                            node.label,
+                            sup(n)
+                        );
+                    }
+                    break;
+                }
+            }
+        };
+        match next {
             Err(LinkError::Limited(l)) => {
-                log::info!(
-                    "dsoftbusd: handshake refused ({l}) node={} from={remote}; connection closed",
-                    node.label
-                );
+                if let Some(n) = seen.allow(kind(ip, "hs-limited-lo", "hs-limited")) {
+                    log::info!(
+                        "dsoftbusd: handshake refused ({l}) node={} from={remote}; connection closed{}",
+                        node.label,
+                        sup(n)
+                    );
+                }
                 break;
             }
             Ok(Event::Established { peer: p }) => {
+                node.release(ticket);
+                // Session caps: one id per key, per source, reserved for
+                // pinned peers.
+                let bound = node
+                    .table
+                    .borrow()
+                    .get(&p)
+                    .map(|e| (*e.static_key(), e.is_pinned()));
+                let Some((key, pinned)) = bound else {
+                    break;
+                };
+                let waiting = node
+                    .table
+                    .borrow()
+                    .iter()
+                    .filter(|e| e.is_pinned() && !e.has_session() && *e.device_id() != p)
+                    .count();
+                let mut caps = node.caps.borrow_mut();
+                caps.set_pinned_waiting(waiting);
+                let admitted = caps.admit(conn_id, &p, &key, ip, pinned);
+                drop(caps);
+                if let Err(r) = admitted {
+                    if let Some(n) = seen.allow(kind(ip, "caps-lo", "caps")) {
+                        log::info!(
+                            "dsoftbusd: session refused peer={p} node={} from={remote}: {r}{}",
+                            node.label,
+                            sup(n)
+                        );
+                    }
+                    break;
+                }
                 // Responder side of the binding: the claimed id is pinned to
-                // exactly the key the handshake authenticated.
-                log::info!("dsoftbusd: identity bound peer={} node={}", p, node.label);
+                // exactly the key the handshake authenticated. Both lines
+                // share one log decision, so their counts stay equal.
                 node.table.borrow_mut().set_session(&p, true);
-                log::info!("dsoftbusd: auth ok peer={} node={}", p, node.label);
+                if let Some(n) = seen.allow(kind(ip, "session-lo", "session")) {
+                    log::info!("dsoftbusd: identity bound peer={} node={}", p, node.label);
+                    log::info!(
+                        "dsoftbusd: auth ok peer={} node={}{}",
+                        p,
+                        node.label,
+                        sup(n)
+                    );
+                }
                 peer = Some(p);
             }
             Ok(Event::Closed) | Err(LinkError::Eof) => break,
@@ -531,26 +689,38 @@ pub(crate) async fn serve(
                     .is_some_and(|d| node.table.borrow().get(d).is_some());
                 if known {
                     // The id is pinned to another key: someone claims it.
-                    log::info!(
-                        "dsoftbusd: identity mismatch peer={claimed} node={} from={remote}; connection closed",
-                        node.label
-                    );
                     bump(&seen.mismatches);
-                } else {
+                    if let Some(n) = seen.allow(kind(ip, "mismatch-lo", "mismatch")) {
+                        log::info!(
+                            "dsoftbusd: identity mismatch peer={claimed} node={} from={remote}; connection closed{}",
+                            node.label,
+                            sup(n)
+                        );
+                    }
+                } else if let Some(n) = seen.allow(kind(ip, "unknown-lo", "unknown")) {
                     // Never announced to us (yet): nothing to bind the key to.
                     log::info!(
-                        "dsoftbusd: identity unknown peer={claimed} node={} from={remote}; connection closed",
-                        node.label
+                        "dsoftbusd: identity unknown peer={claimed} node={} from={remote}; connection closed{}",
+                        node.label,
+                        sup(n)
                     );
                 }
                 break;
             }
             Err(e) => {
-                log::warn!("dsoftbusd: {} session from {remote} ended: {e}", node.label);
+                if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
+                    log::warn!(
+                        "dsoftbusd: {} session from {remote} ended: {e}{}",
+                        node.label,
+                        sup(n)
+                    );
+                }
                 break;
             }
         }
     }
+    node.release(ticket);
+    node.caps.borrow_mut().remove(conn_id);
     if let Some(p) = peer {
         node.table.borrow_mut().set_session(&p, false);
     }

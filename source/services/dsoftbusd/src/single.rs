@@ -8,16 +8,15 @@
 //! each session open and answering pings. Options: `dsoftbusd.id=<device id>`
 //! (default `nexus-os`), `dsoftbusd.port=<tcp port>` (default 34567).
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
 use core::cell::RefCell;
 
-use core::time::Duration;
+use dsoftbus::node::Candidates;
 use dsoftbus::{should_initiate, Event, PeerEntry, DISCOVERY_PORT};
 use futures_util::future::{select, try_join, try_join3};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use nexus_abi::time::{self, Instant};
 use nexus_abi::ServiceError;
 use nexus_netclient::{Ipv4, NetClient, SockAddr};
 
@@ -33,8 +32,6 @@ pub const DEFAULT_ID: &str = "nexus-os";
 pub const DEFAULT_PORT: u16 = 34567;
 /// Most peers waiting to be dialled.
 pub const MAX_DIAL_QUEUE: usize = 16;
-/// After a failed dial, wait this long before dialling that peer again.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Peers to dial, filled by discovery, drained by the dialer.
 #[derive(Default)]
@@ -42,9 +39,11 @@ struct DialQueue {
     queue: RefCell<VecDeque<PeerEntry>>,
     /// Device ids with a dial or session in progress.
     busy: RefCell<BTreeSet<String>>,
-    /// Device ids whose last dial failed, and when to try again (bounded by
-    /// the peer table: entries are dropped once retried).
-    backoff: RefCell<BTreeMap<String, Instant>>,
+    /// Candidate addresses per device id, each with its own dial backoff
+    /// (`dsoftbus::node::candidates`: up to 4 per id, 64 ids; a failed
+    /// address backs off 250 ms × 2^n ≤ 10 s, so a replayed announce from
+    /// another address cannot keep us from dialling the real one).
+    candidates: RefCell<Candidates>,
     notify: Notify,
 }
 
@@ -87,21 +86,19 @@ pub async fn run(net: NetClient, id: &str, port: u16) -> Result<(), ServiceError
     let senders = [(&node, sender)];
     let on_fresh = |n: &Node, entry: &PeerEntry| {
         let peer = entry.device_id();
+        let at = crate::link::now();
+        {
+            let mut c = dials.candidates.borrow_mut();
+            c.heard(peer, entry.session_addr(), at);
+            if c.pick(peer, at).is_none() {
+                return; // every address of it is backing off
+            }
+        }
         if entry.has_session()
             || !should_initiate(n.local.id(), peer)
             || dials.busy.borrow().contains(peer.as_str())
         {
             return;
-        }
-        {
-            let mut backoff = dials.backoff.borrow_mut();
-            match backoff.get(peer.as_str()) {
-                Some(until) if time::now() < *until => return,
-                Some(_) => {
-                    backoff.remove(peer.as_str());
-                }
-                None => {}
-            }
         }
         let mut q = dials.queue.borrow_mut();
         if q.len() < MAX_DIAL_QUEUE && !q.iter().any(|e| e.device_id() == peer) {
@@ -151,9 +148,25 @@ async fn dialer(net: &NetClient, node: &Node, dials: &DialQueue) -> Result<(), S
 /// every path.
 async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue) {
     let peer = entry.device_id().clone();
-    let result = match sock_addr(entry.session_addr()) {
+    // Never evicted by unverified announces while we dial it.
+    node.table.borrow_mut().set_in_flight(&peer, true);
+    let addr = dials
+        .candidates
+        .borrow()
+        .pick(&peer, crate::link::now())
+        .unwrap_or_else(|| entry.session_addr());
+    let result = match sock_addr(addr) {
         Ok(target) => {
-            log::info!("dsoftbusd: session connect peer={peer} addr={target}");
+            if let Some(n) = node
+                .dial_log
+                .borrow_mut()
+                .allow("connect", crate::link::now())
+            {
+                log::info!(
+                    "dsoftbusd: session connect peer={peer} addr={target}{}",
+                    crate::node::sup(n)
+                );
+            }
             match dial(net, node, &entry, target).await {
                 Ok(mut link) => {
                     let r = session(&mut link, node).await;
@@ -165,17 +178,30 @@ async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue)
         }
         Err(e) => Err(e),
     };
-    if let Err(e) = result {
-        log::warn!(
-            "dsoftbusd: session with {peer} ended: {e}; retrying after {} s",
-            RETRY_AFTER.as_secs()
-        );
-        dials.backoff.borrow_mut().insert(
-            peer.as_str().to_string(),
-            time::now().saturating_add(RETRY_AFTER),
-        );
+    let at = crate::link::now();
+    let jitter = crate::node::fnv1a(peer.as_str()) ^ at.as_millis();
+    match result {
+        Ok(()) => dials
+            .candidates
+            .borrow_mut()
+            .succeeded(&peer, addr, at, jitter),
+        Err(e) => {
+            let mut c = dials.candidates.borrow_mut();
+            c.failed(&peer, addr, at, jitter);
+            let wait = c
+                .next_retry(&peer)
+                .map_or(0, |r| r.as_millis().saturating_sub(at.as_millis()));
+            drop(c);
+            if let Some(n) = node.dial_log.borrow_mut().allow("dial-ended", at) {
+                log::warn!(
+                    "dsoftbusd: session with {peer} at {addr} ended: {e}; retrying in {wait} ms{}",
+                    crate::node::sup(n)
+                );
+            }
+        }
     }
     node.table.borrow_mut().set_session(&peer, false);
+    node.table.borrow_mut().set_in_flight(&peer, false);
     dials.busy.borrow_mut().remove(peer.as_str());
 }
 
@@ -189,7 +215,17 @@ async fn session(link: &mut Link, node: &Node) -> Result<(), ServiceError> {
     let bindings = Bindings(&node.table);
     let peer = match link.next_event(&bindings).await {
         Ok(Event::Established { peer }) => {
-            log::info!("dsoftbusd: identity bound peer={peer} node={}", node.label);
+            if let Some(n) = node
+                .dial_log
+                .borrow_mut()
+                .allow("bound", crate::link::now())
+            {
+                log::info!(
+                    "dsoftbusd: identity bound peer={peer} node={}{}",
+                    node.label,
+                    crate::node::sup(n)
+                );
+            }
             peer
         }
         Ok(other) => {
@@ -202,19 +238,29 @@ async fn session(link: &mut Link, node: &Node) -> Result<(), ServiceError> {
     let rtt = match ping(link, &bindings).await {
         Ok(rtt) => rtt,
         Err(e) => {
-            log::info!(
-                "dsoftbusd: session refused by peer={peer} node={} ({e})",
-                node.label
-            );
+            if let Some(n) = node
+                .dial_log
+                .borrow_mut()
+                .allow("refused-by-peer", crate::link::now())
+            {
+                log::info!(
+                    "dsoftbusd: session refused by peer={peer} node={} ({e}){}",
+                    node.label,
+                    crate::node::sup(n)
+                );
+            }
             return Err(e);
         }
     };
     node.table.borrow_mut().set_session(&peer, true);
-    log::info!("dsoftbusd: auth ok peer={peer} node={}", node.label);
-    log::info!(
-        "dsoftbusd: session ping ok peer={peer} rtt={}us",
-        rtt.as_micros()
-    );
+    if let Some(n) = node.dial_log.borrow_mut().allow("auth", crate::link::now()) {
+        log::info!("dsoftbusd: auth ok peer={peer} node={}", node.label);
+        log::info!(
+            "dsoftbusd: session ping ok peer={peer} rtt={}us{}",
+            rtt.as_micros(),
+            crate::node::sup(n)
+        );
+    }
     // Hold the session, answering pings, until the peer goes away.
     loop {
         match link.next_event(&bindings).await {
