@@ -240,6 +240,7 @@ pub fn os_rng() -> UnwrapErr<OsRng> {
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
+    crate::perms::check_state(&cfg.paths.state_dir)?;
     let (keys, created) = identity::load_or_create_key(&cfg.paths.state_dir)?;
     if created {
         info!(
@@ -256,9 +257,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::new(CONFIG, format!("bad service name: {e}")))?;
     if let Some(inbox) = &cfg.inbox {
-        std::fs::create_dir_all(inbox)
-            .with_context(|| format!("creating inbox {}", inbox.display()))
-            .code(CONFIG)?;
+        crate::perms::prepare_inbox(inbox)?;
     }
 
     let listener = TcpListener::bind((cfg.listen, cfg.port))

@@ -1,5 +1,7 @@
 //! `dsoftbus`: a Nexus soft-bus node and its command-line client for Linux.
 //! See `docs/dsoftbus-cli.md` for the manual.
+// Bad input must get a clear error, never a panic: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod cli;
 mod client;
@@ -10,6 +12,7 @@ mod discovery;
 mod exit;
 mod identity;
 mod ifaces;
+mod perms;
 mod session;
 mod transfer;
 
