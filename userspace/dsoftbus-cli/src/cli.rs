@@ -80,8 +80,9 @@ pub enum Command {
     Ping {
         /// Device id of the peer
         device: String,
-        /// Number of pings
-        #[arg(short = 'c', long, default_value_t = 3, value_name = "N")]
+        /// Number of pings (at least 1; `-c 0` is a usage error)
+        #[arg(short = 'c', long, default_value_t = 3, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
         /// Seconds between pings
         #[arg(short = 'i', long, default_value_t = 0.5, value_name = "SECS")]
@@ -200,8 +201,18 @@ pub struct DaemonArgs {
     pub inbox: Option<PathBuf>,
 
     /// Strict mode: only devices pinned in known_peers.toml may connect
-    #[arg(long, env = "DSOFTBUS_REQUIRE_KNOWN", value_parser = clap::builder::FalseyValueParser::new(), action = ArgAction::SetTrue)]
-    pub require_known: bool,
+    /// (`--require-known=false` or DSOFTBUS_REQUIRE_KNOWN=0 turns off a
+    /// `require_known = true` from the config file) [default: false]
+    #[arg(
+        long,
+        env = "DSOFTBUS_REQUIRE_KNOWN",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub require_known: Option<bool>,
 
     /// Services to advertise (names, comma-separated)
     #[arg(

@@ -16,6 +16,10 @@ use crate::exit::{Failure, NO_DAEMON};
 
 /// Longest request line the daemon reads.
 pub const MAX_LINE: usize = 64 * 1024;
+/// A control client must send each request line within this time after
+/// connecting (or after its previous answer); an idle one is disconnected so
+/// idle clients cannot hold every control slot.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -111,6 +115,20 @@ impl Response {
             message: message.into(),
         }
     }
+}
+
+/// Tells a client over the limit why it is refused (best effort, never
+/// blocks the accept loop).
+pub fn refuse_busy(stream: tokio::net::UnixStream, message: String) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let r = Response::error(crate::exit::FAILURE, message);
+        if let Ok(mut line) = serde_json::to_vec(&r) {
+            line.push(b'\n');
+            let mut stream = stream;
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+        }
+    });
 }
 
 /// A blocking client connection.

@@ -146,6 +146,7 @@ counters!(
     files_received,
     files_sent,
     transfers_failed,
+    outbound_overflow,
 );
 
 pub fn bump(c: &AtomicU64) {
@@ -557,6 +558,8 @@ async fn control_server(sh: Arc<Shared>, listener: UnixListener) {
         };
         let Ok(p) = permits.clone().try_acquire_owned() else {
             debug!("control socket: too many clients");
+            let busy = format!("daemon busy: {MAX_CONTROL_CLIENTS} control clients connected; try again in a few seconds");
+            control::refuse_busy(stream, busy);
             continue;
         };
         let sh = sh.clone();
@@ -580,10 +583,12 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
     let mut r = BufReader::new(r);
     loop {
         let mut line = Vec::new();
-        let n = (&mut r)
-            .take(control::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
+        let mut limited = (&mut r).take(control::MAX_LINE as u64 + 1);
+        let read = limited.read_until(b'\n', &mut line);
+        let Ok(n) = tokio::time::timeout(control::IDLE_TIMEOUT, read).await else {
+            return Ok(()); // idle: free the slot
+        };
+        let n = n?;
         if n == 0 {
             return Ok(());
         }
