@@ -126,7 +126,16 @@ pub fn refuse_busy(stream: tokio::net::UnixStream, message: String) {
         if let Ok(mut line) = serde_json::to_vec(&r) {
             line.push(b'\n');
             let mut stream = stream;
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                stream.write_all(&line).await?;
+                // Take the client's request before closing, so its write
+                // does not fail with EPIPE before it reads our answer.
+                let mut sink = [0u8; 1024];
+                use tokio::io::AsyncReadExt;
+                let _ = stream.read(&mut sink).await?;
+                stream.shutdown().await
+            })
+            .await;
         }
     });
 }
@@ -195,7 +204,10 @@ impl Client {
 
     /// One request, one final response.
     pub fn call(&mut self, req: &Request, timeout: Duration) -> Result<Response, Failure> {
-        self.send(req)?;
+        if let Err(e) = self.send(req) {
+            // The daemon may have answered before reading (e.g. "busy").
+            return self.recv(Some(Duration::from_secs(1))).map_err(|_| e);
+        }
         self.recv(Some(timeout))
     }
 }
