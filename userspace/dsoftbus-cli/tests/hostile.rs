@@ -106,38 +106,27 @@ fn same_name_transfers_ending_together_all_survive() {
 }
 
 /// Broken item 2: OFFERs that never send data take at most the per-peer
-/// share of the receive slots, another peer can still send, and the stalled
-/// transfers are cancelled after the idle timeout with their .part files.
+/// share of the receive slots (default 4 slots, 2 per peer), and another
+/// peer can still send.
 #[test]
 fn offer_and_stall_cannot_hold_the_receive_slots() {
     let dir = tempfile::tempdir().unwrap();
     let inbox = dir.path().join("inbox");
     let (pa, prx) = (Ports::new(), Ports::new());
-    // Defaults: 4 slots, 2 per peer; a 2 s idle timeout for the test.
     let rx = spawn(
         dir.path(),
         "rx",
         prx,
         &[pa.udp],
         &["--inbox", inbox.to_str().unwrap()],
-        Some("transfer_idle_timeout_secs = 2\n"),
+        None,
     );
     let alpha = spawn(dir.path(), "alpha", pa, &[prx.udp], &[], None);
     rx.wait_up();
     let mut h = Hostile::connect("evil", &rx);
     let offers: Vec<Vec<u8>> = (1..=4).map(|id| offer(id, 1 << 20, b"stall.bin")).collect();
-    let t0 = Instant::now();
     h.send_all(&offers).unwrap();
-    let mut accepted = Vec::new();
-    let mut refused = Vec::new();
-    for _ in 0..4 {
-        let a = h.recv(T, false).expect("an answer to every offer");
-        match a.kind {
-            K_ACCEPT => accepted.push(a.id),
-            K_REJECT => refused.push(a.text()),
-            k => panic!("unexpected {k:#04x}"),
-        }
-    }
+    let (accepted, refused) = answers(&mut h, 4);
     println!("offer-and-stall: accepted {accepted:?}, refused {refused:?}");
     assert_eq!(accepted.len(), 2, "per-peer cap");
     assert!(
@@ -153,18 +142,62 @@ fn offer_and_stall_cannot_hold_the_receive_slots() {
     std::fs::write(&src, vec![7u8; 100_000]).unwrap();
     let o = cli(&alpha.state, &["send", "rx", src.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+}
 
-    // The stalled transfers end with a DONE after the idle timeout.
+/// The answers to `n` offers: accepted ids and refusal reasons.
+fn answers(h: &mut Hostile, n: usize) -> (Vec<u32>, Vec<String>) {
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..n {
+        let a = h.recv(T, false).expect("an answer to every offer");
+        match a.kind {
+            K_ACCEPT => accepted.push(a.id),
+            K_REJECT => refused.push(a.text()),
+            k => panic!("unexpected {k:#04x}"),
+        }
+    }
+    (accepted, refused)
+}
+
+/// Broken item 2: an accepted transfer that receives nothing is cancelled
+/// after the idle timeout (here 2 s), with a DONE and its .part file gone.
+#[test]
+fn stalled_transfers_are_cancelled_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let rx = spawn(
+        dir.path(),
+        "rx",
+        Ports::new(),
+        &[],
+        &["--inbox", inbox.to_str().unwrap()],
+        Some("transfer_idle_timeout_secs = 2\n"),
+    );
+    rx.wait_up();
+    let mut h = Hostile::connect("evil", &rx);
+    let t0 = Instant::now();
+    h.send_all(&[offer(1, 1 << 20, b"a"), offer(2, 1 << 20, b"b")])
+        .unwrap();
+    let (accepted, _) = answers(&mut h, 2);
+    assert_eq!(accepted.len(), 2);
+    // Some data for one of them: the timer counts from the last chunk.
+    h.send_all(&[chunk(2, 0, &[1; 1000])]).unwrap();
+    assert_eq!(files_in(&inbox).len(), 2);
     for id in accepted {
         let d = h.expect(K_DONE, id, T);
         assert_ne!(d.status(), 0);
         assert!(d.text().contains("no data for 2 s"), "{}", d.text());
     }
-    println!(
-        "offer-and-stall: stalled transfers cancelled after {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
-    assert_eq!(files_in(&inbox), vec!["honest.bin"], "partial files left");
+    let secs = t0.elapsed().as_secs_f64();
+    println!("stalled transfers cancelled after {secs:.1} s (idle timeout 2 s)");
+    assert!(secs < 5.0, "{secs}");
+    wait_for("partial files deleted", &[&rx], || {
+        files_in(&inbox).is_empty()
+    });
+    // The slots are free again.
+    h.send_all(&[offer(3, 1, b"c"), offer(4, 1, b"d")]).unwrap();
+    let (accepted, refused) = answers(&mut h, 2);
+    assert_eq!(accepted.len(), 2, "{refused:?}");
 }
 
 /// Broken item 3: a peer that never reads and streams OFFERs is disconnected
