@@ -48,6 +48,9 @@ pub const MAX_STASH_BYTES: usize = 256 * 1024;
 /// Most bytes the connection may queue beyond its own bound: pongs the core
 /// queues for a peer that pings but never reads.
 pub const MAX_TRANSMIT_BYTES: usize = MAX_OUTBOUND + 64 * 1024;
+/// A peer that takes none of our bytes for this long while we have some to
+/// write (and so stop reading it) is disconnected as not reading.
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
 /// How often idle incoming transfers are looked for.
 const TRANSFER_TICK: Duration = Duration::from_millis(500);
 
@@ -615,6 +618,7 @@ pub async fn run(
     let mut off = 0usize;
     let mut closing = false;
     let mut last_rx = StdInstant::now();
+    let mut last_tx = StdInstant::now();
     let mut shutdown = sh.shutdown.clone();
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
@@ -627,6 +631,8 @@ pub async fn run(
         if off >= out.len() {
             out = c.conn.take_transmit();
             off = 0;
+            // The stall clock starts when bytes become pending.
+            last_tx = StdInstant::now();
         }
         if closing && off >= out.len() {
             break End::Shutdown;
@@ -662,6 +668,7 @@ pub async fn run(
                 Ok(0) => Err(End::Eof),
                 Ok(n) => {
                     off += n;
+                    last_tx = StdInstant::now();
                     Ok(())
                 }
                 Err(e) => Err(End::Io(e)),
@@ -685,7 +692,9 @@ pub async fn run(
                 c.conn.handle_timeout(sh.clock.now()).map_err(End::Conn)
             },
             _ = keepalive.tick() => {
-                if c.confirmed && last_rx.elapsed() > DEAD_AFTER {
+                if off < out.len() && last_tx.elapsed() > WRITE_STALL {
+                    Err(End::Overflow("transmit buffer: nothing written for 10 s"))
+                } else if c.confirmed && last_rx.elapsed() > DEAD_AFTER {
                     Err(End::Dead)
                 } else if c.confirmed {
                     c.keepalive_seq += 1;
@@ -742,7 +751,7 @@ pub async fn run(
             break End::Conn(e);
         }
         if c.conn.transmit_buf().len() > MAX_TRANSMIT_BYTES {
-            break End::Overflow("transmit buffer (pongs)");
+            break End::Overflow("transmit buffer");
         }
     };
     // Senders waiting on this session learn at once that it is gone.

@@ -518,3 +518,53 @@ fn first_use_papercuts() {
     let t = std::fs::read_to_string(&quiet).unwrap();
     assert!(!t.contains("node up"), "{t}");
 }
+
+/// Broken item 3, second queue: the core answers every PING with a PONG;
+/// a peer that pings without reading is disconnected once the transmit
+/// buffer passes its bound, instead of growing it.
+#[test]
+fn pinging_peer_that_never_reads_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = spawn(dir.path(), "rx", Ports::new(), &[], &[], None);
+    rx.wait_up();
+    let mut h = Hostile::connect("evil", &rx);
+    let sock = socket2::SockRef::from(&h.stream);
+    sock.set_recv_buffer_size(4096).unwrap();
+    h.stream
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let rss0 = rx.rss_kib();
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let cut = loop {
+        for i in 0..2_000u64 {
+            if h.conn.send_ping(sent + i).is_err() {
+                break;
+            }
+        }
+        if h.flush().is_err() {
+            break true;
+        }
+        sent += 2_000;
+        if sent >= 3_000_000 || t0.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+    };
+    let rss1 = rx.rss_kib();
+    println!(
+        "never-reads pings: {sent} PINGs in {:.1} s, disconnected={cut}, daemon RSS {rss0} -> {rss1} KiB",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        cut,
+        "the daemon kept queueing pongs for a peer that never reads"
+    );
+    assert!(
+        rss1 < rss0 + 32 * 1024,
+        "daemon grew by {} KiB",
+        rss1 - rss0
+    );
+    wait_for("the overflow counter", &[&rx], || {
+        rx.status("counter.outbound_overflow").as_deref() == Some("1")
+    });
+}
