@@ -14,7 +14,7 @@ use common::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// Broken item 1: four same-name transfers whose END frames arrive in one
+/// Broken item 1: eight same-name transfers whose END frames arrive in one
 /// TCP write; every verified file must survive under its own name. Also:
 /// a bidi override in an offered name is dropped, and an OFFER whose name
 /// is not UTF-8 gets a REJECT (it used to get no reply at all).
@@ -28,15 +28,17 @@ fn same_name_transfers_ending_together_all_survive() {
         Ports::new(),
         &[],
         &["--inbox", inbox.to_str().unwrap()],
-        Some("max_incoming_transfers = 8\n"),
+        Some("max_incoming_transfers = 16\n"),
     );
     rx.wait_up();
     let mut h = Hostile::connect("evil", &rx);
 
+    // Eight at once (the per-peer cap is half of 16 slots).
+    const WRITERS: u32 = 8;
     let rounds = 25u32;
     let mut want = Vec::new();
     for r in 0..rounds {
-        let ids: Vec<u32> = (0..4).map(|i| r * 16 + i + 1).collect();
+        let ids: Vec<u32> = (0..WRITERS).map(|i| r * 16 + i + 1).collect();
         let datas: Vec<Vec<u8>> = ids
             .iter()
             .map(|id| format!("file {id} of round {r}\n").repeat(40).into_bytes())
@@ -57,7 +59,7 @@ fn same_name_transfers_ending_together_all_survive() {
             .map(|(id, d)| chunk(*id, 0, d))
             .collect();
         h.send_all(&chunks).unwrap();
-        // All four ENDs in one write: the writers store at the same moment.
+        // All ENDs in one write: the writers store at the same moment.
         let ends: Vec<Vec<u8>> = ids.iter().zip(&datas).map(|(id, d)| end(*id, d)).collect();
         h.send_all(&ends).unwrap();
         for id in &ids {
