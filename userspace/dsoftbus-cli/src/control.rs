@@ -20,6 +20,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// connecting (or after its previous answer); an idle one is disconnected so
 /// idle clients cannot hold every control slot.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A control client must take each answer line within this time.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]

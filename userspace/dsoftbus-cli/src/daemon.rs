@@ -575,7 +575,13 @@ async fn control_server(sh: Arc<Shared>, listener: UnixListener) {
 pub async fn write_resp<W: AsyncWriteExt + Unpin>(w: &mut W, r: &Response) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    w.write_all(&line).await
+    // A control client that stops reading is dropped instead of holding
+    // its slot (and a transfer) forever.
+    tokio::time::timeout(control::WRITE_TIMEOUT, w.write_all(&line))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "control client not reading")
+        })?
 }
 
 async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<()> {

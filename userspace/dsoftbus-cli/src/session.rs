@@ -393,9 +393,11 @@ impl Ctx {
                     );
                 }
                 inc.next += data.len() as u64;
-                inc.last = StdInstant::now();
                 // Bounded channel: a slow disk slows the socket, not memory.
                 let _ = inc.tx.send(WriterMsg::Data(data)).await;
+                // Idle counts from here: time waiting for our disk is not
+                // the peer's idleness.
+                inc.last = StdInstant::now();
                 Ok(())
             }
             AppMsg::End { id, size, sha256 } => {

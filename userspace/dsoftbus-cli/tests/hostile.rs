@@ -570,3 +570,34 @@ fn pinging_peer_that_never_reads_is_disconnected() {
         rx.status("counter.outbound_overflow").as_deref() == Some("1")
     });
 }
+
+/// Partial (control socket): a client that sends requests but never reads
+/// the answers is dropped after the write timeout instead of holding its
+/// slot forever.
+#[test]
+fn control_client_that_never_reads_is_dropped() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let n = spawn(dir.path(), "n", Ports::new(), &[], &[], None);
+    n.wait_up();
+    let mut s = UnixStream::connect(n.state.join("control.sock")).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = b"{\"cmd\":\"status\"}\n".repeat(2000);
+    s.write_all(&req).unwrap();
+    let t0 = Instant::now();
+    let closed = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if s.write_all(b"{\"cmd\":\"status\"}\n").is_err() {
+            break true;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+    };
+    println!(
+        "control client not reading: dropped={closed} after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(closed, "the daemon kept a client that never reads");
+    assert!(cli(&n.state, &["status"]).status.success());
+}
