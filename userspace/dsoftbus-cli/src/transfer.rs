@@ -287,8 +287,10 @@ pub fn sanitize_name(name: &str) -> Option<String> {
         .chars()
         .filter(|c| !is_unsafe_char(*c))
         .collect::<String>()
-        .trim_start_matches('.')
-        .trim()
+        // " .bashrc" must not become a hidden ".bashrc": strip dots and
+        // spaces together.
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end()
         .to_string();
     if clean.is_empty() {
         return None;
@@ -649,6 +651,9 @@ mod tests {
         assert_eq!(sanitize_name("../../etc/passwd").as_deref(), Some("passwd"));
         assert_eq!(sanitize_name("..").as_deref(), None);
         assert_eq!(sanitize_name(".bashrc").as_deref(), Some("bashrc"));
+        assert_eq!(sanitize_name(" .bashrc").as_deref(), Some("bashrc"));
+        assert_eq!(sanitize_name("\u{202E}.x ").as_deref(), Some("x"));
+        assert_eq!(sanitize_name(". . ").as_deref(), None);
         assert_eq!(sanitize_name("a\nb").as_deref(), Some("ab"));
         assert_eq!(sanitize_name("C:\\x\\y.txt").as_deref(), Some("y.txt"));
         assert!(sanitize_name(&"é".repeat(200)).unwrap().len() <= MAX_NAME);
