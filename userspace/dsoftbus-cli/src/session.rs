@@ -780,7 +780,7 @@ pub async fn run(
             End::Dead => format!("no traffic for {} s", DEAD_AFTER.as_secs()),
             End::Refused(r) => r.clone(),
             End::Overflow(q) => {
-                format!("the peer does not read what we send ({q} over its bound); disconnected")
+                format!("disconnected: {q} over its bound; the peer does not read what we send")
             }
         };
         info!("session closed peer={peer} addr={} ({why})", c.addr);
@@ -868,13 +868,15 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
         id,
         finished: false,
     };
-    let lost = || {
-        Response::error(
-            TRANSFER,
-            format!(
-                "the session with {device} closed during the transfer; the file was not stored"
-            ),
-        )
+    // Exit 7 at once; after END the receiver may have stored the file and
+    // only its DONE was lost, so say so instead of guessing.
+    let lost = |after_end: bool| {
+        let what = if after_end {
+            "closed before the receiver confirmed the file (it may have been stored: check its inbox)"
+        } else {
+            "closed during the transfer; the file was not stored"
+        };
+        Response::error(TRANSFER, format!("the session with {device} {what}"))
     };
     let offer = AppMsg::Offer {
         id,
@@ -882,7 +884,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
         name: name.clone(),
     };
     if h.cmd.send(SessionCmd::App(offer.encode())).await.is_err() {
-        return lost();
+        return lost(false);
     }
     info!("offering {name:?} ({size} bytes) to peer={device}");
     match tokio::time::timeout(Duration::from_secs(30), rrx.recv()).await {
@@ -897,7 +899,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                 format!("unexpected answer to the offer: {other:?}"),
             )
         }
-        Ok(None) => return lost(),
+        Ok(None) => return lost(false),
         Err(_) => return Response::error(TIMEOUT, format!("{device} did not answer the offer")),
     }
     if write_resp(
@@ -933,7 +935,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                         let chunk = encode_chunk(id, sent, &d);
                         sent += d.len() as u64;
                         if h.cmd.send(SessionCmd::App(chunk)).await.is_err() {
-                            return lost();
+                            return lost(false);
                         }
                     }
                     Some(ReadPiece::Eof(sha)) => {
@@ -942,7 +944,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                         }
                         let end = AppMsg::End { id, size, sha256: sha };
                         if h.cmd.send(SessionCmd::App(end.encode())).await.is_err() {
-                            return lost();
+                            return lost(false);
                         }
                         digest = Some(sha);
                     }
@@ -962,7 +964,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                     format!("{device} made no progress for {} s", inactivity.as_secs()),
                 )
             }
-            Ok(None) => return lost(),
+            Ok(None) => return lost(digest.is_some()),
             Ok(Some(AppMsg::Ack { received, .. })) => {
                 acked = acked.max(received.min(sent));
                 if last_progress.elapsed() >= Duration::from_millis(100) || acked == size {

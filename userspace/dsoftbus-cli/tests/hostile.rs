@@ -420,7 +420,7 @@ fn sender_exits_at_once_when_the_session_dies_after_end() {
     );
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
     assert!(
-        text(&out).contains("closed during the transfer"),
+        text(&out).contains("closed before the receiver confirmed the file"),
         "{}",
         text(&out)
     );
