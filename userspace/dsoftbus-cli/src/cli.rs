@@ -14,6 +14,8 @@ Files:
   <state-dir>/known_peers.toml   pinned device id -> public key (trust on first use)
   <state-dir>/control.sock       the daemon's control socket (mode 0600)
   $XDG_CONFIG_HOME/dsoftbus/config.toml   optional settings (see docs/dsoftbus-cli.md)
+  The state dir, key and known-peers file must be owned by you (or root) and
+  not writable by group/others, else exit 3 (like ssh's StrictModes).
 
 Exit status:
   0 ok   1 failure   2 usage   3 bad config/state files   4 no daemon
@@ -61,7 +63,8 @@ pub struct GlobalOpts {
     )]
     pub control_socket: Option<PathBuf>,
 
-    /// More log output: -v debug, -vv trace (DSOFTBUS_LOG=<filter> overrides)
+    /// More log output: -v debug, -vv trace. Filter precedence: DSOFTBUS_LOG,
+    /// then -v, then RUST_LOG, then the config file's `log`
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 }
