@@ -74,6 +74,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let daemon = matches!(cli.cmd, Command::Daemon(_));
     init_logging(cli.global.verbose, config::file_log_filter(&file), daemon);
     let paths = config::resolve_paths(&cli.global, &file)?;
+    // Commands that may read or write the state files themselves check them
+    // as the daemon does (`daemon::run` checks at start).
+    if matches!(
+        cli.cmd,
+        Command::Id | Command::Trust { .. } | Command::Forget { .. }
+    ) {
+        perms::check_state(&paths.state_dir)?;
+    }
     match cli.cmd {
         Command::Daemon(args) => {
             let cfg = config::daemon_config(paths, args, file)?;
