@@ -167,11 +167,14 @@ impl Ctx {
                 // Dropping the writer's channel deletes the partial file.
                 let _ = inc.tx.try_send(WriterMsg::Cancel);
                 bump(&self.sh.counters.transfers_failed);
-                warn!(
-                    "transfer {id:08x} ({:?}) from peer={peer}: no data for {} s; cancelled, partial file deleted",
-                    inc.name,
-                    idle.as_secs()
-                );
+                if let Some(n) = self.sh.limiter.allow("transfer-idle") {
+                    warn!(
+                        "transfer {id:08x} ({:?}) from peer={peer}: no data for {} s; cancelled, partial file deleted{}",
+                        inc.name,
+                        idle.as_secs(),
+                        suppressed(n)
+                    );
+                }
                 self.app_send(
                     AppMsg::Done {
                         id,
@@ -577,7 +580,14 @@ impl Ctx {
             End::Conn(e) => debug!("peer={peer} addr={addr}: {e}"),
             End::Dead | End::Shutdown => {}
             End::Refused(r) => warn!("session with peer={peer} refused: {r}"),
-            End::Overflow(q) => warn!("peer={peer} addr={addr} disconnected: {q} over its bound"),
+            End::Overflow(q) => {
+                if let Some(n) = sh.limiter.allow("overflow") {
+                    warn!(
+                        "peer={peer} addr={addr} disconnected: {q} over its bound{}",
+                        suppressed(n)
+                    );
+                }
+            }
         }
     }
 }
