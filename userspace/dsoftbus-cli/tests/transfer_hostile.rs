@@ -192,7 +192,7 @@ fn stalled_transfers_are_cancelled_after_the_idle_timeout() {
     }
     let secs = t0.elapsed().as_secs_f64();
     println!("stalled transfers cancelled after {secs:.1} s (idle timeout 2 s)");
-    assert!(secs < 5.0, "{secs}");
+    assert!(secs < 10.0, "{secs}"); // idle timeout 2 s, slack for a loaded machine
     wait_for("partial files deleted", &[&rx], || {
         files_in(&inbox).is_empty()
     });
@@ -448,8 +448,8 @@ fn idle_control_clients_are_dropped() {
     let secs = t0.elapsed().as_secs_f64();
     println!("16 idle control clients: first answer {busy:?}; status works after {secs:.1} s");
     assert!(busy.contains("daemon busy") || o.status.success(), "{busy}");
-    assert!(secs < 8.0, "{secs}");
-    // The idle clients were disconnected.
+    assert!(secs < 15.0, "{secs}"); // idle timeout 5 s, slack for a loaded machine
+                                    // The idle clients were disconnected.
     for mut s in idle {
         use std::io::Read;
         s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
