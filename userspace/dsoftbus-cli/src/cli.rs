@@ -14,6 +14,8 @@ Files:
   <state-dir>/known_peers.toml   pinned device id -> public key (trust on first use)
   <state-dir>/control.sock       the daemon's control socket (mode 0600)
   $XDG_CONFIG_HOME/dsoftbus/config.toml   optional settings (see docs/dsoftbus-cli.md)
+  The state dir, key and known-peers file must be owned by you (or root) and
+  not writable by group/others, else exit 3 (like ssh's StrictModes).
 
 Exit status:
   0 ok   1 failure   2 usage   3 bad config/state files   4 no daemon
@@ -61,7 +63,8 @@ pub struct GlobalOpts {
     )]
     pub control_socket: Option<PathBuf>,
 
-    /// More log output: -v debug, -vv trace (DSOFTBUS_LOG=<filter> overrides)
+    /// More log output: -v debug, -vv trace. Filter precedence: DSOFTBUS_LOG,
+    /// then -v, then RUST_LOG, then the config file's `log`
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 }
@@ -80,8 +83,9 @@ pub enum Command {
     Ping {
         /// Device id of the peer
         device: String,
-        /// Number of pings
-        #[arg(short = 'c', long, default_value_t = 3, value_name = "N")]
+        /// Number of pings (at least 1; `-c 0` is a usage error)
+        #[arg(short = 'c', long, default_value_t = 3, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
         /// Seconds between pings
         #[arg(short = 'i', long, default_value_t = 0.5, value_name = "SECS")]
@@ -233,9 +237,20 @@ pub struct DaemonArgs {
     #[arg(long, env = "DSOFTBUS_TRUST_MODE", value_name = "MODE")]
     pub trust_mode: Option<TrustModeArg>,
 
-    /// Strict mode: only devices pinned in known_peers.toml may connect (= --trust-mode known)
-    #[arg(long, env = "DSOFTBUS_REQUIRE_KNOWN", value_parser = clap::builder::FalseyValueParser::new(), action = ArgAction::SetTrue)]
-    pub require_known: bool,
+    /// Strict mode: only devices pinned in known_peers.toml may connect
+    /// (= --trust-mode known; `--require-known=false` or
+    /// DSOFTBUS_REQUIRE_KNOWN=0 turns off a `require_known = true` from the
+    /// config file) [default: false]
+    #[arg(
+        long,
+        env = "DSOFTBUS_REQUIRE_KNOWN",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub require_known: Option<bool>,
 
     /// Services to advertise (names, comma-separated)
     #[arg(

@@ -150,10 +150,12 @@ pub fn ping(
             "interval and timeout must be positive numbers",
         ));
     }
-    let mut c = Client::connect(&paths.control_socket)?;
     let timeout_ms = (timeout * 1000.0) as u64;
     let mut rtts = Vec::new();
-    for seq in 1..=count.max(1) {
+    for seq in 1..=count {
+        // A fresh connection per ping: an interval longer than the daemon's
+        // control idle timeout must not cost the next ping.
+        let mut c = Client::connect(&paths.control_socket)?;
         let r = c.call(
             &Request::Ping {
                 device: device.to_string(),
@@ -180,7 +182,7 @@ pub fn ping(
             std::thread::sleep(Duration::from_secs_f64(interval));
         }
     }
-    let n = count.max(1);
+    let n = count;
     print!("--- {device}: {n} sent, {} received", rtts.len());
     if rtts.is_empty() {
         println!();
@@ -195,6 +197,12 @@ pub fn ping(
 
 pub fn send(paths: &Paths, device: &str, file: &Path, no_progress: bool) -> Result<(), Failure> {
     let path = absolute(file).code(FAILURE)?;
+    if path.is_dir() {
+        return Err(Failure::new(
+            FAILURE,
+            crate::session::directory_message(file),
+        ));
+    }
     if !path.is_file() {
         return Err(Failure::new(
             FAILURE,

@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_PEERS: usize = 32;
 pub const DEFAULT_MAX_SESSIONS: usize = 32;
 pub const DEFAULT_MAX_HALF_OPEN: usize = 16;
 pub const DEFAULT_MAX_INCOMING: usize = 4;
+/// An accepted incoming transfer that receives nothing for this long is
+/// cancelled and its slot freed.
+pub const DEFAULT_TRANSFER_IDLE_SECS: u64 = 30;
 /// Largest file the inbox accepts by default (64 GiB).
 pub const DEFAULT_MAX_RECEIVE: u64 = 64 << 30;
 
@@ -45,6 +48,8 @@ pub struct FileConfig {
     pub max_sessions: Option<usize>,
     pub max_half_open: Option<usize>,
     pub max_incoming_transfers: Option<usize>,
+    pub max_incoming_per_peer: Option<usize>,
+    pub transfer_idle_timeout_secs: Option<u64>,
     pub max_receive_bytes: Option<u64>,
     pub multicast_loop: Option<bool>,
     pub log: Option<String>,
@@ -79,6 +84,10 @@ pub struct DaemonConfig {
     pub max_sessions: usize,
     pub max_half_open: usize,
     pub max_incoming_transfers: usize,
+    /// Incoming transfers one peer may hold at once (less than all slots).
+    pub max_incoming_per_peer: usize,
+    /// Idle timeout of an accepted incoming transfer.
+    pub transfer_idle: Duration,
     pub max_receive_bytes: u64,
     pub multicast_loop: bool,
 }
@@ -199,7 +208,7 @@ pub fn daemon_config(
         announce_to: pick_vec(args.announce_to, file.announce_to),
         announce_interval: Duration::from_millis(interval_ms),
         inbox: args.inbox.or(file.inbox),
-        require_known: args.require_known || file.require_known.unwrap_or(false),
+        require_known: pick(args.require_known, file.require_known, false),
         services: pick_vec(args.services, file.services),
         max_peers: pick(args.max_peers, file.max_peers, DEFAULT_MAX_PEERS),
         max_sessions: pick(args.max_sessions, file.max_sessions, DEFAULT_MAX_SESSIONS),
@@ -209,14 +218,33 @@ pub fn daemon_config(
             DEFAULT_MAX_HALF_OPEN,
         ),
         max_incoming_transfers: file.max_incoming_transfers.unwrap_or(DEFAULT_MAX_INCOMING),
+        max_incoming_per_peer: file
+            .max_incoming_per_peer
+            .unwrap_or((file.max_incoming_transfers.unwrap_or(DEFAULT_MAX_INCOMING) / 2).max(1)),
+        transfer_idle: Duration::from_secs(
+            file.transfer_idle_timeout_secs
+                .unwrap_or(DEFAULT_TRANSFER_IDLE_SECS),
+        ),
         max_receive_bytes: file.max_receive_bytes.unwrap_or(DEFAULT_MAX_RECEIVE),
         multicast_loop: file.multicast_loop.unwrap_or(true),
     };
-    cfg.trust_mode = match (cli_trust_mode, cfg.require_known, file_trust_mode) {
-        (Some(m), _, _) => m.into(),
-        (None, true, _) => dsoftbus::node::TrustMode::Known,
-        (None, false, Some(m)) => m.into(),
-        (None, false, None) => dsoftbus::node::TrustMode::Tofu,
+    // Flags/env beat the file, both ways: an explicit `require_known=false`
+    // also turns off a `trust_mode = "known"` from the file (to tofu).
+    use dsoftbus::node::TrustMode;
+    let file_mode: Option<TrustMode> = file_trust_mode.map(Into::into);
+    cfg.trust_mode = match (
+        cli_trust_mode,
+        args.require_known,
+        file.require_known,
+        file_mode,
+    ) {
+        (Some(m), _, _, _) => m.into(),
+        (None, Some(true), _, _) => TrustMode::Known,
+        (None, Some(false), _, Some(m)) if m != TrustMode::Known => m,
+        (None, Some(false), _, _) => TrustMode::Tofu,
+        (None, None, Some(true), _) => TrustMode::Known,
+        (None, None, _, Some(m)) => m,
+        (None, None, _, None) => TrustMode::Tofu,
     };
     cfg.require_known = cfg.trust_mode == dsoftbus::node::TrustMode::Known;
     for (name, v, max) in [
@@ -231,6 +259,26 @@ pub fn daemon_config(
                 format!("{name} = {v} is outside 1..={max}"),
             ));
         }
+    }
+    // One peer never holds every slot (unless there is only one).
+    let per_peer_max = (cfg.max_incoming_transfers - 1).max(1);
+    if cfg.max_incoming_per_peer == 0 || cfg.max_incoming_per_peer > per_peer_max {
+        return Err(Failure::new(
+            CONFIG,
+            format!(
+                "max_incoming_per_peer = {} is outside 1..={per_peer_max} (max_incoming_transfers - 1)",
+                cfg.max_incoming_per_peer
+            ),
+        ));
+    }
+    if !(1..=3600).contains(&cfg.transfer_idle.as_secs()) {
+        return Err(Failure::new(
+            CONFIG,
+            format!(
+                "transfer_idle_timeout_secs = {} is outside 1..=3600",
+                cfg.transfer_idle.as_secs()
+            ),
+        ));
     }
     if cfg.discovery == DiscoveryMode::Unicast && cfg.announce_to.is_empty() {
         return Err(Failure::new(
@@ -292,6 +340,66 @@ require_known = true
         assert_eq!(cfg.port, 5000);
         assert_eq!(cfg.interfaces, vec!["eth0".to_string()]);
         assert_eq!(cfg.discovery_port, 37020);
+        // require_known: flag/env (Some) beats the file, both ways.
+        let strict: FileConfig = toml::from_str("require_known = true").unwrap();
+        let off = DaemonArgs {
+            require_known: Some(false),
+            ..Default::default()
+        };
+        assert!(
+            !daemon_config(paths.clone(), off, strict)
+                .unwrap()
+                .require_known
+        );
+        let strict: FileConfig = toml::from_str("require_known = true").unwrap();
+        let unset = DaemonArgs::default();
+        assert!(
+            daemon_config(paths.clone(), unset, strict)
+                .unwrap()
+                .require_known
+        );
+        // An explicit require_known=false also turns off the file's
+        // trust_mode = "known" (to tofu); other file modes stay.
+        use dsoftbus::node::TrustMode;
+        let mode = |file: &str, require_known: Option<bool>| {
+            let file: FileConfig = toml::from_str(file).unwrap();
+            let args = DaemonArgs {
+                require_known,
+                ..Default::default()
+            };
+            daemon_config(paths.clone(), args, file).unwrap().trust_mode
+        };
+        assert_eq!(mode("trust_mode = \"known\"", Some(false)), TrustMode::Tofu);
+        assert_eq!(
+            mode("trust_mode = \"pending\"", Some(false)),
+            TrustMode::Pending
+        );
+        assert_eq!(mode("trust_mode = \"known\"", None), TrustMode::Known);
+        assert_eq!(
+            mode("trust_mode = \"pending\"", Some(true)),
+            TrustMode::Known
+        );
+        // Per-peer transfer cap below the total; idle timeout in range.
+        let cfg =
+            daemon_config(paths.clone(), DaemonArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(
+            (cfg.max_incoming_transfers, cfg.max_incoming_per_peer),
+            (4, 2)
+        );
+        let all: FileConfig = toml::from_str("max_incoming_per_peer = 4").unwrap();
+        assert_eq!(
+            daemon_config(paths.clone(), DaemonArgs::default(), all)
+                .unwrap_err()
+                .code,
+            CONFIG
+        );
+        let idle: FileConfig = toml::from_str("transfer_idle_timeout_secs = 0").unwrap();
+        assert_eq!(
+            daemon_config(paths.clone(), DaemonArgs::default(), idle)
+                .unwrap_err()
+                .code,
+            CONFIG
+        );
         let bad: FileConfig = toml::from_str("announce_interval_ms = 5").unwrap();
         let e = daemon_config(paths, DaemonArgs::default(), bad).unwrap_err();
         assert_eq!(e.code, CONFIG);

@@ -16,6 +16,12 @@ use crate::exit::{Failure, NO_DAEMON};
 
 /// Longest request line the daemon reads.
 pub const MAX_LINE: usize = 64 * 1024;
+/// A control client must send each request line within this time after
+/// connecting (or after its previous answer); an idle one is disconnected so
+/// idle clients cannot hold every control slot.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A control client must take each answer line within this time.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -144,6 +150,29 @@ impl Response {
     }
 }
 
+/// Tells a client over the limit why it is refused (best effort, never
+/// blocks the accept loop).
+pub fn refuse_busy(stream: tokio::net::UnixStream, message: String) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let r = Response::error(crate::exit::FAILURE, message);
+        if let Ok(mut line) = serde_json::to_vec(&r) {
+            line.push(b'\n');
+            let mut stream = stream;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                stream.write_all(&line).await?;
+                // Take the client's request before closing, so its write
+                // does not fail with EPIPE before it reads our answer.
+                let mut sink = [0u8; 1024];
+                use tokio::io::AsyncReadExt;
+                let _ = stream.read(&mut sink).await?;
+                stream.shutdown().await
+            })
+            .await;
+        }
+    });
+}
+
 /// A blocking client connection.
 pub struct Client {
     reader: BufReader<UnixStream>,
@@ -208,7 +237,10 @@ impl Client {
 
     /// One request, one final response.
     pub fn call(&mut self, req: &Request, timeout: Duration) -> Result<Response, Failure> {
-        self.send(req)?;
+        if let Err(e) = self.send(req) {
+            // The daemon may have answered before reading (e.g. "busy").
+            return self.recv(Some(Duration::from_secs(1))).map_err(|_| e);
+        }
         self.recv(Some(timeout))
     }
 }

@@ -65,6 +65,7 @@ pub const MAX_CONTROL_CLIENTS: usize = 16;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
+    crate::perms::check_state(&cfg.paths.state_dir)?;
     let (keys, created) = identity::load_or_create_key(&cfg.paths.state_dir)?;
     if created {
         info!(
@@ -91,9 +92,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::new(CONFIG, format!("bad service name: {e}")))?;
     if let Some(inbox) = &cfg.inbox {
-        std::fs::create_dir_all(inbox)
-            .with_context(|| format!("creating inbox {}", inbox.display()))
-            .code(CONFIG)?;
+        crate::perms::prepare_inbox(inbox)?;
     }
 
     let listener = TcpListener::bind((cfg.listen, cfg.port))
@@ -482,6 +481,8 @@ async fn control_server(sh: Arc<Shared>, listener: UnixListener) {
         };
         let Ok(p) = permits.clone().try_acquire_owned() else {
             debug!("control socket: too many clients");
+            let busy = format!("daemon busy: {MAX_CONTROL_CLIENTS} control clients connected; try again in a few seconds");
+            control::refuse_busy(stream, busy);
             continue;
         };
         let sh = sh.clone();
@@ -497,7 +498,13 @@ async fn control_server(sh: Arc<Shared>, listener: UnixListener) {
 pub async fn write_resp<W: AsyncWriteExt + Unpin>(w: &mut W, r: &Response) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    w.write_all(&line).await
+    // A control client that stops reading is dropped instead of holding
+    // its slot (and a transfer) forever.
+    tokio::time::timeout(control::WRITE_TIMEOUT, w.write_all(&line))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "control client not reading")
+        })?
 }
 
 async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<()> {
@@ -505,10 +512,12 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
     let mut r = BufReader::new(r);
     loop {
         let mut line = Vec::new();
-        let n = (&mut r)
-            .take(control::MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
+        let mut limited = (&mut r).take(control::MAX_LINE as u64 + 1);
+        let read = limited.read_until(b'\n', &mut line);
+        let Ok(n) = tokio::time::timeout(control::IDLE_TIMEOUT, read).await else {
+            return Ok(()); // idle: free the slot
+        };
+        let n = n?;
         if n == 0 {
             return Ok(());
         }

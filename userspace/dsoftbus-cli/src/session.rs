@@ -45,6 +45,18 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(20);
 pub const MAX_PENDING_PINGS: usize = 32;
 /// Commands queued per session.
 pub const CMD_QUEUE: usize = 32;
+/// Most bytes of application replies (ACCEPT, REJECT, ACK, DONE) waiting for
+/// room in the connection's outbound buffer. An honest peer reads what we
+/// send, so this stays near zero; a peer over it is disconnected.
+pub const MAX_STASH_BYTES: usize = 256 * 1024;
+/// Most bytes the connection may queue beyond its own bound: pongs the core
+/// queues for a peer that pings but never reads.
+pub const MAX_TRANSMIT_BYTES: usize = MAX_OUTBOUND + 64 * 1024;
+/// A peer that takes none of our bytes for this long while we have some to
+/// write (and so stop reading it) is disconnected as not reading.
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+/// How often idle incoming transfers are looked for.
+const TRANSFER_TICK: Duration = Duration::from_millis(500);
 
 const KEEPALIVE_BIT: u64 = 1 << 63;
 const CONFIRM_NONCE: u64 = KEEPALIVE_BIT | (1 << 62);
@@ -56,6 +68,10 @@ struct Incoming {
     next: u64,
     size: u64,
     name: String,
+    /// Last CHUNK/END (or the ACCEPT) for the idle timeout.
+    last: StdInstant,
+    /// END arrived: the writer verifies and stores; no idle timeout.
+    ended: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -69,6 +85,8 @@ enum End {
     Limited(dsoftbus::ratelimit::Limited),
     /// Fair admission gave this half-open connection's slot to another source.
     Evicted,
+    /// The peer does not read what we send (outbound over its bound).
+    Overflow(&'static str),
     Shutdown,
 }
 
@@ -79,8 +97,10 @@ struct Ctx {
     dialed: Option<PeerTarget>,
     peer: Option<DeviceId>,
     confirmed: bool,
-    /// App messages the connection had no room for (small control messages).
+    /// App messages the connection had no room for (small control messages),
+    /// at most [`MAX_STASH_BYTES`] in total.
     stash: VecDeque<Vec<u8>>,
+    stash_bytes: usize,
     pings: HashMap<u64, (StdInstant, oneshot::Sender<Duration>)>,
     incoming: HashMap<u32, Incoming>,
     routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
@@ -110,29 +130,67 @@ impl Ctx {
     }
 
     fn app_send(&mut self, msg: Vec<u8>) -> Result<(), End> {
-        if !self.stash.is_empty() {
-            self.stash.push_back(msg);
-            return Ok(());
-        }
-        match self.conn.send_data(&msg) {
-            Ok(()) => Ok(()),
-            Err(ConnError::WouldBlock) => {
-                self.stash.push_back(msg);
-                Ok(())
+        if self.stash.is_empty() {
+            match self.conn.send_data(&msg) {
+                Ok(()) => return Ok(()),
+                Err(ConnError::WouldBlock) => {}
+                Err(e) => return Err(End::Conn(e)),
             }
-            Err(e) => Err(End::Conn(e)),
         }
+        if self.stash_bytes + msg.len() > MAX_STASH_BYTES {
+            return Err(End::Overflow("reply queue"));
+        }
+        self.stash_bytes += msg.len();
+        self.stash.push_back(msg);
+        Ok(())
     }
 
     fn flush_stash(&mut self) -> Result<(), End> {
         while let Some(m) = self.stash.pop_front() {
             match self.conn.send_data(&m) {
-                Ok(()) => {}
+                Ok(()) => self.stash_bytes -= m.len(),
                 Err(ConnError::WouldBlock) => {
                     self.stash.push_front(m);
                     break;
                 }
                 Err(e) => return Err(End::Conn(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels accepted incoming transfers that received nothing for the
+    /// configured idle time, freeing their slots.
+    fn expire_transfers(&mut self) -> Result<(), End> {
+        let idle = self.sh.cfg.transfer_idle;
+        let stale: Vec<u32> = self
+            .incoming
+            .iter()
+            .filter(|(_, inc)| !inc.ended && inc.last.elapsed() >= idle)
+            .map(|(id, _)| *id)
+            .collect();
+        let peer = self.peer_name();
+        for id in stale {
+            if let Some(inc) = self.incoming.remove(&id) {
+                // Dropping the writer's channel deletes the partial file.
+                let _ = inc.tx.try_send(WriterMsg::Cancel);
+                bump(&self.sh.counters.transfers_failed);
+                if let Some(n) = self.sh.limiter.allow("transfer-idle") {
+                    warn!(
+                        "transfer {id:08x} ({:?}) from peer={peer}: no data for {} s; cancelled, partial file deleted{}",
+                        inc.name,
+                        idle.as_secs(),
+                        suppressed(n)
+                    );
+                }
+                self.app_send(
+                    AppMsg::Done {
+                        id,
+                        status: DONE_PROTOCOL,
+                        message: format!("no data for {} s; transfer cancelled", idle.as_secs()),
+                    }
+                    .encode(),
+                )?;
             }
         }
         Ok(())
@@ -251,8 +309,8 @@ impl Ctx {
         Ok(())
     }
 
-    fn on_event(&mut self, ev: Event) -> Option<AppMsg> {
-        match ev {
+    fn on_event(&mut self, ev: Event) -> Result<Option<AppMsg>, End> {
+        Ok(match ev {
             Event::Established { peer } => {
                 if let Some(n) = self.sh.limiter.allow("identity-bound") {
                     info!(
@@ -278,6 +336,12 @@ impl Ctx {
             }
             Event::Data(d) => match AppMsg::decode(&d) {
                 Ok(m) => Some(m),
+                Err(e @ transfer::DecodeError::NonUtf8Name(id)) => {
+                    // Refused by id so the sender learns why (not silence).
+                    let reason = e.to_string();
+                    self.app_send(AppMsg::Reject { id, reason }.encode())?;
+                    None
+                }
                 Err(e) => {
                     if let Some(n) = self.sh.limiter.allow("app-decode") {
                         debug!(
@@ -290,7 +354,7 @@ impl Ctx {
                 }
             },
             Event::Closed => None,
-        }
+        })
     }
 
     /// Handles one application message from the peer.
@@ -316,6 +380,13 @@ impl Ctx {
                 };
                 if self.incoming.contains_key(&id) {
                     return self.app_send(refuse("duplicate transfer id".into()));
+                }
+                let per_peer = self.sh.cfg.max_incoming_per_peer;
+                if self.incoming.len() >= per_peer {
+                    // One peer never holds every slot: others can still send.
+                    return self.app_send(refuse(format!(
+                        "receiver busy ({per_peer} transfers from you in progress; the limit per peer)"
+                    )));
                 }
                 let Ok(permit) = self.sh.incoming_permits.clone().try_acquire_owned() else {
                     return self.app_send(refuse("receiver busy (too many transfers)".into()));
@@ -355,6 +426,8 @@ impl Ctx {
                         next: 0,
                         size,
                         name: clean,
+                        last: StdInstant::now(),
+                        ended: false,
                         _permit: permit,
                     },
                 );
@@ -380,10 +453,14 @@ impl Ctx {
                 inc.next += data.len() as u64;
                 // Bounded channel: a slow disk slows the socket, not memory.
                 let _ = inc.tx.send(WriterMsg::Data(data)).await;
+                // Idle counts from here: time waiting for our disk is not
+                // the peer's idleness.
+                inc.last = StdInstant::now();
                 Ok(())
             }
             AppMsg::End { id, size, sha256 } => {
-                if let Some(inc) = self.incoming.get(&id) {
+                if let Some(inc) = self.incoming.get_mut(&id) {
+                    inc.ended = true;
                     let _ = inc.tx.send(WriterMsg::End { size, sha256 }).await;
                 }
                 Ok(())
@@ -641,6 +718,14 @@ impl Ctx {
                     warn!("session with peer={peer} refused: {r}{}", suppressed(n));
                 }
             }
+            End::Overflow(q) => {
+                if let Some(n) = lim("overflow") {
+                    warn!(
+                        "peer={peer} addr={addr} disconnected: {q} over its bound{}",
+                        suppressed(n)
+                    );
+                }
+            }
         }
     }
 }
@@ -669,6 +754,7 @@ pub async fn run(
         peer: None,
         confirmed: false,
         stash: VecDeque::new(),
+        stash_bytes: 0,
         pings: HashMap::new(),
         incoming: HashMap::new(),
         routes: Arc::new(Mutex::new(HashMap::new())),
@@ -683,16 +769,21 @@ pub async fn run(
     let mut off = 0usize;
     let mut closing = false;
     let mut last_rx = StdInstant::now();
+    let mut last_tx = StdInstant::now();
     let mut shutdown = sh.shutdown.clone();
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     let ack_notify = c.ack_notify.clone();
+    let mut transfer_tick = tokio::time::interval(TRANSFER_TICK);
+    transfer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let clock_base = (tokio::time::Instant::now(), sh.clock.now());
 
     let end: End = loop {
         if off >= out.len() {
             out = c.conn.take_transmit();
             off = 0;
+            // The stall clock starts when bytes become pending.
+            last_tx = StdInstant::now();
         }
         if closing && off >= out.len() {
             break End::Shutdown;
@@ -740,6 +831,7 @@ pub async fn run(
                 Ok(0) => Err(End::Eof),
                 Ok(n) => {
                     off += n;
+                    last_tx = StdInstant::now();
                     Ok(())
                 }
                 Err(e) => Err(End::Io(e)),
@@ -759,11 +851,14 @@ pub async fn run(
             _ = notified_opt(evicted.as_deref()), if !c.confirmed => Err(End::Evicted),
             Some(d) = done_rx.recv() => c.on_writer_done(d),
             _ = ack_notify.notified() => c.send_acks(),
+            _ = transfer_tick.tick(), if !c.incoming.is_empty() => c.expire_transfers(),
             _ = sleep_until_opt(deadline) => {
                 c.conn.handle_timeout(sh.clock.now()).map_err(End::Conn)
             },
             _ = keepalive.tick() => {
-                if c.confirmed && last_rx.elapsed() > DEAD_AFTER {
+                if off < out.len() && last_tx.elapsed() > WRITE_STALL {
+                    Err(End::Overflow("transmit buffer: nothing written for 10 s"))
+                } else if c.confirmed && last_rx.elapsed() > DEAD_AFTER {
                     Err(End::Dead)
                 } else if c.confirmed {
                     c.keepalive_seq += 1;
@@ -790,7 +885,13 @@ pub async fn run(
             let authenticated_from_peer =
                 matches!(ev, Event::Ping(_) | Event::Pong(_) | Event::Data(_));
             let closed = matches!(ev, Event::Closed);
-            let app = c.on_event(ev);
+            let app = match c.on_event(ev) {
+                Ok(app) => app,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
             if c.peer.is_some() && (c.dialed.is_none() || authenticated_from_peer) {
                 if let Err(e) = c.confirm() {
                     failed = Some(e);
@@ -813,7 +914,15 @@ pub async fn run(
         if let Some(e) = c.conn.error() {
             break End::Conn(e);
         }
+        if c.conn.transmit_buf().len() > MAX_TRANSMIT_BYTES {
+            break End::Overflow("transmit buffer");
+        }
     };
+    // Senders waiting on this session learn at once that it is gone.
+    c.routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    if matches!(end, End::Overflow(_)) {
+        bump(&sh.counters.outbound_overflow);
+    }
 
     // Best effort: let a queued CLOSE (or REJECT/DONE) reach the peer.
     let rest = [&out[off.min(out.len())..], c.conn.transmit_buf()].concat();
@@ -834,6 +943,9 @@ pub async fn run(
             End::Refused(r) => r.clone(),
             End::Limited(l) => l.to_string(),
             End::Evicted => "evicted".to_string(),
+            End::Overflow(q) => {
+                format!("disconnected: {q} over its bound; the peer does not read what we send")
+            }
         };
         if let Some(n) = sh.limiter.allow("session-closed") {
             info!(
@@ -910,6 +1022,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
     };
     let size = match file.metadata() {
         Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() => return Response::error(FAILURE, directory_message(path)),
         Ok(_) => {
             return Response::error(FAILURE, format!("{} is not a regular file", path.display()))
         }
@@ -932,11 +1045,15 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
         id,
         finished: false,
     };
-    let lost = || {
-        Response::error(
-            NO_PEER,
-            format!("the session with {device} closed during the transfer"),
-        )
+    // Exit 7 at once; after END the receiver may have stored the file and
+    // only its DONE was lost, so say so instead of guessing.
+    let lost = |after_end: bool| {
+        let what = if after_end {
+            "closed before the receiver confirmed the file (it may have been stored: check its inbox)"
+        } else {
+            "closed during the transfer; the file was not stored"
+        };
+        Response::error(TRANSFER, format!("the session with {device} {what}"))
     };
     let offer = AppMsg::Offer {
         id,
@@ -944,7 +1061,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
         name: name.clone(),
     };
     if h.cmd.send(SessionCmd::App(offer.encode())).await.is_err() {
-        return lost();
+        return lost(false);
     }
     info!("offering {name:?} ({size} bytes) to peer={device}");
     match tokio::time::timeout(Duration::from_secs(30), rrx.recv()).await {
@@ -959,7 +1076,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                 format!("unexpected answer to the offer: {other:?}"),
             )
         }
-        Ok(None) => return lost(),
+        Ok(None) => return lost(false),
         Err(_) => return Response::error(TIMEOUT, format!("{device} did not answer the offer")),
     }
     if write_resp(
@@ -995,7 +1112,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                         let chunk = encode_chunk(id, sent, &d);
                         sent += d.len() as u64;
                         if h.cmd.send(SessionCmd::App(chunk)).await.is_err() {
-                            return lost();
+                            return lost(false);
                         }
                     }
                     Some(ReadPiece::Eof(sha)) => {
@@ -1004,7 +1121,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                         }
                         let end = AppMsg::End { id, size, sha256: sha };
                         if h.cmd.send(SessionCmd::App(end.encode())).await.is_err() {
-                            return lost();
+                            return lost(false);
                         }
                         digest = Some(sha);
                     }
@@ -1024,7 +1141,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                     format!("{device} made no progress for {} s", inactivity.as_secs()),
                 )
             }
-            Ok(None) => return lost(),
+            Ok(None) => return lost(digest.is_some()),
             Ok(Some(AppMsg::Ack { received, .. })) => {
                 acked = acked.max(received.min(sent));
                 if last_progress.elapsed() >= Duration::from_millis(100) || acked == size {
@@ -1064,4 +1181,12 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
             Ok(Some(_)) => {}
         }
     }
+}
+
+/// What `send` says about a directory (folders are not supported yet).
+pub fn directory_message(path: &Path) -> String {
+    format!(
+        "{} is a directory; sending folders is not supported yet (send the files one by one, or an archive of the folder)",
+        path.display()
+    )
 }

@@ -168,6 +168,7 @@ counters!(
     files_received,
     files_sent,
     transfers_failed,
+    outbound_overflow,
 );
 
 pub fn bump(c: &AtomicU64) {

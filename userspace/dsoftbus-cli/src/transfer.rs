@@ -104,6 +104,10 @@ pub enum DecodeError {
     UnknownKind(u8),
     #[error("truncated or malformed {0:#04x} message")]
     Malformed(u8),
+    /// An OFFER that is well formed except that its name is not UTF-8: the
+    /// receiver refuses it by id (a REJECT), instead of ignoring it.
+    #[error("offer {0:08x}: the file name is not valid UTF-8")]
+    NonUtf8Name(u32),
 }
 
 impl AppMsg {
@@ -187,7 +191,9 @@ impl AppMsg {
                     .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
                     .ok_or(bad)?;
                 let name = body.get(10..).filter(|n| n.len() == len).ok_or(bad)?;
-                let name = std::str::from_utf8(name).map_err(|_| bad)?.to_string();
+                let name = std::str::from_utf8(name)
+                    .map_err(|_| DecodeError::NonUtf8Name(id))?
+                    .to_string();
                 AppMsg::Offer { id, size, name }
             }
             K_ACCEPT if body.is_empty() => AppMsg::Accept { id },
@@ -238,16 +244,53 @@ pub fn encode_chunk(id: u32, offset: u64, data: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Makes an offered name safe to store: its last path component, no control
-/// characters, no leading dot, at most 255 bytes. `None` if nothing is left.
+/// Unicode format characters (general category Cf: bidi embeddings,
+/// overrides and isolates, zero-width joiners, the BOM, tags, ...) plus the
+/// line and paragraph separators. They change how a name is displayed (e.g.
+/// U+202E makes `exe.txt` read `txt.exe`) and never belong in a file name.
+const FORMAT_CHARS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x2028, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// True for C0/C1 controls (Cc) and the format characters above.
+pub fn is_unsafe_char(c: char) -> bool {
+    let u = u32::from(c);
+    c.is_control() || FORMAT_CHARS.iter().any(|&(a, b)| (a..=b).contains(&u))
+}
+
+/// Makes an offered name safe to store: its last path component, no control,
+/// bidi or other format characters, no leading dot, at most 255 bytes.
+/// `None` if nothing is left.
 pub fn sanitize_name(name: &str) -> Option<String> {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let clean: String = base
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !is_unsafe_char(*c))
         .collect::<String>()
-        .trim_start_matches('.')
-        .trim()
+        // " .bashrc" must not become a hidden ".bashrc": strip dots and
+        // spaces together.
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end()
         .to_string();
     if clean.is_empty() {
         return None;
@@ -259,15 +302,99 @@ pub fn sanitize_name(name: &str) -> Option<String> {
     Some(clean[..end].to_string())
 }
 
-/// A free name in `dir` for `name`: `name`, else `name.1`, `name.2`, ...
-fn free_name(dir: &Path, name: &str) -> Option<PathBuf> {
-    let p = dir.join(name);
-    if !p.exists() {
-        return Some(p);
+/// Most names tried (`name`, `name.1` … `name.999`) before giving up.
+pub const MAX_NAME_TRIES: u32 = 1000;
+
+/// The `i`-th candidate for `name`: `name`, then `name.1`, `name.2`, … with
+/// the stem shortened (on a character boundary) so the result never exceeds
+/// [`MAX_NAME`] bytes (NAME_MAX on Linux).
+pub fn candidate_name(name: &str, i: u32) -> String {
+    let suffix = if i == 0 {
+        String::new()
+    } else {
+        format!(".{i}")
+    };
+    let mut end = name.len().min(MAX_NAME.saturating_sub(suffix.len()));
+    while !name.is_char_boundary(end) {
+        end -= 1;
     }
-    (1..1000)
-        .map(|i| dir.join(format!("{name}.{i}")))
-        .find(|p| !p.exists())
+    format!("{}{suffix}", &name[..end])
+}
+
+/// Moves `from` to `to` only if `to` does not exist, atomically:
+/// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the file
+/// system lacks it. `AlreadyExists` when the name is taken.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::errno::Errno;
+        use nix::fcntl::{renameat2, RenameFlags};
+        match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EEXIST) => return Err(std::io::ErrorKind::AlreadyExists.into()),
+            // Not supported by this file system: fall back to link + unlink.
+            Err(Errno::EINVAL) | Err(Errno::ENOSYS) | Err(Errno::EOPNOTSUPP) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fs::hard_link(from, to)?;
+    // The verified data now has its final name; a stale partial name is
+    // harmless (and removed at the next start) if this unlink fails.
+    let _ = fs::remove_file(from);
+    Ok(())
+}
+
+/// Stores the verified partial file `part` in `dir` under `name`, or the
+/// first free `name.N`, never replacing an existing file (even one created
+/// concurrently by another transfer). Returns the final path.
+pub fn store_no_replace(part: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    for i in 0..MAX_NAME_TRIES {
+        let dest = dir.join(candidate_name(name, i));
+        match rename_noreplace(part, &dest) {
+            Ok(()) => return Ok(dest),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "no free file name ({name:?} and {} variants are taken)",
+            MAX_NAME_TRIES - 1
+        ),
+    ))
+}
+
+/// True for our partial-file names (`.dsoftbus-<id>-<rand>.part`).
+pub fn is_part_name(name: &str) -> bool {
+    name.starts_with(".dsoftbus-") && name.ends_with(".part")
+}
+
+/// Deletes partial files left in `inbox` by a daemon that was killed (no
+/// transfer is in progress when the daemon starts). Returns how many.
+pub fn remove_stale_parts(inbox: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    for e in fs::read_dir(inbox)? {
+        let e = e?;
+        let stale = e.file_name().to_str().is_some_and(is_part_name)
+            && e.file_type().is_ok_and(|t| t.is_file());
+        if stale && fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Creates the inbox (mode 0700, like the state directory) if it is missing.
+pub fn create_inbox(inbox: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if inbox.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(inbox)
 }
 
 /// Work for a receive writer thread.
@@ -297,6 +424,18 @@ pub struct ReceiveJob {
     pub written: Arc<AtomicU64>,
     /// Poked every [`ACK_EVERY`] bytes.
     pub ack_notify: Arc<Notify>,
+    /// Set once the partial file got its final name.
+    stored: bool,
+}
+
+impl Drop for ReceiveJob {
+    /// Every way out that did not store the file (errors, cancel, a lost
+    /// session, a panic in the writer) deletes the partial file.
+    fn drop(&mut self) {
+        if !self.stored {
+            let _ = fs::remove_file(&self.part);
+        }
+    }
 }
 
 impl ReceiveJob {
@@ -308,7 +447,7 @@ impl ReceiveJob {
         size: u64,
         ack_notify: Arc<Notify>,
     ) -> std::io::Result<Self> {
-        fs::create_dir_all(inbox)?;
+        create_inbox(inbox)?;
         let part = inbox.join(format!(".dsoftbus-{id:08x}-{:08x}.part", fastrand::u32(..)));
         let file = OpenOptions::new()
             .write(true)
@@ -324,6 +463,7 @@ impl ReceiveJob {
             file,
             written: Arc::new(AtomicU64::new(0)),
             ack_notify,
+            stored: false,
         })
     }
 
@@ -378,14 +518,19 @@ impl ReceiveJob {
                         let _ = fs::remove_file(&self.part);
                         return Some(done(&self, DONE_IO, format!("fsync failed: {e}"), None));
                     }
-                    let Some(dest) = free_name(&self.inbox, &self.name) else {
-                        let _ = fs::remove_file(&self.part);
-                        return Some(done(&self, DONE_IO, "no free file name".into(), None));
+                    let dest = match store_no_replace(&self.part, &self.inbox, &self.name) {
+                        Ok(dest) => dest,
+                        Err(e) => {
+                            let _ = fs::remove_file(&self.part);
+                            return Some(done(
+                                &self,
+                                DONE_IO,
+                                format!("storing failed: {e}"),
+                                None,
+                            ));
+                        }
                     };
-                    if let Err(e) = fs::rename(&self.part, &dest) {
-                        let _ = fs::remove_file(&self.part);
-                        return Some(done(&self, DONE_IO, format!("rename failed: {e}"), None));
-                    }
+                    self.stored = true;
                     let m = format!("stored {} (sha256 {})", dest.display(), hex::encode(got));
                     return Some(done(&self, DONE_OK, m, Some(dest)));
                 }
@@ -506,6 +651,9 @@ mod tests {
         assert_eq!(sanitize_name("../../etc/passwd").as_deref(), Some("passwd"));
         assert_eq!(sanitize_name("..").as_deref(), None);
         assert_eq!(sanitize_name(".bashrc").as_deref(), Some("bashrc"));
+        assert_eq!(sanitize_name(" .bashrc").as_deref(), Some("bashrc"));
+        assert_eq!(sanitize_name("\u{202E}.x ").as_deref(), Some("x"));
+        assert_eq!(sanitize_name(". . ").as_deref(), None);
         assert_eq!(sanitize_name("a\nb").as_deref(), Some("ab"));
         assert_eq!(sanitize_name("C:\\x\\y.txt").as_deref(), Some("y.txt"));
         assert!(sanitize_name(&"é".repeat(200)).unwrap().len() <= MAX_NAME);
@@ -569,6 +717,135 @@ mod tests {
         tx.try_send(WriterMsg::Data(b"hel".to_vec())).unwrap();
         drop(tx);
         assert!(job(dir.path(), 11).run(rx).is_none());
+        assert!(inbox_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn bidi_and_format_characters_are_dropped() {
+        // U+202E RIGHT-TO-LEFT OVERRIDE would display "invoice_exe.pdf" as
+        // "invoice_fdp.exe"; zero-width and BOM characters hide in names.
+        assert_eq!(
+            sanitize_name("invoice_\u{202E}fdp.exe").as_deref(),
+            Some("invoice_fdp.exe")
+        );
+        assert_eq!(
+            sanitize_name("\u{FEFF}a\u{200B}b\u{2066}c\u{2069}\u{E0041}.txt").as_deref(),
+            Some("abc.txt")
+        );
+        // C1 controls (U+0080..U+009F) and DEL go too.
+        assert_eq!(sanitize_name("a\u{85}b\u{7f}c").as_deref(), Some("abc"));
+        assert_eq!(sanitize_name("\u{202E}\u{202C}").as_deref(), None);
+        // Ordinary non-ASCII letters stay.
+        assert_eq!(sanitize_name("résumé.pdf").as_deref(), Some("résumé.pdf"));
+    }
+
+    #[test]
+    fn non_utf8_offer_name_is_its_own_error() {
+        let mut m = AppMsg::Offer {
+            id: 0x0102_0304,
+            size: 3,
+            name: "ab".into(),
+        }
+        .encode();
+        let n = m.len();
+        m[n - 1] = 0xff;
+        assert_eq!(
+            AppMsg::decode(&m),
+            Err(DecodeError::NonUtf8Name(0x0102_0304))
+        );
+    }
+
+    #[test]
+    fn candidates_fit_name_max() {
+        let long = "a".repeat(MAX_NAME);
+        assert_eq!(candidate_name(&long, 0), long);
+        for i in [1, 9, 10, 999] {
+            let c = candidate_name(&long, i);
+            assert!(c.len() <= MAX_NAME, "{i}: {}", c.len());
+            assert!(c.ends_with(&format!(".{i}")));
+        }
+        // Multi-byte stems are cut on a character boundary.
+        let wide = "é".repeat(127) + "x"; // 255 bytes
+        let c = candidate_name(&wide, 1);
+        assert!(c.len() <= MAX_NAME && c.ends_with(".1"), "{c}");
+        assert_eq!(candidate_name("f.txt", 2), "f.txt.2");
+    }
+
+    #[test]
+    fn a_255_byte_name_that_collides_is_stored_as_name_dot_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "n".repeat(MAX_NAME);
+        fs::write(dir.path().join(&name), b"first").unwrap();
+        let part = dir.path().join(".dsoftbus-1-1.part");
+        fs::write(&part, b"second").unwrap();
+        let dest = store_no_replace(&part, dir.path(), &name).unwrap();
+        assert_eq!(fs::read(dir.path().join(&name)).unwrap(), b"first");
+        assert_eq!(fs::read(&dest).unwrap(), b"second");
+        assert!(!part.exists());
+    }
+
+    #[test]
+    fn concurrent_same_name_stores_never_replace_each_other() {
+        // The race of issue 11: several verified files for one name stored
+        // at the same moment. Each must end up under its own name.
+        let dir = tempfile::tempdir().unwrap();
+        let rounds = 100;
+        let writers = 8;
+        for round in 0..rounds {
+            let barrier = Arc::new(std::sync::Barrier::new(writers));
+            let threads: Vec<_> = (0..writers)
+                .map(|w| {
+                    let dir = dir.path().to_path_buf();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        let part = dir.join(format!(".dsoftbus-{round}-{w}.part"));
+                        fs::write(&part, format!("{round}/{w}")).unwrap();
+                        barrier.wait();
+                        store_no_replace(&part, &dir, "same.txt").unwrap()
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+        let files = inbox_files(dir.path());
+        assert_eq!(files.len(), rounds * writers, "a stored file was replaced");
+        let mut contents: Vec<String> = files
+            .iter()
+            .map(|f| fs::read_to_string(dir.path().join(f)).unwrap())
+            .collect();
+        contents.sort();
+        contents.dedup();
+        assert_eq!(contents.len(), rounds * writers);
+    }
+
+    #[test]
+    fn stale_partial_files_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(".dsoftbus-0000002a-12345678.part"), b"x").unwrap();
+        fs::write(dir.path().join("keep.part"), b"x").unwrap();
+        fs::write(dir.path().join("keep.txt"), b"x").unwrap();
+        assert_eq!(remove_stale_parts(dir.path()).unwrap(), 1);
+        assert_eq!(inbox_files(dir.path()), vec!["keep.part", "keep.txt"]);
+    }
+
+    #[test]
+    fn inbox_is_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("a/inbox");
+        create_inbox(&inbox).unwrap();
+        let mode = fs::metadata(&inbox).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_panicking_or_dropped_job_deletes_its_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(dir.path(), 11);
+        assert_eq!(inbox_files(dir.path()).len(), 1);
+        drop(j);
         assert!(inbox_files(dir.path()).is_empty());
     }
 }

@@ -1,0 +1,463 @@
+//! Helpers for the hostile-peer tests: real `dsoftbus` daemons on 127.0.0.1
+//! and a scripted peer that speaks the wire protocol through the `dsoftbus`
+//! core crate's public API (announce, Noise XK, sessions) and the file
+//! transfer framing of docs/dsoftbus-cli.md, written here independently of
+//! the daemon's own codec.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dsoftbus::transport::tcp::HostClock;
+use dsoftbus::{
+    Announce, Connection, DeviceId, Event, HandshakeConfig, IdentityBindings, LocalIdentity,
+    PeerTarget, PublicKey, StaticKeypair,
+};
+use rand_core::{OsRng, TryRngCore};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dsoftbus");
+
+pub fn free_port() -> u16 {
+    loop {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("0.0.0.0", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Ports {
+    pub tcp: u16,
+    pub udp: u16,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        Ports {
+            tcp: free_port(),
+            udp: free_port(),
+        }
+    }
+}
+
+pub struct Node {
+    pub child: Child,
+    pub id: String,
+    pub state: PathBuf,
+    pub log: PathBuf,
+    pub ports: Ports,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A `status` value (`sessions`, `counter.outbound_overflow`, ...).
+    pub fn status(&self, key: &str) -> Option<String> {
+        let o = cli(&self.state, &["status"]);
+        let prefix = format!("{key}=");
+        text(&o)
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+    }
+
+    pub fn sessions(&self) -> Option<usize> {
+        self.status("sessions").and_then(|v| v.parse().ok())
+    }
+
+    pub fn key(&self) -> PublicKey {
+        let t = text(&cli(&self.state, &["id"]));
+        let hex_key = t
+            .lines()
+            .find_map(|l| l.strip_prefix("key "))
+            .unwrap_or_else(|| panic!("no key in {t}"));
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(hex_key.trim(), &mut b).unwrap();
+        PublicKey::from_bytes(b)
+    }
+
+    /// Resident set size of the daemon process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    pub fn wait_up(&self) {
+        wait_for("the daemon's control socket", &[self], || {
+            self.sessions().is_some()
+        });
+    }
+}
+
+/// Starts a daemon. `config` is written to a config file it reads.
+pub fn spawn(
+    dir: &Path,
+    id: &str,
+    me: Ports,
+    announce_to: &[u16],
+    extra: &[&str],
+    config: Option<&str>,
+) -> Node {
+    let state = dir.join(id);
+    let log = dir.join(format!("{id}.log"));
+    spawn_with(dir, id, &state, &log, me, announce_to, extra, config, &[])
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_with(
+    dir: &Path,
+    id: &str,
+    state: &Path,
+    log: &Path,
+    me: Ports,
+    announce_to: &[u16],
+    extra: &[&str],
+    config: Option<&str>,
+    env: &[(&str, &str)],
+) -> Node {
+    let mut targets: Vec<String> = announce_to
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    if targets.is_empty() {
+        targets.push("127.0.0.1:9".into());
+    }
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--state-dir").arg(state);
+    if let Some(c) = config {
+        let path = dir.join(format!("{id}.toml"));
+        std::fs::write(&path, c).unwrap();
+        cmd.arg("--config").arg(path);
+    }
+    cmd.args(["daemon", "--device-id", id, "--listen", "127.0.0.1"])
+        .args(["--port", &me.tcp.to_string()])
+        .args(["--discovery", "unicast"])
+        .args(["--discovery-port", &me.udp.to_string()])
+        .args(["--announce-to", &targets.join(",")])
+        .args(["--announce-interval-ms", "300"])
+        .args(extra)
+        .env_remove("DSOFTBUS_CONFIG")
+        .env_remove("DSOFTBUS_REQUIRE_KNOWN")
+        .env_remove("RUST_LOG")
+        .env_remove("DSOFTBUS_LOG")
+        .env("XDG_CONFIG_HOME", dir.join("no-config"))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        );
+    Node {
+        child: cmd.spawn().unwrap(),
+        id: id.to_string(),
+        state: state.to_path_buf(),
+        log: log.to_path_buf(),
+        ports: me,
+    }
+}
+
+pub fn cli(state: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("DSOFTBUS_CONFIG")
+        .output()
+        .unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn wait_for(what: &str, nodes: &[&Node], mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs: Vec<String> = nodes.iter().map(|n| n.log_text()).collect();
+    panic!("timed out waiting for {what}\n{}", logs.join("\n----\n"));
+}
+
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+// ---- file transfer framing (docs/dsoftbus-cli.md, FILE TRANSFER FRAMING) ----
+
+pub const K_OFFER: u8 = 0x10;
+pub const K_ACCEPT: u8 = 0x11;
+pub const K_REJECT: u8 = 0x12;
+pub const K_CHUNK: u8 = 0x13;
+pub const K_END: u8 = 0x14;
+pub const K_ACK: u8 = 0x15;
+pub const K_DONE: u8 = 0x16;
+
+pub fn offer(id: u32, size: u64, name: &[u8]) -> Vec<u8> {
+    let mut v = vec![K_OFFER];
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(&size.to_be_bytes());
+    v.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    v.extend_from_slice(name);
+    v
+}
+
+pub fn accept(id: u32) -> Vec<u8> {
+    let mut v = vec![K_ACCEPT];
+    v.extend_from_slice(&id.to_be_bytes());
+    v
+}
+
+pub fn chunk(id: u32, offset: u64, data: &[u8]) -> Vec<u8> {
+    let mut v = vec![K_CHUNK];
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(&offset.to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+pub fn end(id: u32, data: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut v = vec![K_END];
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(&(data.len() as u64).to_be_bytes());
+    v.extend_from_slice(&Sha256::digest(data));
+    v
+}
+
+/// A received application message: kind, id, rest of the body.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub kind: u8,
+    pub id: u32,
+    pub body: Vec<u8>,
+}
+
+impl App {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// DONE status byte.
+    pub fn status(&self) -> u8 {
+        self.body[0]
+    }
+}
+
+struct NoBindings;
+impl IdentityBindings for NoBindings {
+    fn bound_key(&self, _: &DeviceId) -> Option<PublicKey> {
+        None
+    }
+}
+
+/// A scripted peer that dials a daemon and runs a real session with it.
+pub struct Hostile {
+    pub conn: Connection,
+    pub stream: TcpStream,
+    clock: HostClock,
+    apps: VecDeque<App>,
+}
+
+impl Hostile {
+    /// Announces `id` to the daemon (so it binds our key on first use),
+    /// dials its session port and completes the handshake.
+    pub fn connect(id: &str, daemon: &Node) -> Hostile {
+        let mut rng = OsRng.unwrap_err();
+        let keys = StaticKeypair::generate(&mut rng);
+        let local = LocalIdentity::new(DeviceId::new(id).unwrap(), keys.clone());
+        let ann = Announce::new(DeviceId::new(id).unwrap(), 9, *keys.public(), vec![]).unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = PeerTarget {
+            id: DeviceId::new(&daemon.id).unwrap(),
+            key: daemon.key(),
+        };
+        let clock = HostClock::new();
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no session with {}\n{}",
+                daemon.id,
+                daemon.log_text()
+            );
+            udp.send_to(&ann.encode(), ("127.0.0.1", daemon.ports.udp))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let stream = TcpStream::connect(("127.0.0.1", daemon.ports.tcp)).unwrap();
+            stream.set_nodelay(true).unwrap();
+            let conn = Connection::connect(
+                &local,
+                target.clone(),
+                &mut rng,
+                clock.now(),
+                HandshakeConfig::default(),
+            )
+            .unwrap();
+            let mut h = Hostile {
+                conn,
+                stream,
+                clock,
+                apps: VecDeque::new(),
+            };
+            // Established, then a pong: the daemon has registered us.
+            let ok = h.pump_until(Duration::from_secs(3), |h, ev| {
+                if matches!(ev, Event::Established { .. }) {
+                    let _ = h.conn.send_ping(42);
+                }
+                matches!(ev, Event::Pong(42))
+            });
+            if ok {
+                return h;
+            }
+        }
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        let out = self.conn.take_transmit();
+        self.stream.write_all(&out)
+    }
+
+    /// Queues application messages and writes them in one go (one TCP write,
+    /// so they arrive together).
+    pub fn send_all(&mut self, msgs: &[Vec<u8>]) -> std::io::Result<()> {
+        for m in msgs {
+            if self.conn.send_data(m).is_err() {
+                self.flush()?;
+                self.conn.send_data(m).unwrap();
+            }
+        }
+        self.flush()
+    }
+
+    /// Reads until `stop` says so (true) or the timeout passes (false).
+    fn pump_until(
+        &mut self,
+        timeout: Duration,
+        mut stop: impl FnMut(&mut Self, &Event) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if self.flush().is_err() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.stream
+                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+                .unwrap();
+            let n = match self.stream.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => return false,
+            };
+            let now = self.clock.now();
+            if self.conn.handle_input(&buf[..n], now, &NoBindings).is_err() {
+                return false;
+            }
+            // Drain every event (none may wait for the next input).
+            let mut done = false;
+            while let Some(ev) = self.conn.poll_event() {
+                if let Event::Data(d) = &ev {
+                    if d.len() >= 5 {
+                        self.apps.push_back(App {
+                            kind: d[0],
+                            id: u32::from_be_bytes([d[1], d[2], d[3], d[4]]),
+                            body: d[5..].to_vec(),
+                        });
+                    }
+                }
+                done |= stop(self, &ev);
+            }
+            if done {
+                let _ = self.flush();
+                return true;
+            }
+        }
+    }
+
+    /// The next application message from the daemon (ACKs skipped unless
+    /// `acks`), within `timeout`.
+    pub fn recv(&mut self, timeout: Duration, acks: bool) -> Option<App> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(a) = self.apps.pop_front() {
+                if acks || a.kind != K_ACK {
+                    return Some(a);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if !self.pump_until(left, |_, ev| matches!(ev, Event::Data(_))) && self.apps.is_empty()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Waits for a message of `kind` for `id`, skipping ACKs.
+    pub fn expect(&mut self, kind: u8, id: u32, timeout: Duration) -> App {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(a) = self.recv(deadline.saturating_duration_since(Instant::now()), false) {
+            if a.kind == kind && a.id == id {
+                // Keep the others for later calls, in order.
+                for s in seen.into_iter().rev() {
+                    self.apps.push_front(s);
+                }
+                return a;
+            }
+            seen.push(a);
+        }
+        panic!("no message {kind:#04x} for {id:08x}; saw {seen:?}");
+    }
+}
