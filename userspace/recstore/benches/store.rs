@@ -2,7 +2,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use nexus_recstore::sim::SimDisk;
 use nexus_recstore::Store;
 
@@ -25,10 +25,14 @@ fn bench(c: &mut Criterion) {
     });
     let disk = store.into_device();
     c.bench_function("open (17 records)", |b| {
-        b.iter(|| {
-            let (s, _) = Store::open(disk.clone()).expect("open");
-            black_box(s.len())
-        })
+        b.iter_batched(
+            || disk.clone(),
+            |d| {
+                let (s, _) = Store::open(d).expect("open");
+                black_box(s.len())
+            },
+            BatchSize::LargeInput,
+        )
     });
 }
 

@@ -261,3 +261,76 @@ pub(crate) fn decode_image(padded: &[u8], len: usize) -> Option<BTreeMap<Vec<u8>
     }
     Some(records)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr() -> Header {
+        Header {
+            slot: 1,
+            copy: 0,
+            seq: 7,
+            slot_sectors: 8,
+            payload_len: 45,
+            payload_crc: 0xdead_beef,
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_checks_position() {
+        let s = hdr().encode();
+        assert_eq!(decode_header(&s, 1, 0, 20), HeaderSector::Valid(hdr()));
+        // wrong position, or a disk too small for the layout: damaged, not valid
+        assert_eq!(decode_header(&s, 0, 0, 20), HeaderSector::Damaged);
+        assert_eq!(decode_header(&s, 1, 1, 20), HeaderSector::Damaged);
+        assert_eq!(decode_header(&s, 1, 0, 19), HeaderSector::Damaged);
+        assert_eq!(
+            decode_header(&[0; SECTOR_SIZE], 0, 0, 20),
+            HeaderSector::Zero
+        );
+    }
+
+    #[test]
+    fn torn_header_over_zero_is_ours_at_any_split() {
+        let new = hdr().encode();
+        for n in 1..SECTOR_SIZE {
+            let mut prefix = [0u8; SECTOR_SIZE];
+            prefix[..n].copy_from_slice(&new[..n]);
+            let mut suffix = [0u8; SECTOR_SIZE];
+            suffix[SECTOR_SIZE - n..].copy_from_slice(&new[SECTOR_SIZE - n..]);
+            for s in [prefix, suffix] {
+                let h = decode_header(&s, 1, 0, 20);
+                assert!(
+                    matches!(h, HeaderSector::Damaged | HeaderSector::Zero),
+                    "split {n}: {h:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn image_round_trips_and_rejects_bad_encodings() {
+        let mut m = BTreeMap::new();
+        m.insert(b"a".to_vec(), b"1".to_vec());
+        m.insert(b"bb".to_vec(), alloc::vec![2; 600]);
+        let img = encode_image(&m);
+        let len = encoded_len(&m);
+        assert_eq!(img.len(), 2 * SECTOR_SIZE);
+        assert_eq!(decode_image(&img, len), Some(m));
+        // unsorted keys
+        let mut bad = img.clone();
+        bad[7] = b'c';
+        assert_eq!(decode_image(&bad, len), None);
+        // non-zero padding, trailing bytes, truncation, absurd count
+        let mut bad = img.clone();
+        bad[len] = 1;
+        assert_eq!(decode_image(&bad, len), None);
+        assert_eq!(decode_image(&img, len + 1), None);
+        assert_eq!(decode_image(&img, len - 1), None);
+        let mut bad = img.clone();
+        bad[0] = 200;
+        assert_eq!(decode_image(&bad, len), None);
+        assert_eq!(decode_image(&img, 2 * SECTOR_SIZE + 1), None);
+    }
+}
