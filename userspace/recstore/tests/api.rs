@@ -100,8 +100,9 @@ fn device_errors_on_open_are_reported() {
 fn sectors_per_put_figures() {
     let shapes: &[(&str, usize, usize)] = &[
         ("keystored: 1 key of 32 B", 1, 32),
-        ("keystored + 16 pins of 40 B", 17, 36),
+        ("17 records of 36 B (identity + 16 pins)", 17, 36),
         ("64 records of 100 B", 64, 100),
+        ("16 records of 1 KiB", 16, 1024),
         ("8 records of 4 KiB", 8, 4096),
     ];
     for &(name, n, vlen) in shapes {
