@@ -29,7 +29,8 @@ pub enum OpenError<E> {
     Corrupt(Corruption),
     /// Our magic with a format version this code does not read.
     UnsupportedVersion(u16),
-    /// The device has fewer than [`MIN_SECTORS`] sectors, or fewer than a header says.
+    /// The device has fewer than [`MIN_SECTORS`] sectors. (A disk shrunk below the
+    /// layout its headers name opens as `Corrupt`.)
     TooSmall,
     /// The device failed.
     Device(E),
