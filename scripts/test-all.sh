@@ -43,7 +43,7 @@ step() {
 
 step "cargo fmt --check (root workspace)" cargo fmt --all --check
 step "cargo fmt --check (source workspace)" bash -c 'cd source && cargo fmt --all --check'
-step "cargo clippy -D warnings (root workspace)" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo clippy -D warnings (root workspace; nexus-recstore also no_std)" bash -c 'cargo clippy --workspace --all-targets -- -D warnings && cargo clippy -p nexus-recstore --no-default-features -- -D warnings'
 step "cargo clippy -D warnings (source workspace)" bash -c 'cd source && cargo clippy --workspace -- -D warnings'
 step "cargo test (root workspace: userspace libraries and host tools)" cargo test --workspace
 step "cargo test (source workspace: pure kernel logic)" bash -c 'cd source && cargo test -p nexus-elf -p nexus-abi -p nexus-blkclient'
