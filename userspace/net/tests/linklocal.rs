@@ -532,3 +532,34 @@ fn a_late_host_with_the_same_mac_yields_to_the_one_holding_the_address() {
     let got = b.nic_addr().expect("b claimed");
     assert_ne!(got, held);
 }
+
+mod parser {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any byte string parses to nothing or to a request/reply; never a panic.
+        #[test]
+        fn arp_parser_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            if let Some(arp) = ArpSeen::parse_frame(&bytes) {
+                prop_assert!(arp.operation == 1 || arp.operation == 2);
+                prop_assert!(bytes.len() >= ARP_FRAME_LEN);
+            }
+        }
+
+        /// ARP-shaped frames with random fields round-trip through the parser.
+        #[test]
+        fn arp_frames_parse(mac in any::<[u8; 6]>(), ip in any::<[u8; 4]>(), probe in any::<bool>()) {
+            let addr = Ipv4Address::from(ip);
+            let out = if probe { ArpOut::Probe(addr) } else { ArpOut::Announce(addr) };
+            let mut buf = [0u8; ARP_FRAME_LEN];
+            out.emit(mac, &mut buf);
+            let seen = ArpSeen::parse_frame(&buf).expect("parses");
+            prop_assert_eq!(seen.sender_mac, mac);
+            prop_assert_eq!(seen.target_ip, addr);
+            prop_assert_eq!(seen.sender_ip, if probe { Ipv4Address::UNSPECIFIED } else { addr });
+        }
+    }
+}
