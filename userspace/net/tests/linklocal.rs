@@ -12,7 +12,7 @@ use common::{cable, Bench, LeasePlan, MemDevice, ENGINE_MAC};
 use nexus_net::linklocal::{self, ArpOut, ArpSeen, ARP_FRAME_LEN};
 use nexus_net::smoltcp::phy::{Device, TxToken};
 use nexus_net::smoltcp::time::{Duration, Instant};
-use nexus_net::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use nexus_net::smoltcp::wire::{IpAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 use nexus_net::{
     ClientId, Engine, EngineConfig, Ipv4, NetEvent, Request, Response, SockAddr, Submit,
 };
@@ -183,8 +183,57 @@ fn a_dhcp_server_that_appears_later_replaces_the_link_local_address() {
     let (mut b, frames) = silent_bench();
     assert!(b.run_until(Duration::from_secs(5), |b| !claimed(&b.events).is_empty()));
     let ll = claimed(&b.events)[0];
+
+    // A TCP stream over the link-local address (the peer also holds one).
+    b.peer.iface.update_ip_addrs(|a| {
+        a.push(IpCidr::new(IpAddress::v4(169, 254, 9, 9), 16))
+            .expect("room for a second address");
+    });
+    let c = ClientId(3);
+    let Response::Connected { socket, local, .. } = b.call(
+        c,
+        Request::TcpConnect {
+            remote: SockAddr::new(Ipv4::new(169, 254, 9, 9), 7),
+        },
+    ) else {
+        panic!("connect over link-local");
+    };
+    assert_eq!(local.ip, Ipv4::from(ll.address()));
+    let write = |b: &mut Bench| {
+        b.call(
+            c,
+            Request::TcpWrite {
+                socket,
+                data: b"ping".to_vec(),
+            },
+        )
+    };
+    assert_eq!(write(&mut b), Response::Written { len: 4 });
+    let read = |b: &mut Bench| {
+        b.call(
+            c,
+            Request::TcpRead {
+                socket,
+                max_len: 64,
+            },
+        )
+    };
+    assert_eq!(
+        read(&mut b),
+        Response::Data {
+            data: b"ping".to_vec()
+        }
+    );
+
     b.peer.dhcp.answering = true;
     let lease = b.bind();
+    // The stream lost its local address: it was reset, and its client sees
+    // the end of it (a reset reads as end of stream, writes fail).
+    assert_eq!(read(&mut b), Response::Data { data: vec![] });
+    assert!(
+        matches!(write(&mut b), Response::Error(_)),
+        "write after reset"
+    );
     assert_eq!(
         lease.address,
         Ipv4Cidr::new(Ipv4Address::new(10, 9, 0, 50), 24)
