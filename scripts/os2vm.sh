@@ -71,6 +71,10 @@ if [[ ! -f $KERNEL_ELF ]]; then
     exit 2
 fi
 nexus_ensure_qemu "$TAG" "$QEMU_OVERRIDDEN" || exit 2
+if ! "$QEMU" -netdev help 2>/dev/null | grep -qx dgram; then
+    echo "$TAG: $QEMU has no '-netdev dgram' backend (QEMU 7.2 or later; Debian 12 has it)" >&2
+    exit 2
+fi
 mkdir -p "$WORK"
 
 PIDS=()
