@@ -184,5 +184,10 @@ step "Linux mesh scale, 8 nodes (scripts/tests/scale-test.sh)" scripts/tests/sca
 # Linux nodes, dnsmasq DHCP, all on one bridge in namespaces. Needs root (SKIP otherwise).
 step "OS<->Linux interop on a bridge (scripts/tests/interop-test.sh)" scripts/tests/interop-test.sh
 
+# Two VMs on a rootless loopback link (QEMU -netdev dgram on 127.0.0.1), no DHCP:
+# link-local addresses, multicast discovery and a session across VMs; then the same
+# with both VMs on one MAC (the address conflict must be seen and resolved). No root.
+step "two VMs, link-local, cross-VM session (scripts/os2vm.sh)" env SKIP_BUILD=1 scripts/os2vm.sh
+
 echo
 echo "test-all: PASS ($STEP steps, $((SECONDS - START)) s)"

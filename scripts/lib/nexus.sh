@@ -76,14 +76,23 @@ nexus_qemu_escape() { printf '%s\n' "${1//,/,,}"; }
 
 # The machine every script boots (TCG only: never -enable-kvm / -accel kvm).
 # Fills the array NEXUS_QEMU_ARGS; the caller adds the serial plumbing.
-#   $1 kernel ELF, $2 kernel command line; NETDEV_OPTS extends -netdev user,...
+#   $1 kernel ELF, $2 kernel command line, $3 disk image (optional);
+#   NETDEV_OPTS extends -netdev user,...
 nexus_qemu_machine_args() { # <kernel> <kernel args> [disk image]
+    nexus_qemu_machine_args_netdev "$1" "$2" "user,id=n0${NETDEV_OPTS:+,$NETDEV_OPTS}" "" "${3-}"
+}
+
+# The same machine on another network backend.
+#   $1 kernel ELF, $2 kernel command line, $3 the whole -netdev value (its id must
+#   be n0, e.g. "dgram,id=n0,..."), $4 the NIC's MAC (empty: QEMU's default),
+#   $5 disk image (optional).
+nexus_qemu_machine_args_netdev() {
     # shellcheck disable=SC2034,SC2054 # read by the caller; commas belong to QEMU options
     NEXUS_QEMU_ARGS=(
         -M microvm -cpu max -m 256M
         -nographic -no-reboot -display none -monitor none
-        -netdev "user,id=n0${NETDEV_OPTS:+,$NETDEV_OPTS}"
-        -device virtio-net-device,netdev=n0
+        -netdev "$3"
+        -device "virtio-net-device,netdev=n0${4:+,mac=$4}"
         -device isa-debug-exit,iobase=0xf4,iosize=4
         -kernel "$1"
         -append "$2"
@@ -92,9 +101,9 @@ nexus_qemu_machine_args() { # <kernel> <kernel args> [disk image]
     # NIC on transport 23 (page 0xfeb02000): microvm packs eight 0x200-byte
     # transports per 4 KiB page, and the kernel maps device windows page by page,
     # so two devices held by two processes must not share a page.
-    if [[ -n ${3-} ]]; then
+    if [[ -n ${5-} ]]; then
         NEXUS_QEMU_ARGS+=(
-            -drive "file=$(nexus_qemu_escape "$3"),format=raw,if=none,id=d0"
+            -drive "file=$(nexus_qemu_escape "$5"),format=raw,if=none,id=d0"
             -device virtio-blk-device,drive=d0,bus=virtio-mmio-bus.15
         )
     fi

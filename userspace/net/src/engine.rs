@@ -41,6 +41,7 @@ use smoltcp::wire::{
 use crate::dhcp::{DhcpClient, DhcpEvent, Lease};
 use crate::facade::{self, Error, InterfaceStatus, Ipv4, Request, Response, SockAddr, SocketId};
 use crate::limits::*;
+use crate::linklocal::{ArpSeen, LinkLocal, LinkLocalConfig, LinkLocalEvent, ARP_FRAME_LEN};
 use crate::loopback::{self, IfaceId, LoopbackDevice, LOOPBACK_ADDR, LOOPBACK_CIDR};
 use crate::ping::{PingOp, PingStatus};
 use crate::sockets::{Entry, SocketKind, SocketTable, StackSocket, TcpListener, UdpSocket};
@@ -62,15 +63,20 @@ pub struct EngineConfig {
     /// Cap on the DHCP lease duration (renewal then starts at half of it).
     /// `None` follows the server.
     pub dhcp_max_lease: Option<Duration>,
+    /// IPv4 link-local fallback (RFC 3927) when DHCP stays silent; `None`
+    /// turns it off (the NIC then waits for DHCP forever).
+    pub link_local: Option<LinkLocalConfig>,
 }
 
 impl EngineConfig {
-    /// Config with no lease cap.
+    /// Config with no lease cap and link-local fallback at the default
+    /// timings ([`LinkLocalConfig::default`]).
     pub fn new(mac: [u8; 6], random_seed: u64) -> EngineConfig {
         EngineConfig {
             mac,
             random_seed,
             dhcp_max_lease: None,
+            link_local: Some(LinkLocalConfig::default()),
         }
     }
 }
@@ -106,6 +112,22 @@ pub enum NetEvent {
     DhcpChanged(Lease),
     /// The lease was lost; the NIC has no address or default route.
     DhcpDeconfigured,
+    /// No lease within the fallback bound: the NIC now has this RFC 3927
+    /// link-local address (`169.254.x.y/16`, no default route). Print
+    /// `net: dhcp unavailable; link-local <ip>/16`.
+    LinkLocalClaimed(Ipv4Cidr),
+    /// Another host uses `addr`. `claimed`: it was the NIC's address, which
+    /// has been removed; otherwise it was only a candidate. Either way the
+    /// next candidate is being probed.
+    LinkLocalConflict {
+        /// The contested address.
+        addr: Ipv4Address,
+        /// Whether the NIC had claimed it.
+        claimed: bool,
+    },
+    /// A DHCP lease replaced the link-local address (reported just before
+    /// the [`NetEvent::DhcpBound`] that carries the lease).
+    LinkLocalReplaced(Ipv4Cidr),
 }
 
 /// Result of [`Engine::submit`].
@@ -284,6 +306,10 @@ pub struct Engine<D: Device> {
     lo: Interface,
     stacks: Stacks,
     dhcp: DhcpClient,
+    link_local: Option<LinkLocal>,
+    /// ARP packets seen on the NIC during one interface poll (bounded by
+    /// [`MAX_ARP_SEEN`]); fed to the link-local client.
+    arp_seen: Vec<ArpSeen>,
     table: SocketTable,
     clients: BTreeSet<ClientId>,
     pending: Vec<Pending>,
@@ -338,6 +364,10 @@ impl<D: Device> Engine<D> {
                 lo: SocketSet::new(Vec::new()),
             },
             dhcp,
+            link_local: config
+                .link_local
+                .map(|cfg| LinkLocal::new(cfg, config.mac, config.random_seed, now)),
+            arp_seen: Vec::new(),
             table: SocketTable::new(),
             clients: BTreeSet::new(),
             pending: Vec::new(),
@@ -364,9 +394,22 @@ impl<D: Device> Engine<D> {
         self.dhcp.lease()
     }
 
-    /// The NIC's address, if configured.
+    /// The NIC's address, if configured (DHCP lease or link-local).
     pub fn nic_addr(&self) -> Option<Ipv4Address> {
-        self.dhcp.lease().map(|l| l.address.address())
+        self.nic_cidr().map(|c| c.address())
+    }
+
+    /// The NIC's address and prefix: the lease's, else the link-local one.
+    pub fn nic_cidr(&self) -> Option<Ipv4Cidr> {
+        match self.dhcp.lease() {
+            Some(l) => Some(l.address),
+            None => self.link_local.as_ref().and_then(LinkLocal::cidr),
+        }
+    }
+
+    /// The link-local client, if enabled (state, conflicts).
+    pub fn link_local(&self) -> Option<&LinkLocal> {
+        self.link_local.as_ref()
     }
 
     /// Interface status (also served as `Request::InterfaceStatus`).
@@ -374,9 +417,9 @@ impl<D: Device> Engine<D> {
         let lease = self.dhcp.lease();
         InterfaceStatus {
             mac: self.mac.0,
-            ipv4: lease.map(|l| facade::Ipv4Cidr {
-                addr: l.address.address().into(),
-                prefix_len: l.address.prefix_len(),
+            ipv4: self.nic_cidr().map(|c| facade::Ipv4Cidr {
+                addr: c.address().into(),
+                prefix_len: c.prefix_len(),
             }),
             gateway: lease.and_then(|l| l.gateway).map(Ipv4::from),
             dns: lease
@@ -386,6 +429,7 @@ impl<D: Device> Engine<D> {
                 addr: LOOPBACK_ADDR.into(),
                 prefix_len: LOOPBACK_CIDR.prefix_len(),
             },
+            link_local: lease.is_none() && self.nic_cidr().is_some(),
         }
     }
 
@@ -433,11 +477,18 @@ impl<D: Device> Engine<D> {
             let mut progressed = false;
             let lo = self.lo.poll(now, &mut self.lo_dev, &mut self.stacks.lo);
             progressed |= matches!(lo, PollResult::SocketStateChanged);
-            let nic = self.nic.poll(now, &mut self.device, &mut self.stacks.nic);
+            let mut tap = ArpTap {
+                inner: &mut self.device,
+                seen: &mut self.arp_seen,
+            };
+            let nic = self.nic.poll(now, &mut tap, &mut self.stacks.nic);
             progressed |= matches!(nic, PollResult::SocketStateChanged);
 
             if let Some(ev) = self.dhcp.poll(&mut self.nic, &mut self.stacks.nic) {
-                self.on_dhcp(&ev);
+                let replaced = self.on_dhcp(now, &ev);
+                if let Some(old) = replaced {
+                    events.push(NetEvent::LinkLocalReplaced(old));
+                }
                 events.push(match ev {
                     DhcpEvent::Bound(l) => NetEvent::DhcpBound(l),
                     DhcpEvent::Changed(l) => NetEvent::DhcpChanged(l),
@@ -445,6 +496,7 @@ impl<D: Device> Engine<D> {
                 });
                 progressed = true;
             }
+            progressed |= self.run_link_local(now, &mut events);
             progressed |= self.service_listeners();
             progressed |= self.service_pending(now);
             self.reap_orphans(now);
@@ -470,6 +522,14 @@ impl<D: Device> Engine<D> {
         let mut take = |t: Instant| {
             at = Some(at.map_or(t, |a| a.min(t)));
         };
+        if let Some(ll) = &self.link_local {
+            if ll.has_tx() {
+                take(now);
+            }
+            if let Some(t) = ll.poll_at() {
+                take(t);
+            }
+        }
         if let Some(t) = self.lo.poll_at(now, &self.stacks.lo) {
             take(t);
         }
@@ -656,11 +716,9 @@ impl<D: Device> Engine<D> {
 
     /// Checks that the NIC can carry a packet to `dst`.
     fn nic_route(&self, dst: Ipv4Address) -> Result<(), Error> {
-        let lease = self.dhcp.lease().ok_or(Error::NotConfigured)?;
-        if dst.is_broadcast()
-            || dst.is_multicast()
-            || lease.address.contains_addr(&dst)
-            || lease.gateway.is_some()
+        let cidr = self.nic_cidr().ok_or(Error::NotConfigured)?;
+        let gateway = self.dhcp.lease().and_then(|l| l.gateway);
+        if dst.is_broadcast() || dst.is_multicast() || cidr.contains_addr(&dst) || gateway.is_some()
         {
             Ok(())
         } else {
@@ -977,7 +1035,7 @@ impl<D: Device> Engine<D> {
     ) -> Result<Option<Response>, Error> {
         // A ping names one host: an answer to a broadcast or multicast echo
         // would come from some other address and could not be matched.
-        let subnet_broadcast = self.dhcp.lease().and_then(|l| l.address.broadcast());
+        let subnet_broadcast = self.nic_cidr().and_then(|c| c.broadcast());
         if timeout_ms == 0
             || target.is_unspecified()
             || target.is_broadcast()
@@ -1339,13 +1397,88 @@ impl<D: Device> Engine<D> {
         });
     }
 
-    /// Keeps the loopback interface's copy of the leased address in step and
-    /// resets NIC streams whose local address is gone.
-    fn on_dhcp(&mut self, ev: &DhcpEvent) {
-        let addr = match ev {
-            DhcpEvent::Bound(l) | DhcpEvent::Changed(l) => Some(l.address.address()),
-            DhcpEvent::Deconfigured => None,
+    /// A DHCP change: link-local stops while a lease holds (and restarts its
+    /// fallback timer when the lease is lost); then the NIC address changed.
+    /// Returns the link-local address the lease replaced, if any.
+    fn on_dhcp(&mut self, now: Instant, ev: &DhcpEvent) -> Option<Ipv4Cidr> {
+        let (addr, replaced) = match ev {
+            DhcpEvent::Bound(l) | DhcpEvent::Changed(l) => {
+                let replaced = self.link_local.as_ref().and_then(LinkLocal::cidr);
+                if let Some(ll) = self.link_local.as_mut() {
+                    ll.stop();
+                }
+                (Some(l.address.address()), replaced)
+            }
+            DhcpEvent::Deconfigured => {
+                if let Some(ll) = self.link_local.as_mut() {
+                    ll.restart(now);
+                }
+                (None, None)
+            }
         };
+        self.on_nic_addr(addr);
+        replaced
+    }
+
+    /// Feeds the ARP packets seen to the link-local client, runs its timers,
+    /// applies what it reports and sends its frames. True if anything
+    /// happened.
+    fn run_link_local(&mut self, now: Instant, events: &mut Vec<NetEvent>) -> bool {
+        let Some(ll) = self.link_local.as_mut() else {
+            self.arp_seen.clear();
+            return false;
+        };
+        let mut reports = Vec::new();
+        for arp in self.arp_seen.drain(..) {
+            reports.extend(ll.on_arp(now, &arp));
+        }
+        reports.extend(ll.poll(now));
+        let mut progressed = !reports.is_empty();
+        while ll.has_tx() {
+            let Some(token) = self.device.transmit(now) else {
+                break;
+            };
+            let Some(out) = ll.take_tx() else {
+                break;
+            };
+            let mac = self.mac.0;
+            smoltcp::phy::TxToken::consume(token, ARP_FRAME_LEN, |buf| out.emit(mac, buf));
+            progressed = true;
+        }
+        for report in reports {
+            match report {
+                LinkLocalEvent::Claimed(addr) => {
+                    let cidr = Ipv4Cidr::new(addr, crate::linklocal::LINK_LOCAL_PREFIX);
+                    self.nic.update_ip_addrs(|addrs| {
+                        addrs.clear();
+                        let _ = addrs.push(IpCidr::Ipv4(cidr));
+                    });
+                    self.nic.routes_mut().remove_default_ipv4_route();
+                    self.on_nic_addr(Some(addr));
+                    events.push(NetEvent::LinkLocalClaimed(cidr));
+                }
+                LinkLocalEvent::CandidateConflict(addr) => {
+                    events.push(NetEvent::LinkLocalConflict {
+                        addr,
+                        claimed: false,
+                    });
+                }
+                LinkLocalEvent::Lost(addr) => {
+                    self.nic.update_ip_addrs(|addrs| addrs.clear());
+                    self.on_nic_addr(None);
+                    events.push(NetEvent::LinkLocalConflict {
+                        addr,
+                        claimed: true,
+                    });
+                }
+            }
+        }
+        progressed
+    }
+
+    /// Keeps the loopback interface's copy of the NIC address in step and
+    /// resets NIC streams whose local address is gone.
+    fn on_nic_addr(&mut self, addr: Option<Ipv4Address>) {
         self.lo.update_ip_addrs(|addrs| {
             addrs.clear();
             let _ = addrs.push(IpCidr::Ipv4(LOOPBACK_CIDR));
@@ -1366,6 +1499,72 @@ impl<D: Device> Engine<D> {
                 t.abort();
             }
         }
+    }
+}
+
+/// The NIC device as smoltcp sees it: every received frame is passed on
+/// unchanged, and the ARP packets among them are also noted (at most
+/// [`MAX_ARP_SEEN`] per interface poll; more are not noted) for the
+/// link-local client, which must see ARP traffic smoltcp ignores (probes from
+/// 0.0.0.0, packets for addresses not yet configured).
+struct ArpTap<'d, D: Device> {
+    inner: &'d mut D,
+    seen: &'d mut Vec<ArpSeen>,
+}
+
+struct ArpTapRx<'a, R> {
+    inner: R,
+    seen: &'a mut Vec<ArpSeen>,
+}
+
+impl<R: smoltcp::phy::RxToken> smoltcp::phy::RxToken for ArpTapRx<'_, R> {
+    fn consume<T, F>(self, f: F) -> T
+    where
+        F: FnOnce(&[u8]) -> T,
+    {
+        let seen = self.seen;
+        self.inner.consume(|frame| {
+            if seen.len() < MAX_ARP_SEEN {
+                if let Some(arp) = ArpSeen::parse_frame(frame) {
+                    seen.push(arp);
+                }
+            }
+            f(frame)
+        })
+    }
+
+    fn meta(&self) -> smoltcp::phy::PacketMeta {
+        self.inner.meta()
+    }
+}
+
+impl<D: Device> Device for ArpTap<'_, D> {
+    type RxToken<'a>
+        = ArpTapRx<'a, D::RxToken<'a>>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = D::TxToken<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let (rx, tx) = self.inner.receive(t)?;
+        Some((
+            ArpTapRx {
+                inner: rx,
+                seen: self.seen,
+            },
+            tx,
+        ))
+    }
+
+    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
+        self.inner.transmit(t)
+    }
+
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        self.inner.capabilities()
     }
 }
 

@@ -125,7 +125,8 @@ pub struct Ipv4Cidr {
 pub struct InterfaceStatus {
     /// NIC MAC address.
     pub mac: [u8; 6],
-    /// NIC address from the DHCP lease; `None` while unconfigured.
+    /// NIC address from the DHCP lease, else the link-local address;
+    /// `None` while unconfigured.
     pub ipv4: Option<Ipv4Cidr>,
     /// Default gateway from the lease.
     pub gateway: Option<Ipv4>,
@@ -134,6 +135,9 @@ pub struct InterfaceStatus {
     pub dns: Vec<Ipv4>,
     /// The loopback interface's address (always `127.0.0.1/8`).
     pub loopback: Ipv4Cidr,
+    /// `ipv4` is an RFC 3927 link-local address (169.254/16): no DHCP
+    /// server answered. A later lease replaces it and clears this flag.
+    pub link_local: bool,
 }
 
 /// A facade request. Variant order is wire format (append only).

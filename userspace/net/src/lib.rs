@@ -5,7 +5,8 @@
 //!
 //! * the NIC [`Interface`](smoltcp::iface::Interface) (Ethernet, MAC given by
 //!   the caller) over any [`smoltcp::phy::Device`],
-//! * a DHCPv4 client that configures that interface ([`dhcp`]),
+//! * a DHCPv4 client that configures that interface ([`dhcp`]), with an
+//!   RFC 3927 link-local fallback when no server answers ([`linklocal`]),
 //! * a second, Medium::Ip interface holding `127.0.0.1/8` over an in-memory
 //!   loopback device ([`loopback`]) so that services on one machine talk
 //!   through real TCP/UDP,
@@ -36,6 +37,7 @@ pub mod dhcp;
 pub mod engine;
 pub mod facade;
 pub mod limits;
+pub mod linklocal;
 pub mod loopback;
 pub mod ping;
 pub mod sockets;

@@ -115,3 +115,7 @@ pub const EPHEMERAL_PORT_LAST: u16 = 65535;
 
 /// DNS servers reported in the interface status (smoltcp keeps at most 3).
 pub const MAX_DNS_SERVERS: usize = 3;
+
+/// ARP packets noted for the link-local client per NIC poll; more received in
+/// one poll still reach smoltcp but are not looked at for conflicts.
+pub const MAX_ARP_SEEN: usize = 32;

@@ -17,7 +17,13 @@ fn bound_events(events: &[NetEvent]) -> usize {
 
 #[test]
 fn lease_configures_nic_with_values_from_the_lease() {
-    let mut b = Bench::new(LeasePlan::ten_nine());
+    // Link-local fallback off: this test is about DHCP alone (the fallback
+    // has its own tests in tests/linklocal.rs).
+    let config = EngineConfig {
+        link_local: None,
+        ..EngineConfig::new(ENGINE_MAC, 0x1234_5678_9abc_def0)
+    };
+    let mut b = Bench::with_config(LeasePlan::ten_nine(), config);
     // Before any lease the NIC is unconfigured, and smoltcp's initial
     // `Deconfigured` is neither an error nor an event.
     b.peer.dhcp.answering = false;

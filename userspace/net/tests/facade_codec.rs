@@ -96,6 +96,7 @@ fn all_responses() -> Vec<Response> {
                 addr: Ipv4::LOCALHOST,
                 prefix_len: 8,
             },
+            link_local: false,
         }),
         Response::Pong { rtt_us: 1234 },
         Response::Error(Error::Timeout),

@@ -75,6 +75,9 @@ pub(crate) struct Node {
     pub(crate) next_conn: Cell<u64>,
     /// Log limiter for the dialling side's peer-triggered lines.
     pub(crate) dial_log: RefCell<LogLimiter>,
+    /// Sessions are with other machines (node mode): the responder prints
+    /// `cross-vm session ok` once it has answered a session's first ping.
+    pub(crate) cross_vm: bool,
 }
 
 impl Node {
@@ -121,6 +124,7 @@ impl Node {
             ))),
             next_conn: Cell::new(1),
             dial_log: RefCell::new(LogLimiter::default()),
+            cross_vm: false,
         })
     }
 
@@ -593,6 +597,7 @@ pub(crate) async fn serve(
     let mut peer: Option<DeviceId> = None;
     let conn_id = node.next_conn.get();
     node.next_conn.set(conn_id.wrapping_add(1));
+    let mut pinged = false;
     let gate = Gate {
         admission: &node.admission,
         source: ip,
@@ -679,6 +684,17 @@ pub(crate) async fn serve(
             Ok(Event::Data(d)) => {
                 seen.data_bytes
                     .set(seen.data_bytes.get().saturating_add(d.len() as u64));
+            }
+            Ok(Event::Ping(_)) if node.cross_vm && !pinged => {
+                // The dialler's first authenticated ping arrived and its pong
+                // is queued: both directions of the session work.
+                pinged = true;
+                if let (Some(p), Some(n)) = (&peer, seen.allow(kind(ip, "crossvm-lo", "crossvm"))) {
+                    log::info!(
+                        "dsoftbusd: cross-vm session ok peer={p} from={remote} (responder){}",
+                        sup(n)
+                    );
+                }
             }
             Ok(_) => {}
             Err(LinkError::Conn(ConnError::Auth(AuthError::Identity))) => {

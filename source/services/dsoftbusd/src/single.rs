@@ -59,7 +59,9 @@ pub async fn run(net: NetClient, id: &str, port: u16) -> Result<(), ServiceError
         .ok()
         .and_then(|s| s.ipv4)
         .map_or_else(|| "?".to_string(), |c| alloc::format!("{}", c.addr));
-    let node = Node::new("node", (id, port), true)?;
+    let mut node = Node::new("node", (id, port), true)?;
+    node.cross_vm = true;
+    let node = node;
     let any = |port| SockAddr::new(Ipv4::UNSPECIFIED, port);
     let sockets = async {
         let (listener, _) = net.tcp_listen(any(port), 4).await?;
@@ -84,8 +86,18 @@ pub async fn run(net: NetClient, id: &str, port: u16) -> Result<(), ServiceError
     let dials = DialQueue::default();
     let nodes = [&node];
     let senders = [(&node, sender)];
+    let cross_vm_up = core::cell::Cell::new(false);
     let on_fresh = |n: &Node, entry: &PeerEntry| {
         let peer = entry.device_id();
+        if !cross_vm_up.get() && !entry.session_addr().ip().is_loopback() {
+            // An announce from another machine reached us over the NIC.
+            cross_vm_up.set(true);
+            log::info!(
+                "dsoftbusd: discovery cross-vm up ({}) first peer={peer} from={}",
+                nic.name(),
+                entry.session_addr()
+            );
+        }
         let at = crate::link::now();
         {
             let mut c = dials.candidates.borrow_mut();
@@ -259,6 +271,10 @@ async fn session(link: &mut Link, node: &Node) -> Result<(), ServiceError> {
             "dsoftbusd: session ping ok peer={peer} rtt={}us{}",
             rtt.as_micros(),
             crate::node::sup(n)
+        );
+        log::info!(
+            "dsoftbusd: cross-vm session ok peer={peer} rtt={}us (dialler)",
+            rtt.as_micros()
         );
     }
     // Hold the session, answering pings, until the peer goes away.

@@ -223,6 +223,24 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
                     }
                 }
                 NetEvent::DhcpDeconfigured => log::info!("net: dhcp deconfigured"),
+                NetEvent::LinkLocalClaimed(c) => log::info!(
+                    "net: dhcp unavailable; link-local {}/{}",
+                    c.address(),
+                    c.prefix_len()
+                ),
+                NetEvent::LinkLocalConflict { addr, claimed } => log::info!(
+                    "net: link-local conflict {addr} ({}); probing another address",
+                    if claimed {
+                        "claimed address lost to another host"
+                    } else {
+                        "candidate in use"
+                    }
+                ),
+                NetEvent::LinkLocalReplaced(c) => log::info!(
+                    "net: link-local {}/{} replaced by a dhcp lease",
+                    c.address(),
+                    c.prefix_len()
+                ),
             }
         }
         for done in out.completions {
