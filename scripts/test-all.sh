@@ -46,7 +46,7 @@ step "cargo fmt --check (source workspace)" bash -c 'cd source && cargo fmt --al
 step "cargo clippy -D warnings (root workspace; nexus-recstore also no_std)" bash -c 'cargo clippy --workspace --all-targets -- -D warnings && cargo clippy -p nexus-recstore --no-default-features -- -D warnings'
 step "cargo clippy -D warnings (source workspace)" bash -c 'cd source && cargo clippy --workspace -- -D warnings'
 step "cargo test (root workspace: userspace libraries and host tools)" cargo test --workspace
-step "cargo test (source workspace: pure kernel logic)" bash -c 'cd source && cargo test -p nexus-elf -p nexus-abi -p nexus-blkclient'
+step "cargo test (source workspace: pure kernel logic)" bash -c 'cd source && cargo test -p nexus-elf -p nexus-abi -p nexus-blkclient -p nexus-keyclient'
 step "harness self-test (fake QEMU)" scripts/tests/harness-test.sh
 
 step "QEMU marker contract" env RUN_UNTIL_MARKER=1 RUN_TIMEOUT=90s ./scripts/qemu-test.sh
@@ -157,6 +157,11 @@ if (($(grep -c "net: dhcp bound " target/qemu/uart-crash-netstackd.log) < 2)); t
     echo "test-all: the restarted netstackd did not bind DHCP again"
     exit 1
 fi
+
+# The device identity lives in keystored on the disk: the same fingerprint after a
+# reboot, a corrupt store refused loudly (no session), keystored.reset=1 recovers.
+step "device identity survives reboots; bad storage is loud (scripts/tests/identity-test.sh)" \
+    env SKIP_BUILD=1 scripts/tests/identity-test.sh
 
 # netstackd alone holds the NIC: dsoftbusd must not even link the driver crate.
 section "dsoftbusd does not depend on virtio-drivers"

@@ -18,6 +18,7 @@ const PROGRAMS: &[(&str, &[&str])] = &[
     ("ipc-selftest", &["ipc-selftest", "ipc-echo"]),
     ("netstackd", &["netstackd"]),
     ("blkd", &["blkd"]),
+    ("keystored", &["keystored"]),
     ("selftest-client", &["selftest-client"]),
     ("dsoftbusd", &["dsoftbusd"]),
     (

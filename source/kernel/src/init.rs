@@ -98,6 +98,12 @@ const SERVICES: &[Service] = &[
         restart: true,
         ..svc("blkd", Kind::Daemon, 8)
     },
+    Service {
+        // Holds the device's static key; only dsoftbusd is linked to it.
+        entropy: true,
+        restart: true,
+        ..svc("keystored", Kind::Daemon, 4)
+    },
     svc("selftest-client", Kind::Oneshot, 8),
     Service {
         entropy: true,
@@ -131,6 +137,14 @@ const LINKS: &[Link] = &[
     Link {
         a: ("dsoftbusd", "net"),
         b: ("netstackd", "client:dsoftbusd"),
+    },
+    Link {
+        a: ("keystored", "blk"),
+        b: ("blkd", "client:keystored"),
+    },
+    Link {
+        a: ("dsoftbusd", "keys"),
+        b: ("keystored", "client:dsoftbusd"),
     },
 ];
 

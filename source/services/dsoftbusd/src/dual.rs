@@ -38,11 +38,16 @@ const NODE_B: (&str, u16) = ("node-b", 34568);
 const IMPOSTOR: (&str, u16) = ("node-a", 34569);
 
 /// Run the dual-node proof; returns when it is complete.
-pub async fn run(net: NetClient, crash_after_session: bool) -> Result<(), ServiceError> {
+pub async fn run(
+    net: NetClient,
+    crash_after_session: bool,
+    key: Option<crate::DeviceKey>,
+) -> Result<(), ServiceError> {
     let lease = has_lease(&net).await;
-    let a = Node::new("node-a", NODE_A, true)?;
-    let b = Node::new("node-b", NODE_B, true)?;
-    let impostor = Node::new("impostor", IMPOSTOR, false)?;
+    // node-a is this device: its identity is keystored's (when granted).
+    let a = Node::new("node-a", NODE_A, true, key.as_ref())?;
+    let b = Node::new("node-b", NODE_B, true, None)?;
+    let impostor = Node::new("impostor", IMPOSTOR, false, None)?;
 
     let any = |port| SockAddr::new(Ipv4::UNSPECIFIED, port);
     let transport = async {
@@ -238,7 +243,7 @@ async fn proof(
     .await?;
 
     let k = seen.key_conflicts.get();
-    let rebind = Node::new("rebinder", NODE_B, false)?;
+    let rebind = Node::new("rebinder", NODE_B, false, None)?;
     send(net, hostile, disc, &rebind.announce).await?;
     wait_for("the re-binding of node-b to be refused", || {
         (seen.key_conflicts.get() > k).then_some(())

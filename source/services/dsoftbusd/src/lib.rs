@@ -2,7 +2,10 @@
 //!
 //! Wiring only: sockets come from `netstackd` through the facade (this
 //! service holds no device and no MMIO), protocol logic from the `dsoftbus`
-//! core, keys from the kernel's entropy. See docs/distributed/dsoftbus-os.md.
+//! core. The device's identity key lives in `keystored`: this process only
+//! learns its public half and asks keystored for every Diffie-Hellman with it
+//! (`nexus-keyclient`); the other nodes of the dual-node proof make their
+//! keys here from the kernel's entropy. See docs/distributed/dsoftbus-os.md.
 //!
 //! Modes (boot option `dsoftbusd.mode`):
 //! - `dual-node`: the in-VM proof (see [`dual`]); the service ends when the
@@ -22,9 +25,54 @@ mod rng;
 mod single;
 
 use alloc::boxed::Box;
+use alloc::format;
+use alloc::sync::Arc;
 
+use dsoftbus::{PublicKey, StaticDh};
 use nexus_abi::{Caps, ServiceError, ServiceFuture};
+use nexus_keyclient::{KeyClient, KeyError};
 use nexus_netclient::NetClient;
+
+/// The device's identity: its public key and the key service that holds
+/// the secret.
+#[derive(Clone)]
+pub(crate) struct DeviceKey {
+    pub(crate) public: PublicKey,
+    pub(crate) dh: Arc<dyn StaticDh>,
+}
+
+/// Ask keystored for the device's public key. No key service granted: the
+/// nodes make their keys in-process (said once). keystored refusing (its
+/// store is corrupt): no session at all.
+async fn device_key(caps: &mut Caps) -> Result<Option<DeviceKey>, ServiceError> {
+    let Some(chan) = caps.take_channel("keys") else {
+        log::warn!(
+            "dsoftbusd: no key service granted; node keys are made in-process for this boot"
+        );
+        return Ok(None);
+    };
+    let client = KeyClient::new(chan);
+    match client.public_key().await {
+        Ok(public) => {
+            let fp: alloc::string::String = public.as_bytes()[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            log::info!(
+                "dsoftbusd: device identity from keystored key={fp} (static-key DH done by keystored)"
+            );
+            Ok(Some(DeviceKey {
+                public,
+                dh: Arc::new(client),
+            }))
+        }
+        Err(KeyError::Refused) => {
+            log::error!("dsoftbusd: keystored refuses (no usable identity); no session");
+            Err(ServiceError::new("keystored has no usable identity"))
+        }
+        Err(e) => Err(ServiceError::new(format!("key service: {e}"))),
+    }
+}
 
 /// Entry point in the init table.
 pub fn main(caps: Caps) -> ServiceFuture {
@@ -39,6 +87,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
         return Err(ServiceError::new("no entropy granted: cannot make keys"));
     }
     let net = NetClient::new(chan);
+    let key = device_key(&mut caps).await?;
     match caps.config("mode") {
         Some("dual-node") => {
             // `dsoftbusd.crash=after-session` (first start only): fault on
@@ -46,7 +95,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
             // kill-and-restart path (init restarts dsoftbusd).
             let crash =
                 caps.config("crash") == Some("after-session") && caps.config("restart").is_none();
-            dual::run(net, crash).await
+            dual::run(net, crash, key).await
         }
         Some("node") => {
             let id = caps.config("id").unwrap_or(single::DEFAULT_ID);
@@ -55,7 +104,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
                 Some(Ok(p)) if p != 0 => p,
                 Some(_) => return Err(ServiceError::new("dsoftbusd.port must be 1..=65535")),
             };
-            single::run(net, id, port).await
+            single::run(net, id, port, key).await
         }
         other => {
             log::info!(

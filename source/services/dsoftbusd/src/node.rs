@@ -81,18 +81,26 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// A node; `key`: the device identity held by keystored, or `None` for
+    /// a key made here (the proof's other nodes, or no key service).
     pub(crate) fn new(
         label: &'static str,
         (id, port): (&str, u16),
         reports: bool,
+        key: Option<&crate::DeviceKey>,
     ) -> Result<Self, ServiceError> {
-        let mut rng = KernelRng::draw().map_err(|e| err("entropy", e))?;
-        let keys = StaticKeypair::generate(&mut rng);
-        if rng.overdrawn() {
-            return Err(ServiceError::new("entropy pool too small for a key pair"));
-        }
         let id = DeviceId::new(id).map_err(|e| err("device id", e))?;
-        let local = LocalIdentity::new(id.clone(), keys);
+        let local = match key {
+            Some(k) => LocalIdentity::with_key_service(id.clone(), k.public, k.dh.clone()),
+            None => {
+                let mut rng = KernelRng::draw().map_err(|e| err("entropy", e))?;
+                let keys = StaticKeypair::generate(&mut rng);
+                if rng.overdrawn() {
+                    return Err(ServiceError::new("entropy pool too small for a key pair"));
+                }
+                LocalIdentity::new(id.clone(), keys)
+            }
+        };
         let services = vec![ServiceName::new("ping").map_err(|e| err("service name", e))?];
         let announce = Announce::new(id.clone(), port, *local.public_key(), services)
             .map_err(|e| err("announce", e))?

@@ -48,7 +48,12 @@ struct DialQueue {
 }
 
 /// Run one node until an unrecoverable error.
-pub async fn run(net: NetClient, id: &str, port: u16) -> Result<(), ServiceError> {
+pub async fn run(
+    net: NetClient,
+    id: &str,
+    port: u16,
+    key: Option<crate::DeviceKey>,
+) -> Result<(), ServiceError> {
     if !has_lease(&net).await {
         log::error!("dsoftbusd: discovery transport unavailable (no DHCP lease on the NIC)");
         return Err(ServiceError::new("no lease"));
@@ -59,7 +64,7 @@ pub async fn run(net: NetClient, id: &str, port: u16) -> Result<(), ServiceError
         .ok()
         .and_then(|s| s.ipv4)
         .map_or_else(|| "?".to_string(), |c| alloc::format!("{}", c.addr));
-    let mut node = Node::new("node", (id, port), true)?;
+    let mut node = Node::new("node", (id, port), true, key.as_ref())?;
     node.cross_vm = true;
     let node = node;
     let any = |port| SockAddr::new(Ipv4::UNSPECIFIED, port);
