@@ -126,8 +126,9 @@ start_linux la linux-a
 start_linux lz zz-linux
 
 # --- the VMs -----------------------------------------------------------------------------
-start_vm() { # $1 key, $2 device id, $3 tap, $4 MAC, $5 UART log
-    nexus_qemu_machine_args "$KERNEL_ELF" "dsoftbusd.mode=node dsoftbusd.id=$2"
+start_vm() { # $1 key, $2 device id, $3 tap, $4 MAC, $5 UART log, $6 disk image
+    nexus_ensure_disk "$6"
+    nexus_qemu_machine_args "$KERNEL_ELF" "dsoftbusd.mode=node dsoftbusd.id=$2" "$6"
     local args=() i a
     for ((i = 0; i < ${#NEXUS_QEMU_ARGS[@]}; i++)); do
         a=${NEXUS_QEMU_ARGS[$i]}
@@ -146,8 +147,8 @@ start_vm() { # $1 key, $2 device id, $3 tap, $4 MAC, $5 UART log
     PID[$1]=$!
     echo "$TAG: VM $2 booting: $QEMU -M microvm -cpu max ... -netdev tap,ifname=$3 (mac $4) -append 'dsoftbusd.mode=node dsoftbusd.id=$2'"
 }
-start_vm qemu "$OS_ID" tap0 52:54:00:77:01:01 "$UART"
-start_vm qemu2 "$OS2_ID" tap1 52:54:00:77:01:02 "$UART2"
+start_vm qemu "$OS_ID" tap0 52:54:00:77:01:01 "$UART" "$WORK/os.disk"
+start_vm qemu2 "$OS2_ID" tap1 52:54:00:77:01:02 "$UART2" "$WORK/os2.disk"
 
 # --- wait for both sides ------------------------------------------------------------------
 FORBIDDEN=("PANIC" "panic" "FAIL" "kernel: fault" "triple fault")
@@ -224,5 +225,36 @@ echo "$TAG: Linux side (dsoftbus peers on zz-linux):"
 echo "$TAG: pings over the sessions: linux-a ${pings[la]}"
 echo "$TAG:                          zz-linux ${pings[lz]}"
 echo "$TAG: dnsmasq leased $os_addr to the VM"
+
+# --- reboot: the identity survives, the Linux pin still matches -----------------------
+# linux-a pinned nexus-os's key on first sight. Reboot the VM on the same disk:
+# keystored loads the same key, so linux-a's session comes back without `trust`.
+fp_before=$(grep -oE "keystored: identity created key=[0-9a-f]+" "$UART" | sed 's/.*key=//')
+[[ -n $fp_before ]] || fail "$OS_ID did not create its identity on its fresh disk"
+pin_row() { "$BIN" --state-dir "$WORK/la" peers 2>/dev/null | awk -v id="$OS_ID" '$1 == id'; }
+pinned_fp=$(pin_row | awk '{print $3}')
+[[ $fp_before == "$pinned_fp"* ]] || fail "linux-a pinned $pinned_fp, not $OS_ID's $fp_before"
+auths() { grep -c "auth ok peer=$OS_ID " "$WORK/la.log" || true; }
+auths_before=$(auths)
+kill "${PID[qemu]}" 2>/dev/null || true
+wait "${PID[qemu]}" 2>/dev/null || true
+UART_REBOOT="$WORK/uart-reboot.log"
+T1=$SECONDS
+start_vm qemu "$OS_ID" tap0 52:54:00:77:01:01 "$UART_REBOOT" "$WORK/os.disk"
+deadline=$((SECONDS + TIMEOUT))
+# A new authenticated session in linux-a's log (not the dead one's row).
+until grep -q "keystored: identity loaded key=$fp_before" "$UART_REBOOT" &&
+    (($(auths) > auths_before)) && [[ -n $(session_row la) ]]; do
+    kill -0 "${PID[qemu]}" 2>/dev/null || fail "the rebooted VM exited early"
+    if grep -q "keystored: identity created" "$UART_REBOOT"; then
+        fail "the rebooted VM made a new identity instead of loading $fp_before"
+    fi
+    ((SECONDS < deadline)) || fail "no session between linux-a and the rebooted $OS_ID after ${TIMEOUT} s ($(pin_row))"
+    sleep 0.2
+done
+row=$(pin_row)
+grep -q "key changed" <<<"$row" && fail "linux-a reports a key change after the reboot: $row"
+echo "$TAG: reboot: $OS_ID loaded key=$fp_before from its disk; linux-a's pin matched, session back in $((SECONDS - T1)) s without trust:"
+echo "      $row"
 FAILED=0
-echo "$TAG: PASS (one bus: $OS_ID at $os_addr with linux-a and zz-linux, both directions of the tie-break, and OS to OS with $OS2_ID; ${elapsed} s)"
+echo "$TAG: PASS (one bus: $OS_ID at $os_addr with linux-a and zz-linux, both directions of the tie-break, OS to OS with $OS2_ID, and $OS_ID rebooted with its identity; ${elapsed} s to the first bus)"
