@@ -79,6 +79,15 @@ qemu_rows() {
     [[ -n $null ]] && echo "bench-row|QEMU (TCG): null syscall (now), ring 3 -> 0 -> 3|${null} ns guest|—|—|report|n/a"
     [[ -n $yld ]] && echo "bench-row|QEMU (TCG): yield (into the scheduler and back)|${yld} ns guest|—|—|report|n/a"
     [[ -n $ipc ]] && echo "bench-row|QEMU (TCG): IPC round trip between two processes (2 switches, 6 syscalls)|${ipc} ns guest|—|—|report|n/a"
+    local hs inproc held
+    hs=$(grep -m1 'dsoftbusd: figures handshake' "$log" || true)
+    inproc=$(sed -n 's/.*in-process=\([0-9]*\)us.*/\1/p' <<<"$hs")
+    held=$(sed -n 's/.*node-a-key-in-keystored=\([0-9]*\)us.*/\1/p' <<<"$hs")
+    if [[ -n $inproc && -n $held ]]; then
+        local ratio
+        ratio=$(awk -v a="$held" -v b="$inproc" 'BEGIN { printf "%.2fx", a / b }')
+        echo "bench-row|QEMU (TCG): XK handshake, static DH through keystored (IPC)|${held} µs guest|${inproc} µs guest, all in-process (paired, same boot)|${ratio}|report|n/a"
+    fi
     return 0
 }
 
