@@ -256,5 +256,27 @@ row=$(pin_row)
 grep -q "key changed" <<<"$row" && fail "linux-a reports a key change after the reboot: $row"
 echo "$TAG: reboot: $OS_ID loaded key=$fp_before from its disk; linux-a's pin matched, session back in $((SECONDS - T1)) s without trust:"
 echo "      $row"
+# The VM kept its own pins too (keystored): they were loaded at boot.
+grep -qE "dsoftbusd: [1-9][0-9]* known-peer pins loaded from keystored" "$UART_REBOOT" ||
+    fail "the rebooted VM did not load its known-peer pins: $(grep -h 'pins' "$UART_REBOOT" | head -n 2)"
+grep -h "known-peer pins loaded" "$UART_REBOOT" | sed 's/^/      /'
+
+# A device that comes back as linux-a with another key is refused by the VM,
+# whose pin for linux-a survived the reboot (without persistence it would be
+# accepted as new).
+kill "${PID[la]}" 2>/dev/null || true
+wait "${PID[la]}" 2>/dev/null || true
+mv "$WORK/la" "$WORK/la-old"
+auths_reboot=$(grep -c "auth ok peer=linux-a" "$UART_REBOOT" || true)
+start_linux la linux-a
+deadline=$((SECONDS + 30))
+until grep -qE "identity mismatch peer=linux-a|announce refused \(pinned to another key\) device=linux-a" "$UART_REBOOT"; do
+    ((SECONDS < deadline)) || fail "the VM did not refuse linux-a under a new key (its pin should have survived the reboot)"
+    sleep 0.2
+done
+(($(grep -c "auth ok peer=linux-a" "$UART_REBOOT" || true) == auths_reboot)) ||
+    fail "the VM authenticated linux-a under a new key"
+echo "$TAG: linux-a back with a new key: refused by $OS_ID (pin kept across the reboot):"
+grep -hE "identity mismatch peer=linux-a|announce refused \(pinned to another key\) device=linux-a" "$UART_REBOOT" | head -n 1 | sed 's/^/      /'
 FAILED=0
-echo "$TAG: PASS (one bus: $OS_ID at $os_addr with linux-a and zz-linux, both directions of the tie-break, OS to OS with $OS2_ID, and $OS_ID rebooted with its identity; ${elapsed} s to the first bus)"
+echo "$TAG: PASS (one bus: $OS_ID at $os_addr with linux-a and zz-linux, both directions of the tie-break, OS to OS with $OS2_ID, and $OS_ID rebooted with its identity and pins; ${elapsed} s to the first bus)"

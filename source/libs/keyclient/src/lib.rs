@@ -4,10 +4,15 @@
 //! keystored's address space. Only dsoftbusd has a channel to keystored
 //! (init links nobody else), so the grant is the access check.
 //!
+//! It also keeps dsoftbusd's known-peer pins on the same disk, as one opaque
+//! blob (at most [`MAX_PINS_BLOB`] bytes) that dsoftbusd encodes.
+//!
 //! One request per message, one answer per request, in order. Request:
-//! `op u8` (1 public key, 2 DH) then, for DH, the peer's 32-byte public key.
-//! Answer: `status u8` (0 ok, 1 refused: no usable identity, 2 malformed)
-//! then, when ok, 32 bytes. Decoding is total.
+//! `op u8` (1 public key, 2 DH, 3 load pins, 4 save pins) then, for DH, the
+//! peer's 32-byte public key, for save, the blob. Answer: `status u8` (0 ok,
+//! 1 refused: no usable identity or store, 2 malformed) then, when ok, the
+//! payload (32 bytes for a key, the blob for load, nothing for save).
+//! Decoding is total.
 
 #![no_std]
 
@@ -20,8 +25,12 @@ use nexus_abi::Channel;
 
 /// Key length (X25519).
 pub const KEY_LEN: usize = 32;
+/// Largest pins blob keystored stores (one record of the record store).
+pub const MAX_PINS_BLOB: usize = 4096;
 const OP_PUBLIC: u8 = 1;
 const OP_DH: u8 = 2;
+const OP_PINS_LOAD: u8 = 3;
+const OP_PINS_SAVE: u8 = 4;
 
 /// A request to keystored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +39,10 @@ pub enum Request {
     Public,
     /// `X25519(device secret, peer)`.
     Dh([u8; KEY_LEN]),
+    /// The stored pins blob (empty if none).
+    PinsLoad,
+    /// Replace the stored pins blob.
+    PinsSave(Vec<u8>),
 }
 
 /// Why keystored did not answer with a key.
@@ -63,6 +76,12 @@ impl Request {
                 v.extend_from_slice(k);
                 v
             }
+            Request::PinsLoad => alloc::vec![OP_PINS_LOAD],
+            Request::PinsSave(blob) => {
+                let mut v = alloc::vec![OP_PINS_SAVE];
+                v.extend_from_slice(blob);
+                v
+            }
         }
     }
 
@@ -74,17 +93,21 @@ impl Request {
                 .try_into()
                 .map(Request::Dh)
                 .map_err(|_| KeyError::Malformed),
+            [OP_PINS_LOAD] => Ok(Request::PinsLoad),
+            [OP_PINS_SAVE, rest @ ..] if rest.len() <= MAX_PINS_BLOB => {
+                Ok(Request::PinsSave(rest.to_vec()))
+            }
             _ => Err(KeyError::Malformed),
         }
     }
 }
 
 /// Encode an answer.
-pub fn encode_answer(r: &Result<[u8; KEY_LEN], KeyError>) -> Vec<u8> {
+pub fn encode_answer(r: &Result<Vec<u8>, KeyError>) -> Vec<u8> {
     match r {
-        Ok(k) => {
+        Ok(payload) => {
             let mut v = alloc::vec![0];
-            v.extend_from_slice(k);
+            v.extend_from_slice(payload);
             v
         }
         Err(KeyError::Refused) => alloc::vec![1],
@@ -93,12 +116,16 @@ pub fn encode_answer(r: &Result<[u8; KEY_LEN], KeyError>) -> Vec<u8> {
 }
 
 /// Decode an answer; total.
-pub fn decode_answer(b: &[u8]) -> Result<[u8; KEY_LEN], KeyError> {
+pub fn decode_answer(b: &[u8]) -> Result<Vec<u8>, KeyError> {
     match b {
-        [0, rest @ ..] => rest.try_into().map_err(|_| KeyError::Malformed),
+        [0, rest @ ..] if rest.len() <= MAX_PINS_BLOB => Ok(rest.to_vec()),
         [1] => Err(KeyError::Refused),
         _ => Err(KeyError::Malformed),
     }
+}
+
+fn key_of(payload: Vec<u8>) -> Result<[u8; KEY_LEN], KeyError> {
+    payload.try_into().map_err(|_| KeyError::Malformed)
 }
 
 /// dsoftbusd's side: asks keystored, one call at a time. As a
@@ -116,7 +143,7 @@ impl KeyClient {
     }
 
     /// One request, its answer.
-    pub async fn call(&self, req: &Request) -> Result<[u8; KEY_LEN], KeyError> {
+    pub async fn call(&self, req: &Request) -> Result<Vec<u8>, KeyError> {
         self.chan
             .send(&req.encode())
             .await
@@ -127,13 +154,30 @@ impl KeyClient {
 
     /// The device's public key.
     pub async fn public_key(&self) -> Result<PublicKey, KeyError> {
-        self.call(&Request::Public).await.map(PublicKey::from_bytes)
+        let k = key_of(self.call(&Request::Public).await?)?;
+        Ok(PublicKey::from_bytes(k))
+    }
+
+    /// The stored pins blob, blocking (startup).
+    pub fn load_pins(&self) -> Result<Vec<u8>, KeyError> {
+        nexus_abi::rt::block_on(self.call(&Request::PinsLoad))
+    }
+
+    /// Store the pins blob, blocking (a new pin is rare and must be durable
+    /// before the session is reported).
+    pub fn save_pins(&self, blob: Vec<u8>) -> Result<(), KeyError> {
+        if blob.len() > MAX_PINS_BLOB {
+            return Err(KeyError::Malformed);
+        }
+        nexus_abi::rt::block_on(self.call(&Request::PinsSave(blob))).map(|_| ())
     }
 }
 
 impl StaticDh for KeyClient {
     fn dh(&self, peer: &[u8; KEY_LEN]) -> Result<[u8; KEY_LEN], KeyServiceError> {
-        nexus_abi::rt::block_on(self.call(&Request::Dh(*peer))).map_err(|_| KeyServiceError)
+        nexus_abi::rt::block_on(self.call(&Request::Dh(*peer)))
+            .and_then(key_of)
+            .map_err(|_| KeyServiceError)
     }
 }
 
@@ -143,18 +187,26 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for r in [Request::Public, Request::Dh([7; KEY_LEN])] {
+        for r in [
+            Request::Public,
+            Request::Dh([7; KEY_LEN]),
+            Request::PinsLoad,
+            Request::PinsSave(alloc::vec![1, 2, 3]),
+        ] {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
         }
         for a in [
-            Ok([9; KEY_LEN]),
+            Ok(alloc::vec![9; KEY_LEN]),
+            Ok(alloc::vec![]),
             Err(KeyError::Refused),
             Err(KeyError::Malformed),
         ] {
             assert_eq!(decode_answer(&encode_answer(&a)), a);
         }
         assert_eq!(Request::decode(&[2; 32]), Err(KeyError::Malformed));
-        assert_eq!(decode_answer(&[0; 32]), Err(KeyError::Malformed));
+        assert_eq!(key_of(alloc::vec![0; 31]), Err(KeyError::Malformed));
+        let big = Request::PinsSave(alloc::vec![0; MAX_PINS_BLOB + 1]).encode();
+        assert_eq!(Request::decode(&big), Err(KeyError::Malformed));
     }
 
     proptest::proptest! {

@@ -161,7 +161,7 @@ async fn proof(
         target
     );
     let mut link = dial(net, a, &entry, target).await?;
-    let bindings = Bindings(&a.table);
+    let bindings = Bindings::of(a);
     let peer = match link.next_event(&bindings).await {
         Ok(Event::Established { peer }) => {
             // Initiator side of the binding: the handshake authenticated the
@@ -205,7 +205,7 @@ async fn proof(
     let addr = sock_addr(b_seen_by_impostor.session_addr())?;
     log::info!("dsoftbusd: impostor (own key, claims node-a) connecting to node-b at {addr}");
     let mut fake = dial(net, impostor, &b_seen_by_impostor, addr).await?;
-    let fake_bindings = Bindings(&impostor.table);
+    let fake_bindings = Bindings::of(impostor);
     // XK lets the initiator finish first; node-b decides on message 3. The
     // impostor must then see its stream end without a single byte of data.
     let outcome = loop {

@@ -21,6 +21,7 @@ extern crate alloc;
 mod dual;
 mod link;
 mod node;
+mod pins;
 mod rng;
 mod single;
 
@@ -39,6 +40,8 @@ use nexus_netclient::NetClient;
 pub(crate) struct DeviceKey {
     pub(crate) public: PublicKey,
     pub(crate) dh: Arc<dyn StaticDh>,
+    /// The same client, for the pins keystored keeps (node mode).
+    pub(crate) client: Arc<KeyClient>,
 }
 
 /// Ask keystored for the device's public key. No key service granted: the
@@ -61,9 +64,11 @@ async fn device_key(caps: &mut Caps) -> Result<Option<DeviceKey>, ServiceError> 
             log::info!(
                 "dsoftbusd: device identity from keystored key={fp} (static-key DH done by keystored)"
             );
+            let client = Arc::new(client);
             Ok(Some(DeviceKey {
                 public,
-                dh: Arc::new(client),
+                dh: client.clone(),
+                client,
             }))
         }
         Err(KeyError::Refused) => {

@@ -5,12 +5,14 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::rc::Rc;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::time::Duration;
 
+use dsoftbus::node::pins::{PinConfig, PinStore};
 use dsoftbus::node::{
     Admission, AdmissionConfig, LogLimiter, LogLimiterConfig, SessionCaps, SessionCapsConfig,
     Ticket,
@@ -24,6 +26,7 @@ use futures_util::future::{select, Either};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use nexus_abi::time::{self, Instant};
 use nexus_abi::ServiceError;
+use nexus_keyclient::KeyClient;
 use nexus_netclient::{Ipv4, NetClient, SockAddr, SocketId};
 use rand_core::RngCore;
 
@@ -78,6 +81,11 @@ pub(crate) struct Node {
     /// Sessions are with other machines (node mode): the responder prints
     /// `cross-vm session ok` once it has answered a session's first ping.
     pub(crate) cross_vm: bool,
+    /// Persistent pins (node mode with keystored): the core's pin policy,
+    /// saved through keystored after every new pin.
+    pub(crate) pins: Option<RefCell<PinStore>>,
+    /// Where the pins are saved.
+    pub(crate) pin_keeper: Option<Arc<KeyClient>>,
 }
 
 impl Node {
@@ -133,7 +141,89 @@ impl Node {
             next_conn: Cell::new(1),
             dial_log: RefCell::new(LogLimiter::default()),
             cross_vm: false,
+            pins: None,
+            pin_keeper: None,
         })
+    }
+
+    /// Node mode with keystored: load the pins it keeps and save new ones
+    /// there. A blob that does not decode is reported and starts empty (the
+    /// pins are lost, never the identity).
+    pub(crate) fn keep_pins(&mut self, keeper: Arc<KeyClient>) {
+        let mut store = PinStore::new(PinConfig {
+            max_pins: crate::pins::MAX_PINS,
+            ..PinConfig::default()
+        });
+        match keeper.load_pins() {
+            Ok(blob) => match crate::pins::decode(&blob, now()) {
+                Ok(pins) => {
+                    let n = pins.len();
+                    for (id, pin) in pins {
+                        let _ = store.load(id, pin);
+                    }
+                    log::info!("dsoftbusd: {n} known-peer pins loaded from keystored");
+                }
+                Err(e) => {
+                    log::error!("dsoftbusd: stored pins unreadable ({e:?}); starting with none")
+                }
+            },
+            Err(e) => log::warn!("dsoftbusd: no stored pins ({e}); starting with none"),
+        }
+        self.pins = Some(RefCell::new(store));
+        self.pin_keeper = Some(keeper);
+    }
+
+    /// The key `id` is pinned to, if it is pinned to one other than `key`.
+    pub(crate) fn pinned_elsewhere(&self, id: &DeviceId, key: &PublicKey) -> Option<PublicKey> {
+        self.pins
+            .as_ref()
+            .and_then(|p| p.borrow().key(id))
+            .filter(|k| k != key)
+    }
+
+    /// Trust on first use after an authenticated session: pin `id` to
+    /// `key` through the pin policy and save the pins if that made a new
+    /// one. Lines go through `log` (a peer triggers them).
+    pub(crate) fn pin_on_session(
+        &self,
+        id: &DeviceId,
+        key: &PublicKey,
+        from: IpAddr,
+        log: &RefCell<LogLimiter>,
+    ) {
+        let (Some(pins), Some(keeper)) = (self.pins.as_ref(), self.pin_keeper.as_ref()) else {
+            return;
+        };
+        let known = pins.borrow().key(id).is_some();
+        let made = pins.borrow_mut().auto_pin(id, key, from, now());
+        match made {
+            Ok(_) if known => {}
+            Ok(_) => {
+                let blob = crate::pins::encode(&pins.borrow());
+                let saved = keeper.save_pins(blob);
+                if let Some(n) = log.borrow_mut().allow("pin", now()) {
+                    match saved {
+                        Ok(()) => log::info!(
+                            "dsoftbusd: pinned peer={id} key={} (kept by keystored){}",
+                            fp(key),
+                            sup(n)
+                        ),
+                        Err(e) => log::warn!(
+                            "dsoftbusd: pinned peer={id} for this boot only (keystored: {e}){}",
+                            sup(n)
+                        ),
+                    }
+                }
+            }
+            Err(e) => {
+                if let Some(n) = log.borrow_mut().allow("pin-refused", now()) {
+                    log::info!(
+                        "dsoftbusd: not pinning peer={id} from={from}: {e}{}",
+                        sup(n)
+                    );
+                }
+            }
+        }
     }
 
     /// An inbound connection is no longer half-open: free its slot.
@@ -147,12 +237,29 @@ impl Node {
     }
 }
 
-/// A node's peer table as the binding authority for incoming handshakes.
-pub(crate) struct Bindings<'a>(pub(crate) &'a RefCell<PeerTable>);
+/// The binding authority for handshakes: a node's persistent pins first
+/// (node mode with keystored), then its peer table (trust on first sight).
+pub(crate) struct Bindings<'a> {
+    table: &'a RefCell<PeerTable>,
+    pins: Option<&'a RefCell<PinStore>>,
+}
+
+impl<'a> Bindings<'a> {
+    /// The bindings of `node`.
+    pub(crate) fn of(node: &'a Node) -> Self {
+        Bindings {
+            table: &node.table,
+            pins: node.pins.as_ref(),
+        }
+    }
+}
 
 impl IdentityBindings for Bindings<'_> {
     fn bound_key(&self, id: &DeviceId) -> Option<PublicKey> {
-        self.0.borrow().bound_key(id)
+        if let Some(k) = self.pins.and_then(|p| p.borrow().key(id)) {
+            return Some(k);
+        }
+        self.table.borrow().bound_key(id)
     }
 }
 
@@ -204,6 +311,14 @@ pub(crate) fn kind(ip: IpAddr, local: &'static str, remote: &'static str) -> &'s
 }
 
 /// `" (N similar suppressed)"` or nothing.
+/// A key's fingerprint (first 8 bytes in hex, as `dsoftbus id` prints it).
+pub(crate) fn fp(k: &PublicKey) -> alloc::string::String {
+    k.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub(crate) fn sup(n: u64) -> alloc::string::String {
     dsoftbus::node::suppressed_suffix(n)
 }
@@ -601,7 +716,7 @@ pub(crate) async fn serve(
         }
     };
     let mut link = Link::new(net.clone(), sock, conn);
-    let bindings = Bindings(&node.table);
+    let bindings = Bindings::of(node);
     let mut peer: Option<DeviceId> = None;
     let conn_id = node.next_conn.get();
     node.next_conn.set(conn_id.wrapping_add(1));
@@ -686,6 +801,7 @@ pub(crate) async fn serve(
                         sup(n)
                     );
                 }
+                node.pin_on_session(&p, &key, ip, &node.dial_log);
                 peer = Some(p);
             }
             Ok(Event::Closed) | Err(LinkError::Eof) => break,

@@ -66,6 +66,9 @@ pub async fn run(
         .map_or_else(|| "?".to_string(), |c| alloc::format!("{}", c.addr));
     let mut node = Node::new("node", (id, port), true, key.as_ref())?;
     node.cross_vm = true;
+    if let Some(k) = &key {
+        node.keep_pins(k.client.clone());
+    }
     let node = node;
     let any = |port| SockAddr::new(Ipv4::UNSPECIFIED, port);
     let sockets = async {
@@ -104,6 +107,20 @@ pub async fn run(
             );
         }
         let at = crate::link::now();
+        if let Some(pinned) = n.pinned_elsewhere(peer, entry.static_key()) {
+            // The id is pinned (kept by keystored) to another key: whoever
+            // announces it now is not the device we know. No dial.
+            if let Some(k) = n.dial_log.borrow_mut().allow("pinned-elsewhere", at) {
+                log::info!(
+                    "dsoftbusd: announce refused (pinned to another key) device={peer} from={} key={} pinned={}{}",
+                    entry.session_addr(),
+                    crate::node::fp(entry.static_key()),
+                    crate::node::fp(&pinned),
+                    crate::node::sup(k)
+                );
+            }
+            return;
+        }
         {
             let mut c = dials.candidates.borrow_mut();
             c.heard(peer, entry.session_addr(), at);
@@ -186,7 +203,7 @@ async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue)
             }
             match dial(net, node, &entry, target).await {
                 Ok(mut link) => {
-                    let r = session(&mut link, node).await;
+                    let r = session(&mut link, node, &entry, addr.ip()).await;
                     link.shutdown().await;
                     r
                 }
@@ -228,8 +245,13 @@ async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue)
 /// judged us: `identity bound` means our check of the peer passed; `auth ok`
 /// waits for the first authenticated reply (the pong), which proves the peer
 /// accepted us.
-async fn session(link: &mut Link, node: &Node) -> Result<(), ServiceError> {
-    let bindings = Bindings(&node.table);
+async fn session(
+    link: &mut Link,
+    node: &Node,
+    target: &PeerEntry,
+    from: core::net::IpAddr,
+) -> Result<(), ServiceError> {
+    let bindings = Bindings::of(node);
     let peer = match link.next_event(&bindings).await {
         Ok(Event::Established { peer }) => {
             if let Some(n) = node
@@ -282,6 +304,9 @@ async fn session(link: &mut Link, node: &Node) -> Result<(), ServiceError> {
             rtt.as_micros()
         );
     }
+    // The peer accepted us and answered under the session keys: trust on
+    // first use (persistent pins, node mode with keystored).
+    node.pin_on_session(&peer, target.static_key(), from, &node.dial_log);
     // Hold the session, answering pings, until the peer goes away.
     loop {
         match link.next_event(&bindings).await {

@@ -9,6 +9,9 @@
 //! never logged and never leaves this address space: dsoftbusd asks for the
 //! public key and for `X25519(secret, peer)` (`nexus-keyclient`), nothing else.
 //!
+//! It also keeps dsoftbusd's known-peer pins, as one record (`pins`) whose
+//! bytes dsoftbusd encodes; each save is one atomic store update.
+//!
 //! Bad storage is loud, never silent: a corrupt or foreign store, or an
 //! identity record of the wrong size, gives `keystored: store corrupt
 //! (<why>); refusing` and every request is refused, so dsoftbusd starts no
@@ -23,6 +26,7 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use dsoftbus::SecretKey;
 use nexus_abi::{entropy, Caps, Channel, IpcError, ServiceError, ServiceFuture};
@@ -32,6 +36,8 @@ use nexus_recstore::{BlockDevice, OpenError, Store};
 
 /// The record holding the device's static secret.
 pub const IDENTITY_KEY: &[u8] = b"identity";
+/// The record holding dsoftbusd's pins blob.
+pub const PINS_KEY: &[u8] = b"pins";
 
 /// Entry point.
 pub fn main(caps: Caps) -> ServiceFuture {
@@ -105,21 +111,26 @@ fn fresh_secret() -> Result<([u8; KEY_LEN], SecretKey), ServiceError> {
     Ok((bytes, SecretKey::from_bytes(bytes)))
 }
 
+type Loaded = (Identity, Option<Store<IpcDisk>>);
+
 /// Make a new identity and store it; a store that cannot take it refuses.
-fn create(store: &mut Store<IpcDisk>, why: &str) -> Result<Identity, ServiceError> {
+fn create(mut store: Store<IpcDisk>, why: &str) -> Result<Loaded, ServiceError> {
     let (bytes, secret) = fresh_secret()?;
     if let Err(e) = store.put(IDENTITY_KEY, &bytes) {
         log::error!("keystored: cannot persist a new identity ({e:?}); refusing");
-        return Ok(Identity::Refused(format!("store write failed: {e:?}")));
+        return Ok((
+            Identity::Refused(format!("store write failed: {e:?}")),
+            None,
+        ));
     }
     log::info!(
         "keystored: identity created key={} ({why})",
         fingerprint(&secret)
     );
-    Ok(Identity::Ready(secret))
+    Ok((Identity::Ready(secret), Some(store)))
 }
 
-fn load(blk: Option<&'static BlkClient>, reset: bool) -> Result<Identity, ServiceError> {
+fn load(blk: Option<&'static BlkClient>, reset: bool) -> Result<Loaded, ServiceError> {
     let Some(blk) = blk else {
         return ephemeral("no storage service");
     };
@@ -128,12 +139,12 @@ fn load(blk: Option<&'static BlkClient>, reset: bool) -> Result<Identity, Servic
         Err(BlkError::NoDisk) => return ephemeral("no disk attached"),
         Err(e) => {
             log::error!("keystored: store corrupt (disk unusable: {e}); refusing");
-            return Ok(Identity::Refused(format!("disk: {e}")));
+            return Ok((Identity::Refused(format!("disk: {e}")), None));
         }
     };
     let disk = || IpcDisk { blk, sectors };
     let opened = Store::open(disk());
-    let mut store = match opened {
+    let store = match opened {
         Ok((store, report)) => {
             if !report.clean() {
                 log::warn!("keystored: store repaired on open ({report:?})");
@@ -141,63 +152,90 @@ fn load(blk: Option<&'static BlkClient>, reset: bool) -> Result<Identity, Servic
             store
         }
         Err(OpenError::Empty) => {
-            let mut store = Store::format(disk())
+            let store = Store::format(disk())
                 .map_err(|e| ServiceError::new(format!("formatting an empty disk: {e:?}")))?;
-            return create(&mut store, "first boot: empty disk formatted");
+            return create(store, "first boot: empty disk formatted");
         }
         Err(e) if reset => {
             log::warn!(
                 "keystored: store corrupt ({e:?}); keystored.reset=1: re-creating the identity"
             );
-            let mut store = Store::format(disk())
+            let store = Store::format(disk())
                 .map_err(|e| ServiceError::new(format!("formatting for reset: {e:?}")))?;
-            return create(&mut store, "keystored.reset=1");
+            return create(store, "keystored.reset=1");
         }
         Err(e) => {
             log::error!("keystored: store corrupt ({e:?}); refusing");
-            return Ok(Identity::Refused(format!("{e:?}")));
+            return Ok((Identity::Refused(format!("{e:?}")), None));
         }
     };
-    match store.get(IDENTITY_KEY) {
-        Some(v) => match <[u8; KEY_LEN]>::try_from(v) {
-            Ok(bytes) => {
-                let secret = SecretKey::from_bytes(bytes);
-                log::info!("keystored: identity loaded key={}", fingerprint(&secret));
-                Ok(Identity::Ready(secret))
-            }
-            Err(_) if reset => {
-                log::warn!("keystored: identity record malformed; keystored.reset=1: re-creating");
-                create(&mut store, "keystored.reset=1")
-            }
-            Err(_) => {
-                log::error!(
-                    "keystored: store corrupt (identity record is {} bytes); refusing",
-                    v.len()
-                );
-                Ok(Identity::Refused(String::from("identity record malformed")))
-            }
-        },
-        None => create(&mut store, "store had no identity"),
+    let record = store
+        .get(IDENTITY_KEY)
+        .map(|v| (<[u8; KEY_LEN]>::try_from(v), v.len()));
+    match record {
+        Some((Ok(bytes), _)) => {
+            let secret = SecretKey::from_bytes(bytes);
+            log::info!("keystored: identity loaded key={}", fingerprint(&secret));
+            Ok((Identity::Ready(secret), Some(store)))
+        }
+        Some((Err(_), _)) if reset => {
+            log::warn!("keystored: identity record malformed; keystored.reset=1: re-creating");
+            create(store, "keystored.reset=1")
+        }
+        Some((Err(_), len)) => {
+            log::error!("keystored: store corrupt (identity record is {len} bytes); refusing");
+            Ok((
+                Identity::Refused(String::from("identity record malformed")),
+                None,
+            ))
+        }
+        None => create(store, "store had no identity"),
     }
 }
 
-fn ephemeral(why: &str) -> Result<Identity, ServiceError> {
+fn ephemeral(why: &str) -> Result<Loaded, ServiceError> {
     let (_, secret) = fresh_secret()?;
     log::warn!(
         "keystored: {why}; identity for this boot only key={} (lost at shutdown)",
         fingerprint(&secret)
     );
-    Ok(Identity::Ready(secret))
+    Ok((Identity::Ready(secret), None))
 }
 
-fn answer(id: &Identity, req: Result<Request, KeyError>) -> Result<[u8; KEY_LEN], KeyError> {
+fn answer(
+    id: &Identity,
+    store: &mut Option<Store<IpcDisk>>,
+    req: Result<Request, KeyError>,
+) -> Result<Vec<u8>, KeyError> {
     let secret = match id {
         Identity::Ready(s) => s,
         Identity::Refused(_) => return Err(KeyError::Refused),
     };
     match req? {
-        Request::Public => Ok(*secret.public_key().as_bytes()),
-        Request::Dh(peer) => Ok(secret.diffie_hellman(&peer)),
+        Request::Public => Ok(secret.public_key().as_bytes().to_vec()),
+        Request::Dh(peer) => Ok(secret.diffie_hellman(&peer).to_vec()),
+        Request::PinsLoad => Ok(store
+            .as_ref()
+            .and_then(|s| s.get(PINS_KEY))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()),
+        Request::PinsSave(blob) => {
+            let Some(s) = store.as_mut() else {
+                return Err(KeyError::Refused);
+            };
+            match s.put(PINS_KEY, &blob) {
+                Ok(()) => Ok(Vec::new()),
+                Err(e) => {
+                    // A failed write leaves the old contents but poisons the
+                    // store until reopened; say so, keep serving keys.
+                    log::error!(
+                        "keystored: pins not saved ({e:?}); pins are kept in dsoftbusd only"
+                    );
+                    *store = None;
+                    Err(KeyError::Refused)
+                }
+            }
+        }
     }
 }
 
@@ -208,7 +246,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
         .map(|c| &*Box::leak(Box::new(BlkClient::new(c))));
     let init = caps.take_channel("init");
     let mut client = caps.take_channel("client:dsoftbusd");
-    let id = load(blk, reset)?;
+    let (id, mut store) = load(blk, reset)?;
     if let Identity::Refused(why) = &id {
         log::warn!("keystored: refusing every request ({why})");
     }
@@ -219,7 +257,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
         };
         match chan.recv().await {
             Ok(msg) => {
-                let reply = encode_answer(&answer(&id, Request::decode(&msg)));
+                let reply = encode_answer(&answer(&id, &mut store, Request::decode(&msg)));
                 if chan.send(&reply).await.is_err() {
                     client = None;
                 }
