@@ -22,6 +22,10 @@ core::arch::global_asm!(
 .code64
 .global isr_common
 isr_common:
+    // The interrupted code may have DF set (a backward memmove in a process
+    // is `std; rep movsb; cld`): Rust code needs DF clear (SysV ABI), and
+    // iretq restores the interrupted RFLAGS, DF included.
+    cld
     push %rax
     push %rcx
     push %rdx
