@@ -5,7 +5,7 @@
 //! node policy; it is only ever held for short, non-async critical sections.
 //! Discovery gets a narrow `DiscoveryCtx`; `shared` imports none of
 //! daemon/discovery/session, so they no longer import each other in a circle
-//! (only `session` still uses `daemon::write_resp`). Every task is spawned on
+//! (the control-line writer `write_resp` lives in `control`). Every task is spawned on
 //! the tokio runtime:
 //!
 //! - `discovery::announcer` / `discovery::receiver`: UDP announces in and out;
@@ -44,13 +44,13 @@ use dsoftbus::{
     should_initiate, Connection, DeviceId, LocalIdentity, PeerTable, PeerTableConfig, PeerTarget,
     RateLimitConfig,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::config::DaemonConfig;
-use crate::control::{self, PeerInfo, Request, Response, StatusInfo};
+use crate::control::{self, write_resp, PeerInfo, Request, Response, StatusInfo};
 use crate::exit::{Failure, WithCode, CONFIG, FAILURE, IN_USE, NO_PEER, TIMEOUT};
 use crate::identity::{self, fingerprint, KnownPeers};
 use crate::shared::{
@@ -493,18 +493,6 @@ async fn control_server(sh: Arc<Shared>, listener: UnixListener) {
             drop(p);
         });
     }
-}
-
-pub async fn write_resp<W: AsyncWriteExt + Unpin>(w: &mut W, r: &Response) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    // A control client that stops reading is dropped instead of holding
-    // its slot (and a transfer) forever.
-    tokio::time::timeout(control::WRITE_TIMEOUT, w.write_all(&line))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "control client not reading")
-        })?
 }
 
 async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<()> {

@@ -27,8 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
-use crate::control::Response;
-use crate::daemon::write_resp;
+use crate::control::{write_resp, Response};
 use crate::exit::{FAILURE, NO_PEER, TIMEOUT, TRANSFER};
 use crate::identity::fingerprint;
 use crate::shared::{bump, suppressed, Bindings, HalfOpen, SessionCmd, SessionHandle, Shared};
