@@ -30,7 +30,9 @@ use tracing::{debug, info, warn};
 use crate::control::{write_resp, Response};
 use crate::exit::{FAILURE, NO_PEER, TIMEOUT, TRANSFER};
 use crate::identity::fingerprint;
-use crate::shared::{bump, suppressed, Bindings, HalfOpen, SessionCmd, SessionHandle, Shared};
+use crate::shared::{
+    bump, suppressed, Bindings, Counters, HalfOpen, Peers, SessionCmd, SessionCtx, SessionHandle,
+};
 use crate::transfer::{
     self, encode_chunk, AppMsg, ReadPiece, ReceiveJob, WriterDone, WriterMsg, CHUNK_LEN, DONE_OK,
     DONE_PROTOCOL, WINDOW,
@@ -90,7 +92,7 @@ enum End {
 }
 
 struct Ctx {
-    sh: Arc<Shared>,
+    cx: SessionCtx,
     conn: Connection,
     addr: SocketAddr,
     dialed: Option<PeerTarget>,
@@ -161,7 +163,7 @@ impl Ctx {
     /// Cancels accepted incoming transfers that received nothing for the
     /// configured idle time, freeing their slots.
     fn expire_transfers(&mut self) -> Result<(), End> {
-        let idle = self.sh.cfg.transfer_idle;
+        let idle = self.cx.transfer.idle;
         let stale: Vec<u32> = self
             .incoming
             .iter()
@@ -173,8 +175,8 @@ impl Ctx {
             if let Some(inc) = self.incoming.remove(&id) {
                 // Dropping the writer's channel deletes the partial file.
                 let _ = inc.tx.try_send(WriterMsg::Cancel);
-                bump(&self.sh.counters.transfers_failed);
-                if let Some(n) = self.sh.limiter.allow("transfer-idle") {
+                bump(&self.cx.counters.transfers_failed);
+                if let Some(n) = self.cx.limiter.allow("transfer-idle") {
                     warn!(
                         "transfer {id:08x} ({:?}) from peer={peer}: no data for {} s; cancelled, partial file deleted{}",
                         inc.name,
@@ -205,12 +207,12 @@ impl Ctx {
         };
         self.confirmed = true;
         self.permit = None;
-        let sh = self.sh.clone();
-        let mut guard = sh.lock();
+        let cx = self.cx.clone();
+        let mut guard = cx.lock();
         let st = &mut *guard;
         let key = match &self.dialed {
             Some(t) => Some(t.key),
-            None => st.bindings(sh.cfg.trust_mode).bound_key(&peer),
+            None => st.bindings(cx.trust_mode).bound_key(&peer),
         };
         let Some(key) = key else {
             return Err(End::Refused("binding vanished".into()));
@@ -232,7 +234,7 @@ impl Ctx {
             Ok(a) => a,
             Err(r) => {
                 st.refuse(&peer, format!("session refused: {r}"), Some(key));
-                bump(&sh.counters.sessions_refused);
+                bump(&cx.counters.sessions_refused);
                 return Err(End::Refused(r.to_string()));
             }
         };
@@ -254,13 +256,13 @@ impl Ctx {
         );
         st.table.set_session(&peer, true);
         st.refusals.remove(&peer);
-        let now = sh.clock.now();
+        let now = cx.clock.now();
         st.candidates.succeeded(&peer, self.addr, now, 0);
         let mut pinned_now = false;
         if pinned_before {
             st.known.touch(&peer);
             st.known_touched = true;
-        } else if st.known.get(&peer).is_none() && sh.cfg.trust_mode.allows_unpinned() {
+        } else if st.known.get(&peer).is_none() && cx.trust_mode.allows_unpinned() {
             // Trust on first use, through the pin policy: automatic pins are
             // rate-limited and capped per source; a refusal leaves the
             // session up but unpinned (the table binding still holds).
@@ -272,15 +274,15 @@ impl Ctx {
                     match st.known.save() {
                         Ok(()) => pinned_now = true,
                         Err(e) => {
-                            if let Some(n) = sh.limiter.allow("pin-save") {
+                            if let Some(n) = cx.limiter.allow("pin-save") {
                                 warn!("cannot save known peers: {e:#}{}", suppressed(n));
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    bump(&sh.counters.auto_pins_refused);
-                    if let Some(n) = sh.limiter.allow("auto-pin") {
+                    bump(&cx.counters.auto_pins_refused);
+                    if let Some(n) = cx.limiter.allow("auto-pin") {
                         info!(
                             "not pinning peer={peer} addr={}: {e}{}",
                             self.addr,
@@ -291,8 +293,8 @@ impl Ctx {
             }
         }
         drop(guard);
-        bump(&sh.counters.sessions_opened);
-        if let Some(n) = sh.limiter.allow("auth-ok") {
+        bump(&cx.counters.sessions_opened);
+        if let Some(n) = cx.limiter.allow("auth-ok") {
             info!(
                 "auth ok peer={peer} addr={} role={}{}{}",
                 self.addr,
@@ -311,7 +313,7 @@ impl Ctx {
     fn on_event(&mut self, ev: Event) -> Result<Option<AppMsg>, End> {
         Ok(match ev {
             Event::Established { peer } => {
-                if let Some(n) = self.sh.limiter.allow("identity-bound") {
+                if let Some(n) = self.cx.limiter.allow("identity-bound") {
                     info!(
                         "identity bound peer={peer} addr={} role={}{}",
                         self.addr,
@@ -342,7 +344,7 @@ impl Ctx {
                     None
                 }
                 Err(e) => {
-                    if let Some(n) = self.sh.limiter.allow("app-decode") {
+                    if let Some(n) = self.cx.limiter.allow("app-decode") {
                         debug!(
                             "peer={}: ignoring application message: {e}{}",
                             self.peer_name(),
@@ -362,16 +364,16 @@ impl Ctx {
         match m {
             AppMsg::Offer { id, size, name } => {
                 let refuse = |reason: String| AppMsg::Reject { id, reason }.encode();
-                let Some(inbox) = self.sh.cfg.inbox.clone() else {
+                let Some(inbox) = self.cx.transfer.inbox.clone() else {
                     info!("refused a file from peer={peer}: no --inbox configured");
                     return self.app_send(refuse(
                         "the receiver has no inbox (start its daemon with --inbox DIR)".into(),
                     ));
                 };
-                if size > self.sh.cfg.max_receive_bytes {
+                if size > self.cx.transfer.max_receive_bytes {
                     return self.app_send(refuse(format!(
                         "file too large ({size} bytes; limit {})",
-                        self.sh.cfg.max_receive_bytes
+                        self.cx.transfer.max_receive_bytes
                     )));
                 }
                 let Some(clean) = transfer::sanitize_name(&name) else {
@@ -380,14 +382,14 @@ impl Ctx {
                 if self.incoming.contains_key(&id) {
                     return self.app_send(refuse("duplicate transfer id".into()));
                 }
-                let per_peer = self.sh.cfg.max_incoming_per_peer;
+                let per_peer = self.cx.transfer.max_incoming_per_peer;
                 if self.incoming.len() >= per_peer {
                     // One peer never holds every slot: others can still send.
                     return self.app_send(refuse(format!(
                         "receiver busy ({per_peer} transfers from you in progress; the limit per peer)"
                     )));
                 }
-                let Ok(permit) = self.sh.incoming_permits.clone().try_acquire_owned() else {
+                let Ok(permit) = self.cx.transfer.permits.clone().try_acquire_owned() else {
                     return self.app_send(refuse("receiver busy (too many transfers)".into()));
                 };
                 let job = match ReceiveJob::create(
@@ -498,13 +500,13 @@ impl Ctx {
         let peer = self.peer_name();
         if let Some(inc) = self.incoming.remove(&d.id) {
             if d.status == DONE_OK {
-                bump(&self.sh.counters.files_received);
+                bump(&self.cx.counters.files_received);
                 info!(
                     "received {:?} ({} bytes) from peer={peer}: {}",
                     inc.name, inc.size, d.message
                 );
             } else {
-                bump(&self.sh.counters.transfers_failed);
+                bump(&self.cx.counters.transfers_failed);
                 warn!(
                     "receive of {:?} from peer={peer} failed: {}",
                     inc.name, d.message
@@ -565,8 +567,8 @@ impl Ctx {
     }
 
     fn unregister(&mut self) {
-        let sh = self.sh.clone();
-        let mut st = sh.lock();
+        let cx = self.cx.clone();
+        let mut st = cx.lock();
         if let Some(peer) = &self.peer {
             if st
                 .sessions
@@ -584,15 +586,15 @@ impl Ctx {
     /// the log limiter: a remote peer triggers all of them), and records
     /// the reason for `peers`.
     fn log_failure(&self, why: &End) {
-        let sh = &self.sh;
+        let cx = &self.cx;
         let peer = self.peer_name();
         let addr = self.addr;
-        let lim = |kind| sh.limiter.allow(kind);
+        let lim = |kind| cx.limiter.allow(kind);
         match why {
             End::Conn(ConnError::Auth(AuthError::Identity)) => {
                 if let Some(t) = &self.dialed {
-                    bump(&sh.counters.identity_mismatch);
-                    sh.lock().refuse(
+                    bump(&cx.counters.identity_mismatch);
+                    cx.lock().refuse(
                         &t.id,
                         format!("refused: the listener at {addr} named another device"),
                         None,
@@ -603,12 +605,12 @@ impl Ctx {
                     return;
                 }
                 let hint = self.conn.peer_hint().cloned();
-                let mut st = sh.lock();
+                let mut st = cx.lock();
                 let known = hint
                     .as_ref()
-                    .and_then(|p| st.bindings(sh.cfg.trust_mode).bound_key(p));
+                    .and_then(|p| st.bindings(cx.trust_mode).bound_key(p));
                 if let (Some(p), Some(k)) = (&hint, known) {
-                    bump(&sh.counters.identity_mismatch);
+                    bump(&cx.counters.identity_mismatch);
                     if st.known.get(p).is_some() {
                         st.refuse(
                             p,
@@ -624,8 +626,8 @@ impl Ctx {
                         warn!("identity mismatch peer={peer} addr={addr} (its key is not the one bound to that id); closed{}", suppressed(n));
                     }
                 } else {
-                    bump(&sh.counters.identity_unknown);
-                    let why = match sh.cfg.trust_mode {
+                    bump(&cx.counters.identity_unknown);
+                    let why = match cx.trust_mode {
                         dsoftbus::node::TrustMode::Known => {
                             "not in known_peers.toml (--trust-mode known)"
                         }
@@ -644,7 +646,7 @@ impl Ctx {
                 }
             }
             End::Conn(ConnError::Auth(AuthError::Mac1)) => {
-                bump(&sh.counters.handshake_failed);
+                bump(&cx.counters.handshake_failed);
                 if let Some(n) = lim("mac1") {
                     debug!(
                         "dropped a connection from {addr}: bad mac1 (not meant for our key){}",
@@ -653,7 +655,7 @@ impl Ctx {
                 }
             }
             End::Conn(ConnError::Auth(AuthError::Handshake)) => {
-                bump(&sh.counters.handshake_failed);
+                bump(&cx.counters.handshake_failed);
                 if let Some(n) = lim("hs") {
                     warn!(
                         "handshake failed peer={peer} addr={addr} (wrong key or tampering){}",
@@ -662,7 +664,7 @@ impl Ctx {
                 }
             }
             End::Conn(ConnError::Auth(e)) => {
-                bump(&sh.counters.handshake_failed);
+                bump(&cx.counters.handshake_failed);
                 if let Some(n) = lim("hs-other") {
                     debug!(
                         "handshake with peer={peer} addr={addr} ended: {e}{}",
@@ -675,7 +677,7 @@ impl Ctx {
                     if self.peer.is_some() {
                         // We sent frame 3 and the listener hung up: it
                         // refused the id/key we presented.
-                        sh.lock().refuse(
+                        cx.lock().refuse(
                             &t.id,
                             "refused by the peer after our handshake (it holds another key for us, or does not trust us yet)".into(),
                             None,
@@ -690,7 +692,7 @@ impl Ctx {
                 }
             }
             End::Limited(l) => {
-                bump(&sh.counters.handshake_limited);
+                bump(&cx.counters.handshake_limited);
                 if let Some(n) = lim("hs-limited") {
                     info!(
                         "handshake from {addr} refused before DH ({l}); closed{}",
@@ -733,7 +735,8 @@ impl Ctx {
 /// progress and is released once the session is confirmed. Returns whether
 /// the session was ever confirmed.
 pub async fn run(
-    sh: Arc<Shared>,
+    cx: SessionCtx,
+    conn_id: u64,
     stream: TcpStream,
     addr: SocketAddr,
     conn: Connection,
@@ -745,8 +748,8 @@ pub async fn run(
     let (cmd_tx, mut cmd_rx) = mpsc::channel(CMD_QUEUE);
     let (done_tx, mut done_rx) = mpsc::channel(64);
     let mut c = Ctx {
-        conn_id: sh.next_conn_id(),
-        sh: sh.clone(),
+        conn_id,
+        cx: cx.clone(),
         conn,
         addr,
         dialed,
@@ -769,13 +772,13 @@ pub async fn run(
     let mut closing = false;
     let mut last_rx = StdInstant::now();
     let mut last_tx = StdInstant::now();
-    let mut shutdown = sh.shutdown.clone();
+    let mut shutdown = cx.shutdown.clone();
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     let ack_notify = c.ack_notify.clone();
     let mut transfer_tick = tokio::time::interval(TRANSFER_TICK);
     transfer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let clock_base = (tokio::time::Instant::now(), sh.clock.now());
+    let clock_base = (tokio::time::Instant::now(), cx.clock.now());
 
     let end: End = loop {
         if off >= out.len() {
@@ -804,14 +807,14 @@ pub async fn run(
                 }
                 Ok(n) => {
                     last_rx = StdInstant::now();
-                    let now = sh.clock.now();
+                    let now = cx.clock.now();
                     let res = {
-                        let mut guard = sh.lock();
+                        let mut guard = cx.lock();
                         let st = &mut *guard;
                         let b = Bindings {
                             table: &st.table,
                             known: &st.known,
-                            mode: sh.cfg.trust_mode,
+                            mode: cx.trust_mode,
                         };
                         // mac1 first, then the per-source and global
                         // handshake buckets, then DH.
@@ -852,7 +855,7 @@ pub async fn run(
             _ = ack_notify.notified() => c.send_acks(),
             _ = transfer_tick.tick(), if !c.incoming.is_empty() => c.expire_transfers(),
             _ = sleep_until_opt(deadline) => {
-                c.conn.handle_timeout(sh.clock.now()).map_err(End::Conn)
+                c.conn.handle_timeout(cx.clock.now()).map_err(End::Conn)
             },
             _ = keepalive.tick() => {
                 if off < out.len() && last_tx.elapsed() > WRITE_STALL {
@@ -920,7 +923,7 @@ pub async fn run(
     // Senders waiting on this session learn at once that it is gone.
     c.routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
     if matches!(end, End::Overflow(_)) {
-        bump(&sh.counters.outbound_overflow);
+        bump(&cx.counters.outbound_overflow);
     }
 
     // Best effort: let a queued CLOSE (or REJECT/DONE) reach the peer.
@@ -932,7 +935,7 @@ pub async fn run(
     c.unregister();
     let peer = c.peer_name();
     if c.confirmed {
-        bump(&sh.counters.sessions_closed);
+        bump(&cx.counters.sessions_closed);
         let why = match &end {
             End::Eof => "peer went away".to_string(),
             End::Io(e) => format!("i/o error: {e}"),
@@ -946,7 +949,7 @@ pub async fn run(
                 format!("disconnected: {q} over its bound; the peer does not read what we send")
             }
         };
-        if let Some(n) = sh.limiter.allow("session-closed") {
+        if let Some(n) = cx.limiter.allow("session-closed") {
             info!(
                 "session closed peer={peer} addr={} ({why}){}",
                 c.addr,
@@ -1004,12 +1007,13 @@ impl Drop for SendGuard {
 /// Sends `path` to `device`, writing `Accepted`/`Progress` lines to the
 /// control client `out`; returns the final response.
 pub async fn send_file<W: AsyncWrite + Unpin>(
-    sh: &Arc<Shared>,
+    peers: &Peers,
+    counters: &Counters,
     device: &DeviceId,
     path: &Path,
     out: &mut W,
 ) -> Response {
-    let Some(h) = sh.session(device) else {
+    let Some(h) = peers.session(device) else {
         return Response::error(
             NO_PEER,
             format!("no session with {device} (see `dsoftbus peers`)"),
@@ -1162,7 +1166,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                 guard.finished = true;
                 if status == DONE_OK && digest.is_some() {
                     let secs = start.elapsed().as_secs_f64();
-                    bump(&sh.counters.files_sent);
+                    bump(&counters.files_sent);
                     info!(
                         "sent {name:?} ({size} bytes) to peer={device} in {secs:.2} s: receiver verified sha256"
                     );
@@ -1173,7 +1177,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                         message,
                     };
                 }
-                bump(&sh.counters.transfers_failed);
+                bump(&counters.transfers_failed);
                 warn!("send of {name:?} to peer={device} failed: {message}");
                 return Response::error(TRANSFER, format!("{device}: {message}"));
             }

@@ -2,13 +2,17 @@
 //!
 //! Nothing here imports `daemon`, `discovery` or `session`: those three used
 //! to import each other in a circle through one 17-field `Shared`. Now
-//! [`Peers`] is the one lock (peer table, pins, sessions, node policy),
+//! [`Peers`] is the one lock (peer table, pins, sessions, node policy);
 //! discovery gets a [`DiscoveryCtx`] (config, peers, counters, log limiter,
-//! two wake-ups) and never sees sessions or transfers; session, accept, dial
-//! and control tasks get [`Shared`], whose fields are themselves handles.
+//! two wake-ups) and never sees sessions or transfers; a session task gets a
+//! [`SessionCtx`] (peers, clock, trust mode, [`TransferCfg`], counters, log
+//! limiter, shutdown) and never sees the listener, the dialer or discovery.
+//! Only `daemon` (accept, dial, maintenance, control) holds the whole
+//! daemon context, and it is private there.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,7 +21,7 @@ use dsoftbus::node::{
     Admission, Candidates, LogLimiter, LogLimiterConfig, SessionCaps, Ticket, TrustMode,
 };
 use dsoftbus::transport::tcp::HostClock;
-use dsoftbus::{DeviceId, HandshakeConfig, IdentityBindings, LocalIdentity, PeerTable, PublicKey};
+use dsoftbus::{DeviceId, IdentityBindings, PeerTable, PublicKey};
 use rand_core::{OsRng, TryRngCore, UnwrapErr};
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -25,9 +29,6 @@ use crate::config::DaemonConfig;
 use crate::control::IfaceInfo;
 use crate::identity::KnownPeers;
 use crate::transfer::AppMsg;
-
-/// Handshake deadline (from connect / accept to the last handshake frame).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A command for a session task.
 pub enum SessionCmd {
@@ -244,6 +245,11 @@ impl Peers {
         // is plain data and stays consistent between statements.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The live session with `id`, if any.
+    pub fn session(&self, id: &DeviceId) -> Option<SessionHandle> {
+        self.lock().sessions.get(id).cloned()
+    }
 }
 
 /// What the discovery tasks need, and nothing else: discovery never sees
@@ -268,62 +274,47 @@ impl DiscoveryCtx {
     }
 }
 
-/// The daemon context handed to session, accept, dial and control tasks.
-/// Each field is a narrow handle (an `Arc` or a `Copy` value) that can be
-/// given on its own to a task needing only that — see [`Shared::discovery`].
-pub struct Shared {
-    pub cfg: Arc<DaemonConfig>,
-    pub me: LocalIdentity,
-    pub clock: HostClock,
-    pub started: std::time::Instant,
-    /// The session port actually bound (and announced).
-    pub port: u16,
-    pub state: Peers,
-    pub wake_dialer: Arc<Notify>,
-    pub announce_soon: Arc<Notify>,
-    /// Our encoded announce, and a socket to send it straight to a peer we
-    /// are about to dial (so it knows our key before our handshake arrives).
-    pub announce_bytes: Vec<u8>,
-    pub hello: std::net::UdpSocket,
-    pub dial_permits: Arc<Semaphore>,
-    pub incoming_permits: Arc<Semaphore>,
-    pub shutdown: watch::Receiver<bool>,
-    pub counters: Arc<Counters>,
-    pub limiter: Arc<RateLimiter>,
-    pub conn_ids: AtomicU64,
+/// The settings and slots of incoming transfers (shared by all sessions).
+pub struct TransferCfg {
+    /// Where received files go (`None`: every OFFER is refused).
+    pub inbox: Option<PathBuf>,
+    pub max_receive_bytes: u64,
+    /// Incoming transfers one peer may hold at once (less than all slots).
+    pub max_incoming_per_peer: usize,
+    /// Idle timeout of an accepted incoming transfer.
+    pub idle: Duration,
+    /// The incoming-transfer slots (`max_incoming_transfers`).
+    pub permits: Arc<Semaphore>,
 }
 
-impl Shared {
+impl TransferCfg {
+    pub fn new(cfg: &DaemonConfig) -> Self {
+        TransferCfg {
+            inbox: cfg.inbox.clone(),
+            max_receive_bytes: cfg.max_receive_bytes,
+            max_incoming_per_peer: cfg.max_incoming_per_peer,
+            idle: cfg.transfer_idle,
+            permits: Arc::new(Semaphore::new(cfg.max_incoming_transfers)),
+        }
+    }
+}
+
+/// What a session task needs, and nothing else: sessions never see the
+/// listener, the dialer, discovery's sockets or the control socket.
+#[derive(Clone)]
+pub struct SessionCtx {
+    pub peers: Peers,
+    pub clock: HostClock,
+    pub trust_mode: TrustMode,
+    pub transfer: Arc<TransferCfg>,
+    pub counters: Arc<Counters>,
+    pub limiter: Arc<RateLimiter>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl SessionCtx {
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock()
-    }
-
-    /// The discovery tasks' handle.
-    pub fn discovery(&self) -> DiscoveryCtx {
-        DiscoveryCtx {
-            cfg: self.cfg.clone(),
-            peers: self.state.clone(),
-            clock: self.clock,
-            counters: self.counters.clone(),
-            limiter: self.limiter.clone(),
-            wake_dialer: self.wake_dialer.clone(),
-            announce_soon: self.announce_soon.clone(),
-            shutdown: self.shutdown.clone(),
-        }
-    }
-
-    pub fn next_conn_id(&self) -> u64 {
-        self.conn_ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn session(&self, id: &DeviceId) -> Option<SessionHandle> {
-        self.lock().sessions.get(id).cloned()
-    }
-
-    pub fn handshake_cfg(&self) -> HandshakeConfig {
-        HandshakeConfig {
-            timeout: HANDSHAKE_TIMEOUT,
-        }
+        self.peers.lock()
     }
 }
 
