@@ -56,8 +56,8 @@ use crate::control::{self, write_resp, PeerInfo, Request, Response, StatusInfo};
 use crate::exit::{Failure, WithCode, CONFIG, FAILURE, IN_USE, NO_PEER, TIMEOUT};
 use crate::identity::{self, fingerprint, KnownPeers};
 use crate::shared::{
-    bump, os_rng, suppressed, AcceptSlot, Counters, DiscoveryCtx, HalfOpen, Peers, RateLimiter,
-    SessionCmd, SessionCtx, State, TransferCfg,
+    bump, os_rng, suppressed, AcceptSlot, Counters, DiscoveryCtx, HalfOpen, LogKind, Peers,
+    RateLimiter, SessionCmd, SessionCtx, State, TransferCfg,
 };
 use crate::{discovery, session};
 
@@ -335,7 +335,7 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         let (stream, addr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                if let Some(n) = sh.limiter.allow("accept-error") {
+                if let Some(n) = sh.limiter.allow(LogKind::AcceptError) {
                     warn!("accept failed: {e}{}", suppressed(n));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -363,7 +363,7 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
             Ok(x) => x,
             Err(r) => {
                 bump(&sh.counters.half_open_refused);
-                if let Some(n) = sh.limiter.allow("half-open") {
+                if let Some(n) = sh.limiter.allow(LogKind::HalfOpen) {
                     warn!("refusing connection from {addr}: {r}{}", suppressed(n));
                 }
                 continue;
@@ -371,7 +371,7 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         };
         if admitted.evict.is_some() {
             bump(&sh.counters.half_open_evicted);
-            if let Some(n) = sh.limiter.allow("half-open-evict") {
+            if let Some(n) = sh.limiter.allow(LogKind::HalfOpenEvict) {
                 debug!(
                     "handshake slots full: {addr} takes the oldest slot of the busiest address{}",
                     suppressed(n)
@@ -422,7 +422,9 @@ async fn maintenance(sh: Arc<Shared>) {
             let st = &mut *guard;
             let expired = st.table.expire(now);
             if expired > 0 {
-                debug!("{expired} peer(s) expired");
+                if let Some(n) = sh.limiter.allow(LogKind::Expired) {
+                    debug!("{expired} peer(s) expired{}", suppressed(n));
+                }
             }
             let table = &st.table;
             st.candidates.retain(|id| table.get(id).is_some());
@@ -485,7 +487,9 @@ fn sweep_pins(sh: &Shared) {
 
 async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: OwnedSemaphorePermit) {
     let id = target.id.clone();
-    debug!("session connect peer={id} addr={addr}");
+    if let Some(n) = sh.limiter.allow(LogKind::Dial) {
+        debug!("session connect peer={id} addr={addr}{}", suppressed(n));
+    }
     // The listener binds our claimed id to the key it learned from our
     // announce: make sure it has one, straight to its discovery port, just
     // before the handshake (its first multicast one may not have arrived yet).
@@ -517,7 +521,7 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
                     .await
                 }
                 Err(e) => {
-                    if let Some(n) = sh.limiter.allow("hs-start") {
+                    if let Some(n) = sh.limiter.allow(LogKind::HsStart) {
                         warn!(
                             "cannot start a handshake with peer={id}: {e}{}",
                             suppressed(n)
@@ -528,11 +532,21 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
             }
         }
         Ok(Err(e)) => {
-            debug!("connect to peer={id} addr={addr} failed: {e}");
+            if let Some(n) = sh.limiter.allow(LogKind::DialFailed) {
+                debug!(
+                    "connect to peer={id} addr={addr} failed: {e}{}",
+                    suppressed(n)
+                );
+            }
             false
         }
         Err(_) => {
-            debug!("connect to peer={id} addr={addr} timed out");
+            if let Some(n) = sh.limiter.allow(LogKind::DialFailed) {
+                debug!(
+                    "connect to peer={id} addr={addr} timed out{}",
+                    suppressed(n)
+                );
+            }
             false
         }
     };
@@ -897,7 +911,7 @@ fn forget(sh: &Shared, devices: Vec<String>, auto: bool) -> Response {
     if forgotten.is_empty() {
         return Response::error(NO_PEER, format!("{} is not known", devices.join(", ")));
     }
-    if let Some(n) = sh.limiter.allow("forget") {
+    if let Some(n) = sh.limiter.allow(LogKind::Forget) {
         info!("forgot {} peer(s){}", forgotten.len(), suppressed(n));
     }
     let names: Vec<String> = forgotten.iter().map(|i| i.to_string()).collect();

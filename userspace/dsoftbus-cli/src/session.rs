@@ -31,7 +31,8 @@ use crate::control::{write_resp, Response};
 use crate::exit::{FAILURE, NO_PEER, TIMEOUT, TRANSFER};
 use crate::identity::fingerprint;
 use crate::shared::{
-    bump, suppressed, Bindings, Counters, HalfOpen, Peers, SessionCmd, SessionCtx, SessionHandle,
+    bump, suppressed, Bindings, Counters, HalfOpen, LogKind, Peers, SessionCmd, SessionCtx,
+    SessionHandle,
 };
 use crate::transfer::{
     self, encode_chunk, AppMsg, ReadPiece, ReceiveJob, WriterDone, WriterMsg, CHUNK_LEN, DONE_OK,
@@ -176,7 +177,7 @@ impl Ctx {
                 // Dropping the writer's channel deletes the partial file.
                 let _ = inc.tx.try_send(WriterMsg::Cancel);
                 bump(&self.cx.counters.transfers_failed);
-                if let Some(n) = self.cx.limiter.allow("transfer-idle") {
+                if let Some(n) = self.cx.limiter.allow(LogKind::TransferIdle) {
                     warn!(
                         "transfer {id:08x} ({:?}) from peer={peer}: no data for {} s; cancelled, partial file deleted{}",
                         inc.name,
@@ -240,7 +241,12 @@ impl Ctx {
         };
         for old in st.sessions.values() {
             if old.conn_id != self.conn_id && admit.replaces.contains(&old.conn_id) {
-                debug!("peer={peer}: a newer session replaces the old one");
+                if let Some(n) = cx.limiter.allow(LogKind::SessionReplaced) {
+                    debug!(
+                        "peer={peer}: a newer session replaces the old one{}",
+                        suppressed(n)
+                    );
+                }
                 let _ = old.cmd.try_send(SessionCmd::Close);
             }
         }
@@ -269,12 +275,14 @@ impl Ctx {
             match st.known.auto_pin(&peer, key, self.addr.ip()) {
                 Ok(p) => {
                     if let Some(e) = p.evicted {
-                        debug!("automatic pin of {e} dropped to make room");
+                        if let Some(n) = cx.limiter.allow(LogKind::PinEvicted) {
+                            debug!("automatic pin of {e} dropped to make room{}", suppressed(n));
+                        }
                     }
                     match st.known.save() {
                         Ok(()) => pinned_now = true,
                         Err(e) => {
-                            if let Some(n) = cx.limiter.allow("pin-save") {
+                            if let Some(n) = cx.limiter.allow(LogKind::PinSave) {
                                 warn!("cannot save known peers: {e:#}{}", suppressed(n));
                             }
                         }
@@ -282,7 +290,7 @@ impl Ctx {
                 }
                 Err(e) => {
                     bump(&cx.counters.auto_pins_refused);
-                    if let Some(n) = cx.limiter.allow("auto-pin") {
+                    if let Some(n) = cx.limiter.allow(LogKind::AutoPin) {
                         info!(
                             "not pinning peer={peer} addr={}: {e}{}",
                             self.addr,
@@ -294,7 +302,7 @@ impl Ctx {
         }
         drop(guard);
         bump(&cx.counters.sessions_opened);
-        if let Some(n) = cx.limiter.allow("auth-ok") {
+        if let Some(n) = cx.limiter.allow(LogKind::AuthOk) {
             info!(
                 "auth ok peer={peer} addr={} role={}{}{}",
                 self.addr,
@@ -313,7 +321,7 @@ impl Ctx {
     fn on_event(&mut self, ev: Event) -> Result<Option<AppMsg>, End> {
         Ok(match ev {
             Event::Established { peer } => {
-                if let Some(n) = self.cx.limiter.allow("identity-bound") {
+                if let Some(n) = self.cx.limiter.allow(LogKind::IdentityBound) {
                     info!(
                         "identity bound peer={peer} addr={} role={}{}",
                         self.addr,
@@ -344,7 +352,7 @@ impl Ctx {
                     None
                 }
                 Err(e) => {
-                    if let Some(n) = self.cx.limiter.allow("app-decode") {
+                    if let Some(n) = self.cx.limiter.allow(LogKind::AppDecode) {
                         debug!(
                             "peer={}: ignoring application message: {e}{}",
                             self.peer_name(),
@@ -365,7 +373,12 @@ impl Ctx {
             AppMsg::Offer { id, size, name } => {
                 let refuse = |reason: String| AppMsg::Reject { id, reason }.encode();
                 let Some(inbox) = self.cx.transfer.inbox.clone() else {
-                    info!("refused a file from peer={peer}: no --inbox configured");
+                    if let Some(n) = self.cx.limiter.allow(LogKind::NoInbox) {
+                        info!(
+                            "refused a file from peer={peer}: no --inbox configured{}",
+                            suppressed(n)
+                        );
+                    }
                     return self.app_send(refuse(
                         "the receiver has no inbox (start its daemon with --inbox DIR)".into(),
                     ));
@@ -401,10 +414,13 @@ impl Ctx {
                 ) {
                     Ok(j) => j,
                     Err(e) => {
-                        warn!(
-                            "cannot store a file from peer={peer} in {}: {e}",
-                            inbox.display()
-                        );
+                        if let Some(n) = self.cx.limiter.allow(LogKind::InboxError) {
+                            warn!(
+                                "cannot store a file from peer={peer} in {}: {e}{}",
+                                inbox.display(),
+                                suppressed(n)
+                            );
+                        }
                         return self
                             .app_send(refuse(format!("receiver cannot write its inbox: {e}")));
                     }
@@ -417,7 +433,12 @@ impl Ctx {
                         let _ = done.blocking_send(d);
                     }
                 });
-                info!("receiving {clean:?} ({size} bytes) from peer={peer}");
+                if let Some(n) = self.cx.limiter.allow(LogKind::Receiving) {
+                    info!(
+                        "receiving {clean:?} ({size} bytes) from peer={peer}{}",
+                        suppressed(n)
+                    );
+                }
                 self.incoming.insert(
                     id,
                     Incoming {
@@ -441,7 +462,12 @@ impl Ctx {
                 if offset != inc.next || inc.next + data.len() as u64 > inc.size {
                     let _ = inc.tx.send(WriterMsg::Cancel).await;
                     self.incoming.remove(&id);
-                    warn!("transfer {id:08x} from peer={peer}: chunk out of order or past the offered size; aborted");
+                    if let Some(n) = self.cx.limiter.allow(LogKind::ChunkOrder) {
+                        warn!(
+                            "transfer {id:08x} from peer={peer}: chunk out of order or past the offered size; aborted{}",
+                            suppressed(n)
+                        );
+                    }
                     return self.app_send(
                         AppMsg::Done {
                             id,
@@ -469,10 +495,13 @@ impl Ctx {
             AppMsg::Cancel { id } => {
                 if let Some(inc) = self.incoming.remove(&id) {
                     let _ = inc.tx.send(WriterMsg::Cancel).await;
-                    info!(
-                        "transfer {id:08x} ({:?}) cancelled by peer={peer}; partial file deleted",
-                        inc.name
-                    );
+                    if let Some(n) = self.cx.limiter.allow(LogKind::PeerCancel) {
+                        info!(
+                            "transfer {id:08x} ({:?}) cancelled by peer={peer}; partial file deleted{}",
+                            inc.name,
+                            suppressed(n)
+                        );
+                    }
                 }
                 Ok(())
             }
@@ -501,16 +530,25 @@ impl Ctx {
         if let Some(inc) = self.incoming.remove(&d.id) {
             if d.status == DONE_OK {
                 bump(&self.cx.counters.files_received);
-                info!(
-                    "received {:?} ({} bytes) from peer={peer}: {}",
-                    inc.name, inc.size, d.message
-                );
+                if let Some(n) = self.cx.limiter.allow(LogKind::Received) {
+                    info!(
+                        "received {:?} ({} bytes) from peer={peer}: {}{}",
+                        inc.name,
+                        inc.size,
+                        d.message,
+                        suppressed(n)
+                    );
+                }
             } else {
                 bump(&self.cx.counters.transfers_failed);
-                warn!(
-                    "receive of {:?} from peer={peer} failed: {}",
-                    inc.name, d.message
-                );
+                if let Some(n) = self.cx.limiter.allow(LogKind::ReceiveFailed) {
+                    warn!(
+                        "receive of {:?} from peer={peer} failed: {}{}",
+                        inc.name,
+                        d.message,
+                        suppressed(n)
+                    );
+                }
             }
         }
         self.app_send(
@@ -599,7 +637,7 @@ impl Ctx {
                         format!("refused: the listener at {addr} named another device"),
                         None,
                     );
-                    if let Some(n) = lim("mismatch") {
+                    if let Some(n) = lim(LogKind::Mismatch) {
                         warn!("identity mismatch peer={peer} addr={addr} (the listener named another device){}", suppressed(n));
                     }
                     return;
@@ -622,7 +660,7 @@ impl Ctx {
                         );
                     }
                     drop(st);
-                    if let Some(n) = lim("mismatch") {
+                    if let Some(n) = lim(LogKind::Mismatch) {
                         warn!("identity mismatch peer={peer} addr={addr} (its key is not the one bound to that id); closed{}", suppressed(n));
                     }
                 } else {
@@ -637,7 +675,7 @@ impl Ctx {
                         dsoftbus::node::TrustMode::Tofu => "no announce from it yet",
                     };
                     drop(st);
-                    if let Some(n) = lim("unknown-id") {
+                    if let Some(n) = lim(LogKind::UnknownId) {
                         info!(
                             "identity unknown peer={peer} addr={addr} ({why}); closed{}",
                             suppressed(n)
@@ -647,7 +685,7 @@ impl Ctx {
             }
             End::Conn(ConnError::Auth(AuthError::Mac1)) => {
                 bump(&cx.counters.handshake_failed);
-                if let Some(n) = lim("mac1") {
+                if let Some(n) = lim(LogKind::Mac1) {
                     debug!(
                         "dropped a connection from {addr}: bad mac1 (not meant for our key){}",
                         suppressed(n)
@@ -656,7 +694,7 @@ impl Ctx {
             }
             End::Conn(ConnError::Auth(AuthError::Handshake)) => {
                 bump(&cx.counters.handshake_failed);
-                if let Some(n) = lim("hs") {
+                if let Some(n) = lim(LogKind::Hs) {
                     warn!(
                         "handshake failed peer={peer} addr={addr} (wrong key or tampering){}",
                         suppressed(n)
@@ -665,7 +703,7 @@ impl Ctx {
             }
             End::Conn(ConnError::Auth(e)) => {
                 bump(&cx.counters.handshake_failed);
-                if let Some(n) = lim("hs-other") {
+                if let Some(n) = lim(LogKind::HsOther) {
                     debug!(
                         "handshake with peer={peer} addr={addr} ended: {e}{}",
                         suppressed(n)
@@ -684,7 +722,7 @@ impl Ctx {
                         );
                     }
                 }
-                if let Some(n) = lim("hs-eof") {
+                if let Some(n) = lim(LogKind::HsEof) {
                     debug!(
                         "peer={peer} addr={addr} closed during the handshake{}",
                         suppressed(n)
@@ -693,7 +731,7 @@ impl Ctx {
             }
             End::Limited(l) => {
                 bump(&cx.counters.handshake_limited);
-                if let Some(n) = lim("hs-limited") {
+                if let Some(n) = lim(LogKind::HsLimited) {
                     info!(
                         "handshake from {addr} refused before DH ({l}); closed{}",
                         suppressed(n)
@@ -701,7 +739,7 @@ impl Ctx {
                 }
             }
             End::Evicted => {
-                if let Some(n) = lim("evicted") {
+                if let Some(n) = lim(LogKind::Evicted) {
                     debug!(
                         "half-open connection from {addr} gave its slot to another address{}",
                         suppressed(n)
@@ -709,18 +747,18 @@ impl Ctx {
                 }
             }
             End::Conn(e) => {
-                if let Some(n) = lim("conn") {
+                if let Some(n) = lim(LogKind::Conn) {
                     debug!("peer={peer} addr={addr}: {e}{}", suppressed(n));
                 }
             }
             End::Dead | End::Shutdown => {}
             End::Refused(r) => {
-                if let Some(n) = lim("refused") {
+                if let Some(n) = lim(LogKind::Refused) {
                     warn!("session with peer={peer} refused: {r}{}", suppressed(n));
                 }
             }
             End::Overflow(q) => {
-                if let Some(n) = lim("overflow") {
+                if let Some(n) = lim(LogKind::Overflow) {
                     warn!(
                         "peer={peer} addr={addr} disconnected: {q} over its bound{}",
                         suppressed(n)
@@ -949,7 +987,7 @@ pub async fn run(
                 format!("disconnected: {q} over its bound; the peer does not read what we send")
             }
         };
-        if let Some(n) = cx.limiter.allow("session-closed") {
+        if let Some(n) = cx.limiter.allow(LogKind::SessionClosed) {
             info!(
                 "session closed peer={peer} addr={} ({why}){}",
                 c.addr,
@@ -960,10 +998,13 @@ pub async fn run(
         c.log_failure(&end);
     }
     if !c.incoming.is_empty() {
-        info!(
-            "{} incoming transfer(s) from peer={peer} aborted; partial files deleted",
-            c.incoming.len()
-        );
+        if let Some(n) = cx.limiter.allow(LogKind::TransfersAborted) {
+            info!(
+                "{} incoming transfer(s) from peer={peer} aborted; partial files deleted{}",
+                c.incoming.len(),
+                suppressed(n)
+            );
+        }
     }
     c.confirmed
 }
