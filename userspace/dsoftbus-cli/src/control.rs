@@ -150,6 +150,23 @@ impl Response {
     }
 }
 
+/// Writes one response line to a control client (daemon side), within
+/// [`WRITE_TIMEOUT`].
+pub async fn write_resp<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    r: &Response,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    // A control client that stops reading is dropped instead of holding
+    // its slot (and a transfer) forever.
+    tokio::time::timeout(WRITE_TIMEOUT, tokio::io::AsyncWriteExt::write_all(w, &line))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "control client not reading")
+        })?
+}
+
 /// Tells a client over the limit why it is refused (best effort, never
 /// blocks the accept loop).
 pub fn refuse_busy(stream: tokio::net::UnixStream, message: String) {

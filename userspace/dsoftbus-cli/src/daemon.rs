@@ -3,10 +3,12 @@
 //! One `std::sync::Mutex<State>` (the `Peers` handle, `crate::shared`)
 //! holds the peer table, the known-peers pins, the session registry and the
 //! node policy; it is only ever held for short, non-async critical sections.
-//! Discovery gets a narrow `DiscoveryCtx`; `shared` imports none of
-//! daemon/discovery/session, so they no longer import each other in a circle
-//! (only `session` still uses `daemon::write_resp`). Every task is spawned on
-//! the tokio runtime:
+//! This module alone holds the whole daemon context (`Shared`, private here);
+//! discovery tasks get a `DiscoveryCtx` and session tasks a `SessionCtx`
+//! (both in `crate::shared`, which imports none of daemon/discovery/session),
+//! and the control-line writer lives in `control`: the module graph is
+//! daemon → {discovery, session} → shared, with no cycle. Every task is
+//! spawned on the tokio runtime:
 //!
 //! - `discovery::announcer` / `discovery::receiver`: UDP announces in and out;
 //! - `accept_loop`: the session TCP listener (responder side);
@@ -30,8 +32,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,21 +43,21 @@ use dsoftbus::node::{
 };
 use dsoftbus::transport::tcp::HostClock;
 use dsoftbus::{
-    should_initiate, Connection, DeviceId, LocalIdentity, PeerTable, PeerTableConfig, PeerTarget,
-    RateLimitConfig,
+    should_initiate, Connection, DeviceId, HandshakeConfig, LocalIdentity, PeerTable,
+    PeerTableConfig, PeerTarget, RateLimitConfig,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::config::DaemonConfig;
-use crate::control::{self, PeerInfo, Request, Response, StatusInfo};
+use crate::control::{self, write_resp, PeerInfo, Request, Response, StatusInfo};
 use crate::exit::{Failure, WithCode, CONFIG, FAILURE, IN_USE, NO_PEER, TIMEOUT};
 use crate::identity::{self, fingerprint, KnownPeers};
 use crate::shared::{
-    bump, os_rng, suppressed, AcceptSlot, Counters, HalfOpen, Peers, RateLimiter, SessionCmd,
-    Shared, State,
+    bump, os_rng, suppressed, AcceptSlot, Counters, DiscoveryCtx, HalfOpen, LogKind, Peers,
+    RateLimiter, SessionCmd, SessionCtx, State, TransferCfg,
 };
 use crate::{discovery, session};
 
@@ -63,6 +65,79 @@ use crate::{discovery, session};
 pub const MAX_CONTROL_CLIENTS: usize = 16;
 /// TCP connect timeout when dialing a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Handshake deadline (from connect / accept to the last handshake frame).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The daemon context of the accept, dial, maintenance and control tasks
+/// (private to this module). Each field is a narrow handle (an `Arc` or a
+/// `Copy` value); discovery and session tasks get only theirs, through
+/// [`Shared::discovery`] and [`Shared::session_ctx`].
+struct Shared {
+    cfg: Arc<DaemonConfig>,
+    me: LocalIdentity,
+    clock: HostClock,
+    started: std::time::Instant,
+    /// The session port actually bound (and announced).
+    port: u16,
+    state: Peers,
+    wake_dialer: Arc<Notify>,
+    announce_soon: Arc<Notify>,
+    /// Our encoded announce, and a socket to send it straight to a peer we
+    /// are about to dial (so it knows our key before our handshake arrives).
+    announce_bytes: Vec<u8>,
+    hello: std::net::UdpSocket,
+    dial_permits: Arc<Semaphore>,
+    /// Incoming-transfer settings and slots, handed to sessions.
+    transfer: Arc<TransferCfg>,
+    shutdown: watch::Receiver<bool>,
+    counters: Arc<Counters>,
+    limiter: Arc<RateLimiter>,
+    conn_ids: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
+    }
+
+    /// The discovery tasks' handle.
+    fn discovery(&self) -> DiscoveryCtx {
+        DiscoveryCtx {
+            cfg: self.cfg.clone(),
+            peers: self.state.clone(),
+            clock: self.clock,
+            counters: self.counters.clone(),
+            limiter: self.limiter.clone(),
+            wake_dialer: self.wake_dialer.clone(),
+            announce_soon: self.announce_soon.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A session task's handle.
+    fn session_ctx(&self) -> SessionCtx {
+        SessionCtx {
+            peers: self.state.clone(),
+            clock: self.clock,
+            trust_mode: self.cfg.trust_mode,
+            transfer: self.transfer.clone(),
+            counters: self.counters.clone(),
+            limiter: self.limiter.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    fn handshake_cfg(&self) -> HandshakeConfig {
+        HandshakeConfig {
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     crate::perms::check_state(&cfg.paths.state_dir)?;
@@ -153,7 +228,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         announce_bytes: announce.encode(),
         hello,
         dial_permits: Arc::new(Semaphore::new(cfg.max_half_open)),
-        incoming_permits: Arc::new(Semaphore::new(cfg.max_incoming_transfers)),
+        transfer: Arc::new(TransferCfg::new(&cfg)),
         shutdown: shutdown_rx,
         counters: Arc::new(Counters::default()),
         limiter: Arc::new(RateLimiter::default()),
@@ -260,7 +335,7 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         let (stream, addr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                if let Some(n) = sh.limiter.allow("accept-error") {
+                if let Some(n) = sh.limiter.allow(LogKind::AcceptError) {
                     warn!("accept failed: {e}{}", suppressed(n));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -288,7 +363,7 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
             Ok(x) => x,
             Err(r) => {
                 bump(&sh.counters.half_open_refused);
-                if let Some(n) = sh.limiter.allow("half-open") {
+                if let Some(n) = sh.limiter.allow(LogKind::HalfOpen) {
                     warn!("refusing connection from {addr}: {r}{}", suppressed(n));
                 }
                 continue;
@@ -296,7 +371,7 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         };
         if admitted.evict.is_some() {
             bump(&sh.counters.half_open_evicted);
-            if let Some(n) = sh.limiter.allow("half-open-evict") {
+            if let Some(n) = sh.limiter.allow(LogKind::HalfOpenEvict) {
                 debug!(
                     "handshake slots full: {addr} takes the oldest slot of the busiest address{}",
                     suppressed(n)
@@ -310,7 +385,15 @@ async fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         });
         let _ = stream.set_nodelay(true);
         let conn = Connection::accept(&sh.me, &mut os_rng(), sh.clock.now(), sh.handshake_cfg());
-        tokio::spawn(session::run(sh.clone(), stream, addr, conn, slot, None));
+        tokio::spawn(session::run(
+            sh.session_ctx(),
+            sh.next_conn_id(),
+            stream,
+            addr,
+            conn,
+            slot,
+            None,
+        ));
     }
 }
 
@@ -339,7 +422,9 @@ async fn maintenance(sh: Arc<Shared>) {
             let st = &mut *guard;
             let expired = st.table.expire(now);
             if expired > 0 {
-                debug!("{expired} peer(s) expired");
+                if let Some(n) = sh.limiter.allow(LogKind::Expired) {
+                    debug!("{expired} peer(s) expired{}", suppressed(n));
+                }
             }
             let table = &st.table;
             st.candidates.retain(|id| table.get(id).is_some());
@@ -402,7 +487,9 @@ fn sweep_pins(sh: &Shared) {
 
 async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: OwnedSemaphorePermit) {
     let id = target.id.clone();
-    debug!("session connect peer={id} addr={addr}");
+    if let Some(n) = sh.limiter.allow(LogKind::Dial) {
+        debug!("session connect peer={id} addr={addr}{}", suppressed(n));
+    }
     // The listener binds our claimed id to the key it learned from our
     // announce: make sure it has one, straight to its discovery port, just
     // before the handshake (its first multicast one may not have arrived yet).
@@ -423,7 +510,8 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
             ) {
                 Ok(conn) => {
                     session::run(
-                        sh.clone(),
+                        sh.session_ctx(),
+                        sh.next_conn_id(),
                         stream,
                         addr,
                         conn,
@@ -433,7 +521,7 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
                     .await
                 }
                 Err(e) => {
-                    if let Some(n) = sh.limiter.allow("hs-start") {
+                    if let Some(n) = sh.limiter.allow(LogKind::HsStart) {
                         warn!(
                             "cannot start a handshake with peer={id}: {e}{}",
                             suppressed(n)
@@ -444,11 +532,21 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
             }
         }
         Ok(Err(e)) => {
-            debug!("connect to peer={id} addr={addr} failed: {e}");
+            if let Some(n) = sh.limiter.allow(LogKind::DialFailed) {
+                debug!(
+                    "connect to peer={id} addr={addr} failed: {e}{}",
+                    suppressed(n)
+                );
+            }
             false
         }
         Err(_) => {
-            debug!("connect to peer={id} addr={addr} timed out");
+            if let Some(n) = sh.limiter.allow(LogKind::DialFailed) {
+                debug!(
+                    "connect to peer={id} addr={addr} timed out{}",
+                    suppressed(n)
+                );
+            }
             false
         }
     };
@@ -495,18 +593,6 @@ async fn control_server(sh: Arc<Shared>, listener: UnixListener) {
     }
 }
 
-pub async fn write_resp<W: AsyncWriteExt + Unpin>(w: &mut W, r: &Response) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    // A control client that stops reading is dropped instead of holding
-    // its slot (and a transfer) forever.
-    tokio::time::timeout(control::WRITE_TIMEOUT, w.write_all(&line))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "control client not reading")
-        })?
-}
-
 async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -541,7 +627,7 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
             Request::Peers => Response::Peers { peers: peers(&sh) },
             Request::Ping { device, timeout_ms } => ping(&sh, &device, timeout_ms).await,
             Request::Send { device, path } => match DeviceId::new(&device) {
-                Ok(id) => session::send_file(&sh, &id, &path, &mut w).await,
+                Ok(id) => session::send_file(&sh.state, &sh.counters, &id, &path, &mut w).await,
                 Err(_) => Response::error(NO_PEER, format!("{device:?} is not a valid device id")),
             },
             Request::Trust {
@@ -679,7 +765,10 @@ fn peers(sh: &Shared) -> Vec<PeerInfo> {
 }
 
 async fn ping(sh: &Shared, device: &str, timeout_ms: u64) -> Response {
-    let Some(h) = DeviceId::new(device).ok().and_then(|id| sh.session(&id)) else {
+    let Some(h) = DeviceId::new(device)
+        .ok()
+        .and_then(|id| sh.state.session(&id))
+    else {
         return Response::error(
             NO_PEER,
             format!("no session with {device:?} (see `dsoftbus peers`)"),
@@ -822,7 +911,7 @@ fn forget(sh: &Shared, devices: Vec<String>, auto: bool) -> Response {
     if forgotten.is_empty() {
         return Response::error(NO_PEER, format!("{} is not known", devices.join(", ")));
     }
-    if let Some(n) = sh.limiter.allow("forget") {
+    if let Some(n) = sh.limiter.allow(LogKind::Forget) {
         info!("forgot {} peer(s){}", forgotten.len(), suppressed(n));
     }
     let names: Vec<String> = forgotten.iter().map(|i| i.to_string()).collect();

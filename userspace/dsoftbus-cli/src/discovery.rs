@@ -38,7 +38,7 @@ use crate::config::DaemonConfig;
 use crate::control::IfaceInfo;
 use crate::identity::fingerprint;
 use crate::ifaces::{self, Iface};
-use crate::shared::{bump, suppressed, DiscoveryCtx};
+use crate::shared::{bump, suppressed, DiscoveryCtx, LogKind};
 
 /// Receive buffer: one byte over the largest valid announce, so oversize shows.
 pub const RECV_BUF_LEN: usize = MAX_ANNOUNCE_LEN + 1;
@@ -115,7 +115,7 @@ impl Discovery {
         let found = match ifaces::scan(&sh.cfg.interfaces) {
             Ok(f) => f,
             Err(e) => {
-                if let Some(n) = sh.limiter.allow("scan") {
+                if let Some(n) = sh.limiter.allow(LogKind::Scan) {
                     warn!("cannot list interfaces: {e}{}", suppressed(n));
                 }
                 return;
@@ -188,7 +188,7 @@ impl Discovery {
             .collect();
         drop(senders);
         if infos.is_empty() && sh.cfg.announce_to.is_empty() {
-            if let Some(n) = sh.limiter.allow("no-iface") {
+            if let Some(n) = sh.limiter.allow(LogKind::NoIface) {
                 warn!(
                     "no usable interface to announce on (waiting for one){}",
                     suppressed(n)
@@ -214,7 +214,7 @@ impl Discovery {
                             );
                             s.multicast = false;
                             s.broadcast = true;
-                        } else if let Some(n) = sh.limiter.allow("mc-send") {
+                        } else if let Some(n) = sh.limiter.allow(LogKind::McSend) {
                             warn!("multicast on {} failed: {e}{}", s.iface.name, suppressed(n));
                         }
                     }
@@ -227,7 +227,7 @@ impl Discovery {
                     Ok(_) => bump(&sh.counters.announces_sent),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => {
-                        if let Some(n) = sh.limiter.allow("bc-send") {
+                        if let Some(n) = sh.limiter.allow(LogKind::BcSend) {
                             warn!(
                                 "broadcast on {} to {dst} failed: {e}{}",
                                 s.iface.name,
@@ -243,7 +243,7 @@ impl Discovery {
                 Ok(_) => bump(&sh.counters.announces_sent),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    if let Some(n) = sh.limiter.allow("uc-send") {
+                    if let Some(n) = sh.limiter.allow(LogKind::UcSend) {
                         warn!("announce to {t} failed: {e}{}", suppressed(n));
                     }
                 }
@@ -302,7 +302,7 @@ pub async fn receiver(sh: DiscoveryCtx, disc: Arc<Discovery>) {
             r = disc.recv.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    if let Some(k) = sh.limiter.allow("recv") {
+                    if let Some(k) = sh.limiter.allow(LogKind::Recv) {
                         debug!("discovery receive error: {e}{}", suppressed(k));
                     }
                     continue;
@@ -336,7 +336,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
                     );
                     drop(st);
                     bump(&sh.counters.key_conflicts);
-                    if let Some(n) = sh.limiter.allow("pin-conflict") {
+                    if let Some(n) = sh.limiter.allow(LogKind::PinConflict) {
                         warn!(
                             "announce refused (key conflict) peer={} from={src} key={} pinned={}{}",
                             a.device_id(),
@@ -350,7 +350,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
             } else if sh.cfg.trust_mode == TrustMode::Known {
                 drop(st);
                 bump(&sh.counters.unknown_ignored);
-                if let Some(n) = sh.limiter.allow("unknown") {
+                if let Some(n) = sh.limiter.allow(LogKind::Unknown) {
                     info!(
                         "announce ignored (unknown device; --require-known) peer={} from={src} key={}{}",
                         a.device_id(),
@@ -374,7 +374,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
             let pending = sh.cfg.trust_mode == TrustMode::Pending
                 && sh.lock().known.get(a.device_id()).is_none();
             if pending {
-                if let Some(n) = sh.limiter.allow("peer-pending") {
+                if let Some(n) = sh.limiter.allow(LogKind::PeerPending) {
                     info!(
                         "discovery peer pending device={} addr={} key={} (accept it with `dsoftbus trust {}`){}",
                         a.device_id(),
@@ -384,7 +384,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
                         suppressed(n)
                     );
                 }
-            } else if let Some(n) = sh.limiter.allow("peer-found") {
+            } else if let Some(n) = sh.limiter.allow(LogKind::PeerFound) {
                 info!(
                     "discovery peer found device={} addr={} key={}{}",
                     a.device_id(),
@@ -397,7 +397,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
             sh.announce_soon.notify_one();
         }
         (Observe::Updated, Some(a)) => {
-            if let Some(n) = sh.limiter.allow("peer-updated") {
+            if let Some(n) = sh.limiter.allow(LogKind::PeerUpdated) {
                 debug!(
                     "peer updated device={} addr={}{}",
                     a.device_id(),
@@ -409,7 +409,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
         }
         (Observe::KeyConflict, Some(a)) => {
             bump(&sh.counters.key_conflicts);
-            if let Some(n) = sh.limiter.allow("key-conflict") {
+            if let Some(n) = sh.limiter.allow(LogKind::KeyConflict) {
                 warn!(
                     "announce refused (key conflict) peer={} from={src} key={}{}",
                     a.device_id(),
@@ -420,7 +420,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
         }
         (Observe::Malformed(e), _) => {
             bump(&sh.counters.malformed);
-            if let Some(n) = sh.limiter.allow("malformed") {
+            if let Some(n) = sh.limiter.allow(LogKind::Malformed) {
                 info!(
                     "announce ignored (malformed: {e}) from={src}{}",
                     suppressed(n)
@@ -429,7 +429,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
         }
         (Observe::Oversized, _) => {
             bump(&sh.counters.oversized);
-            if let Some(n) = sh.limiter.allow("oversized") {
+            if let Some(n) = sh.limiter.allow(LogKind::Oversized) {
                 info!(
                     "announce ignored (oversized, over {MAX_ANNOUNCE_LEN} bytes) from={src}{}",
                     suppressed(n)
@@ -437,7 +437,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
             }
         }
         (Observe::Full | Observe::SourceLimited, Some(a)) => {
-            if let Some(n) = sh.limiter.allow("full") {
+            if let Some(n) = sh.limiter.allow(LogKind::Full) {
                 debug!(
                     "announce refused (peer table bound) peer={} from={src}{}",
                     a.device_id(),

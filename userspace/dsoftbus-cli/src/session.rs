@@ -27,11 +27,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
-use crate::control::Response;
-use crate::daemon::write_resp;
+use crate::control::{write_resp, Response};
 use crate::exit::{FAILURE, NO_PEER, TIMEOUT, TRANSFER};
 use crate::identity::fingerprint;
-use crate::shared::{bump, suppressed, Bindings, HalfOpen, SessionCmd, SessionHandle, Shared};
+use crate::shared::{
+    bump, suppressed, Bindings, Counters, HalfOpen, LogKind, Peers, SessionCmd, SessionCtx,
+    SessionHandle,
+};
 use crate::transfer::{
     self, encode_chunk, AppMsg, ReadPiece, ReceiveJob, WriterDone, WriterMsg, CHUNK_LEN, DONE_OK,
     DONE_PROTOCOL, WINDOW,
@@ -91,7 +93,7 @@ enum End {
 }
 
 struct Ctx {
-    sh: Arc<Shared>,
+    cx: SessionCtx,
     conn: Connection,
     addr: SocketAddr,
     dialed: Option<PeerTarget>,
@@ -162,7 +164,7 @@ impl Ctx {
     /// Cancels accepted incoming transfers that received nothing for the
     /// configured idle time, freeing their slots.
     fn expire_transfers(&mut self) -> Result<(), End> {
-        let idle = self.sh.cfg.transfer_idle;
+        let idle = self.cx.transfer.idle;
         let stale: Vec<u32> = self
             .incoming
             .iter()
@@ -174,8 +176,8 @@ impl Ctx {
             if let Some(inc) = self.incoming.remove(&id) {
                 // Dropping the writer's channel deletes the partial file.
                 let _ = inc.tx.try_send(WriterMsg::Cancel);
-                bump(&self.sh.counters.transfers_failed);
-                if let Some(n) = self.sh.limiter.allow("transfer-idle") {
+                bump(&self.cx.counters.transfers_failed);
+                if let Some(n) = self.cx.limiter.allow(LogKind::TransferIdle) {
                     warn!(
                         "transfer {id:08x} ({:?}) from peer={peer}: no data for {} s; cancelled, partial file deleted{}",
                         inc.name,
@@ -206,12 +208,12 @@ impl Ctx {
         };
         self.confirmed = true;
         self.permit = None;
-        let sh = self.sh.clone();
-        let mut guard = sh.lock();
+        let cx = self.cx.clone();
+        let mut guard = cx.lock();
         let st = &mut *guard;
         let key = match &self.dialed {
             Some(t) => Some(t.key),
-            None => st.bindings(sh.cfg.trust_mode).bound_key(&peer),
+            None => st.bindings(cx.trust_mode).bound_key(&peer),
         };
         let Some(key) = key else {
             return Err(End::Refused("binding vanished".into()));
@@ -233,13 +235,18 @@ impl Ctx {
             Ok(a) => a,
             Err(r) => {
                 st.refuse(&peer, format!("session refused: {r}"), Some(key));
-                bump(&sh.counters.sessions_refused);
+                bump(&cx.counters.sessions_refused);
                 return Err(End::Refused(r.to_string()));
             }
         };
         for old in st.sessions.values() {
             if old.conn_id != self.conn_id && admit.replaces.contains(&old.conn_id) {
-                debug!("peer={peer}: a newer session replaces the old one");
+                if let Some(n) = cx.limiter.allow(LogKind::SessionReplaced) {
+                    debug!(
+                        "peer={peer}: a newer session replaces the old one{}",
+                        suppressed(n)
+                    );
+                }
                 let _ = old.cmd.try_send(SessionCmd::Close);
             }
         }
@@ -255,33 +262,35 @@ impl Ctx {
         );
         st.table.set_session(&peer, true);
         st.refusals.remove(&peer);
-        let now = sh.clock.now();
+        let now = cx.clock.now();
         st.candidates.succeeded(&peer, self.addr, now, 0);
         let mut pinned_now = false;
         if pinned_before {
             st.known.touch(&peer);
             st.known_touched = true;
-        } else if st.known.get(&peer).is_none() && sh.cfg.trust_mode.allows_unpinned() {
+        } else if st.known.get(&peer).is_none() && cx.trust_mode.allows_unpinned() {
             // Trust on first use, through the pin policy: automatic pins are
             // rate-limited and capped per source; a refusal leaves the
             // session up but unpinned (the table binding still holds).
             match st.known.auto_pin(&peer, key, self.addr.ip()) {
                 Ok(p) => {
                     if let Some(e) = p.evicted {
-                        debug!("automatic pin of {e} dropped to make room");
+                        if let Some(n) = cx.limiter.allow(LogKind::PinEvicted) {
+                            debug!("automatic pin of {e} dropped to make room{}", suppressed(n));
+                        }
                     }
                     match st.known.save() {
                         Ok(()) => pinned_now = true,
                         Err(e) => {
-                            if let Some(n) = sh.limiter.allow("pin-save") {
+                            if let Some(n) = cx.limiter.allow(LogKind::PinSave) {
                                 warn!("cannot save known peers: {e:#}{}", suppressed(n));
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    bump(&sh.counters.auto_pins_refused);
-                    if let Some(n) = sh.limiter.allow("auto-pin") {
+                    bump(&cx.counters.auto_pins_refused);
+                    if let Some(n) = cx.limiter.allow(LogKind::AutoPin) {
                         info!(
                             "not pinning peer={peer} addr={}: {e}{}",
                             self.addr,
@@ -292,8 +301,8 @@ impl Ctx {
             }
         }
         drop(guard);
-        bump(&sh.counters.sessions_opened);
-        if let Some(n) = sh.limiter.allow("auth-ok") {
+        bump(&cx.counters.sessions_opened);
+        if let Some(n) = cx.limiter.allow(LogKind::AuthOk) {
             info!(
                 "auth ok peer={peer} addr={} role={}{}{}",
                 self.addr,
@@ -312,7 +321,7 @@ impl Ctx {
     fn on_event(&mut self, ev: Event) -> Result<Option<AppMsg>, End> {
         Ok(match ev {
             Event::Established { peer } => {
-                if let Some(n) = self.sh.limiter.allow("identity-bound") {
+                if let Some(n) = self.cx.limiter.allow(LogKind::IdentityBound) {
                     info!(
                         "identity bound peer={peer} addr={} role={}{}",
                         self.addr,
@@ -343,7 +352,7 @@ impl Ctx {
                     None
                 }
                 Err(e) => {
-                    if let Some(n) = self.sh.limiter.allow("app-decode") {
+                    if let Some(n) = self.cx.limiter.allow(LogKind::AppDecode) {
                         debug!(
                             "peer={}: ignoring application message: {e}{}",
                             self.peer_name(),
@@ -363,16 +372,21 @@ impl Ctx {
         match m {
             AppMsg::Offer { id, size, name } => {
                 let refuse = |reason: String| AppMsg::Reject { id, reason }.encode();
-                let Some(inbox) = self.sh.cfg.inbox.clone() else {
-                    info!("refused a file from peer={peer}: no --inbox configured");
+                let Some(inbox) = self.cx.transfer.inbox.clone() else {
+                    if let Some(n) = self.cx.limiter.allow(LogKind::NoInbox) {
+                        info!(
+                            "refused a file from peer={peer}: no --inbox configured{}",
+                            suppressed(n)
+                        );
+                    }
                     return self.app_send(refuse(
                         "the receiver has no inbox (start its daemon with --inbox DIR)".into(),
                     ));
                 };
-                if size > self.sh.cfg.max_receive_bytes {
+                if size > self.cx.transfer.max_receive_bytes {
                     return self.app_send(refuse(format!(
                         "file too large ({size} bytes; limit {})",
-                        self.sh.cfg.max_receive_bytes
+                        self.cx.transfer.max_receive_bytes
                     )));
                 }
                 let Some(clean) = transfer::sanitize_name(&name) else {
@@ -381,14 +395,14 @@ impl Ctx {
                 if self.incoming.contains_key(&id) {
                     return self.app_send(refuse("duplicate transfer id".into()));
                 }
-                let per_peer = self.sh.cfg.max_incoming_per_peer;
+                let per_peer = self.cx.transfer.max_incoming_per_peer;
                 if self.incoming.len() >= per_peer {
                     // One peer never holds every slot: others can still send.
                     return self.app_send(refuse(format!(
                         "receiver busy ({per_peer} transfers from you in progress; the limit per peer)"
                     )));
                 }
-                let Ok(permit) = self.sh.incoming_permits.clone().try_acquire_owned() else {
+                let Ok(permit) = self.cx.transfer.permits.clone().try_acquire_owned() else {
                     return self.app_send(refuse("receiver busy (too many transfers)".into()));
                 };
                 let job = match ReceiveJob::create(
@@ -400,10 +414,13 @@ impl Ctx {
                 ) {
                     Ok(j) => j,
                     Err(e) => {
-                        warn!(
-                            "cannot store a file from peer={peer} in {}: {e}",
-                            inbox.display()
-                        );
+                        if let Some(n) = self.cx.limiter.allow(LogKind::InboxError) {
+                            warn!(
+                                "cannot store a file from peer={peer} in {}: {e}{}",
+                                inbox.display(),
+                                suppressed(n)
+                            );
+                        }
                         return self
                             .app_send(refuse(format!("receiver cannot write its inbox: {e}")));
                     }
@@ -416,7 +433,12 @@ impl Ctx {
                         let _ = done.blocking_send(d);
                     }
                 });
-                info!("receiving {clean:?} ({size} bytes) from peer={peer}");
+                if let Some(n) = self.cx.limiter.allow(LogKind::Receiving) {
+                    info!(
+                        "receiving {clean:?} ({size} bytes) from peer={peer}{}",
+                        suppressed(n)
+                    );
+                }
                 self.incoming.insert(
                     id,
                     Incoming {
@@ -440,7 +462,12 @@ impl Ctx {
                 if offset != inc.next || inc.next + data.len() as u64 > inc.size {
                     let _ = inc.tx.send(WriterMsg::Cancel).await;
                     self.incoming.remove(&id);
-                    warn!("transfer {id:08x} from peer={peer}: chunk out of order or past the offered size; aborted");
+                    if let Some(n) = self.cx.limiter.allow(LogKind::ChunkOrder) {
+                        warn!(
+                            "transfer {id:08x} from peer={peer}: chunk out of order or past the offered size; aborted{}",
+                            suppressed(n)
+                        );
+                    }
                     return self.app_send(
                         AppMsg::Done {
                             id,
@@ -468,10 +495,13 @@ impl Ctx {
             AppMsg::Cancel { id } => {
                 if let Some(inc) = self.incoming.remove(&id) {
                     let _ = inc.tx.send(WriterMsg::Cancel).await;
-                    info!(
-                        "transfer {id:08x} ({:?}) cancelled by peer={peer}; partial file deleted",
-                        inc.name
-                    );
+                    if let Some(n) = self.cx.limiter.allow(LogKind::PeerCancel) {
+                        info!(
+                            "transfer {id:08x} ({:?}) cancelled by peer={peer}; partial file deleted{}",
+                            inc.name,
+                            suppressed(n)
+                        );
+                    }
                 }
                 Ok(())
             }
@@ -499,17 +529,26 @@ impl Ctx {
         let peer = self.peer_name();
         if let Some(inc) = self.incoming.remove(&d.id) {
             if d.status == DONE_OK {
-                bump(&self.sh.counters.files_received);
-                info!(
-                    "received {:?} ({} bytes) from peer={peer}: {}",
-                    inc.name, inc.size, d.message
-                );
+                bump(&self.cx.counters.files_received);
+                if let Some(n) = self.cx.limiter.allow(LogKind::Received) {
+                    info!(
+                        "received {:?} ({} bytes) from peer={peer}: {}{}",
+                        inc.name,
+                        inc.size,
+                        d.message,
+                        suppressed(n)
+                    );
+                }
             } else {
-                bump(&self.sh.counters.transfers_failed);
-                warn!(
-                    "receive of {:?} from peer={peer} failed: {}",
-                    inc.name, d.message
-                );
+                bump(&self.cx.counters.transfers_failed);
+                if let Some(n) = self.cx.limiter.allow(LogKind::ReceiveFailed) {
+                    warn!(
+                        "receive of {:?} from peer={peer} failed: {}{}",
+                        inc.name,
+                        d.message,
+                        suppressed(n)
+                    );
+                }
             }
         }
         self.app_send(
@@ -566,8 +605,8 @@ impl Ctx {
     }
 
     fn unregister(&mut self) {
-        let sh = self.sh.clone();
-        let mut st = sh.lock();
+        let cx = self.cx.clone();
+        let mut st = cx.lock();
         if let Some(peer) = &self.peer {
             if st
                 .sessions
@@ -585,31 +624,31 @@ impl Ctx {
     /// the log limiter: a remote peer triggers all of them), and records
     /// the reason for `peers`.
     fn log_failure(&self, why: &End) {
-        let sh = &self.sh;
+        let cx = &self.cx;
         let peer = self.peer_name();
         let addr = self.addr;
-        let lim = |kind| sh.limiter.allow(kind);
+        let lim = |kind| cx.limiter.allow(kind);
         match why {
             End::Conn(ConnError::Auth(AuthError::Identity)) => {
                 if let Some(t) = &self.dialed {
-                    bump(&sh.counters.identity_mismatch);
-                    sh.lock().refuse(
+                    bump(&cx.counters.identity_mismatch);
+                    cx.lock().refuse(
                         &t.id,
                         format!("refused: the listener at {addr} named another device"),
                         None,
                     );
-                    if let Some(n) = lim("mismatch") {
+                    if let Some(n) = lim(LogKind::Mismatch) {
                         warn!("identity mismatch peer={peer} addr={addr} (the listener named another device){}", suppressed(n));
                     }
                     return;
                 }
                 let hint = self.conn.peer_hint().cloned();
-                let mut st = sh.lock();
+                let mut st = cx.lock();
                 let known = hint
                     .as_ref()
-                    .and_then(|p| st.bindings(sh.cfg.trust_mode).bound_key(p));
+                    .and_then(|p| st.bindings(cx.trust_mode).bound_key(p));
                 if let (Some(p), Some(k)) = (&hint, known) {
-                    bump(&sh.counters.identity_mismatch);
+                    bump(&cx.counters.identity_mismatch);
                     if st.known.get(p).is_some() {
                         st.refuse(
                             p,
@@ -621,12 +660,12 @@ impl Ctx {
                         );
                     }
                     drop(st);
-                    if let Some(n) = lim("mismatch") {
+                    if let Some(n) = lim(LogKind::Mismatch) {
                         warn!("identity mismatch peer={peer} addr={addr} (its key is not the one bound to that id); closed{}", suppressed(n));
                     }
                 } else {
-                    bump(&sh.counters.identity_unknown);
-                    let why = match sh.cfg.trust_mode {
+                    bump(&cx.counters.identity_unknown);
+                    let why = match cx.trust_mode {
                         dsoftbus::node::TrustMode::Known => {
                             "not in known_peers.toml (--trust-mode known)"
                         }
@@ -636,7 +675,7 @@ impl Ctx {
                         dsoftbus::node::TrustMode::Tofu => "no announce from it yet",
                     };
                     drop(st);
-                    if let Some(n) = lim("unknown-id") {
+                    if let Some(n) = lim(LogKind::UnknownId) {
                         info!(
                             "identity unknown peer={peer} addr={addr} ({why}); closed{}",
                             suppressed(n)
@@ -645,8 +684,8 @@ impl Ctx {
                 }
             }
             End::Conn(ConnError::Auth(AuthError::Mac1)) => {
-                bump(&sh.counters.handshake_failed);
-                if let Some(n) = lim("mac1") {
+                bump(&cx.counters.handshake_failed);
+                if let Some(n) = lim(LogKind::Mac1) {
                     debug!(
                         "dropped a connection from {addr}: bad mac1 (not meant for our key){}",
                         suppressed(n)
@@ -654,8 +693,8 @@ impl Ctx {
                 }
             }
             End::Conn(ConnError::Auth(AuthError::Handshake)) => {
-                bump(&sh.counters.handshake_failed);
-                if let Some(n) = lim("hs") {
+                bump(&cx.counters.handshake_failed);
+                if let Some(n) = lim(LogKind::Hs) {
                     warn!(
                         "handshake failed peer={peer} addr={addr} (wrong key or tampering){}",
                         suppressed(n)
@@ -663,8 +702,8 @@ impl Ctx {
                 }
             }
             End::Conn(ConnError::Auth(e)) => {
-                bump(&sh.counters.handshake_failed);
-                if let Some(n) = lim("hs-other") {
+                bump(&cx.counters.handshake_failed);
+                if let Some(n) = lim(LogKind::HsOther) {
                     debug!(
                         "handshake with peer={peer} addr={addr} ended: {e}{}",
                         suppressed(n)
@@ -676,14 +715,14 @@ impl Ctx {
                     if self.peer.is_some() {
                         // We sent frame 3 and the listener hung up: it
                         // refused the id/key we presented.
-                        sh.lock().refuse(
+                        cx.lock().refuse(
                             &t.id,
                             "refused by the peer after our handshake (it holds another key for us, or does not trust us yet)".into(),
                             None,
                         );
                     }
                 }
-                if let Some(n) = lim("hs-eof") {
+                if let Some(n) = lim(LogKind::HsEof) {
                     debug!(
                         "peer={peer} addr={addr} closed during the handshake{}",
                         suppressed(n)
@@ -691,8 +730,8 @@ impl Ctx {
                 }
             }
             End::Limited(l) => {
-                bump(&sh.counters.handshake_limited);
-                if let Some(n) = lim("hs-limited") {
+                bump(&cx.counters.handshake_limited);
+                if let Some(n) = lim(LogKind::HsLimited) {
                     info!(
                         "handshake from {addr} refused before DH ({l}); closed{}",
                         suppressed(n)
@@ -700,7 +739,7 @@ impl Ctx {
                 }
             }
             End::Evicted => {
-                if let Some(n) = lim("evicted") {
+                if let Some(n) = lim(LogKind::Evicted) {
                     debug!(
                         "half-open connection from {addr} gave its slot to another address{}",
                         suppressed(n)
@@ -708,18 +747,18 @@ impl Ctx {
                 }
             }
             End::Conn(e) => {
-                if let Some(n) = lim("conn") {
+                if let Some(n) = lim(LogKind::Conn) {
                     debug!("peer={peer} addr={addr}: {e}{}", suppressed(n));
                 }
             }
             End::Dead | End::Shutdown => {}
             End::Refused(r) => {
-                if let Some(n) = lim("refused") {
+                if let Some(n) = lim(LogKind::Refused) {
                     warn!("session with peer={peer} refused: {r}{}", suppressed(n));
                 }
             }
             End::Overflow(q) => {
-                if let Some(n) = lim("overflow") {
+                if let Some(n) = lim(LogKind::Overflow) {
                     warn!(
                         "peer={peer} addr={addr} disconnected: {q} over its bound{}",
                         suppressed(n)
@@ -734,7 +773,8 @@ impl Ctx {
 /// progress and is released once the session is confirmed. Returns whether
 /// the session was ever confirmed.
 pub async fn run(
-    sh: Arc<Shared>,
+    cx: SessionCtx,
+    conn_id: u64,
     stream: TcpStream,
     addr: SocketAddr,
     conn: Connection,
@@ -746,8 +786,8 @@ pub async fn run(
     let (cmd_tx, mut cmd_rx) = mpsc::channel(CMD_QUEUE);
     let (done_tx, mut done_rx) = mpsc::channel(64);
     let mut c = Ctx {
-        conn_id: sh.next_conn_id(),
-        sh: sh.clone(),
+        conn_id,
+        cx: cx.clone(),
         conn,
         addr,
         dialed,
@@ -770,13 +810,13 @@ pub async fn run(
     let mut closing = false;
     let mut last_rx = StdInstant::now();
     let mut last_tx = StdInstant::now();
-    let mut shutdown = sh.shutdown.clone();
+    let mut shutdown = cx.shutdown.clone();
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     let ack_notify = c.ack_notify.clone();
     let mut transfer_tick = tokio::time::interval(TRANSFER_TICK);
     transfer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let clock_base = (tokio::time::Instant::now(), sh.clock.now());
+    let clock_base = (tokio::time::Instant::now(), cx.clock.now());
 
     let end: End = loop {
         if off >= out.len() {
@@ -805,14 +845,14 @@ pub async fn run(
                 }
                 Ok(n) => {
                     last_rx = StdInstant::now();
-                    let now = sh.clock.now();
+                    let now = cx.clock.now();
                     let res = {
-                        let mut guard = sh.lock();
+                        let mut guard = cx.lock();
                         let st = &mut *guard;
                         let b = Bindings {
                             table: &st.table,
                             known: &st.known,
-                            mode: sh.cfg.trust_mode,
+                            mode: cx.trust_mode,
                         };
                         // mac1 first, then the per-source and global
                         // handshake buckets, then DH.
@@ -853,7 +893,7 @@ pub async fn run(
             _ = ack_notify.notified() => c.send_acks(),
             _ = transfer_tick.tick(), if !c.incoming.is_empty() => c.expire_transfers(),
             _ = sleep_until_opt(deadline) => {
-                c.conn.handle_timeout(sh.clock.now()).map_err(End::Conn)
+                c.conn.handle_timeout(cx.clock.now()).map_err(End::Conn)
             },
             _ = keepalive.tick() => {
                 if off < out.len() && last_tx.elapsed() > WRITE_STALL {
@@ -921,7 +961,7 @@ pub async fn run(
     // Senders waiting on this session learn at once that it is gone.
     c.routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
     if matches!(end, End::Overflow(_)) {
-        bump(&sh.counters.outbound_overflow);
+        bump(&cx.counters.outbound_overflow);
     }
 
     // Best effort: let a queued CLOSE (or REJECT/DONE) reach the peer.
@@ -933,7 +973,7 @@ pub async fn run(
     c.unregister();
     let peer = c.peer_name();
     if c.confirmed {
-        bump(&sh.counters.sessions_closed);
+        bump(&cx.counters.sessions_closed);
         let why = match &end {
             End::Eof => "peer went away".to_string(),
             End::Io(e) => format!("i/o error: {e}"),
@@ -947,7 +987,7 @@ pub async fn run(
                 format!("disconnected: {q} over its bound; the peer does not read what we send")
             }
         };
-        if let Some(n) = sh.limiter.allow("session-closed") {
+        if let Some(n) = cx.limiter.allow(LogKind::SessionClosed) {
             info!(
                 "session closed peer={peer} addr={} ({why}){}",
                 c.addr,
@@ -958,10 +998,13 @@ pub async fn run(
         c.log_failure(&end);
     }
     if !c.incoming.is_empty() {
-        info!(
-            "{} incoming transfer(s) from peer={peer} aborted; partial files deleted",
-            c.incoming.len()
-        );
+        if let Some(n) = cx.limiter.allow(LogKind::TransfersAborted) {
+            info!(
+                "{} incoming transfer(s) from peer={peer} aborted; partial files deleted{}",
+                c.incoming.len(),
+                suppressed(n)
+            );
+        }
     }
     c.confirmed
 }
@@ -1005,12 +1048,13 @@ impl Drop for SendGuard {
 /// Sends `path` to `device`, writing `Accepted`/`Progress` lines to the
 /// control client `out`; returns the final response.
 pub async fn send_file<W: AsyncWrite + Unpin>(
-    sh: &Arc<Shared>,
+    peers: &Peers,
+    counters: &Counters,
     device: &DeviceId,
     path: &Path,
     out: &mut W,
 ) -> Response {
-    let Some(h) = sh.session(device) else {
+    let Some(h) = peers.session(device) else {
         return Response::error(
             NO_PEER,
             format!("no session with {device} (see `dsoftbus peers`)"),
@@ -1163,7 +1207,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                 guard.finished = true;
                 if status == DONE_OK && digest.is_some() {
                     let secs = start.elapsed().as_secs_f64();
-                    bump(&sh.counters.files_sent);
+                    bump(&counters.files_sent);
                     info!(
                         "sent {name:?} ({size} bytes) to peer={device} in {secs:.2} s: receiver verified sha256"
                     );
@@ -1174,7 +1218,7 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
                         message,
                     };
                 }
-                bump(&sh.counters.transfers_failed);
+                bump(&counters.transfers_failed);
                 warn!("send of {name:?} to peer={device} failed: {message}");
                 return Response::error(TRANSFER, format!("{device}: {message}"));
             }

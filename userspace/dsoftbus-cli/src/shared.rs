@@ -2,13 +2,17 @@
 //!
 //! Nothing here imports `daemon`, `discovery` or `session`: those three used
 //! to import each other in a circle through one 17-field `Shared`. Now
-//! [`Peers`] is the one lock (peer table, pins, sessions, node policy),
+//! [`Peers`] is the one lock (peer table, pins, sessions, node policy);
 //! discovery gets a [`DiscoveryCtx`] (config, peers, counters, log limiter,
-//! two wake-ups) and never sees sessions or transfers; session, accept, dial
-//! and control tasks get [`Shared`], whose fields are themselves handles.
+//! two wake-ups) and never sees sessions or transfers; a session task gets a
+//! [`SessionCtx`] (peers, clock, trust mode, [`TransferCfg`], counters, log
+//! limiter, shutdown) and never sees the listener, the dialer or discovery.
+//! Only `daemon` (accept, dial, maintenance, control) holds the whole
+//! daemon context, and it is private there.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,7 +21,7 @@ use dsoftbus::node::{
     Admission, Candidates, LogLimiter, LogLimiterConfig, SessionCaps, Ticket, TrustMode,
 };
 use dsoftbus::transport::tcp::HostClock;
-use dsoftbus::{DeviceId, HandshakeConfig, IdentityBindings, LocalIdentity, PeerTable, PublicKey};
+use dsoftbus::{DeviceId, IdentityBindings, PeerTable, PublicKey};
 use rand_core::{OsRng, TryRngCore, UnwrapErr};
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -25,9 +29,6 @@ use crate::config::DaemonConfig;
 use crate::control::IfaceInfo;
 use crate::identity::KnownPeers;
 use crate::transfer::AppMsg;
-
-/// Handshake deadline (from connect / accept to the last handshake frame).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A command for a session task.
 pub enum SessionCmd {
@@ -175,11 +176,92 @@ pub fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The log limiter of `dsoftbus::node::log` on the host clock: per kind of
-/// line, a burst of [`LOG_BURST`] then one a second, with suppressed counts.
-/// Every line a remote peer can trigger goes through it, so the worst case
-/// is (32 kinds + 1) × (8 + t) lines in t seconds (≈ 33 lines/s, about
-/// 6 KB/s at 200 bytes a line) whatever the network sends.
+macro_rules! log_kinds {
+    ($($(#[$doc:meta])* $v:ident = $s:literal,)*) => {
+        /// Every kind of line that goes through the [`RateLimiter`]: each
+        /// has its own bucket (the limiter tracks exactly this many kinds).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum LogKind { $($(#[$doc])* $v,)* }
+
+        impl LogKind {
+            /// All kinds, in declaration order.
+            pub const ALL: &'static [LogKind] = &[$(LogKind::$v,)*];
+
+            /// The kind's name in the core limiter.
+            pub fn as_str(self) -> &'static str {
+                match self { $(LogKind::$v => $s,)* }
+            }
+        }
+    };
+}
+
+log_kinds!(
+    // Accept and dial (daemon.rs).
+    AcceptError = "accept-error",
+    HalfOpen = "half-open",
+    HalfOpenEvict = "half-open-evict",
+    HsStart = "hs-start",
+    Expired = "expired",
+    Dial = "dial",
+    DialFailed = "dial-failed",
+    /// Local (control socket), limited all the same.
+    Forget = "forget",
+    // Discovery (discovery.rs).
+    Scan = "scan",
+    NoIface = "no-iface",
+    McSend = "mc-send",
+    BcSend = "bc-send",
+    UcSend = "uc-send",
+    Recv = "recv",
+    PinConflict = "pin-conflict",
+    Unknown = "unknown",
+    PeerPending = "peer-pending",
+    PeerFound = "peer-found",
+    PeerUpdated = "peer-updated",
+    KeyConflict = "key-conflict",
+    Malformed = "malformed",
+    Oversized = "oversized",
+    Full = "full",
+    // Sessions (session.rs).
+    SessionReplaced = "session-replaced",
+    PinSave = "pin-save",
+    PinEvicted = "pin-evicted",
+    AutoPin = "auto-pin",
+    AuthOk = "auth-ok",
+    IdentityBound = "identity-bound",
+    AppDecode = "app-decode",
+    Mismatch = "mismatch",
+    UnknownId = "unknown-id",
+    Mac1 = "mac1",
+    Hs = "hs",
+    HsOther = "hs-other",
+    HsEof = "hs-eof",
+    HsLimited = "hs-limited",
+    Evicted = "evicted",
+    Conn = "conn",
+    Refused = "refused",
+    Overflow = "overflow",
+    SessionClosed = "session-closed",
+    // Incoming transfers (session.rs).
+    NoInbox = "no-inbox",
+    InboxError = "inbox-error",
+    Receiving = "receiving",
+    ChunkOrder = "chunk-order",
+    PeerCancel = "peer-cancel",
+    Received = "received",
+    ReceiveFailed = "receive-failed",
+    TransferIdle = "transfer-idle",
+    TransfersAborted = "transfers-aborted",
+);
+
+/// The log limiter of `dsoftbus::node::log` on the host clock: per
+/// [`LogKind`], a burst of [`LOG_BURST`] then one a second, with suppressed
+/// counts. Every line a remote peer can trigger goes through it, each kind
+/// in its own bucket (`max_kinds` is the number of kinds, so none shares
+/// the overflow bucket), so the worst case is the core's
+/// `(max_kinds + 1) × (burst + t)` = (51 + 1) × (8 + t) lines in t seconds
+/// (≈ 52 lines/s, about 10 KB/s at 200 bytes a line) whatever the network
+/// sends; [`LOG_KINDS`] is checked against the kinds at compile time.
 pub struct RateLimiter {
     inner: Mutex<LogLimiter>,
     clock: HostClock,
@@ -188,14 +270,24 @@ pub struct RateLimiter {
 /// Lines of one kind that may come back to back (then 1/s).
 pub const LOG_BURST: u32 = 8;
 
+/// Kinds of limited lines (the figure in the worst case above and in
+/// docs/reliability.md).
+pub const LOG_KINDS: usize = 51;
+const _: () = assert!(LogKind::ALL.len() == LOG_KINDS, "update LOG_KINDS and docs");
+
+/// The limiter's configuration: one bucket per [`LogKind`].
+pub fn log_config() -> LogLimiterConfig {
+    LogLimiterConfig {
+        per_second: 1,
+        burst: LOG_BURST,
+        max_kinds: LogKind::ALL.len(),
+    }
+}
+
 impl Default for RateLimiter {
     fn default() -> Self {
         RateLimiter {
-            inner: Mutex::new(LogLimiter::new(LogLimiterConfig {
-                per_second: 1,
-                burst: LOG_BURST,
-                max_kinds: 32,
-            })),
+            inner: Mutex::new(LogLimiter::new(log_config())),
             clock: HostClock::new(),
         }
     }
@@ -203,12 +295,12 @@ impl Default for RateLimiter {
 
 impl RateLimiter {
     /// Returns `Some(suppressed_since_last)` when a line may be logged now.
-    pub fn allow(&self, what: &'static str) -> Option<u64> {
+    pub fn allow(&self, kind: LogKind) -> Option<u64> {
         let now = self.clock.now();
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .allow(what, now)
+            .allow(kind.as_str(), now)
     }
 
     /// Lines suppressed so far.
@@ -244,6 +336,11 @@ impl Peers {
         // is plain data and stays consistent between statements.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The live session with `id`, if any.
+    pub fn session(&self, id: &DeviceId) -> Option<SessionHandle> {
+        self.lock().sessions.get(id).cloned()
+    }
 }
 
 /// What the discovery tasks need, and nothing else: discovery never sees
@@ -268,62 +365,47 @@ impl DiscoveryCtx {
     }
 }
 
-/// The daemon context handed to session, accept, dial and control tasks.
-/// Each field is a narrow handle (an `Arc` or a `Copy` value) that can be
-/// given on its own to a task needing only that — see [`Shared::discovery`].
-pub struct Shared {
-    pub cfg: Arc<DaemonConfig>,
-    pub me: LocalIdentity,
-    pub clock: HostClock,
-    pub started: std::time::Instant,
-    /// The session port actually bound (and announced).
-    pub port: u16,
-    pub state: Peers,
-    pub wake_dialer: Arc<Notify>,
-    pub announce_soon: Arc<Notify>,
-    /// Our encoded announce, and a socket to send it straight to a peer we
-    /// are about to dial (so it knows our key before our handshake arrives).
-    pub announce_bytes: Vec<u8>,
-    pub hello: std::net::UdpSocket,
-    pub dial_permits: Arc<Semaphore>,
-    pub incoming_permits: Arc<Semaphore>,
-    pub shutdown: watch::Receiver<bool>,
-    pub counters: Arc<Counters>,
-    pub limiter: Arc<RateLimiter>,
-    pub conn_ids: AtomicU64,
+/// The settings and slots of incoming transfers (shared by all sessions).
+pub struct TransferCfg {
+    /// Where received files go (`None`: every OFFER is refused).
+    pub inbox: Option<PathBuf>,
+    pub max_receive_bytes: u64,
+    /// Incoming transfers one peer may hold at once (less than all slots).
+    pub max_incoming_per_peer: usize,
+    /// Idle timeout of an accepted incoming transfer.
+    pub idle: Duration,
+    /// The incoming-transfer slots (`max_incoming_transfers`).
+    pub permits: Arc<Semaphore>,
 }
 
-impl Shared {
+impl TransferCfg {
+    pub fn new(cfg: &DaemonConfig) -> Self {
+        TransferCfg {
+            inbox: cfg.inbox.clone(),
+            max_receive_bytes: cfg.max_receive_bytes,
+            max_incoming_per_peer: cfg.max_incoming_per_peer,
+            idle: cfg.transfer_idle,
+            permits: Arc::new(Semaphore::new(cfg.max_incoming_transfers)),
+        }
+    }
+}
+
+/// What a session task needs, and nothing else: sessions never see the
+/// listener, the dialer, discovery's sockets or the control socket.
+#[derive(Clone)]
+pub struct SessionCtx {
+    pub peers: Peers,
+    pub clock: HostClock,
+    pub trust_mode: TrustMode,
+    pub transfer: Arc<TransferCfg>,
+    pub counters: Arc<Counters>,
+    pub limiter: Arc<RateLimiter>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl SessionCtx {
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock()
-    }
-
-    /// The discovery tasks' handle.
-    pub fn discovery(&self) -> DiscoveryCtx {
-        DiscoveryCtx {
-            cfg: self.cfg.clone(),
-            peers: self.state.clone(),
-            clock: self.clock,
-            counters: self.counters.clone(),
-            limiter: self.limiter.clone(),
-            wake_dialer: self.wake_dialer.clone(),
-            announce_soon: self.announce_soon.clone(),
-            shutdown: self.shutdown.clone(),
-        }
-    }
-
-    pub fn next_conn_id(&self) -> u64 {
-        self.conn_ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn session(&self, id: &DeviceId) -> Option<SessionHandle> {
-        self.lock().sessions.get(id).cloned()
-    }
-
-    pub fn handshake_cfg(&self) -> HandshakeConfig {
-        HandshakeConfig {
-            timeout: HANDSHAKE_TIMEOUT,
-        }
+        self.peers.lock()
     }
 }
 
@@ -362,5 +444,55 @@ impl HalfOpen {
             HalfOpen::Dial(_) => None,
             HalfOpen::Accept(a) => Some(a.evicted.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsoftbus::time::Instant;
+
+    #[test]
+    fn every_log_kind_has_its_own_bucket() {
+        let names: HashSet<&str> = LogKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), LogKind::ALL.len(), "two kinds share a name");
+        assert!(!names.contains("other"), "the core's overflow kind");
+        assert_eq!(log_config().max_kinds, LogKind::ALL.len());
+        // A full burst of every kind at one instant: none is suppressed, so
+        // no kind shares a bucket with another (with 32 buckets for 38
+        // kinds, the last kinds seen shared the overflow bucket).
+        let mut l = LogLimiter::new(log_config());
+        let t0 = Instant::from_millis(0);
+        for k in LogKind::ALL {
+            for i in 0..LOG_BURST {
+                assert!(l.allow(k.as_str(), t0).is_some(), "{k:?} line {i}");
+            }
+        }
+        assert_eq!(l.suppressed(), 0);
+    }
+
+    #[test]
+    fn log_volume_is_bounded_as_documented() {
+        assert_eq!(
+            LogKind::ALL.len(),
+            LOG_KINDS,
+            "update LOG_KINDS and docs/reliability.md"
+        );
+        let mut l = LogLimiter::new(log_config());
+        // 30 s of every kind flooded 100 times a second.
+        let secs = 30u64;
+        let mut allowed = 0u64;
+        for ms in (0..secs * 1000).step_by(10) {
+            for k in LogKind::ALL {
+                if l.allow(k.as_str(), Instant::from_millis(ms)).is_some() {
+                    allowed += 1;
+                }
+            }
+        }
+        let bound = (LOG_KINDS as u64 + 1) * (u64::from(LOG_BURST) + secs);
+        assert_eq!(l.worst_case_lines(secs), bound);
+        assert!(allowed <= bound, "{allowed} > {bound}");
+        // Each kind got its burst plus about one a second.
+        assert!(allowed >= LOG_KINDS as u64 * (u64::from(LOG_BURST) + secs - 1));
     }
 }

@@ -601,3 +601,86 @@ fn control_client_that_never_reads_is_dropped() {
     assert!(closed, "the daemon kept a client that never reads");
     assert!(cli(&n.state, &["status"]).status.success());
 }
+
+/// Item 6 (transfer lines): a peer that streams OFFERs, each followed by an
+/// out-of-order CHUNK, or OFFERs to a daemon without an inbox, gets each
+/// reply but the daemon logs at most a burst then one line a second per
+/// kind ("receiving", "chunk out of order", "refused a file"), with the
+/// suppressed count. Before: one line of each per OFFER.
+#[test]
+fn transfer_lines_a_peer_triggers_are_rate_limited() {
+    const N: u32 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let rx = spawn(
+        dir.path(),
+        "rx",
+        Ports::new(),
+        &[],
+        &["--inbox", inbox.to_str().unwrap()],
+        None,
+    );
+    let bare = spawn(dir.path(), "bare", Ports::new(), &[], &[], None);
+    rx.wait_up();
+    bare.wait_up();
+    let t0 = Instant::now();
+
+    let mut h = Hostile::connect("evil", &rx);
+    for batch in 0..N / 50 {
+        let msgs: Vec<Vec<u8>> = (0..50)
+            .flat_map(|i| {
+                let id = batch * 50 + i + 1;
+                [offer(id, 1000, b"f.bin"), chunk(id, 5, &[0; 10])]
+            })
+            .collect();
+        h.send_all(&msgs).unwrap();
+        let mut done = 0;
+        while done < 50 {
+            let a = h.recv(T, false).expect("an answer to every offer");
+            match a.kind {
+                K_ACCEPT => {}
+                K_DONE => {
+                    assert_ne!(a.status(), 0);
+                    done += 1;
+                }
+                k => panic!("unexpected {k:#04x}: {}", a.text()),
+            }
+        }
+    }
+
+    let mut b = Hostile::connect("evil2", &bare);
+    let offers: Vec<Vec<u8>> = (1..=N).map(|id| offer(id, 1, b"f.bin")).collect();
+    b.send_all(&offers).unwrap();
+    let (accepted, refused) = answers(&mut b, N as usize);
+    assert!(accepted.is_empty());
+    assert!(
+        refused.iter().all(|r| r.contains("no inbox")),
+        "{refused:?}"
+    );
+
+    let secs = t0.elapsed().as_secs() + 2;
+    std::thread::sleep(Duration::from_millis(300));
+    let (log, bare_log) = (rx.log_text(), bare.log_text());
+    let receiving = log.matches("receiving \"f.bin\"").count() as u64;
+    let order = log.matches("chunk out of order").count() as u64;
+    let no_inbox = bare_log.matches("refused a file").count() as u64;
+    println!(
+        "transfer log flood: {N} offers each; {receiving} 'receiving', {order} 'chunk out of order', {no_inbox} 'refused a file' lines in {secs} s"
+    );
+    for (what, n) in [
+        ("receiving", receiving),
+        ("chunk out of order", order),
+        ("refused a file", no_inbox),
+    ] {
+        assert!(n >= 1, "no {what:?} line at all");
+        assert!(n <= 8 + secs, "{n} {what:?} lines in {secs} s");
+    }
+    // Suppressed lines are counted (and carried by the next allowed one).
+    let suppressed = |n: &Node| {
+        n.status("counter.log_suppressed")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(suppressed(&rx) >= 2 * u64::from(N) - receiving - order);
+    assert!(suppressed(&bare) >= u64::from(N) - no_inbox);
+}
