@@ -163,6 +163,11 @@ fi
 step "device identity survives reboots; bad storage is loud (scripts/tests/identity-test.sh)" \
     env SKIP_BUILD=1 scripts/tests/identity-test.sh
 
+# Kill the VM (SIGKILL) at random points while keystored creates the identity, then
+# boot again on the same disk: the store always opens; a committed identity survives.
+step "VM killed during the key store's first writes (scripts/tests/powercut-test.sh)" \
+    env SKIP_BUILD=1 POWERCUT_ROUNDS=8 scripts/tests/powercut-test.sh
+
 # netstackd alone holds the NIC: dsoftbusd must not even link the driver crate.
 section "dsoftbusd does not depend on virtio-drivers"
 if (cd source && cargo tree -p dsoftbusd -e normal --prefix none) | grep -q '^virtio-drivers'; then
