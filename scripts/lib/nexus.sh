@@ -144,3 +144,20 @@ nexus_dump_logs() {
 # containment works, not a failure. Matches the text after the timestamp.
 # shellcheck disable=SC2034 # read by the scripts that source this file
 NEXUS_PROBE_FAULT_RE='kernel: fault [a-z-]+ task=probe-[a-z]+ .*; process killed'
+
+# End of a namespace test (netns-test.sh, scale-test.sh): stop every process in
+# the caller's PID map (TERM, then KILL), dump each node's last <lines> log lines
+# when FAILED is set, delete the "$PFX-*" namespaces and the work dir (unless
+# KEEP=1). Uses the caller's PID, FAILED, TAG, WORK and PFX.
+nexus_ns_test_cleanup() {
+    local lines=$1 k
+    for k in "${!PID[@]}"; do kill "${PID[$k]}" 2>/dev/null || true; done
+    sleep 0.3
+    for k in "${!PID[@]}"; do kill -9 "${PID[$k]}" 2>/dev/null || true; done
+    if ((FAILED)); then
+        echo "$TAG: --- last log lines of each node ---"
+        nexus_dump_logs "$WORK" "$lines"
+    fi
+    nexus_netns_del_prefix "$PFX"
+    if [[ ${KEEP:-0} == 1 ]]; then echo "$TAG: work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}

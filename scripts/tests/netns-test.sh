@@ -40,15 +40,7 @@ addr() { echo "10.77.0.$((10 + $1))"; }
 
 cleanup() {
     local rc=$?
-    for k in "${!PID[@]}"; do kill "${PID[$k]}" 2>/dev/null || true; done
-    sleep 0.3
-    for k in "${!PID[@]}"; do kill -9 "${PID[$k]}" 2>/dev/null || true; done
-    if ((FAILED)); then
-        echo "$TAG: --- last log lines of each node ---"
-        nexus_dump_logs "$WORK" 15
-    fi
-    nexus_netns_del_prefix "$PFX"
-    if [[ ${KEEP:-0} == 1 ]]; then echo "$TAG: work dir kept: $WORK"; else rm -rf "$WORK"; fi
+    nexus_ns_test_cleanup 15
     exit "$rc"
 }
 trap cleanup EXIT

@@ -43,15 +43,7 @@ addr() { echo "10.78.$(($1 / 200)).$((10 + $1 % 200))"; }
 
 cleanup() {
     local rc=$?
-    for k in "${!PID[@]}"; do kill "${PID[$k]}" 2>/dev/null || true; done
-    sleep 0.3
-    for k in "${!PID[@]}"; do kill -9 "${PID[$k]}" 2>/dev/null || true; done
-    if ((FAILED)); then
-        echo "$TAG: --- last log lines of each node ---"
-        nexus_dump_logs "$WORK" 8
-    fi
-    nexus_netns_del_prefix "$PFX"
-    if [[ ${KEEP:-0} == 1 ]]; then echo "$TAG: work dir kept: $WORK"; else rm -rf "$WORK"; fi
+    nexus_ns_test_cleanup 8
     exit "$rc"
 }
 trap cleanup EXIT
