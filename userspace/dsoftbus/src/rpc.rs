@@ -1072,6 +1072,15 @@ impl RpcClient {
         })
     }
 
+    /// Forgets call `call_id` (the caller gave up on it, or could not send
+    /// it); a reply that comes later is counted as unmatched. Returns
+    /// whether it was in flight.
+    pub fn cancel(&mut self, call_id: u32) -> bool {
+        let before = self.calls.len();
+        self.calls.retain(|c| c.call_id != call_id);
+        before != self.calls.len()
+    }
+
     /// The earliest client deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.calls.iter().map(|c| c.deadline).min()

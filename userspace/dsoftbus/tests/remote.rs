@@ -449,6 +449,17 @@ fn remote_client_matches_replies_and_times_out() {
         payload: b"1".to_vec(),
     };
     assert_eq!(client.handle_reply(&a, &late), None);
+    // A call the caller abandons frees its slot; its reply is unmatched.
+    let c3 = client.call(&a, &svc("echo"), b"3", 100, t(200)).unwrap();
+    assert!(client.cancel(c3.call_id));
+    assert!(!client.cancel(c3.call_id));
+    let rep = Reply {
+        call_id: c3.call_id,
+        status: Status::Ok,
+        payload: vec![],
+    };
+    assert_eq!(client.handle_reply(&a, &rep), None);
+    assert_eq!(client.unmatched_replies(), 3);
     let gone = client.peer_gone(&b);
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].result, Err(Status::Unavailable));
