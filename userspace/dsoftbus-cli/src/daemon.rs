@@ -157,6 +157,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         shutdown: shutdown_rx,
         counters: Arc::new(Counters::default()),
         limiter: Arc::new(RateLimiter::default()),
+        remote: Arc::new(crate::remote::Remote::new(cfg.remote_acl.clone())),
         conn_ids: AtomicU64::new(1),
         cfg: Arc::new(cfg),
     });
@@ -554,6 +555,15 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
                 devices,
                 auto,
             } => forget(&sh, device.into_iter().chain(devices).collect(), auto),
+            Request::Call {
+                device,
+                service,
+                payload,
+                timeout_ms,
+            } => crate::remote::call(&sh, &device, &service, &payload, timeout_ms).await,
+            Request::Serve { service, unix } => {
+                return crate::remote::serve(&sh, &service, &unix, &mut r, &mut w).await;
+            }
         };
         write_resp(&mut w, &resp).await?;
     }

@@ -291,6 +291,8 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     pub limiter: Arc<RateLimiter>,
     pub conn_ids: AtomicU64,
+    /// Remote service calls (`crate::remote`).
+    pub remote: Arc<crate::remote::Remote>,
 }
 
 impl Shared {
