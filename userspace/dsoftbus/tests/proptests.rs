@@ -352,6 +352,23 @@ proptest! {
         }
     }
 
+    /// The ACL parser is total; an accepted text prints canonically and
+    /// parses back to the same ACL; an empty one allows nothing.
+    #[test]
+    fn rpc_acl_parse_is_total(text in prop_oneof![
+        "([a-c*]{1,3}:[a-c*:]{1,3}[ ,\\n]{1,2}){0,6}",
+        "[a-c*:, \\n\\PC]{0,40}",
+    ]) {
+        if let Ok(acl) = rpc::Acl::parse(&text) {
+            prop_assert!(acl.len() <= rpc::MAX_ACL_ENTRIES);
+            prop_assert_eq!(rpc::Acl::parse(&acl.to_string()), Ok(acl.clone()));
+            if acl.is_empty() {
+                let (p, s) = (peer_name(0), ServiceName::new("echo").unwrap());
+                prop_assert!(!acl.allows(&p, &s));
+            }
+        }
+    }
+
     /// Valid requests and replies round-trip, and every cut of one is refused.
     #[test]
     fn rpc_roundtrip(call_id in any::<u32>(), timeout_ms in 1u32.., svc in service(), payload in proptest::collection::vec(any::<u8>(), 0..100), status in 0u8..8) {
