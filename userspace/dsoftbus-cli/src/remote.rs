@@ -20,7 +20,8 @@
 //!
 //! Bounds: the core's (`RpcServerConfig`/`RpcClientConfig` defaults: 8 KiB
 //! request and reply, 4 calls in flight per peer, 64 in total, 16 outgoing),
-//! [`MAX_SERVED`] services, and one task per call in flight (so ≤ 64).
+//! [`MAX_SERVED`] services, and one task per served call in flight (≤ 64:
+//! a slot is freed only when its task ends, see [`peer_gone`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -130,9 +131,12 @@ pub fn on_data(sh: &Arc<Shared>, conn: &Connection, data: &[u8]) -> OnData {
     }
 }
 
-/// The session with `peer` ended: its calls, both ways, are over.
+/// The session with `peer` ended: our calls to it fail at once. Its calls
+/// to us keep their server slots until their local exchange ends (at the
+/// latest at the call's deadline; the answer is then dropped), so the
+/// forwarding tasks never outnumber `max_in_flight_total`, however often a
+/// peer reconnects.
 pub fn peer_gone(sh: &Shared, peer: &DeviceId) {
-    lock(&sh.remote.server).peer_gone(peer);
     let gone = lock(&sh.remote.client).peer_gone(peer);
     for done in gone {
         sh.remote.finish(done);
