@@ -123,6 +123,25 @@ pub enum Command {
         #[arg(long)]
         auto: bool,
     },
+    /// Call SERVICE on DEVICE with PAYLOAD (the argument's bytes; none:
+    /// empty) and print the answer; the peer's remote ACL decides
+    Call {
+        device: String,
+        service: String,
+        payload: Option<String>,
+        /// Give up after SECS
+        #[arg(short = 'W', long, default_value_t = 5.0, value_name = "SECS")]
+        timeout: f64,
+    },
+    /// Expose the local service NAME (a Unix stream socket: request bytes
+    /// in, then EOF; answer bytes out) to peers the daemon's remote ACL
+    /// allows, until this command exits
+    Serve {
+        name: String,
+        /// The service's Unix socket
+        #[arg(long, value_name = "PATH")]
+        unix: PathBuf,
+    },
     /// Print this node's device id and public key (creates the key if needed)
     Id,
     /// Show the daemon's status: identity, interfaces, counters
@@ -260,6 +279,12 @@ pub struct DaemonArgs {
         value_name = "NAME"
     )]
     pub services: Vec<String>,
+
+    /// Who may call which served service: `peer:service` entries separated
+    /// by commas or spaces (`*` for the peer or the service, not both)
+    /// [default: nobody]
+    #[arg(long, env = "DSOFTBUS_REMOTE_ACL", value_name = "ACL")]
+    pub remote_acl: Option<String>,
 
     /// Most peers held in the discovery table [default: 32]
     #[arg(long, env = "DSOFTBUS_MAX_PEERS", value_name = "N")]

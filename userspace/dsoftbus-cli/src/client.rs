@@ -383,3 +383,60 @@ pub fn id(paths: &Paths, file: &FileConfig) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+/// `dsoftbus call`: prints the answer's bytes as they are.
+pub fn call(
+    paths: &Paths,
+    device: &str,
+    service: &str,
+    payload: Option<&str>,
+    timeout: f64,
+) -> Result<(), Failure> {
+    if !(timeout.is_finite() && timeout > 0.0) {
+        return Err(Failure::new(USAGE, "timeout must be a positive number"));
+    }
+    let timeout_ms = (timeout * 1000.0) as u64;
+    let mut c = Client::connect(&paths.control_socket)?;
+    let r = c.call(
+        &Request::Call {
+            device: device.to_string(),
+            service: service.to_string(),
+            payload: hex::encode(payload.unwrap_or("")),
+            timeout_ms,
+        },
+        Duration::from_millis(timeout_ms) + CALL_TIMEOUT,
+    )?;
+    match expect_ok(r)? {
+        Response::Reply { payload } => {
+            let bytes = hex::decode(payload)
+                .map_err(|e| Failure::new(FAILURE, format!("bad daemon reply: {e}")))?;
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()?;
+            Ok(())
+        }
+        _ => Err(Failure::new(FAILURE, "unexpected reply")),
+    }
+}
+
+/// `dsoftbus serve`: registers the service and holds it until the daemon
+/// goes away or this process is stopped.
+pub fn serve(paths: &Paths, name: &str, unix: &Path) -> Result<(), Failure> {
+    let unix = absolute(unix)?;
+    let mut c = Client::connect(&paths.control_socket)?;
+    let r = c.call(
+        &Request::Serve {
+            service: name.to_string(),
+            unix: unix.clone(),
+        },
+        CALL_TIMEOUT,
+    )?;
+    match expect_ok(r)? {
+        Response::Ok { message } => eprintln!("{message} (until stopped)"),
+        _ => return Err(Failure::new(FAILURE, "unexpected reply")),
+    }
+    // The registration lives as long as this connection.
+    let _ = c.recv(None);
+    Err(Failure::new(FAILURE, "the daemon went away"))
+}

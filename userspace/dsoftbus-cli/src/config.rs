@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub require_known: Option<bool>,
     pub trust_mode: Option<crate::cli::TrustModeArg>,
     pub services: Option<Vec<String>>,
+    /// Remote-call ACL entries, `peer:service` (see `dsoftbus::rpc::Acl`).
+    pub remote_acl: Option<Vec<String>>,
     pub max_peers: Option<usize>,
     pub max_sessions: Option<usize>,
     pub max_half_open: Option<usize>,
@@ -80,6 +82,8 @@ pub struct DaemonConfig {
     /// (flag, env or file: `known`) > file `trust_mode` > `tofu`.
     pub trust_mode: dsoftbus::node::TrustMode,
     pub services: Vec<String>,
+    /// Remote-call ACL: `--remote-acl` > file `remote_acl` > deny all.
+    pub remote_acl: dsoftbus::rpc::Acl,
     pub max_peers: usize,
     pub max_sessions: usize,
     pub max_half_open: usize,
@@ -190,6 +194,13 @@ pub fn daemon_config(
             format!("announce interval {interval_ms} ms is outside 100..=60000"),
         ));
     }
+    let acl_text = args
+        .remote_acl
+        .clone()
+        .or_else(|| file.remote_acl.as_ref().map(|v| v.join(",")))
+        .unwrap_or_default();
+    let remote_acl = dsoftbus::rpc::Acl::parse(&acl_text)
+        .map_err(|e| Failure::new(CONFIG, format!("remote ACL: {e}")))?;
     let file_trust_mode = file.trust_mode;
     let cli_trust_mode = args.trust_mode;
     let mut cfg = DaemonConfig {
@@ -210,6 +221,7 @@ pub fn daemon_config(
         inbox: args.inbox.or(file.inbox),
         require_known: pick(args.require_known, file.require_known, false),
         services: pick_vec(args.services, file.services),
+        remote_acl,
         max_peers: pick(args.max_peers, file.max_peers, DEFAULT_MAX_PEERS),
         max_sessions: pick(args.max_sessions, file.max_sessions, DEFAULT_MAX_SESSIONS),
         max_half_open: pick(
@@ -403,5 +415,38 @@ require_known = true
         let bad: FileConfig = toml::from_str("announce_interval_ms = 5").unwrap();
         let e = daemon_config(paths, DaemonArgs::default(), bad).unwrap_err();
         assert_eq!(e.code, CONFIG);
+    }
+
+    #[test]
+    fn remote_acl_from_flag_or_file_deny_by_default() {
+        use dsoftbus::{DeviceId, ServiceName};
+        let paths = Paths {
+            state_dir: "/s".into(),
+            control_socket: "/s/c".into(),
+        };
+        let (a, echo) = (
+            DeviceId::new("a").unwrap(),
+            ServiceName::new("echo").unwrap(),
+        );
+        let acl = |file: &str, flag: Option<&str>| {
+            let args = DaemonArgs {
+                remote_acl: flag.map(str::to_string),
+                ..Default::default()
+            };
+            daemon_config(paths.clone(), args, toml::from_str(file).unwrap()).map(|c| c.remote_acl)
+        };
+        assert!(acl("", None).unwrap().is_empty());
+        let f = acl("remote_acl = [\"a:echo\", \"b:*\"]", None).unwrap();
+        assert!(f.allows(&a, &echo));
+        assert_eq!(f.to_string(), "a:echo,b:*");
+        // The flag replaces the file's list.
+        let f = acl("remote_acl = [\"a:echo\"]", Some("b:echo")).unwrap();
+        assert!(!f.allows(&a, &echo));
+        // A bad entry refuses the config (exit 3), never "allow all".
+        assert_eq!(
+            acl("remote_acl = [\"*:*\"]", None).unwrap_err().code,
+            CONFIG
+        );
+        assert_eq!(acl("", Some("a")).unwrap_err().code, CONFIG);
     }
 }

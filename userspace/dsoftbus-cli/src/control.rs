@@ -46,6 +46,18 @@ pub enum Request {
         replace: bool,
     },
     /// `device` and/or `devices`; `auto`: every automatic pin.
+    /// A remote service call (`dsoftbus call`); payload in hex.
+    Call {
+        device: String,
+        service: String,
+        payload: String,
+        timeout_ms: u64,
+    },
+    /// Expose a local Unix-socket service while this connection is open.
+    Serve {
+        service: String,
+        unix: PathBuf,
+    },
     Forget {
         #[serde(default)]
         device: Option<String>,
@@ -134,6 +146,10 @@ pub enum Response {
     },
     Ok {
         message: String,
+    },
+    /// The answer of a remote call (hex).
+    Reply {
+        payload: String,
     },
     Error {
         code: u8,

@@ -92,6 +92,8 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
     counters: Arc<Counters>,
     limiter: Arc<RateLimiter>,
+    /// Remote service calls (`crate::remote`).
+    remote: Arc<crate::remote::Remote>,
     conn_ids: AtomicU64,
 }
 
@@ -122,12 +124,22 @@ impl Shared {
     fn session_ctx(&self) -> SessionCtx {
         SessionCtx {
             peers: self.state.clone(),
+            remote: self.remote_ctx(),
             clock: self.clock,
             trust_mode: self.cfg.trust_mode,
             transfer: self.transfer.clone(),
             counters: self.counters.clone(),
             limiter: self.limiter.clone(),
             shutdown: self.shutdown.clone(),
+        }
+    }
+
+    fn remote_ctx(&self) -> crate::remote::RemoteCtx {
+        crate::remote::RemoteCtx {
+            remote: self.remote.clone(),
+            peers: self.state.clone(),
+            clock: self.clock,
+            limiter: self.limiter.clone(),
         }
     }
 
@@ -232,6 +244,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         shutdown: shutdown_rx,
         counters: Arc::new(Counters::default()),
         limiter: Arc::new(RateLimiter::default()),
+        remote: Arc::new(crate::remote::Remote::new(cfg.remote_acl.clone())),
         conn_ids: AtomicU64::new(1),
         cfg: Arc::new(cfg),
     });
@@ -640,6 +653,18 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
                 devices,
                 auto,
             } => forget(&sh, device.into_iter().chain(devices).collect(), auto),
+            Request::Call {
+                device,
+                service,
+                payload,
+                timeout_ms,
+            } => {
+                crate::remote::call(&sh.remote_ctx(), &device, &service, &payload, timeout_ms).await
+            }
+            Request::Serve { service, unix } => {
+                return crate::remote::serve(&sh.remote_ctx(), &service, &unix, &mut r, &mut w)
+                    .await;
+            }
         };
         write_resp(&mut w, &resp).await?;
     }

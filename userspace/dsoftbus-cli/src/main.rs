@@ -13,6 +13,7 @@ mod exit;
 mod identity;
 mod ifaces;
 mod perms;
+mod remote;
 mod session;
 mod shared;
 mod transfer;
@@ -110,6 +111,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             replace,
         } => client::trust(&paths, &device, key.as_deref(), replace),
         Command::Forget { devices, auto } => client::forget(&paths, &devices, auto),
+        Command::Call {
+            device,
+            service,
+            payload,
+            timeout,
+        } => client::call(&paths, &device, &service, payload.as_deref(), timeout),
+        Command::Serve { name, unix } => client::serve(&paths, &name, &unix),
         Command::Id => client::id(&paths, &file),
         Command::Status => client::status(&paths),
     }

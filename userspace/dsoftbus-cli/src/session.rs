@@ -343,6 +343,15 @@ impl Ctx {
                 }
                 None
             }
+            // Remote service calls (kind 0x20): crate::remote.
+            Event::Data(d) if d.first() == Some(&dsoftbus::rpc::KIND_RPC) => {
+                if let crate::remote::OnData::Send(r) =
+                    crate::remote::on_data(&self.cx.remote, &self.conn, &d)
+                {
+                    self.app_send(r)?;
+                }
+                None
+            }
             Event::Data(d) => match AppMsg::decode(&d) {
                 Ok(m) => Some(m),
                 Err(e @ transfer::DecodeError::NonUtf8Name(id)) => {
@@ -615,6 +624,7 @@ impl Ctx {
             {
                 st.sessions.remove(peer);
                 st.table.set_session(peer, false);
+                crate::remote::peer_gone(&cx.remote, peer);
             }
         }
         st.caps.remove(self.conn_id);

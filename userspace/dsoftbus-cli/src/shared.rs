@@ -20,7 +20,7 @@ use std::time::Duration;
 use dsoftbus::node::{
     Admission, Candidates, LogLimiter, LogLimiterConfig, SessionCaps, Ticket, TrustMode,
 };
-use dsoftbus::transport::tcp::HostClock;
+pub use dsoftbus::transport::tcp::HostClock;
 use dsoftbus::{DeviceId, IdentityBindings, PeerTable, PublicKey};
 use rand_core::{OsRng, TryRngCore, UnwrapErr};
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
@@ -252,6 +252,10 @@ log_kinds!(
     ReceiveFailed = "receive-failed",
     TransferIdle = "transfer-idle",
     TransfersAborted = "transfers-aborted",
+    // Remote service calls (remote.rs).
+    RpcMalformed = "rpc-malformed",
+    RemoteCallAllowed = "remote-call-allowed",
+    RemoteCallDenied = "remote-call-denied",
 );
 
 /// The log limiter of `dsoftbus::node::log` on the host clock: per
@@ -259,8 +263,8 @@ log_kinds!(
 /// counts. Every line a remote peer can trigger goes through it, each kind
 /// in its own bucket (`max_kinds` is the number of kinds, so none shares
 /// the overflow bucket), so the worst case is the core's
-/// `(max_kinds + 1) × (burst + t)` = (51 + 1) × (8 + t) lines in t seconds
-/// (≈ 52 lines/s, about 10 KB/s at 200 bytes a line) whatever the network
+/// `(max_kinds + 1) × (burst + t)` = (54 + 1) × (8 + t) lines in t seconds
+/// (≈ 55 lines/s, about 11 KB/s at 200 bytes a line) whatever the network
 /// sends; [`LOG_KINDS`] is checked against the kinds at compile time.
 pub struct RateLimiter {
     inner: Mutex<LogLimiter>,
@@ -272,7 +276,7 @@ pub const LOG_BURST: u32 = 8;
 
 /// Kinds of limited lines (the figure in the worst case above and in
 /// docs/reliability.md).
-pub const LOG_KINDS: usize = 51;
+pub const LOG_KINDS: usize = 54;
 const _: () = assert!(LogKind::ALL.len() == LOG_KINDS, "update LOG_KINDS and docs");
 
 /// The limiter's configuration: one bucket per [`LogKind`].
@@ -395,6 +399,8 @@ impl TransferCfg {
 #[derive(Clone)]
 pub struct SessionCtx {
     pub peers: Peers,
+    /// Remote service calls carried by the session.
+    pub remote: crate::remote::RemoteCtx,
     pub clock: HostClock,
     pub trust_mode: TrustMode,
     pub transfer: Arc<TransferCfg>,

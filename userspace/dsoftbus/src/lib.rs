@@ -26,6 +26,7 @@
 //! | [`node`] | node policy: admission, session caps, pins, candidate addresses, log limits |
 //! | [`session`] | transport messages (ping/pong/data/close) after the handshake |
 //! | [`connection`] | byte-stream driver tying frames, handshake and session together |
+//! | [`rpc`] | remote service calls in data messages: codec, ACL, server policy + audit, client |
 //! | [`keys`] | static key pairs from injected entropy; redacted secrets |
 //! | [`time`] | the caller-supplied clock type |
 //! | [`transport`] | the I/O seam plus in-memory pipe and (with `std`) TCP/UDP |
@@ -111,6 +112,7 @@ pub mod keys;
 pub mod node;
 pub mod peer_table;
 pub mod ratelimit;
+pub mod rpc;
 pub mod session;
 pub mod time;
 pub mod transport;

@@ -291,3 +291,172 @@ proptest! {
         prop_assert!(cb.is_closed());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Remote calls (dsoftbus::rpc)
+// ---------------------------------------------------------------------------
+
+use dsoftbus::rpc;
+
+/// One step of an arbitrary interleaving against an `RpcServer`.
+#[derive(Clone, Debug)]
+enum RpcOp {
+    /// A request from peer `peer` (or unauthenticated when `auth` is false).
+    Request {
+        peer: u8,
+        call_id: u32,
+        len: usize,
+        timeout_ms: u32,
+        auth: bool,
+    },
+    /// The local service answers call `call_id` of `peer`.
+    Complete { peer: u8, call_id: u32 },
+    /// The clock advances and expired calls are collected.
+    Advance(u64),
+    /// The session with `peer` ends.
+    Gone(u8),
+}
+
+fn rpc_op() -> impl Strategy<Value = RpcOp> {
+    prop_oneof![
+        4 => (0u8..4, 0u32..6, 0usize..64, 1u32..500, proptest::bool::weighted(0.9)).prop_map(
+            |(peer, call_id, len, timeout_ms, auth)| RpcOp::Request { peer, call_id, len, timeout_ms, auth }
+        ),
+        2 => (0u8..4, 0u32..6).prop_map(|(peer, call_id)| RpcOp::Complete { peer, call_id }),
+        1 => (0u64..300).prop_map(RpcOp::Advance),
+        1 => (0u8..4).prop_map(RpcOp::Gone),
+    ]
+}
+
+fn peer_name(i: u8) -> DeviceId {
+    DeviceId::new(&format!("peer-{i}")).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The RPC decoder is total, and anything it accepts re-encodes to the
+    /// same bytes (one encoding per message).
+    #[test]
+    fn rpc_decode_is_total(mut bytes in proptest::collection::vec(any::<u8>(), 0..200), rpc_prefix in any::<bool>(), op in 0u8..4) {
+        if rpc_prefix && bytes.len() >= 3 {
+            bytes[0] = rpc::KIND_RPC;
+            bytes[1] = rpc::RPC_VERSION;
+            bytes[2] = op;
+        }
+        match rpc::decode(&bytes) {
+            Ok(rpc::Message::Request(r)) => prop_assert_eq!(r.encode(), bytes),
+            Ok(rpc::Message::Reply(r)) => prop_assert_eq!(r.encode(), bytes),
+            Err(rpc::RpcError::NotRpc) => prop_assert!(bytes.first() != Some(&rpc::KIND_RPC)),
+            Err(_) => {}
+        }
+    }
+
+    /// The ACL parser is total; an accepted text prints canonically and
+    /// parses back to the same ACL; an empty one allows nothing.
+    #[test]
+    fn rpc_acl_parse_is_total(text in prop_oneof![
+        "([a-c*]{1,3}:[a-c*:]{1,3}[ ,\\n]{1,2}){0,6}",
+        "[a-c*:, \\n\\PC]{0,40}",
+    ]) {
+        if let Ok(acl) = rpc::Acl::parse(&text) {
+            prop_assert!(acl.len() <= rpc::MAX_ACL_ENTRIES);
+            prop_assert_eq!(rpc::Acl::parse(&acl.to_string()), Ok(acl.clone()));
+            if acl.is_empty() {
+                let (p, s) = (peer_name(0), ServiceName::new("echo").unwrap());
+                prop_assert!(!acl.allows(&p, &s));
+            }
+        }
+    }
+
+    /// Valid requests and replies round-trip, and every cut of one is refused.
+    #[test]
+    fn rpc_roundtrip(call_id in any::<u32>(), timeout_ms in 1u32.., svc in service(), payload in proptest::collection::vec(any::<u8>(), 0..100), status in 0u8..8) {
+        let req = rpc::Request { call_id, timeout_ms, service: svc, payload: payload.clone() };
+        let bytes = req.encode();
+        prop_assert_eq!(rpc::decode(&bytes), Ok(rpc::Message::Request(req)));
+        let hdr = rpc::REQUEST_HEADER_LEN + bytes[rpc::REQUEST_HEADER_LEN - 1] as usize;
+        for cut in 0..hdr {
+            prop_assert!(rpc::decode(&bytes[..cut]).is_err());
+        }
+        let status = rpc::Status::from_u8(status).unwrap();
+        let payload = if status == rpc::Status::Ok { payload } else { vec![] };
+        let rep = rpc::Reply { call_id, status, payload };
+        prop_assert_eq!(rpc::decode(&rep.encode()), Ok(rpc::Message::Reply(rep)));
+    }
+
+    /// Under any interleaving of requests (authenticated or not, duplicate
+    /// ids, oversized), answers, clock advances and lost sessions, the calls
+    /// in flight never exceed the per-peer or the total bound, every request
+    /// yields exactly one audit event, and every allowed call is answered at
+    /// most once.
+    #[test]
+    fn rpc_in_flight_never_exceeds_bound(
+        per_peer in 1usize..4,
+        total in 1usize..8,
+        ops in proptest::collection::vec(rpc_op(), 1..200),
+    ) {
+        let cfg = rpc::RpcServerConfig {
+            max_in_flight_per_peer: per_peer,
+            max_in_flight_total: total,
+            max_request_payload: 48,
+            ..rpc::RpcServerConfig::default()
+        };
+        let acl = rpc::Acl::parse("peer-0:* peer-1:* peer-2:echo").unwrap();
+        let mut server = rpc::RpcServer::new(cfg, acl);
+        let mut client = rpc::RpcClient::new(rpc::RpcClientConfig { max_in_flight: total, ..Default::default() });
+        let echo = ServiceName::new("echo").unwrap();
+        let mut now = 0u64;
+        let mut requests = 0u64;
+        let mut audits = 0u64;
+        let mut answered = std::collections::BTreeSet::new();
+        for op in ops {
+            match op {
+                RpcOp::Request { peer, call_id, len, timeout_ms, auth } => {
+                    let p = peer_name(peer);
+                    let origin = if auth { rpc::Origin::Authenticated(&p) } else { rpc::Origin::Unauthenticated };
+                    let req = rpc::Request { call_id, timeout_ms, service: echo.clone(), payload: vec![0; len] };
+                    let h = server.handle_request(origin, req, t(now));
+                    requests += 1;
+                    audits += 1;
+                    prop_assert_eq!(h.audit.call_id, call_id);
+                    if let rpc::ServerAction::Dispatch(d) = h.action {
+                        prop_assert!(auth && peer <= 2 && len <= 48);
+                        answered.remove(&(peer, d.call_id));
+                    }
+                    // The client under the same pressure.
+                    let _ = client.call(&p, &echo, &[], timeout_ms, t(now));
+                }
+                RpcOp::Complete { peer, call_id } => {
+                    let p = peer_name(peer);
+                    if server.complete(&p, call_id, rpc::Status::Ok, b"ok", t(now)).is_some() {
+                        prop_assert!(answered.insert((peer, call_id)), "answered twice");
+                    }
+                    let rep = rpc::Reply { call_id, status: rpc::Status::Ok, payload: vec![] };
+                    let _ = client.handle_reply(&p, &rep);
+                }
+                RpcOp::Advance(ms) => {
+                    now += ms;
+                    for e in server.handle_timeout(t(now)) {
+                        prop_assert!(e.reply.len() == rpc::REPLY_HEADER_LEN);
+                    }
+                    for c in client.handle_timeout(t(now)) {
+                        prop_assert_eq!(c.result, Err(rpc::Status::Deadline));
+                    }
+                }
+                RpcOp::Gone(peer) => {
+                    server.peer_gone(&peer_name(peer));
+                    client.peer_gone(&peer_name(peer));
+                }
+            }
+            prop_assert!(server.in_flight_total() <= total);
+            for i in 0..4 {
+                prop_assert!(server.in_flight(&peer_name(i)) <= per_peer);
+            }
+            prop_assert!(client.in_flight() <= total);
+        }
+        let s = server.stats();
+        prop_assert_eq!(audits, requests);
+        prop_assert_eq!(s.allowed + s.denied, requests);
+    }
+}

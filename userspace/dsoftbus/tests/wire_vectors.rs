@@ -51,6 +51,19 @@ const KNOWN: &[&str] = &[
     "transport-invalid-short-ping",
     "transport-invalid-close-with-body",
     "transport-invalid-bad-tag",
+    "rpc-request",
+    "rpc-reply-ok",
+    "rpc-reply-denied",
+    "rpc-invalid-other-kind",
+    "rpc-invalid-version",
+    "rpc-invalid-op",
+    "rpc-invalid-zero-timeout",
+    "rpc-invalid-empty-service",
+    "rpc-invalid-control-char",
+    "rpc-invalid-truncated-service",
+    "rpc-invalid-status",
+    "rpc-invalid-payload-on-error",
+    "rpc-invalid-oversized",
 ];
 
 // ---------------------------------------------------------------------------
@@ -739,4 +752,70 @@ fn transport_invalid_vectors() {
         let ping = vector("transport-ping").hex("ciphertext");
         assert_eq!(sr.open(&ping), Err(SessionError::Closed), "{name}: sticky");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Remote calls (§8.7, §10)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn rpc_vectors() {
+    use dsoftbus::rpc::{self, Reply, Request, Status};
+    let v = vector("rpc-request");
+    let req = Request {
+        call_id: u32::try_from(v.num("call_id")).unwrap(),
+        timeout_ms: u32::try_from(v.num("timeout_ms")).unwrap(),
+        service: ServiceName::new(&v.text("service")).unwrap(),
+        payload: v.hex("payload"),
+    };
+    let encoded = v.hex("encoded");
+    assert_eq!(hex(&req.encode()), hex(&encoded), "rpc-request: encoding");
+    assert_eq!(rpc::decode(&encoded), Ok(rpc::Message::Request(req)));
+    assert_eq!(
+        hex(&plaintext_of(&Message::Data(encoded))),
+        hex(&v.hex("data_plaintext"))
+    );
+    for name in ["rpc-reply-ok", "rpc-reply-denied"] {
+        let v = vector(name);
+        let rep = Reply {
+            call_id: u32::try_from(v.num("call_id")).unwrap(),
+            status: Status::from_u8(u8::try_from(v.num("status")).unwrap()).unwrap(),
+            payload: v.hex("payload"),
+        };
+        let encoded = v.hex("encoded");
+        assert_eq!(hex(&rep.encode()), hex(&encoded), "{name}: encoding");
+        assert_eq!(
+            rpc::decode(&encoded),
+            Ok(rpc::Message::Reply(rep)),
+            "{name}"
+        );
+        assert_eq!(
+            hex(&plaintext_of(&Message::Data(encoded))),
+            hex(&v.hex("data_plaintext"))
+        );
+    }
+}
+
+#[test]
+fn rpc_invalid_vectors() {
+    let all = parse_all();
+    let invalid: Vec<&Vector> = all
+        .iter()
+        .filter(|v| v.name.starts_with("rpc-invalid-"))
+        .collect();
+    assert_eq!(invalid.len(), 10);
+    for v in invalid {
+        let input = if v.has("input_len") {
+            let fill = v.hex("input_byte");
+            vec![fill[0]; usize::try_from(v.num("input_len")).unwrap()]
+        } else {
+            v.hex("input")
+        };
+        let err = dsoftbus::rpc::decode(&input).expect_err(&v.name);
+        assert_eq!(format!("{err:?}"), v.raw("error"), "{}", v.name);
+    }
+    assert_eq!(
+        vector("rpc-invalid-oversized").num("input_len"),
+        dsoftbus::rpc::MAX_RPC_LEN as u64 + 1
+    );
 }
