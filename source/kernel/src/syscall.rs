@@ -348,8 +348,21 @@ fn sys_map(pages: u64) -> Result<i64, i64> {
         if end > layout::HEAP_END {
             return Err(code::NO_MEMORY);
         }
-        p.space.map_zeroed(at, pages, Prot::RW).map_err(vm_code)?;
+        // The pages plus, at worst, one page table per 512 pages and a new
+        // directory and table at the start: refuse up front, so a call
+        // over the quota maps nothing.
+        if !p
+            .space
+            .can_charge(pages as usize + pages.div_ceil(512) as usize + 2)
+        {
+            return Err(code::NO_MEMORY);
+        }
+        let mapped = p.space.map_zeroed(at, pages, Prot::RW);
+        // Even a failed call (the allocator ran out of frames) moves the
+        // break past what it tried: pages it did map stay charged and are
+        // freed with the process, and the next call never hits them.
         p.heap_top = end;
+        mapped.map_err(vm_code)?;
         Ok(at as i64)
     })
     .unwrap_or(Err(code::BAD_ARGUMENT))
