@@ -133,6 +133,20 @@ pub fn set_kernel_stack(top: u64) {
 
 #[no_mangle]
 extern "C" fn syscall_dispatch(f: &mut Frame) {
+    // `sysretq` to a non-canonical RIP faults in ring 0 with the user's stack
+    // loaded. RCX is the address after the process's `syscall` instruction,
+    // and no process can map anything near the top of the lower half (its
+    // pages all lie below `USER_END`), so this never holds; if it ever did,
+    // end the process instead of returning.
+    if f.rcx >= layout::USER_END {
+        crate::kprintln!(
+            "kernel: syscall from rip={:#x} outside user space; process killed",
+            f.rcx
+        );
+        sched::exit_current(Exit::Killed(String::from(
+            "syscall from outside user space",
+        )));
+    }
     let r = call(f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
     f.rax = r as u64;
     sched::maybe_preempt();
