@@ -84,6 +84,11 @@ fn build_user(workspace: &Path) -> PathBuf {
     let mut cmd = Command::new(cargo);
     cmd.env_clear()
         .envs(std::env::vars().filter(|(k, _)| keep_env(k)))
+        // The embedded images carry symbols but no debug info: the kernel
+        // image stays small (about 3 MB of programs instead of 29 MB) and the
+        // loader copies less. Debug builds of a program are a `cargo build`
+        // of it away.
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
         .current_dir(workspace)
         .args(["build", "--release", "--target", TARGET, "--target-dir"])
         .arg(&target_dir);
