@@ -7,7 +7,9 @@
 //! `MAX_SERVICES` = 32 names, info at most 64 bytes, decoding total).
 //!
 //! At start samgrd registers itself as `samgr` and the demo service `echo`
-//! (both served here), and prints `samgrd: up (services: samgr, echo)`.
+//! (both served here), and prints `samgrd: up (services: samgr, echo; at most
+//! 32 names)`; each registration over IPC prints `samgrd: registered <name>
+//! (<n> of at most 32 names)`.
 //! Its one client is dsoftbusd (`client:dsoftbusd`; init links nobody
 //! else): dsoftbusd registers `dsoftbus`, and forwards the remote calls its
 //! ACL allowed as `call` requests. Only bytes cross: no capability is ever
@@ -23,7 +25,7 @@ use alloc::format;
 
 use dsoftbus::ServiceName;
 use nexus_abi::{Caps, Channel, IpcError, ServiceError, ServiceFuture};
-use nexus_samgrclient::{Registry, ECHO, SAMGR};
+use nexus_samgrclient::{decode_answer, Registry, Request, ECHO, MAX_SERVICES, SAMGR};
 
 /// Entry point.
 pub fn main(caps: Caps) -> ServiceFuture {
@@ -56,12 +58,17 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
         };
         match chan.recv().await {
             Ok(msg) => {
-                let before = reg.len();
                 let Some(answer) = reg.handle(&msg) else {
                     continue;
                 };
-                if reg.len() > before {
-                    log::info!("samgrd: registered {} services", reg.len());
+                if let (Ok((_, Request::Register { name, .. })), Ok((_, Ok(_)))) =
+                    (Request::decode(&msg), decode_answer(&answer))
+                {
+                    log::info!(
+                        "samgrd: registered {} ({} of at most {MAX_SERVICES} names)",
+                        name.as_str(),
+                        reg.len()
+                    );
                 }
                 if chan.send(&answer).await.is_err() {
                     client = None;
