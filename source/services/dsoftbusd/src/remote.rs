@@ -371,3 +371,50 @@ pub(crate) async fn timer(remote: &Remote) -> Result<(), nexus_abi::ServiceError
         remote.tick();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> DeviceId {
+        match DeviceId::new(s) {
+            Ok(d) => d,
+            Err(e) => panic!("{s}: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn acl_option_fails_closed() {
+        let none = Remote::new(None, None, None, None);
+        assert!(none.server.borrow().acl().is_empty());
+        let bad = Remote::new(Some("os2vm-b:samgr,*:*"), None, None, None);
+        assert!(bad.server.borrow().acl().is_empty());
+        let good = Remote::new(Some("os2vm-b:samgr"), None, None, None);
+        let samgr = ServiceName::new(SAMGR).ok();
+        let echo = ServiceName::new("echo").ok();
+        let allows = |svc: &Option<ServiceName>| {
+            svc.as_ref()
+                .is_some_and(|s| good.server.borrow().acl().allows(&id("os2vm-b"), s))
+        };
+        assert!(allows(&samgr));
+        assert!(!allows(&echo));
+    }
+
+    #[test]
+    fn planned_calls_are_parsed_and_bounded() {
+        let r = Remote::new(
+            None,
+            Some("echo@os2vm-b,,bad,@x,echo@"),
+            Some("echo@os2vm-b,a@p,b@p,c@p"),
+            None,
+        );
+        let p = r.pending.borrow();
+        // 1 resolve + the first 3 calls: at most MAX_PLANNED.
+        assert_eq!(p.len(), MAX_PLANNED);
+        assert_eq!(p[0].what, What::Resolve);
+        assert_eq!(p[0].peer, id("os2vm-b"));
+        assert_eq!(p[0].service.as_str(), "echo");
+        assert!(p[1..].iter().all(|x| x.what == What::Call));
+        assert_eq!(p[3].service.as_str(), "b");
+    }
+}
