@@ -20,6 +20,17 @@
 #   dsoftbusd: discovery cross-vm up (multicast 239.42.0.1) first peer=<other id>
 #              from=<the other VM's link-local address>
 #   dsoftbusd: cross-vm session ok peer=<other id>
+# Remote service calls over that session (samgrd + dsoftbusd, deny-by-default ACL
+# from the boot option dsoftbusd.remote_acl): VM a allows os2vm-b to call `samgr`,
+# VM b allows os2vm-a to call `samgr`; each resolves `echo` (registered by samgrd)
+# on the other (dsoftbusd.resolve=echo@<other id>), and a also calls `echo` on b
+# directly (dsoftbusd.call=echo@os2vm-b), which b's ACL does not allow. Required:
+#   both:  SELFTEST: remote resolve ok peer=<other id> service=echo
+#   both:  dsoftbusd: remote call peer=<other id> service=samgr allowed
+#   b:     dsoftbusd: remote call peer=os2vm-a service=echo denied (acl)
+#          dsoftbusd: remote proxy denied (service=echo)
+#   a:     dsoftbusd: remote call refused peer=os2vm-b service=echo: denied
+#   never: dsoftbusd: remote resolve failed
 # and no forbidden line (PANIC, panic, FAIL, kernel: fault other than the probes'
 # expected kills, triple fault). The two addresses must differ.
 #
@@ -45,6 +56,9 @@ MAC_A=52:54:00:6e:00:01
 MAC_B=52:54:00:6e:00:02
 ID_A=os2vm-a
 ID_B=os2vm-b
+# Remote-call options of each VM (see the header).
+RPC_A="dsoftbusd.remote_acl=$ID_B:samgr dsoftbusd.resolve=echo@$ID_B dsoftbusd.call=echo@$ID_B"
+RPC_B="dsoftbusd.remote_acl=$ID_A:samgr dsoftbusd.resolve=echo@$ID_A"
 # A probe killed by the kernel as it must be (shared with scripts/qemu-test.sh).
 PROBE_KILL_RE="^$NEXUS_PROBE_FAULT_RE"
 FORBIDDEN_RE='PANIC|panic|FAIL|kernel: fault|triple fault'
@@ -108,16 +122,18 @@ print(*(x.getsockname()[1] for x in s))
 EOF
 }
 
-# $1 UART log, $2 device id, $3 MAC, $4 our UDP port, $5 the other VM's UDP port.
+# $1 UART log, $2 device id, $3 MAC, $4 our UDP port, $5 the other VM's UDP port,
+# $6 more kernel options.
 start_vm() {
     local netdev="dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=$4"
     netdev+=",remote.type=inet,remote.host=127.0.0.1,remote.port=$5"
-    nexus_qemu_machine_args_netdev "$KERNEL_ELF" "dsoftbusd.mode=node dsoftbusd.id=$2" "$netdev" "$3"
+    local cmdline="dsoftbusd.mode=node dsoftbusd.id=$2${6:+ $6}"
+    nexus_qemu_machine_args_netdev "$KERNEL_ELF" "$cmdline" "$netdev" "$3"
     : >"$1"
     "$QEMU" "${NEXUS_QEMU_ARGS[@]}" -chardev "file,id=ser0,path=$(nexus_qemu_escape "$1")" \
         -serial chardev:ser0 </dev/null >"${1%.log}.qemu-stderr.log" 2>&1 &
     PIDS+=("$!")
-    echo "$TAG:   VM $2: mac $3, -netdev dgram 127.0.0.1:$4 -> 127.0.0.1:$5, -append 'dsoftbusd.mode=node dsoftbusd.id=$2'"
+    echo "$TAG:   VM $2: mac $3, -netdev dgram 127.0.0.1:$4 -> 127.0.0.1:$5, -append '$cmdline'"
 }
 
 # The text of each UART line (timestamp removed).
@@ -138,11 +154,29 @@ forbidden_lines() {
 # The link-local address a VM claimed (last one, should it have changed).
 ll_addr() { text_of "$1" | sed -nE 's/^net: dhcp unavailable; link-local ([0-9.]+)\/16.*/\1/p' | tail -n1; }
 
-# Has VM log $1 (peer id $2) shown everything we wait for?
+# Remote-call lines VM $1 (a or b) must print.
+rpc_markers() {
+    if [[ $1 == a ]]; then
+        printf '%s\n' "SELFTEST: remote resolve ok peer=$ID_B service=echo " \
+            "dsoftbusd: remote call peer=$ID_B service=samgr allowed" \
+            "dsoftbusd: remote call refused peer=$ID_B service=echo: denied"
+    else
+        printf '%s\n' "SELFTEST: remote resolve ok peer=$ID_A service=echo " \
+            "dsoftbusd: remote call peer=$ID_A service=samgr allowed" \
+            "dsoftbusd: remote call peer=$ID_A service=echo denied (acl)" \
+            "dsoftbusd: remote proxy denied (service=echo)"
+    fi
+}
+
+# Has VM log $1 (peer id $2, VM $3) shown everything we wait for?
 vm_done() {
+    local m
     grep -qF "net: dhcp unavailable; link-local 169.254." "$1" &&
         grep -qF "dsoftbusd: discovery cross-vm up (multicast 239.42.0.1) first peer=$2 " "$1" &&
-        grep -qF "dsoftbusd: cross-vm session ok peer=$2 " "$1"
+        grep -qF "dsoftbusd: cross-vm session ok peer=$2 " "$1" || return 1
+    while IFS= read -r m; do
+        grep -qF -- "$m" "$1" || return 1
+    done < <(rpc_markers "$3")
 }
 
 FAILS=()
@@ -156,12 +190,12 @@ run_case() {
     read -r pa pb <<<"$ports"
     echo "$TAG: case $name: two VMs on a rootless loopback link, no DHCP server (logs in $WORK)"
     start=$(now_us)
-    start_vm "$log_a" "$ID_A" "$MAC_A" "$pa" "$pb"
-    start_vm "$log_b" "$ID_B" "$mac_b" "$pb" "$pa"
+    start_vm "$log_a" "$ID_A" "$MAC_A" "$pa" "$pb" "$RPC_A"
+    start_vm "$log_b" "$ID_B" "$mac_b" "$pb" "$pa" "$RPC_B"
     while :; do
         sleep 0.2
         now=$(now_us)
-        if vm_done "$log_a" "$ID_B" && vm_done "$log_b" "$ID_A"; then
+        if vm_done "$log_a" "$ID_B" a && vm_done "$log_b" "$ID_A" b; then
             stop=done
         elif [[ -n $(forbidden_lines "$log_a")$(forbidden_lines "$log_b") ]]; then
             sleep 0.3 # a little more log for context
@@ -190,7 +224,11 @@ run_case() {
         for f in "net: virtio-net up mac=" "net: link-local conflict" \
             "net: dhcp unavailable; link-local " "SELFTEST: icmp ping skipped" \
             "dsoftbusd: node up device=" "dsoftbusd: discovery cross-vm up" \
-            "dsoftbusd: session connect peer=" "dsoftbusd: cross-vm session ok peer="; do
+            "dsoftbusd: session connect peer=" "dsoftbusd: cross-vm session ok peer=" \
+            "SELFTEST: remote resolve ok" "dsoftbusd: remote resolve failed" \
+            "dsoftbusd: remote call peer=$peer service=samgr" \
+            "dsoftbusd: remote call peer=$peer service=echo" \
+            "dsoftbusd: remote proxy denied" "dsoftbusd: remote call refused"; do
             local l
             l=$(first_line "$log" "$f")
             [[ -n $l ]] && printf '%s:     guest %9s s | %s\n' "$TAG" "$(guest_time "$log" "$f")" "$l"
@@ -207,6 +245,11 @@ run_case() {
             fail "$name/$id: no 'dsoftbusd: discovery cross-vm up (multicast 239.42.0.1) first peer=$peer from=${other:-?}:...'"
         grep -qF "dsoftbusd: cross-vm session ok peer=$peer " "$log" ||
             fail "$name/$id: no 'dsoftbusd: cross-vm session ok peer=$peer'"
+        while IFS= read -r f; do
+            grep -qF -- "$f" "$log" || fail "$name/$id: no '$f'"
+        done < <(rpc_markers "$vm")
+        [[ -z $(first_line "$log" "dsoftbusd: remote resolve failed") ]] ||
+            fail "$name/$id: $(first_line "$log" "dsoftbusd: remote resolve failed")"
     done
     [[ -n $addr_a && $addr_a == "$addr_b" ]] && fail "$name: both VMs ended on $addr_a"
     if [[ $name == same-mac ]]; then

@@ -46,7 +46,7 @@ step "cargo fmt --check (source workspace)" bash -c 'cd source && cargo fmt --al
 step "cargo clippy -D warnings (root workspace; nexus-recstore also no_std)" bash -c 'cargo clippy --workspace --all-targets -- -D warnings && cargo clippy -p nexus-recstore --no-default-features -- -D warnings'
 step "cargo clippy -D warnings (source workspace)" bash -c 'cd source && cargo clippy --workspace -- -D warnings'
 step "cargo test (root workspace: userspace libraries and host tools)" cargo test --workspace
-step "cargo test (source workspace: pure kernel logic)" bash -c 'cd source && cargo test -p nexus-elf -p nexus-abi -p nexus-blkclient -p nexus-keyclient && cargo test -p dsoftbusd --lib'
+step "cargo test (source workspace: pure kernel logic)" bash -c 'cd source && cargo test -p nexus-elf -p nexus-abi -p nexus-blkclient -p nexus-keyclient -p nexus-samgrclient && cargo test -p dsoftbusd --lib'
 step "harness self-test (fake QEMU)" scripts/tests/harness-test.sh
 
 step "QEMU marker contract" env RUN_UNTIL_MARKER=1 RUN_TIMEOUT=90s ./scripts/qemu-test.sh

@@ -19,6 +19,7 @@ const PROGRAMS: &[(&str, &[&str])] = &[
     ("netstackd", &["netstackd"]),
     ("blkd", &["blkd"]),
     ("keystored", &["keystored"]),
+    ("samgrd", &["samgrd"]),
     ("selftest-client", &["selftest-client"]),
     ("dsoftbusd", &["dsoftbusd"]),
     (

@@ -104,6 +104,11 @@ const SERVICES: &[Service] = &[
         restart: true,
         ..svc("keystored", Kind::Daemon, 4)
     },
+    Service {
+        // The service registry; only dsoftbusd is linked to it.
+        restart: true,
+        ..svc("samgrd", Kind::Daemon, 4)
+    },
     svc("selftest-client", Kind::Oneshot, 8),
     Service {
         entropy: true,
@@ -145,6 +150,10 @@ const LINKS: &[Link] = &[
     Link {
         a: ("dsoftbusd", "keys"),
         b: ("keystored", "client:dsoftbusd"),
+    },
+    Link {
+        a: ("dsoftbusd", "samgr"),
+        b: ("samgrd", "client:dsoftbusd"),
     },
 ];
 

@@ -22,6 +22,7 @@ mod dual;
 mod link;
 mod node;
 mod pins;
+mod remote;
 mod rng;
 mod single;
 
@@ -33,6 +34,7 @@ use dsoftbus::{PublicKey, StaticDh};
 use nexus_abi::{Caps, ServiceError, ServiceFuture};
 use nexus_keyclient::{KeyClient, KeyError};
 use nexus_netclient::NetClient;
+use nexus_samgrclient::SamgrClient;
 
 /// The device's identity: its public key and the key service that holds
 /// the secret.
@@ -79,6 +81,23 @@ async fn device_key(caps: &mut Caps) -> Result<Option<DeviceKey>, ServiceError> 
     }
 }
 
+/// Register with samgrd as `dsoftbus` (the service registry; remote calls
+/// are forwarded there). No registry granted, or it refuses: said once, and
+/// remote calls are answered `unavailable`.
+async fn register(caps: &mut Caps) -> Option<SamgrClient> {
+    let Some(chan) = caps.take_channel("samgr") else {
+        log::warn!("dsoftbusd: no service registry granted; remote calls answer unavailable");
+        return None;
+    };
+    let client = SamgrClient::new(chan);
+    let name = dsoftbus::ServiceName::new("dsoftbus").ok()?;
+    match client.register(&name, "soft bus daemon").await {
+        Ok(()) => log::info!("dsoftbusd: registered with samgrd as dsoftbus"),
+        Err(e) => log::warn!("dsoftbusd: samgrd registration refused ({e})"),
+    }
+    Some(client)
+}
+
 /// Entry point in the init table.
 pub fn main(caps: Caps) -> ServiceFuture {
     Box::pin(run(caps))
@@ -93,6 +112,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
     }
     let net = NetClient::new(chan);
     let key = device_key(&mut caps).await?;
+    let samgr = register(&mut caps).await;
     match caps.config("mode") {
         Some("dual-node") => {
             // `dsoftbusd.crash=after-session` (first start only): fault on
@@ -109,7 +129,13 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
                 Some(Ok(p)) if p != 0 => p,
                 Some(_) => return Err(ServiceError::new("dsoftbusd.port must be 1..=65535")),
             };
-            single::run(net, id, port, key).await
+            let remote = remote::Remote::new(
+                caps.config("remote_acl"),
+                caps.config("resolve"),
+                caps.config("call"),
+                samgr,
+            );
+            single::run(net, id, port, key, remote).await
         }
         other => {
             log::info!(

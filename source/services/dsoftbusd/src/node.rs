@@ -86,6 +86,8 @@ pub(crate) struct Node {
     pub(crate) pins: Option<RefCell<PinStore>>,
     /// Where the pins are saved.
     pub(crate) pin_keeper: Option<Arc<KeyClient>>,
+    /// Remote service calls (node mode; `crate::remote`).
+    pub(crate) remote: Option<crate::remote::Remote>,
 }
 
 impl Node {
@@ -143,6 +145,7 @@ impl Node {
             cross_vm: false,
             pins: None,
             pin_keeper: None,
+            remote: None,
         })
     }
 
@@ -808,6 +811,21 @@ pub(crate) async fn serve(
             Ok(Event::Data(d)) => {
                 seen.data_bytes
                     .set(seen.data_bytes.get().saturating_add(d.len() as u64));
+                if let Some(r) = &node.remote {
+                    if let Err(e) = r
+                        .on_data(&mut link, peer.as_ref(), &d, &node.dial_log)
+                        .await
+                    {
+                        if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
+                            log::warn!(
+                                "dsoftbusd: {} session from {remote} ended: {e}{}",
+                                node.label,
+                                sup(n)
+                            );
+                        }
+                        break;
+                    }
+                }
             }
             Ok(Event::Ping(_)) if node.cross_vm && !pinged => {
                 // The dialler's first authenticated ping arrived and its pong
@@ -818,6 +836,11 @@ pub(crate) async fn serve(
                         "dsoftbusd: cross-vm session ok peer={p} from={remote} (responder){}",
                         sup(n)
                     );
+                }
+                if let (Some(r), Some(p)) = (&node.remote, &peer) {
+                    if let Err(e) = r.on_session_up(&mut link, p).await {
+                        log::warn!("dsoftbusd: remote calls to peer={p} not sent: {e}");
+                    }
                 }
             }
             Ok(_) => {}
@@ -863,6 +886,9 @@ pub(crate) async fn serve(
     node.caps.borrow_mut().remove(conn_id);
     if let Some(p) = peer {
         node.table.borrow_mut().set_session(&p, false);
+        if let Some(r) = &node.remote {
+            r.peer_gone(&p);
+        }
     }
     link.shutdown().await;
 }

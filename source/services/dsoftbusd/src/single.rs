@@ -14,7 +14,7 @@ use core::cell::RefCell;
 
 use dsoftbus::node::Candidates;
 use dsoftbus::{should_initiate, Event, PeerEntry, DISCOVERY_PORT};
-use futures_util::future::{select, try_join, try_join3};
+use futures_util::future::{select, try_join3};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use nexus_abi::ServiceError;
@@ -53,6 +53,7 @@ pub async fn run(
     id: &str,
     port: u16,
     key: Option<crate::DeviceKey>,
+    remote: crate::remote::Remote,
 ) -> Result<(), ServiceError> {
     if !has_lease(&net).await {
         log::error!("dsoftbusd: discovery transport unavailable (no DHCP lease on the NIC)");
@@ -69,6 +70,7 @@ pub async fn run(
     if let Some(k) = &key {
         node.keep_pins(k.client.clone());
     }
+    node.remote = Some(remote);
     let node = node;
     let any = |port| SockAddr::new(Ipv4::UNSPECIFIED, port);
     let sockets = async {
@@ -143,9 +145,15 @@ pub async fn run(
     try_join3(
         discovery(&net, disc, &nodes, &seen, &on_fresh),
         announcer(&net, &senders, false, nic),
-        try_join(
+        try_join3(
             acceptor(&net, &node, listener, &seen),
             dialer(&net, &node, &dials),
+            async {
+                match &node.remote {
+                    Some(r) => crate::remote::timer(r).await,
+                    None => Ok(()),
+                }
+            },
         ),
     )
     .await
@@ -307,12 +315,30 @@ async fn session(
     // The peer accepted us and answered under the session keys: trust on
     // first use (persistent pins, node mode with keystored).
     node.pin_on_session(&peer, target.static_key(), from, &node.dial_log);
-    // Hold the session, answering pings, until the peer goes away.
-    loop {
-        match link.next_event(&bindings).await {
-            Ok(Event::Closed) | Err(LinkError::Eof) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(err("session", e)),
+    if let Some(r) = &node.remote {
+        if let Err(e) = r.on_session_up(link, &peer).await {
+            r.peer_gone(&peer);
+            return Err(err("remote calls", e));
         }
     }
+    // Hold the session, answering pings and remote calls, until the peer
+    // goes away.
+    let result = loop {
+        match link.next_event(&bindings).await {
+            Ok(Event::Closed) | Err(LinkError::Eof) => break Ok(()),
+            Ok(Event::Data(d)) => {
+                if let Some(r) = &node.remote {
+                    if let Err(e) = r.on_data(link, Some(&peer), &d, &node.dial_log).await {
+                        break Err(err("session", e));
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => break Err(err("session", e)),
+        }
+    };
+    if let Some(r) = &node.remote {
+        r.peer_gone(&peer);
+    }
+    result
 }
