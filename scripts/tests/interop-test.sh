@@ -117,18 +117,46 @@ PID[dnsmasq]=$!
 echo "$TAG: bridge br0 10.77.1.1/24 with dnsmasq (DHCP 10.77.1.100-150), tap0 for the VM, linux-a 10.77.1.2, zz-linux 10.77.1.3"
 
 # --- the Linux nodes -------------------------------------------------------------------
-start_linux() { # $1 ns suffix, $2 device id
-    ip netns exec "$PFX-$1" "$BIN" --state-dir "$WORK/$1" daemon --device-id "$2" \
-        >"$WORK/$1.log" 2>&1 &
-    PID[$1]=$!
+start_linux() { # $1 ns suffix, $2 device id, [daemon flags...]
+    local ns=$1 id=$2
+    shift 2
+    ip netns exec "$PFX-$ns" "$BIN" --state-dir "$WORK/$ns" daemon --device-id "$id" "$@" \
+        >"$WORK/$ns.log" 2>&1 &
+    PID[$ns]=$!
 }
-start_linux la linux-a
+# Remote calls: linux-a lets nexus-os call its `hello` service (served below);
+# nexus-os lets linux-a call its `echo` (samgrd) and nothing else.
+start_linux la linux-a --remote-acl nexus-os:hello
 start_linux lz zz-linux
+
+# linux-a serves `hello` (a Unix socket answering "hello from linux-a"); the VM's
+# planned calls (boot options) call hello (allowed by linux-a's ACL) and hidden
+# (not in it). linux-a calls the VM's echo (allowed by the VM's ACL) and samgr (not).
+HELLO_SOCK=$WORK/hello.sock
+python3 - "$HELLO_SOCK" >"$WORK/hello.log" 2>&1 <<'PY' &
+import os, socket, sys
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX); s.bind(path); s.listen(4)
+while True:
+    c, _ = s.accept()
+    while c.recv(4096):
+        pass
+    c.sendall(b"hello from linux-a"); c.close()
+PY
+PID[hello]=$!
+for _ in $(seq 50); do [[ -S $HELLO_SOCK ]] && break; sleep 0.1; done
+# `serve` talks to linux-a's daemon: wait for its control socket first. The VM's
+# planned calls go out as soon as its session with linux-a is up, so `hello` must
+# be served before the VMs boot.
+for _ in $(seq 100); do "$BIN" --state-dir "$WORK/la" status >/dev/null 2>&1 && break; sleep 0.1; done
+ip netns exec "$PFX-la" "$BIN" --state-dir "$WORK/la" serve hello --unix "$HELLO_SOCK" >"$WORK/serve.log" 2>&1 &
+PID[serve]=$!
+for _ in $(seq 50); do grep -q "serving hello" "$WORK/la.log" 2>/dev/null && break; sleep 0.1; done
 
 # --- the VMs -----------------------------------------------------------------------------
 start_vm() { # $1 key, $2 device id, $3 tap, $4 MAC, $5 UART log, $6 disk image
     nexus_ensure_disk "$6"
-    nexus_qemu_machine_args "$KERNEL_ELF" "dsoftbusd.mode=node dsoftbusd.id=$2" "$6"
+    nexus_qemu_machine_args "$KERNEL_ELF" "dsoftbusd.mode=node dsoftbusd.id=$2${VM_EXTRA[$1]:+ ${VM_EXTRA[$1]}}" "$6"
     local args=() i a
     for ((i = 0; i < ${#NEXUS_QEMU_ARGS[@]}; i++)); do
         a=${NEXUS_QEMU_ARGS[$i]}
@@ -147,6 +175,10 @@ start_vm() { # $1 key, $2 device id, $3 tap, $4 MAC, $5 UART log, $6 disk image
     PID[$1]=$!
     echo "$TAG: VM $2 booting: $QEMU -M microvm -cpu max ... -netdev tap,ifname=$3 (mac $4) -append 'dsoftbusd.mode=node dsoftbusd.id=$2'"
 }
+declare -A VM_EXTRA=(
+    [qemu]="dsoftbusd.remote_acl=linux-a:echo dsoftbusd.call=hello@linux-a,hidden@linux-a"
+    [qemu2]=""
+)
 start_vm qemu "$OS_ID" tap0 52:54:00:77:01:01 "$UART" "$WORK/os.disk"
 start_vm qemu2 "$OS2_ID" tap1 52:54:00:77:01:02 "$UART2" "$WORK/os2.disk"
 
@@ -226,6 +258,28 @@ echo "$TAG: pings over the sessions: linux-a ${pings[la]}"
 echo "$TAG:                          zz-linux ${pings[lz]}"
 echo "$TAG: dnsmasq leased $os_addr to the VM"
 
+# --- remote service calls, both directions, allowed and denied -------------------------
+deadline=$((SECONDS + 30))
+until grep -q "dsoftbusd: remote call ok peer=linux-a service=hello" "$UART" &&
+    grep -q "dsoftbusd: remote call refused peer=linux-a service=hidden" "$UART"; do
+    ((SECONDS < deadline)) || fail "the VM's calls to linux-a did not complete: $(grep -h 'remote call' "$UART" | tail -n 3)"
+    sleep 0.2
+done
+echoed=$(ip netns exec "$PFX-la" "$BIN" --state-dir "$WORK/la" call "$OS_ID" echo "ping from linux-a" -W 5) ||
+    fail "linux-a's call to $OS_ID's echo failed: $echoed"
+[[ $echoed == *"ping from linux-a"* ]] || fail "echo from $OS_ID answered '$echoed'"
+denied_rc=0
+denied=$(ip netns exec "$PFX-la" "$BIN" --state-dir "$WORK/la" call "$OS_ID" samgr x -W 5 2>&1) || denied_rc=$?
+((denied_rc != 0)) || fail "$OS_ID answered a call to samgr that its ACL does not allow: $denied"
+grep -q "dsoftbusd: remote proxy denied (service=samgr)" "$UART" ||
+    fail "$OS_ID did not log the denied call to samgr"
+grep -q "remote call peer=nexus-os service=hidden denied" "$WORK/la.log" ||
+    fail "linux-a did not audit the VM's denied call"
+echo "$TAG: remote calls:"
+grep -hE "remote call ok peer=linux-a|remote call refused peer=linux-a|remote proxy denied \(service=samgr\)|remote call peer=linux-a service=echo allowed" "$UART" | sed 's/^/      VM: /'
+grep -h "remote call peer=nexus-os" "$WORK/la.log" | sed 's/^.*INFO /      linux-a: /'
+echo "      linux-a: call $OS_ID echo -> '$echoed'; call $OS_ID samgr -> exit $denied_rc (denied)"
+
 # --- reboot: the identity survives, the Linux pin still matches -----------------------
 # linux-a pinned nexus-os's key on first sight. Reboot the VM on the same disk:
 # keystored loads the same key, so linux-a's session comes back without `trust`.
@@ -279,4 +333,4 @@ done
 echo "$TAG: linux-a back with a new key: refused by $OS_ID (pin kept across the reboot):"
 grep -hE "identity mismatch peer=linux-a|announce refused \(pinned to another key\) device=linux-a" "$UART_REBOOT" | head -n 1 | sed 's/^/      /'
 FAILED=0
-echo "$TAG: PASS (one bus: $OS_ID at $os_addr with linux-a and zz-linux, both directions of the tie-break, OS to OS with $OS2_ID, and $OS_ID rebooted with its identity and pins; ${elapsed} s to the first bus)"
+echo "$TAG: PASS (one bus: $OS_ID at $os_addr with linux-a and zz-linux, both directions of the tie-break, OS to OS with $OS2_ID, remote calls both ways (allowed and denied), and $OS_ID rebooted with its identity and pins; ${elapsed} s to the first bus)"
