@@ -155,6 +155,10 @@ const LINKS: &[Link] = &[
         a: ("dsoftbusd", "samgr"),
         b: ("samgrd", "client:dsoftbusd"),
     },
+    Link {
+        a: ("keystored", "samgr"),
+        b: ("samgrd", "client:keystored"),
+    },
 ];
 
 /// Why init could not start the services.

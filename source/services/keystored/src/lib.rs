@@ -246,6 +246,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
         .map(|c| &*Box::leak(Box::new(BlkClient::new(c))));
     let init = caps.take_channel("init");
     let mut client = caps.take_channel("client:dsoftbusd");
+    register(&mut caps).await;
     let (id, mut store) = load(blk, reset)?;
     if let Identity::Refused(why) = &id {
         log::warn!("keystored: refusing every request ({why})");
@@ -267,6 +268,24 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
             Err(IpcError::Closed) => client = None,
             Err(e) => return Err(ServiceError::new(format!("client channel: {e}"))),
         }
+    }
+}
+
+/// Register with samgrd as `keystored` (the registry lists who runs; the
+/// key service itself is reachable only by the process init linked to it).
+async fn register(caps: &mut Caps) {
+    let Some(chan) = caps.take_channel("samgr") else {
+        return;
+    };
+    let client = nexus_samgrclient::SamgrClient::new(chan);
+    let Ok(name) = dsoftbus::ServiceName::new("keystored") else {
+        return;
+    };
+    if let Err(e) = client
+        .register(&name, "device identity (key custody)")
+        .await
+    {
+        log::warn!("keystored: samgrd registration refused ({e})");
     }
 }
 

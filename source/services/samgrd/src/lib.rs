@@ -10,11 +10,13 @@
 //! (both served here), and prints `samgrd: up (services: samgr, echo; at most
 //! 32 names)`; each registration over IPC prints `samgrd: registered <name>
 //! (<n> of at most 32 names)`.
-//! Its one client is dsoftbusd (`client:dsoftbusd`; init links nobody
-//! else): dsoftbusd registers `dsoftbus`, and forwards the remote calls its
-//! ACL allowed as `call` requests. Only bytes cross: no capability is ever
-//! passed on. When dsoftbusd is restarted, init grants the new channel on
-//! samgrd's `init` channel; the table survives.
+//! Its clients are the services init links to it (`client:<name>`, at most
+//! [`MAX_CLIENTS`]): dsoftbusd registers `dsoftbus` and forwards the remote
+//! calls its ACL allowed as `call` requests; keystored registers
+//! `keystored`. Requests are served one at a time, round-robin across
+//! clients. Only bytes cross: no capability is ever passed on. When a client
+//! is restarted, init grants its new channel on samgrd's `init` channel; the
+//! table survives.
 
 #![no_std]
 
@@ -22,6 +24,9 @@ extern crate alloc;
 
 use alloc::boxed::Box;
 use alloc::format;
+use alloc::vec::Vec;
+use core::future::poll_fn;
+use core::task::Poll;
 
 use dsoftbus::ServiceName;
 use nexus_abi::{Caps, Channel, IpcError, ServiceError, ServiceFuture};
@@ -36,9 +41,26 @@ fn name(s: &str) -> Result<ServiceName, ServiceError> {
     ServiceName::new(s).map_err(|e| ServiceError::new(format!("service name {s}: {e:?}")))
 }
 
+/// Most clients served at once.
+pub const MAX_CLIENTS: usize = 8;
+
+/// A client channel, by role (`client:<name>`); `None` while the client is
+/// gone and init has not granted its next channel yet.
+type Clients = Vec<(&'static str, Option<Channel>)>;
+
+enum Woke {
+    Grant(Vec<u8>),
+    Message(usize, Result<Vec<u8>, IpcError>),
+}
+
 async fn run(mut caps: Caps) -> Result<(), ServiceError> {
     let init = caps.take_channel("init");
-    let mut client = caps.take_channel("client:dsoftbusd");
+    let mut clients: Clients = caps
+        .take_channels("client:")
+        .into_iter()
+        .take(MAX_CLIENTS)
+        .map(|(role, chan)| (role, Some(chan)))
+        .collect();
     let mut reg = Registry::new();
     for (n, info) in [
         (SAMGR, "service registry (samgrd)"),
@@ -48,16 +70,32 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
             .map_err(|e| ServiceError::new(format!("registering {n}: {}", e.as_str())))?;
     }
     log::info!(
-        "samgrd: up (services: {SAMGR}, {ECHO}; at most {} names)",
-        nexus_samgrclient::MAX_SERVICES
+        "samgrd: up (services: {SAMGR}, {ECHO}; at most {} names, {} clients)",
+        nexus_samgrclient::MAX_SERVICES,
+        clients.len()
     );
+    let mut next = 0usize;
     loop {
-        let Some(chan) = client.as_ref() else {
-            client = next_client(init.as_ref()).await?;
-            continue;
-        };
-        match chan.recv().await {
-            Ok(msg) => {
+        let woke = poll_fn(|cx| {
+            if let Some(Poll::Ready(Ok(msg))) = init.as_ref().map(|c| c.poll_recv(cx)) {
+                return Poll::Ready(Woke::Grant(msg));
+            }
+            let n = clients.len();
+            for k in 0..n {
+                let i = (next + k) % n;
+                if let Some(chan) = clients[i].1.as_ref() {
+                    if let Poll::Ready(m) = chan.poll_recv(cx) {
+                        return Poll::Ready(Woke::Message(i, m));
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Woke::Grant(msg) => take_grant(&mut clients, &msg),
+            Woke::Message(i, Ok(msg)) => {
+                next = (i + 1) % clients.len().max(1);
                 let Some(answer) = reg.handle(&msg) else {
                     continue;
                 };
@@ -70,31 +108,39 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
                         reg.len()
                     );
                 }
-                if chan.send(&answer).await.is_err() {
-                    client = None;
+                let sent = match clients[i].1.as_ref() {
+                    Some(chan) => chan.send(&answer).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    clients[i].1 = None;
                 }
             }
-            // dsoftbusd ended (or was restarted): wait for init's grant.
-            Err(IpcError::Closed) => client = None,
-            Err(e) => return Err(ServiceError::new(format!("client channel: {e}"))),
+            // The client ended (or was restarted): wait for init's grant.
+            Woke::Message(i, Err(IpcError::Closed)) => clients[i].1 = None,
+            Woke::Message(_, Err(e)) => {
+                return Err(ServiceError::new(format!("client channel: {e}")))
+            }
         }
     }
 }
 
-/// The next dsoftbusd channel init grants (after a restart of dsoftbusd).
-async fn next_client(init: Option<&Channel>) -> Result<Option<Channel>, ServiceError> {
-    let Some(init) = init else {
-        return Err(ServiceError::new("client gone and no init channel"));
+/// A (restarted) client's new channel, granted by init.
+fn take_grant(clients: &mut Clients, msg: &[u8]) {
+    let Some(grants) = Caps::decode_grant(msg) else {
+        log::warn!("samgrd: undecodable grant from init");
+        return;
     };
-    loop {
-        let msg = init
-            .recv()
-            .await
-            .map_err(|e| ServiceError::new(format!("init channel: {e}")))?;
-        if let Some(grants) = Caps::decode_grant(&msg) {
-            if let Some((_, chan)) = grants.into_iter().find(|(r, _)| *r == "client:dsoftbusd") {
-                return Ok(Some(chan));
-            }
+    for (role, chan) in grants {
+        if !role.starts_with("client:") {
+            continue;
+        }
+        if let Some(i) = clients.iter().position(|(r, _)| *r == role) {
+            clients[i].1 = Some(chan);
+        } else if clients.len() < MAX_CLIENTS {
+            clients.push((role, Some(chan)));
+        } else {
+            log::warn!("samgrd: more than {MAX_CLIENTS} clients; {role} not served");
         }
     }
 }
