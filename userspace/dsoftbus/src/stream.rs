@@ -585,6 +585,8 @@ pub struct MuxStats {
     pub max_stream_recv_buffered: usize,
     /// Accepted, not yet sent bytes, all streams.
     pub send_buffered: usize,
+    /// Largest send buffer of one stream.
+    pub max_stream_send_buffered: usize,
     /// Live streams opened by the peer.
     pub incoming_streams: usize,
     /// Live streams opened here.
@@ -760,6 +762,12 @@ impl Mux {
                 .max()
                 .unwrap_or(0),
             send_buffered: self.send_buffered,
+            max_stream_send_buffered: self
+                .streams
+                .values()
+                .map(|s| s.send_buf.len())
+                .max()
+                .unwrap_or(0),
             incoming_streams: self.incoming,
             outgoing_streams: self.outgoing,
             pending_control: self.control.len(),
