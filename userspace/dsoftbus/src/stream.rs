@@ -668,6 +668,10 @@ pub struct Mux {
     send_window: u32,
     recv_remaining: u32,
     recv_consumed: u32,
+    /// Credit freed by dropping data (a reset stream's buffer, data for a
+    /// gone stream): return it at once, whatever the threshold, or unread
+    /// streams reset to make room would not make any.
+    session_credit_due: bool,
     send_buffered: usize,
     recv_buffered: usize,
     // transmit
@@ -713,6 +717,7 @@ impl Mux {
             send_window: INITIAL_SESSION_WINDOW,
             recv_remaining: INITIAL_SESSION_WINDOW,
             recv_consumed: 0,
+            session_credit_due: false,
             send_buffered: 0,
             recv_buffered: 0,
             control: VecDeque::new(),
@@ -946,6 +951,9 @@ impl Mux {
         self.window_updates.remove(&id);
         let buffered = s.recv_buf.len();
         self.recv_buffered -= buffered;
+        if buffered > 0 {
+            self.session_credit_due = true;
+        }
         self.recv_consumed = self
             .recv_consumed
             .saturating_add(u32::try_from(buffered).unwrap_or(MAX_WINDOW));
@@ -1004,7 +1012,9 @@ impl Mux {
     /// gone); ids never opened are a protocol error.
     fn check_known(&mut self, id: u32) -> Result<(), MuxError> {
         let opened = if self.is_local_id(id) {
+            // Allocated here, and its open already sent.
             self.next_local.is_none_or(|next| id < next)
+                && !self.streams.get(&id).is_some_and(|s| s.open_pending)
         } else {
             id <= self.last_peer
         };
@@ -1058,6 +1068,7 @@ impl Mux {
             // credit the session window back.
             self.discarded += u64::from(n);
             self.recv_consumed = self.recv_consumed.saturating_add(n);
+            self.session_credit_due = true;
             return Ok(());
         };
         if s.remote_fin {
@@ -1145,7 +1156,10 @@ impl Mux {
         if let Some(n) = self.ping_due.take() {
             return Some(Frame::Ping(n));
         }
-        if self.recv_consumed >= self.cfg.session_window / 2 {
+        if self.recv_consumed > 0
+            && (self.recv_consumed >= self.cfg.session_window / 2 || self.session_credit_due)
+        {
+            self.session_credit_due = false;
             let increment = core::mem::take(&mut self.recv_consumed);
             self.recv_remaining += increment;
             return Some(Frame::Window {

@@ -261,6 +261,11 @@ fn id_rules_are_enforced() {
     }
     .encode();
     assert_eq!(b.handle_input(&w, t(0)), Err(MuxError::Protocol));
+    // A frame for our stream whose open we have not sent yet.
+    let (mut a, _) = pair();
+    let id = a.open(0, Priority::Bulk).unwrap();
+    let w = Frame::Window { id, increment: 1 }.encode();
+    assert_eq!(a.handle_input(&w, t(0)), Err(MuxError::Protocol));
     // Data after the peer's close.
     let (mut a, mut b) = pair();
     let id = a.open(0, Priority::Bulk).unwrap();
@@ -671,4 +676,40 @@ fn streams_service_negotiation() {
         s("streams")
     ]));
     assert!(!peer_supports_streams(&[]));
+}
+
+#[test]
+fn ping_flood_owes_one_pong() {
+    let (_, mut b) = pair();
+    for n in 1..=1000u64 {
+        b.handle_input(&Frame::Ping(n).encode(), t(0)).unwrap();
+    }
+    assert_eq!(
+        b.poll_transmit().map(|m| decode(&m)),
+        Some(Ok(Frame::Pong(1000)))
+    );
+    assert_eq!(b.poll_transmit(), None);
+}
+
+/// The documented known limit: four unread streams hold the whole session
+/// window; resetting one returns its credit.
+#[test]
+fn unread_streams_can_stall_the_session_until_reset() {
+    let (mut a, mut b) = pair();
+    let ids: Vec<_> = (0..5).map(|_| a.open(0, Priority::Bulk).unwrap()).collect();
+    for _ in 0..40 {
+        for &id in &ids[..4] {
+            let _ = a.write(id, &[1; 16384]).unwrap();
+        }
+        flush(&mut a, &mut b);
+        flush(&mut b, &mut a);
+    }
+    assert_eq!(b.stats().recv_buffered, INITIAL_SESSION_WINDOW as usize);
+    a.write(ids[4], b"stuck").unwrap();
+    flush(&mut a, &mut b);
+    assert_eq!(read_all(&mut b, ids[4]), (Vec::new(), false));
+    b.reset(ids[0], RESET_CANCEL).unwrap();
+    flush(&mut b, &mut a);
+    flush(&mut a, &mut b);
+    assert_eq!(read_all(&mut b, ids[4]), (b"stuck".to_vec(), false));
 }
