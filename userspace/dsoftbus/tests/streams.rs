@@ -2,10 +2,13 @@
 //! endpoints, reset/close at every step, hostile peers, and a deterministic
 //! measurement of control-stream latency under a saturating bulk stream.
 
+mod common;
+
 use std::collections::{BTreeMap, VecDeque};
 
+use dsoftbus::connection::{Connection, Event as ConnEvent};
 use dsoftbus::stream::*;
-use dsoftbus::Instant;
+use dsoftbus::{Instant, ServiceName};
 use proptest::prelude::*;
 
 fn t(ms: u64) -> Instant {
@@ -618,5 +621,177 @@ fn stream_control_latency_under_bulk() {
         let frame = wire_len(&[0u8; 7 + 16_384]);
         assert!(busy_ctl <= idle + 2 * (below + frame), "{busy_ctl}");
         assert!(busy_ctl < busy_same);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Over real sessions: negotiation and byte-level chunking
+// ---------------------------------------------------------------------------
+
+/// node-a advertises `streams/1`, node-b is a v1 node (its announce lists
+/// only `echo`). They authenticate and ping as before; node-a's rule says
+/// no streams to node-b; and even a stream message sent by mistake is just
+/// an unknown data kind to node-b, whose session carries on.
+#[test]
+fn v1_peer_authenticates_and_pings_with_a_streams_node() {
+    use common::*;
+    let mut a = Node::new("node-a", 1, 15, 34567);
+    let b_v1 = Node::new("node-b", 2, 16, 34568);
+    let mut b = b_v1;
+    a.announce = dsoftbus::Announce::new(
+        id("node-a"),
+        34567,
+        a.key(),
+        vec![
+            ServiceName::new("echo").unwrap(),
+            ServiceName::new(STREAMS_SERVICE).unwrap(),
+        ],
+    )
+    .unwrap();
+    a.hear(&b, t(0));
+    b.hear(&a, t(0));
+    // The rule of wire.md §11.2, from each side's peer table.
+    assert!(!peer_supports_streams(
+        a.table.get_str("node-b").unwrap().services()
+    ));
+    assert!(peer_supports_streams(
+        b.table.get_str("node-a").unwrap().services()
+    ));
+
+    let mut r = rng(3);
+    let mut ca = Connection::connect(&a.local, a.target("node-b"), &mut r, t(0), cfg()).unwrap();
+    let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
+    shuttle(&mut ca, &a.table, &mut cb, &b.table, t(0));
+    assert!(ca.is_established() && cb.is_established());
+    ca.send_ping(1).unwrap();
+    cb.send_ping(2).unwrap();
+    // A stream message by mistake: to node-b it is data of an unknown kind.
+    let mut mux = Mux::new(StreamConfig::default(), true, t(0));
+    let _ = mux.open(1, Priority::Control).unwrap();
+    ca.send_data(&mux.poll_transmit().unwrap()).unwrap();
+    ca.send_ping(3).unwrap();
+    let (ea, eb) = shuttle(&mut ca, &a.table, &mut cb, &b.table, t(1));
+    assert!(ea.contains(&ConnEvent::Pong(1)) && ea.contains(&ConnEvent::Ping(2)));
+    assert!(eb.contains(&ConnEvent::Pong(2)) && eb.contains(&ConnEvent::Ping(3)));
+    assert!(ca.is_established() && cb.is_established());
+}
+
+/// Moves `conn_from`'s transmit bytes into `conn_to` in pieces of the given
+/// sizes; data messages go to `mux_to`.
+fn carry(
+    from: &mut Connection,
+    to: &mut Connection,
+    to_bind: &dsoftbus::PeerTable,
+    mux_to: &mut Mux,
+    cuts: &[usize],
+    turn: &mut usize,
+) {
+    let wire = from.take_transmit();
+    let mut off = 0;
+    while off < wire.len() {
+        let end = (off + cuts[*turn % cuts.len()]).min(wire.len());
+        *turn += 1;
+        let mut piece = &wire[off..end];
+        while !piece.is_empty() {
+            let n = to.handle_input(piece, t(0), to_bind).unwrap();
+            piece = &piece[n..];
+            while let Some(e) = to.poll_event() {
+                if let ConnEvent::Data(d) = e {
+                    mux_to.handle_input(&d, t(0)).unwrap();
+                }
+            }
+        }
+        off = end;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Two streams of each priority from each side over a real Noise
+    /// session, its byte stream cut at arbitrary points: every stream's
+    /// bytes arrive in order, exactly once, then the close.
+    #[test]
+    fn streams_over_a_session_are_chunking_invariant(
+        cuts in proptest::collection::vec(1usize..5000, 1..20),
+        sizes in proptest::collection::vec(0usize..300_000, 4),
+        frame in 1000usize..20_000,
+    ) {
+        use common::*;
+        let mut a = Node::new("node-a", 1, 15, 34567);
+        let mut b = Node::new("node-b", 2, 16, 34568);
+        a.hear(&b, t(0));
+        b.hear(&a, t(0));
+        let mut r = rng(4);
+        let mut ca = Connection::connect(&a.local, a.target("node-b"), &mut r, t(0), cfg()).unwrap();
+        let mut cb = Connection::accept(&b.local, &mut r, t(0), cfg());
+        shuttle(&mut ca, &a.table, &mut cb, &b.table, t(0));
+        prop_assert!(ca.is_established() && cb.is_established());
+        let _ = (ca.poll_event(), cb.poll_event());
+        let scfg = StreamConfig { max_frame_payload: frame, ..StreamConfig::default() };
+        let mut m = [
+            Mux::new(scfg.clone(), ca.is_initiator(), t(0)),
+            Mux::new(scfg, cb.is_initiator(), t(0)),
+        ];
+        // (side, id, bytes to send, offset written)
+        let mut plan = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let side = i % 2;
+            let prio = if i < 2 { Priority::Control } else { Priority::Bulk };
+            let id = m[side].open(i as u8, prio).unwrap();
+            let data: Vec<u8> = (0..n).map(|k| pattern(side, id, k)).collect();
+            plan.push((side, id, data, 0usize));
+        }
+        let mut got: BTreeMap<StreamId, (Vec<u8>, bool)> = BTreeMap::new();
+        let mut turn = 0;
+        let mut buf = vec![0u8; 50_000];
+        for _ in 0..10_000 {
+            for (side, id, data, off) in plan.iter_mut() {
+                if *off < data.len() {
+                    *off += m[*side].write(*id, &data[*off..]).unwrap();
+                    if *off == data.len() {
+                        m[*side].finish(*id).unwrap();
+                    }
+                } else if data.is_empty() && *off == 0 {
+                    m[*side].finish(*id).unwrap();
+                    *off = 1; // finished
+                }
+            }
+            let mut moved = false;
+            while let Some(msg) = m[0].poll_transmit() {
+                ca.send_data(&msg).unwrap();
+                moved = true;
+            }
+            while let Some(msg) = m[1].poll_transmit() {
+                cb.send_data(&msg).unwrap();
+                moved = true;
+            }
+            carry(&mut ca, &mut cb, &b.table, &mut m[1], &cuts, &mut turn);
+            carry(&mut cb, &mut ca, &a.table, &mut m[0], &cuts, &mut turn);
+            for (side, id, _, _) in &plan {
+                let reader = 1 - side;
+                let e = got.entry(*id).or_default();
+                loop {
+                    match m[reader].read(*id, &mut buf) {
+                        Ok(Read::Bytes(n)) => e.0.extend_from_slice(&buf[..n]),
+                        Ok(Read::Fin) => { e.1 = true; break; }
+                        Ok(Read::WouldBlock) | Err(StreamError::UnknownStream) => break,
+                        Err(err) => panic!("{err}"),
+                    }
+                }
+            }
+            while m[0].poll_event().is_some() {}
+            while m[1].poll_event().is_some() {}
+            if !moved && got.values().all(|(_, fin)| *fin) {
+                break;
+            }
+        }
+        for (_, id, data, _) in &plan {
+            let (bytes, fin) = &got[id];
+            prop_assert_eq!(bytes.len(), data.len());
+            prop_assert!(bytes == data, "stream {} differs", id);
+            prop_assert!(*fin, "stream {} closed", id);
+        }
+        prop_assert!(m[0].error().is_none() && m[1].error().is_none());
     }
 }
