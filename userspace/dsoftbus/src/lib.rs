@@ -27,6 +27,7 @@
 //! | [`session`] | transport messages (ping/pong/data/close) after the handshake |
 //! | [`connection`] | byte-stream driver tying frames, handshake and session together |
 //! | [`rpc`] | remote service calls in data messages: codec, ACL, server policy + audit, client |
+//! | [`stream`] | multiplexed, flow-controlled streams in data messages (sans-IO `Mux`) |
 //! | [`keys`] | static key pairs from injected entropy; redacted secrets |
 //! | [`time`] | the caller-supplied clock type |
 //! | [`transport`] | the I/O seam plus in-memory pipe and (with `std`) TCP/UDP |
@@ -114,6 +115,7 @@ pub mod peer_table;
 pub mod ratelimit;
 pub mod rpc;
 pub mod session;
+pub mod stream;
 pub mod time;
 pub mod transport;
 
