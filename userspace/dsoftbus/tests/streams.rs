@@ -188,19 +188,23 @@ impl Pair {
     }
 
     /// Moves and reads everything until neither side has anything to send.
+    /// Each round reads before judging quiescence: reading returns credit,
+    /// which is itself something to send, and a writer stalled on a window
+    /// the unread data holds would otherwise look finished.
     fn settle(&mut self) {
         for _ in 0..100_000 {
-            self.pump(0, usize::MAX);
-            self.pump(1, usize::MAX);
-            let moved = self.link[0].len() + self.link[1].len();
-            self.deliver(0, usize::MAX);
-            self.deliver(1, usize::MAX);
+            // Read first: data delivered by the ops before settling may sit
+            // unread, with its writer stalled on the window it holds.
             self.read_everything(0);
             self.read_everything(1);
-            self.check_bounds();
-            if moved == 0 {
+            self.pump(0, usize::MAX);
+            self.pump(1, usize::MAX);
+            if self.link[0].is_empty() && self.link[1].is_empty() {
                 return;
             }
+            self.deliver(0, usize::MAX);
+            self.deliver(1, usize::MAX);
+            self.check_bounds();
         }
         panic!("no quiescence");
     }
