@@ -368,11 +368,13 @@ fn every_fault_at_every_message() {
     let mut counts = [0usize; 4]; // done, failed/cancelled, stalled, total
     let mut msgs = 0;
     let mut data_faults = 0;
+    let mut hit = 0;
     for fault in 0..6u8 {
         for at in 0..40 {
             for byte in [0usize, 1, 5, 6, 9, 13, 20, 1000] {
                 let (r, kind) = run_with_fault(&files, at, fault, byte);
                 r.check();
+                hit += usize::from(kind.is_some());
                 msgs = msgs.max(at);
                 counts[3] += 1;
                 match r.rx_end.first() {
@@ -407,7 +409,7 @@ fn every_fault_at_every_message() {
         }
     }
     println!(
-        "transfer faults: {} runs: {} done, {} ended in an error, {} stalled (lost messages); {data_faults} faults hit DATA, none done",
+        "transfer faults: {} runs ({hit} hit a message): {} done, {} ended in an error, {} stalled (lost messages); {data_faults} faults hit DATA, none done",
         counts[3], counts[0], counts[1], counts[2]
     );
 }

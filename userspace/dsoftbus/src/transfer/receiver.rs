@@ -185,7 +185,8 @@ impl Receiver {
         let (Some(e), Some(Some(h))) = (self.entries.get(i), self.hashers.get_mut(i)) else {
             return Err(TransferError::Misuse);
         };
-        if self.have[i] + bytes.len() as u64 > e.size() {
+        let held = self.have[i].checked_add(bytes.len() as u64);
+        if held.is_none_or(|h| h > e.size()) {
             return Err(TransferError::Misuse);
         }
         h.update(bytes);
@@ -345,10 +346,11 @@ impl Receiver {
         let in_order = i == self.cur
             && self.have.get(i) == Some(&offset)
             && data.len() <= self.cfg.max_chunk as usize
-            && self
-                .entries
-                .get(i)
-                .is_some_and(|e| offset + data.len() as u64 <= e.size());
+            && self.entries.get(i).is_some_and(|e| {
+                offset
+                    .checked_add(data.len() as u64)
+                    .is_some_and(|end| end <= e.size())
+            });
         if !in_order {
             return self.fail(TransferError::OutOfOrder { entry, offset });
         }

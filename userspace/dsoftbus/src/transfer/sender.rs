@@ -85,11 +85,13 @@ impl Sender {
     pub fn new(id: u32, entries: Vec<Entry>, cfg: SenderConfig) -> Result<Sender, OfferError> {
         check_offer(&entries, wire::MAX_ENTRIES, u64::MAX)?;
         let mut q = Queues::default();
-        q.out.push_back(Message::Offer { id, entries }.encode());
-        let Some(Message::Offer { entries, .. }) = q.out.back().and_then(|m| wire::decode(m).ok())
-        else {
-            return Err(OfferError::TooLong);
-        };
+        q.out.push_back(
+            Message::Offer {
+                id,
+                entries: entries.clone(),
+            }
+            .encode(),
+        );
         Ok(Sender {
             id,
             entries,
