@@ -81,6 +81,9 @@ struct Run {
     auto_accept: bool,
     /// Chunk cut: push at most this many bytes per `push_data` (≥ 1).
     cut: usize,
+    /// The receiver's window, and the most it ever held undelivered.
+    window: u32,
+    max_buffered: u64,
 }
 
 impl Run {
@@ -99,11 +102,25 @@ impl Run {
             accepted: None,
             auto_accept: true,
             cut: usize::MAX,
+            window: rcfg.window,
+            max_buffered: 0,
         }
     }
 
     /// One step of kind `op` (0..7); false if it had nothing to do.
     fn step(&mut self, op: u8) -> bool {
+        let moved = self.step_inner(op);
+        assert!(
+            self.rx.buffered() <= u64::from(self.window),
+            "receiver holds {} undelivered bytes, window {}",
+            self.rx.buffered(),
+            self.window
+        );
+        self.max_buffered = self.max_buffered.max(self.rx.buffered());
+        moved
+    }
+
+    fn step_inner(&mut self, op: u8) -> bool {
         match op % 7 {
             0 => match self.tx.poll_transmit() {
                 Some(m) => {

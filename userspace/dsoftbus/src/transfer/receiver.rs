@@ -138,6 +138,11 @@ impl Receiver {
         &self.have
     }
 
+    /// Data bytes received and not yet taken by the caller (≤ the window).
+    pub fn buffered(&self) -> u64 {
+        self.received - self.taken
+    }
+
     /// The next message to send, if any.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
