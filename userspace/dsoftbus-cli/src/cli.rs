@@ -93,6 +93,9 @@ pub enum Command {
         /// Seconds to wait for each pong
         #[arg(short = 'W', long, default_value_t = 5.0, value_name = "SECS")]
         timeout: f64,
+        /// Machine-readable output (one JSON object at the end)
+        #[arg(long)]
+        json: bool,
     },
     /// Send a file to a peer; its daemon stores it in its --inbox
     Send {
@@ -143,9 +146,24 @@ pub enum Command {
         unix: PathBuf,
     },
     /// Print this node's device id and public key (creates the key if needed)
-    Id,
+    Id {
+        /// Machine-readable output (one JSON object)
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the daemon's status: identity, interfaces, counters
-    Status,
+    Status {
+        /// Machine-readable output (one JSON object)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `dsoftbus man | man -l -`)
+    Man,
 }
 
 /// `--trust-mode`.

@@ -108,11 +108,15 @@ pub fn peers(paths: &Paths, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn status(paths: &Paths) -> Result<(), Failure> {
+pub fn status(paths: &Paths, json: bool) -> Result<(), Failure> {
     let mut c = Client::connect(&paths.control_socket)?;
     let Response::Status(s) = expect_ok(c.call(&Request::Status, CALL_TIMEOUT)?)? else {
         return Err(Failure::new(FAILURE, "unexpected reply"));
     };
+    if json {
+        println!("{}", serde_json::json!({ "status": s }));
+        return Ok(());
+    }
     println!("device={}", s.device);
     println!("key={}", s.key);
     println!("fingerprint={}", s.fingerprint);
@@ -143,6 +147,7 @@ pub fn ping(
     count: u32,
     interval: f64,
     timeout: f64,
+    json: bool,
 ) -> Result<(), Failure> {
     if !(interval.is_finite() && interval >= 0.0 && timeout.is_finite() && timeout > 0.0) {
         return Err(Failure::new(
@@ -165,16 +170,22 @@ pub fn ping(
         )?;
         match r {
             Response::Pong { rtt_us, .. } => {
-                println!(
-                    "pong from {device}: seq={seq} time={:.3} ms",
-                    rtt_us as f64 / 1000.0
-                );
+                if !json {
+                    println!(
+                        "pong from {device}: seq={seq} time={:.3} ms",
+                        rtt_us as f64 / 1000.0
+                    );
+                }
                 rtts.push(rtt_us as f64 / 1000.0);
             }
             Response::Error {
                 code: TIMEOUT,
                 message,
-            } => println!("seq={seq}: {message}"),
+            } => {
+                if !json {
+                    println!("seq={seq}: {message}");
+                }
+            }
             Response::Error { code, message } => return Err(fail_from(code, message)),
             _ => return Err(Failure::new(FAILURE, "unexpected reply")),
         }
@@ -183,6 +194,21 @@ pub fn ping(
         }
     }
     let n = count;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "device": device,
+                "sent": n,
+                "received": rtts.len(),
+                "rtt_ms": rtts,
+            })
+        );
+        if rtts.is_empty() {
+            return Err(Failure::new(TIMEOUT, format!("no pong from {device}")));
+        }
+        return Ok(());
+    }
     print!("--- {device}: {n} sent, {} received", rtts.len());
     if rtts.is_empty() {
         println!();
@@ -358,12 +384,23 @@ pub fn forget(paths: &Paths, devices: &[String], auto: bool) -> Result<(), Failu
     }
 }
 
-pub fn id(paths: &Paths, file: &FileConfig) -> Result<(), Failure> {
+fn print_id(device: &str, key: &str, fp: &str, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "device": device, "key": key, "fingerprint": fp })
+        );
+    } else {
+        println!("device {device}");
+        println!("key {key}");
+        println!("fingerprint {fp}");
+    }
+}
+
+pub fn id(paths: &Paths, file: &FileConfig, json: bool) -> Result<(), Failure> {
     if let Ok(mut c) = Client::connect(&paths.control_socket) {
         if let Ok(Response::Status(s)) = c.call(&Request::Status, CALL_TIMEOUT) {
-            println!("device {}", s.device);
-            println!("key {}", s.key);
-            println!("fingerprint {}", s.fingerprint);
+            print_id(&s.device, &s.key, &s.fingerprint, json);
             return Ok(());
         }
     }
@@ -372,9 +409,12 @@ pub fn id(paths: &Paths, file: &FileConfig) -> Result<(), Failure> {
         .ok()
         .or_else(|| file.device_id.clone());
     let id = identity::device_id(configured.as_deref(), keys.public())?;
-    println!("device {id}");
-    println!("key {}", hex::encode(keys.public().as_bytes()));
-    println!("fingerprint {}", fingerprint(keys.public()));
+    print_id(
+        id.as_str(),
+        &hex::encode(keys.public().as_bytes()),
+        &fingerprint(keys.public()),
+        json,
+    );
     if created {
         eprintln!(
             "(created a new static key in {})",

@@ -80,7 +80,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     // as the daemon does (`daemon::run` checks at start).
     if matches!(
         cli.cmd,
-        Command::Id | Command::Trust { .. } | Command::Forget { .. }
+        Command::Id { .. } | Command::Trust { .. } | Command::Forget { .. }
     ) {
         perms::check_state(&paths.state_dir)?;
     }
@@ -99,7 +99,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             count,
             interval,
             timeout,
-        } => client::ping(&paths, &device, count, interval, timeout),
+            json,
+        } => client::ping(&paths, &device, count, interval, timeout, json),
         Command::Send {
             device,
             file: f,
@@ -118,14 +119,38 @@ fn run(cli: Cli) -> Result<(), Failure> {
             timeout,
         } => client::call(&paths, &device, &service, payload.as_deref(), timeout),
         Command::Serve { name, unix } => client::serve(&paths, &name, &unix),
-        Command::Id => client::id(&paths, &file),
-        Command::Status => client::status(&paths),
+        Command::Id { json } => client::id(&paths, &file, json),
+        Command::Status { json } => client::status(&paths, json),
+        Command::Completions { .. } | Command::Man => Ok(()),
+    }
+}
+
+/// `completions` and `man` need no configuration, state or daemon.
+fn generate(cmd: &Command) -> Option<Result<(), Failure>> {
+    use clap::CommandFactory;
+    let mut app = Cli::command();
+    let mut out = std::io::stdout();
+    match cmd {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut app, "dsoftbus", &mut out);
+            Some(Ok(()))
+        }
+        Command::Man => Some(
+            clap_mangen::Man::new(app)
+                .render(&mut out)
+                .map_err(|e| Failure::new(exit::FAILURE, format!("writing the manual: {e}"))),
+        ),
+        _ => None,
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match generate(&cli.cmd) {
+        Some(r) => r,
+        None => run(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("dsoftbus: {:#}", f.error);

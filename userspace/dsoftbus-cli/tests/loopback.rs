@@ -156,6 +156,22 @@ fn two_nodes_peers_ping_send_trust_forget() {
         Some(5)
     );
 
+    // --json on every command that prints data: one JSON object each.
+    for args in [
+        &["peers", "--json"][..],
+        &["status", "--json"],
+        &["id", "--json"],
+        &["ping", "beta", "-c", "1", "--json"],
+    ] {
+        let o = cli(&a.state, args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", text(&o)));
+        assert!(v.is_object(), "{args:?}: {v}");
+    }
+    let ping = text(&cli(&a.state, &["ping", "beta", "-c", "1", "--json"]));
+    assert!(ping.contains("\"received\":1"), "{ping}");
+
     // send: stored in the inbox, byte for byte; a receiver without inbox: exit 7.
     let src = dir.path().join("payload.bin");
     let data: Vec<u8> = (0..700_000u32).map(|i| (i * 31 % 251) as u8).collect();
@@ -261,6 +277,21 @@ fn require_known_refuses_until_trusted() {
     wait_for("a session once delta is trusted", &[&d, &g], || {
         sessions(&g) == Some(1) && sessions(&d) == Some(1)
     });
+}
+
+#[test]
+fn completions_and_manual_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, want) in [
+        (&["completions", "bash"][..], "_dsoftbus()"),
+        (&["completions", "zsh"], "#compdef dsoftbus"),
+        (&["completions", "fish"], "complete -c dsoftbus"),
+        (&["man"], ".TH dsoftbus 1"),
+    ] {
+        let o = cli(dir.path(), args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(want), "{args:?}: {}", text(&o));
+    }
 }
 
 #[test]

@@ -27,6 +27,7 @@
 //! | [`session`] | transport messages (ping/pong/data/close) after the handshake |
 //! | [`connection`] | byte-stream driver tying frames, handshake and session together |
 //! | [`rpc`] | remote service calls in data messages: codec, ACL, server policy + audit, client |
+//! | [`stream`] | multiplexed, flow-controlled streams in data messages (sans-IO `Mux`) |
 //! | [`transfer`] | file transfer: offer/accept/data/resume/hash check, sans-IO sender and receiver, name rules |
 //! | [`keys`] | static key pairs from injected entropy; redacted secrets |
 //! | [`time`] | the caller-supplied clock type |
@@ -115,6 +116,7 @@ pub mod peer_table;
 pub mod ratelimit;
 pub mod rpc;
 pub mod session;
+pub mod stream;
 pub mod time;
 pub mod transfer;
 pub mod transport;

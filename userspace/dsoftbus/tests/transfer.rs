@@ -1,4 +1,4 @@
-//! File transfer (`dsoftbus::transfer`, wire.md §11): both state machines
+//! File transfer (`dsoftbus::transfer`, wire.md §12): both state machines
 //! driven together through arbitrary interleavings and chunk boundaries,
 //! fault injection on the carrier, cancel at every step, resume after a cut
 //! at every chunk boundary, and the name rules at the offer level.

@@ -64,6 +64,28 @@ const KNOWN: &[&str] = &[
     "rpc-invalid-status",
     "rpc-invalid-payload-on-error",
     "rpc-invalid-oversized",
+    "stream-open",
+    "stream-data",
+    "stream-window-session",
+    "stream-window-stream",
+    "stream-close",
+    "stream-reset",
+    "stream-ping",
+    "stream-pong",
+    "announce-streams",
+    "stream-invalid-other-kind",
+    "stream-invalid-version",
+    "stream-invalid-unknown-frame",
+    "stream-invalid-truncated-header",
+    "stream-invalid-truncated-open",
+    "stream-invalid-priority",
+    "stream-invalid-empty-data",
+    "stream-invalid-data-on-session",
+    "stream-invalid-zero-window",
+    "stream-invalid-window-too-large",
+    "stream-invalid-close-with-body",
+    "stream-invalid-ping-on-stream",
+    "stream-invalid-oversized",
     "transfer-offer",
     "transfer-accept",
     "transfer-deny",
@@ -842,7 +864,106 @@ fn rpc_invalid_vectors() {
 }
 
 // ---------------------------------------------------------------------------
-// File transfer (§8.8, §11)
+// Streams (§8.8, §11)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn stream_vectors() {
+    use dsoftbus::stream::{self, Frame, Priority, StreamId};
+    let all = parse_all();
+    let valid: Vec<&Vector> = all
+        .iter()
+        .filter(|v| v.name.starts_with("stream-") && !v.name.contains("invalid"))
+        .collect();
+    assert_eq!(valid.len(), 8);
+    let mut types = std::collections::BTreeSet::new();
+    for v in valid {
+        let name = &v.name;
+        let id = || StreamId(u32::try_from(v.num("id")).unwrap());
+        let u32f = |f: &str| u32::try_from(v.num(f)).unwrap();
+        let frame = match v.text("frame").as_str() {
+            "open" => Frame::Open {
+                id: id(),
+                kind: u8::try_from(v.num("kind")).unwrap(),
+                priority: match v.num("priority") {
+                    0 => Priority::Control,
+                    1 => Priority::Bulk,
+                    p => panic!("{name}: priority {p}"),
+                },
+            },
+            "data" => Frame::Data {
+                id: id(),
+                payload: v.hex("payload"),
+            },
+            "window" => Frame::Window {
+                id: id(),
+                increment: u32f("increment"),
+            },
+            "close" => Frame::Close { id: id() },
+            "reset" => Frame::Reset {
+                id: id(),
+                code: u32f("code"),
+            },
+            "ping" => Frame::Ping(v.num("nonce")),
+            "pong" => Frame::Pong(v.num("nonce")),
+            f => panic!("{name}: frame {f}"),
+        };
+        let encoded = v.hex("encoded");
+        assert_eq!(hex(&frame.encode()), hex(&encoded), "{name}: encoding");
+        assert_eq!(stream::decode(&encoded), Ok(frame), "{name}: decoding");
+        types.insert(encoded[2]);
+        assert_eq!(
+            hex(&plaintext_of(&Message::Data(encoded))),
+            hex(&v.hex("data_plaintext")),
+            "{name}"
+        );
+    }
+    assert_eq!(types.len(), 7, "every frame type has a vector");
+
+    // Negotiation: the service name in an announce.
+    check_valid_announce("announce-streams");
+    let with = vector("announce-streams");
+    let services: Vec<ServiceName> = with
+        .texts("services")
+        .iter()
+        .map(|s| ServiceName::new(s).unwrap())
+        .collect();
+    assert_eq!(with.texts("services"), [stream::STREAMS_SERVICE]);
+    assert!(stream::peer_supports_streams(&services));
+    let without: Vec<ServiceName> = vector("announce-node-a")
+        .texts("services")
+        .iter()
+        .map(|s| ServiceName::new(s).unwrap())
+        .collect();
+    assert!(!stream::peer_supports_streams(&without));
+}
+
+#[test]
+fn stream_invalid_vectors() {
+    let all = parse_all();
+    let invalid: Vec<&Vector> = all
+        .iter()
+        .filter(|v| v.name.starts_with("stream-invalid-"))
+        .collect();
+    assert_eq!(invalid.len(), 13);
+    for v in invalid {
+        let input = if v.has("input_len") {
+            let fill = v.hex("input_byte");
+            vec![fill[0]; usize::try_from(v.num("input_len")).unwrap()]
+        } else {
+            v.hex("input")
+        };
+        let err = dsoftbus::stream::decode(&input).expect_err(&v.name);
+        assert_eq!(format!("{err:?}"), v.raw("error"), "{}", v.name);
+    }
+    assert_eq!(
+        vector("stream-invalid-oversized").num("input_len"),
+        dsoftbus::stream::MAX_MESSAGE_LEN as u64 + 1
+    );
+}
+
+// ---------------------------------------------------------------------------
+// File transfer (§8.9, §12)
 // ---------------------------------------------------------------------------
 
 #[test]

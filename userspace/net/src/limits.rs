@@ -22,8 +22,10 @@ pub const MAX_DATA_LEN: usize = 1472;
 
 /// Largest payload of one `TcpWrite` request or `Data` response. Streams are
 /// not bound by the MTU (smoltcp segments them), and every facade message is
-/// an IPC round trip, so streams move bigger pieces than datagrams do.
-pub const MAX_STREAM_DATA_LEN: usize = 8 * 1024;
+/// an IPC round trip — in the OS two address-space switches — so streams move
+/// the biggest pieces one IPC message (16 KiB) holds with the header
+/// ([`MAX_MESSAGE_SIZE`] = 16 KiB).
+pub const MAX_STREAM_DATA_LEN: usize = 16 * 1024 - 64;
 
 /// Clients (IPC channels) the engine tracks at once.
 pub const MAX_CLIENTS: usize = 64;

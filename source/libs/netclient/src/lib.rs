@@ -27,6 +27,9 @@ use nexus_net::limits::{MAX_PENDING_PER_CLIENT, MAX_STREAM_DATA_LEN};
 /// Most stream bytes one read or write call moves (one facade message).
 pub const MAX_STREAM_CHUNK: usize = MAX_STREAM_DATA_LEN;
 
+// Every facade message must fit one IPC message.
+const _: () = assert!(nexus_net::limits::MAX_MESSAGE_SIZE <= nexus_abi::ipc::MAX_MESSAGE);
+
 /// Most calls waiting for an answer at once.
 pub const MAX_IN_FLIGHT: usize = MAX_PENDING_PER_CLIENT;
 /// Most abandoned calls remembered (their late answers are discarded); beyond

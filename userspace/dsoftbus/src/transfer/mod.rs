@@ -1,8 +1,10 @@
-//! File transfer as a core protocol (`docs/protocol/wire.md` §11): sans-IO
+//! File transfer as a core protocol (`docs/protocol/wire.md` §12): sans-IO
 //! sender and receiver state machines that consume and produce messages
-//! (byte vectors). Whatever carries them — today's session `data` messages,
-//! or a stream — must deliver them reliably and in order, one message at a
-//! time; the protocol adds no framing of its own beyond the message.
+//! (byte vectors). Whatever carries them must deliver them reliably, in
+//! order, with their boundaries: one session `data` message each, or, on a
+//! [`crate::stream`] stream (stream kind [`STREAM_KIND`]), each preceded by
+//! a 2-byte length ([`crate::frame::encode_frame`] /
+//! [`crate::frame::FrameDecoder`]).
 //!
 //! * [`name`] — path rules, in one place: [`name::validate_path`] on the
 //!   receiver, [`name::sanitize_path`] / [`name::dedup_paths`] on the sender.
@@ -73,6 +75,9 @@ pub use name::NameError;
 pub use receiver::{Receiver, ReceiverConfig, ReceiverEvent};
 pub use sender::{Need, Sender, SenderConfig, SenderEvent};
 pub use wire::{decode, header, Entry, EntryKind, Message, Reason, WireError};
+
+/// The stream kind (in a stream's `open`) of a stream carrying one transfer.
+pub const STREAM_KIND: u8 = 0x40;
 
 /// Which side ended a transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! File names and relative paths: the one place where names are judged
-//! (`docs/protocol/wire.md` §11.4). Shared by the core's transfer protocol
+//! (`docs/protocol/wire.md` §12.4). Shared by the core's transfer protocol
 //! and the Linux CLI's one-file transfer (`dsoftbus-cli/src/transfer.rs`
 //! re-exports [`sanitize_name`], [`candidate_name`] and [`is_unsafe_char`]).
 //!

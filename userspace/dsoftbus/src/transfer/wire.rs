@@ -1,4 +1,4 @@
-//! Transfer messages: codec (`docs/protocol/wire.md` §11). Decoding is total.
+//! Transfer messages: codec (`docs/protocol/wire.md` §12). Decoding is total.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -54,7 +54,7 @@ pub enum Reason {
     Declined,
     /// Nobody answered in time, or the transfer stalled.
     Expired,
-    /// A path in the offer breaks the name rules (§11.4).
+    /// A path in the offer breaks the name rules (§12.4).
     InvalidName,
     /// Over a bound: entries, total size.
     TooLarge,
@@ -148,7 +148,7 @@ pub enum EntryKind {
 /// One entry of an offer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// Relative `/`-separated path (the name rules of §11.4).
+    /// Relative `/`-separated path (the name rules of §12.4).
     pub path: String,
     /// File or directory.
     pub kind: EntryKind,
