@@ -967,3 +967,128 @@ proptest! {
         }
     }
 }
+
+/// Reads what the stream has into the frame decoder and hands every whole
+/// transfer message to `handle`. Reads at most the decoder's free space, so
+/// nothing is buffered beyond one message.
+fn pump_stream(
+    mux: &mut dsoftbus::stream::Mux,
+    id: dsoftbus::stream::StreamId,
+    dec: &mut dsoftbus::frame::FrameDecoder,
+    mut handle: impl FnMut(&[u8]),
+) {
+    use dsoftbus::stream::Read;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        while let Some(m) = dec.next_frame().unwrap() {
+            handle(&m);
+        }
+        let room = dec.space().min(buf.len());
+        match mux.read(id, &mut buf[..room]).unwrap() {
+            Read::Bytes(n) if n > 0 => dec.feed(&buf[..n]).unwrap(),
+            _ => break,
+        }
+    }
+}
+
+#[test]
+fn transfer_over_a_stream() {
+    // The §12.1 stream carrier: one stream of kind STREAM_KIND, each
+    // transfer message preceded by a 2-byte length (the §3 framing). The
+    // transfer's bounds sit inside the stream's flow control.
+    use dsoftbus::frame::{encode_frame, FrameDecoder};
+    use dsoftbus::stream::{Event, Mux, Priority, StreamConfig};
+    use dsoftbus::transfer::wire::MAX_MESSAGE_LEN;
+    use dsoftbus::Instant;
+
+    let now = Instant::from_millis(0);
+    let files = tree(21, 300_000);
+    let entries: Vec<Entry> = files.iter().map(|f| f.0.clone()).collect();
+    let mut a = Mux::new(StreamConfig::default(), true, now);
+    let mut b = Mux::new(StreamConfig::default(), false, now);
+    let a_id = a.open(STREAM_KIND, Priority::Bulk).unwrap();
+    let mut b_id = None;
+    let mut tx = Sender::new(1, entries, SenderConfig::default()).unwrap();
+    let mut rx = Receiver::new(ReceiverConfig {
+        window: 256 << 10,
+        ..ReceiverConfig::default()
+    });
+    let (mut a_out, mut b_out) = (Vec::new(), Vec::new());
+    let mut a_dec = FrameDecoder::new(MAX_MESSAGE_LEN);
+    let mut b_dec = FrameDecoder::new(MAX_MESSAGE_LEN);
+    let mut store = vec![Vec::new(); files.len()];
+    let mut rounds = 0;
+    while tx.outcome().is_none() || rx.outcome().is_none() {
+        rounds += 1;
+        assert!(rounds < 100_000, "stalled");
+        while let Some(n) = tx.poll_need() {
+            let body = &files[usize::from(n.entry)].1;
+            let s = n.offset as usize;
+            tx.push_data(n.entry, n.offset, &body[s..body.len().min(s + n.len)])
+                .unwrap();
+            if a_out.len() > 1 << 20 {
+                break;
+            }
+            while let Some(m) = tx.poll_transmit() {
+                encode_frame(&m, &mut a_out).unwrap();
+            }
+        }
+        while let Some(m) = tx.poll_transmit() {
+            encode_frame(&m, &mut a_out).unwrap();
+        }
+        let k = a.write(a_id, &a_out).unwrap_or(0);
+        a_out.drain(..k);
+        while let Some(m) = rx.poll_transmit() {
+            encode_frame(&m, &mut b_out).unwrap();
+        }
+        if let Some(id) = b_id {
+            let k = b.write(id, &b_out).unwrap_or(0);
+            b_out.drain(..k);
+        }
+        while let Some(m) = a.poll_transmit() {
+            b.handle_input(&m, now).unwrap();
+        }
+        while let Some(m) = b.poll_transmit() {
+            a.handle_input(&m, now).unwrap();
+        }
+        while let Some(ev) = b.poll_event() {
+            if let Event::Opened { id, kind, .. } = ev {
+                assert_eq!(kind, STREAM_KIND);
+                b_id = Some(id);
+            }
+        }
+        while a.poll_event().is_some() {}
+        if let Some(id) = b_id {
+            pump_stream(&mut b, id, &mut b_dec, |m| {
+                let _ = rx.handle(m);
+            });
+        }
+        pump_stream(&mut a, a_id, &mut a_dec, |m| {
+            let _ = tx.handle(m);
+        });
+        while let Some(ev) = rx.poll_event() {
+            match ev {
+                ReceiverEvent::Offered => rx.accept().unwrap(),
+                ReceiverEvent::Data {
+                    entry,
+                    offset,
+                    data,
+                } => {
+                    let f = &mut store[usize::from(entry)];
+                    assert_eq!(f.len() as u64, offset);
+                    f.extend_from_slice(&data);
+                }
+                _ => {}
+            }
+        }
+        while tx.poll_event().is_some() {}
+    }
+    assert_eq!(tx.outcome(), Some(&Outcome::Done));
+    assert_eq!(rx.outcome(), Some(&Outcome::Done));
+    let want: Vec<Vec<u8>> = files.iter().map(|f| f.1.clone()).collect();
+    assert_eq!(store, want);
+    println!(
+        "transfer over a stream: {} bytes in {rounds} rounds",
+        tx.progress().0
+    );
+}
