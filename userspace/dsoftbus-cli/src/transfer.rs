@@ -244,82 +244,12 @@ pub fn encode_chunk(id: u32, offset: u64, data: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Unicode format characters (general category Cf: bidi embeddings,
-/// overrides and isolates, zero-width joiners, the BOM, tags, ...) plus the
-/// line and paragraph separators. They change how a name is displayed (e.g.
-/// U+202E makes `exe.txt` read `txt.exe`) and never belong in a file name.
-const FORMAT_CHARS: &[(u32, u32)] = &[
-    (0x00AD, 0x00AD),
-    (0x0600, 0x0605),
-    (0x061C, 0x061C),
-    (0x06DD, 0x06DD),
-    (0x070F, 0x070F),
-    (0x0890, 0x0891),
-    (0x08E2, 0x08E2),
-    (0x180E, 0x180E),
-    (0x200B, 0x200F),
-    (0x2028, 0x202E),
-    (0x2060, 0x2064),
-    (0x2066, 0x206F),
-    (0xFEFF, 0xFEFF),
-    (0xFFF9, 0xFFFB),
-    (0x110BD, 0x110BD),
-    (0x110CD, 0x110CD),
-    (0x13430, 0x1343F),
-    (0x1BCA0, 0x1BCA3),
-    (0x1D173, 0x1D17A),
-    (0xE0001, 0xE0001),
-    (0xE0020, 0xE007F),
-];
-
-/// True for C0/C1 controls (Cc) and the format characters above.
-pub fn is_unsafe_char(c: char) -> bool {
-    let u = u32::from(c);
-    c.is_control() || FORMAT_CHARS.iter().any(|&(a, b)| (a..=b).contains(&u))
-}
-
-/// Makes an offered name safe to store: its last path component, no control,
-/// bidi or other format characters, no leading dot, at most 255 bytes.
-/// `None` if nothing is left.
-pub fn sanitize_name(name: &str) -> Option<String> {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let clean: String = base
-        .chars()
-        .filter(|c| !is_unsafe_char(*c))
-        .collect::<String>()
-        // " .bashrc" must not become a hidden ".bashrc": strip dots and
-        // spaces together.
-        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
-        .trim_end()
-        .to_string();
-    if clean.is_empty() {
-        return None;
-    }
-    let mut end = clean.len().min(MAX_NAME);
-    while !clean.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(clean[..end].to_string())
-}
+// Name rules live in the core, in one place (shared with the core's
+// transfer protocol, `dsoftbus::transfer::name`).
+pub use dsoftbus::transfer::name::{candidate_name, sanitize_name};
 
 /// Most names tried (`name`, `name.1` … `name.999`) before giving up.
 pub const MAX_NAME_TRIES: u32 = 1000;
-
-/// The `i`-th candidate for `name`: `name`, then `name.1`, `name.2`, … with
-/// the stem shortened (on a character boundary) so the result never exceeds
-/// [`MAX_NAME`] bytes (NAME_MAX on Linux).
-pub fn candidate_name(name: &str, i: u32) -> String {
-    let suffix = if i == 0 {
-        String::new()
-    } else {
-        format!(".{i}")
-    };
-    let mut end = name.len().min(MAX_NAME.saturating_sub(suffix.len()));
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{suffix}", &name[..end])
-}
 
 /// Moves `from` to `to` only if `to` does not exist, atomically:
 /// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the file

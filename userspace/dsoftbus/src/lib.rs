@@ -28,6 +28,7 @@
 //! | [`connection`] | byte-stream driver tying frames, handshake and session together |
 //! | [`rpc`] | remote service calls in data messages: codec, ACL, server policy + audit, client |
 //! | [`stream`] | multiplexed, flow-controlled streams in data messages (sans-IO `Mux`) |
+//! | [`transfer`] | file transfer: offer/accept/data/resume/hash check, sans-IO sender and receiver, name rules |
 //! | [`keys`] | static key pairs from injected entropy; redacted secrets |
 //! | [`time`] | the caller-supplied clock type |
 //! | [`transport`] | the I/O seam plus in-memory pipe and (with `std`) TCP/UDP |
@@ -117,6 +118,7 @@ pub mod rpc;
 pub mod session;
 pub mod stream;
 pub mod time;
+pub mod transfer;
 pub mod transport;
 
 pub use announce::{Announce, AnnounceError, DeviceId, ServiceName};

@@ -86,6 +86,27 @@ const KNOWN: &[&str] = &[
     "stream-invalid-close-with-body",
     "stream-invalid-ping-on-stream",
     "stream-invalid-oversized",
+    "transfer-offer",
+    "transfer-accept",
+    "transfer-deny",
+    "transfer-data",
+    "transfer-ack",
+    "transfer-end",
+    "transfer-done",
+    "transfer-cancel",
+    "transfer-abort",
+    "transfer-deny-traversal",
+    "transfer-deny-bidi",
+    "transfer-invalid-other-kind",
+    "transfer-invalid-version",
+    "transfer-invalid-kind",
+    "transfer-invalid-no-entries",
+    "transfer-invalid-utf8-path",
+    "transfer-invalid-truncated-offer",
+    "transfer-invalid-empty-data",
+    "transfer-invalid-window-zero",
+    "transfer-invalid-trailing",
+    "transfer-invalid-oversized",
 ];
 
 // ---------------------------------------------------------------------------
@@ -938,5 +959,156 @@ fn stream_invalid_vectors() {
     assert_eq!(
         vector("stream-invalid-oversized").num("input_len"),
         dsoftbus::stream::MAX_MESSAGE_LEN as u64 + 1
+    );
+}
+
+// ---------------------------------------------------------------------------
+// File transfer (§8.9, §12)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn transfer_vectors() {
+    use dsoftbus::transfer::{self, Entry, EntryKind, Message, Reason};
+    use sha2::{Digest, Sha256};
+
+    let v = vector("transfer-offer");
+    let content = v.hex("content");
+    let sha: [u8; 32] = Sha256::digest(&content).into();
+    assert_eq!(hex(&sha), hex(&v.hex("sha256")), "sha256 of content");
+    let offer = Message::Offer {
+        id: u32::try_from(v.num("id")).unwrap(),
+        entries: vec![
+            Entry {
+                path: v.text("dir"),
+                kind: EntryKind::Dir,
+            },
+            Entry {
+                path: v.text("file"),
+                kind: EntryKind::File {
+                    size: content.len() as u64,
+                    sha256: sha,
+                },
+            },
+        ],
+    };
+    let data = vector("transfer-data");
+    let data_bytes = data.hex("data");
+    let entry = |v: &Vector| match v.raw("entry") {
+        "none" => None,
+        _ => Some(u16::try_from(v.num("entry")).unwrap()),
+    };
+    let reason = |v: &Vector| Reason::from_u8(u8::try_from(v.num("reason")).unwrap());
+    let acc = vector("transfer-accept");
+    let cases: Vec<(&str, Message)> = vec![
+        ("transfer-offer", offer),
+        (
+            "transfer-accept",
+            Message::Accept {
+                id: 1,
+                window: u32::try_from(acc.num("window")).unwrap(),
+                max_chunk: u32::try_from(acc.num("max_chunk")).unwrap(),
+                offsets: acc
+                    .raw("offsets")
+                    .split_whitespace()
+                    .map(|o| number(o).unwrap())
+                    .collect(),
+            },
+        ),
+        (
+            "transfer-deny",
+            Message::Deny {
+                id: 1,
+                reason: reason(&vector("transfer-deny")),
+            },
+        ),
+        (
+            "transfer-data",
+            Message::Data {
+                id: 1,
+                entry: u16::try_from(data.num("entry")).unwrap(),
+                offset: data.num("offset"),
+                data: &data_bytes,
+            },
+        ),
+        (
+            "transfer-ack",
+            Message::Ack {
+                id: 1,
+                received: vector("transfer-ack").num("received"),
+            },
+        ),
+        ("transfer-end", Message::End { id: 1 }),
+        ("transfer-done", Message::Done { id: 1 }),
+        (
+            "transfer-cancel",
+            Message::Cancel {
+                id: 1,
+                reason: reason(&vector("transfer-cancel")),
+                entry: entry(&vector("transfer-cancel")),
+            },
+        ),
+        (
+            "transfer-abort",
+            Message::Abort {
+                id: 1,
+                reason: reason(&vector("transfer-abort")),
+                entry: entry(&vector("transfer-abort")),
+            },
+        ),
+    ];
+    for (name, m) in cases {
+        let encoded = vector(name).hex("encoded");
+        assert_eq!(hex(&m.encode()), hex(&encoded), "{name}: encoding");
+        assert_eq!(transfer::decode(&encoded), Ok(m), "{name}: decoding");
+    }
+    // Reason names the document uses.
+    assert_eq!(Reason::from_u8(0).as_str(), "declined");
+    assert_eq!(Reason::from_u8(6).as_str(), "hash-mismatch");
+    assert_eq!(Reason::from_u8(7).as_str(), "io");
+}
+
+#[test]
+fn transfer_deny_vectors() {
+    use dsoftbus::transfer::{Receiver, ReceiverConfig};
+    for name in ["transfer-deny-traversal", "transfer-deny-bidi"] {
+        let v = vector(name);
+        let input = v.hex("input");
+        assert!(dsoftbus::transfer::decode(&input).is_ok(), "{name} decodes");
+        let mut rx = Receiver::new(ReceiverConfig::default());
+        assert!(rx.handle(&input).is_err(), "{name}");
+        assert!(
+            rx.offer().is_none() && !rx.is_pending(),
+            "{name}: not exposed"
+        );
+        assert_eq!(
+            hex(&rx.poll_transmit().unwrap()),
+            hex(&v.hex("deny")),
+            "{name}: deny"
+        );
+        assert!(rx.poll_transmit().is_none());
+    }
+}
+
+#[test]
+fn transfer_invalid_vectors() {
+    let all = parse_all();
+    let invalid: Vec<&Vector> = all
+        .iter()
+        .filter(|v| v.name.starts_with("transfer-invalid-"))
+        .collect();
+    assert_eq!(invalid.len(), 10);
+    for v in invalid {
+        let input = if v.has("input_len") {
+            let fill = v.hex("input_byte");
+            vec![fill[0]; usize::try_from(v.num("input_len")).unwrap()]
+        } else {
+            v.hex("input")
+        };
+        let err = dsoftbus::transfer::decode(&input).expect_err(&v.name);
+        assert_eq!(format!("{err:?}"), v.raw("error"), "{}", v.name);
+    }
+    assert_eq!(
+        vector("transfer-invalid-oversized").num("input_len"),
+        dsoftbus::transfer::wire::MAX_MESSAGE_LEN as u64 + 1
     );
 }

@@ -1,0 +1,460 @@
+//! The receiving side of a transfer.
+
+use alloc::vec::Vec;
+
+use sha2::{Digest, Sha256};
+
+use super::wire::{self, Entry, EntryKind, Message, Reason, WireError, MAX_CHUNK};
+use super::{check_offer, Outcome, Queues, Side, TransferError};
+
+/// Receiver bounds (all enforced before anything is exposed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiverConfig {
+    /// Most entries in an offer (at most [`wire::MAX_ENTRIES`]).
+    pub max_entries: usize,
+    /// Most bytes an offer may add up to.
+    pub max_total_size: u64,
+    /// Largest DATA payload accepted (1..=[`MAX_CHUNK`]), sent in ACCEPT.
+    pub max_chunk: u32,
+    /// Most data bytes received but not yet taken by the caller
+    /// ([`ReceiverEvent::Data`]) plus in flight; sent in ACCEPT. A sender
+    /// going past it is a protocol error.
+    pub window: u32,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            max_entries: wire::MAX_ENTRIES,
+            max_total_size: 1 << 40,
+            max_chunk: MAX_CHUNK as u32,
+            window: 4 << 20,
+        }
+    }
+}
+
+/// What happened on the receiving side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiverEvent {
+    /// A valid offer is pending: read it with [`Receiver::offer`], answer
+    /// with [`Receiver::accept`] or [`Receiver::deny`].
+    Offered,
+    /// After ACCEPT: create this directory entry.
+    Dir {
+        /// Entry index.
+        entry: u16,
+    },
+    /// File bytes to write at `offset` of `entry`. Taking this event is
+    /// what acknowledges them to the sender. They are **not** verified yet:
+    /// keep them apart (a partial file) until [`ReceiverEvent::FileVerified`].
+    Data {
+        /// Entry index.
+        entry: u16,
+        /// Byte offset.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Every byte of `entry` (resumed prefix included) has arrived and
+    /// matches the offered SHA-256: the file may be stored.
+    FileVerified {
+        /// Entry index.
+        entry: u16,
+    },
+    /// The transfer ended (exactly once); also [`Receiver::outcome`].
+    Finished(Outcome),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitOffer,
+    Pending,
+    Receiving,
+    Finished,
+}
+
+/// The receiving state machine: one per incoming OFFER.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    state: State,
+    id: Option<u32>,
+    entries: Vec<Entry>,
+    /// Per entry: bytes held (resumed prefix + received).
+    have: Vec<u64>,
+    hashers: Vec<Option<Sha256>>,
+    cur: usize,
+    /// Data bytes received since ACCEPT, taken by the caller, acknowledged.
+    received: u64,
+    taken: u64,
+    acked: u64,
+    q: Queues<ReceiverEvent>,
+}
+
+impl Receiver {
+    /// A receiver waiting for an OFFER. Bounds out of range are clamped
+    /// (`max_chunk` to 1..=[`MAX_CHUNK`], `window` to at least 1).
+    pub fn new(mut cfg: ReceiverConfig) -> Receiver {
+        cfg.max_chunk = cfg.max_chunk.clamp(1, MAX_CHUNK as u32);
+        cfg.window = cfg.window.max(1);
+        cfg.max_entries = cfg.max_entries.min(wire::MAX_ENTRIES);
+        Receiver {
+            cfg,
+            state: State::AwaitOffer,
+            id: None,
+            entries: Vec::new(),
+            have: Vec::new(),
+            hashers: Vec::new(),
+            cur: 0,
+            received: 0,
+            taken: 0,
+            acked: 0,
+            q: Queues::default(),
+        }
+    }
+
+    /// The transfer id, once an offer came.
+    pub fn id(&self) -> Option<u32> {
+        self.id
+    }
+
+    /// The offered entries, once a valid offer came (pending or later).
+    pub fn offer(&self) -> Option<&[Entry]> {
+        (!self.entries.is_empty()).then_some(&self.entries[..])
+    }
+
+    /// True while an offer waits for accept or deny.
+    pub fn is_pending(&self) -> bool {
+        self.state == State::Pending
+    }
+
+    /// How the transfer ended, once it has.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.q.outcome.as_ref()
+    }
+
+    /// Per entry, the bytes held so far (resumed prefix and received).
+    pub fn held(&self) -> &[u64] {
+        &self.have
+    }
+
+    /// Data bytes received and not yet taken by the caller (≤ the window).
+    pub fn buffered(&self) -> u64 {
+        self.received - self.taken
+    }
+
+    /// The next message to send, if any.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.q.out.pop_front()
+    }
+
+    /// The next event. Taking a [`ReceiverEvent::Data`] counts its bytes as
+    /// consumed and may queue an ACK.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
+        let ev = self.q.events.pop_front()?;
+        if let ReceiverEvent::Data { data, .. } = &ev {
+            self.taken += data.len() as u64;
+            let owed = self.taken - self.acked;
+            // Ack every quarter window, and whatever is owed once nothing
+            // else is buffered (so a sender blocked on the window resumes).
+            let idle = self.taken == self.received;
+            if self.state == State::Receiving
+                && (owed >= u64::from(self.cfg.window / 4).max(1) || (idle && owed > 0))
+            {
+                self.acked = self.taken;
+                let id = self.id.unwrap_or(0);
+                self.q.out.push_back(
+                    Message::Ack {
+                        id,
+                        received: self.acked,
+                    }
+                    .encode(),
+                );
+            }
+        }
+        Some(ev)
+    }
+
+    /// Before [`Receiver::accept`]: the caller already holds the first bytes
+    /// of file `entry` (a partial file from an interrupted transfer of the
+    /// same entry); it feeds them here, in order, so they are hashed and
+    /// the sender is asked to start after them. `Misuse` (nothing changed)
+    /// when not pending, not a file, or past its size.
+    pub fn resume_prefix(&mut self, entry: u16, bytes: &[u8]) -> Result<(), TransferError> {
+        let i = usize::from(entry);
+        if self.state != State::Pending {
+            return Err(TransferError::Misuse);
+        }
+        let (Some(e), Some(Some(h))) = (self.entries.get(i), self.hashers.get_mut(i)) else {
+            return Err(TransferError::Misuse);
+        };
+        let held = self.have[i].checked_add(bytes.len() as u64);
+        if held.is_none_or(|h| h > e.size()) {
+            return Err(TransferError::Misuse);
+        }
+        h.update(bytes);
+        self.have[i] += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Accepts the pending offer: queues ACCEPT with the held prefixes as
+    /// offsets, reports directories, verifies files already complete.
+    pub fn accept(&mut self) -> Result<(), TransferError> {
+        if self.state != State::Pending {
+            return Err(TransferError::Misuse);
+        }
+        let id = self.id.unwrap_or(0);
+        self.q.out.push_back(
+            Message::Accept {
+                id,
+                window: self.cfg.window,
+                max_chunk: self.cfg.max_chunk,
+                offsets: self.have.clone(),
+            }
+            .encode(),
+        );
+        self.state = State::Receiving;
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.is_dir() {
+                self.q
+                    .events
+                    .push_back(ReceiverEvent::Dir { entry: i as u16 });
+            }
+        }
+        self.cur = 0;
+        match self.settle() {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail(e).map(|_| ()),
+        }
+    }
+
+    /// Refuses the pending offer (queues DENY). `Misuse` if none is pending.
+    pub fn deny(&mut self, reason: Reason) -> Result<(), TransferError> {
+        if self.state != State::Pending {
+            return Err(TransferError::Misuse);
+        }
+        self.send_deny(reason);
+        self.finish(Outcome::Denied {
+            by: Side::Local,
+            reason,
+        });
+        Ok(())
+    }
+
+    /// Gives up: DENY while pending, ABORT after accepting. Nothing happens
+    /// before an offer or once the transfer has ended.
+    pub fn cancel(&mut self, reason: Reason) {
+        match self.state {
+            State::Pending => {
+                let _ = self.deny(reason);
+            }
+            State::Receiving => {
+                let entry = self.current_entry();
+                self.send_abort(reason, entry);
+                self.finish(Outcome::Cancelled {
+                    by: Side::Local,
+                    reason,
+                    entry,
+                });
+            }
+            State::AwaitOffer | State::Finished => {}
+        }
+    }
+
+    /// Handles one message from the sender. Ignored (`Ok`) once ended; a
+    /// fatal error also ends the transfer (DENY or ABORT to the peer and
+    /// [`Outcome::Failed`]).
+    pub fn handle(&mut self, msg: &[u8]) -> Result<(), TransferError> {
+        let (kind, id) = match wire::header(msg) {
+            Ok(h) => h,
+            Err(WireError::NotTransfer) => return Err(TransferError::NotMine),
+            Err(e) => {
+                // An unreadable header: ours only if we have nothing else.
+                if self.state != State::AwaitOffer {
+                    return self.fail(TransferError::Wire(e));
+                }
+                if self.refuse_before_offer(msg, TransferError::Wire(e)) {
+                    return Err(TransferError::Wire(e));
+                }
+                return Err(TransferError::NotMine);
+            }
+        };
+        if !wire::from_sender(kind) || self.id.is_some_and(|mine| mine != id) {
+            return Err(TransferError::NotMine);
+        }
+        if self.state == State::Finished {
+            return Ok(());
+        }
+        if self.state == State::AwaitOffer && kind != wire::KIND_OFFER {
+            return Err(TransferError::NotMine);
+        }
+        let m = match wire::decode(msg) {
+            Ok(m) => m,
+            Err(e) => {
+                self.id = Some(id);
+                return self.fail(TransferError::Wire(e));
+            }
+        };
+        match (self.state, m) {
+            (State::AwaitOffer, Message::Offer { id, entries }) => {
+                self.id = Some(id);
+                if let Err(e) = check_offer(&entries, self.cfg.max_entries, self.cfg.max_total_size)
+                {
+                    return self.fail(TransferError::Offer(e));
+                }
+                self.have = alloc::vec![0; entries.len()];
+                self.hashers = entries
+                    .iter()
+                    .map(|e| (!e.is_dir()).then(Sha256::new))
+                    .collect();
+                self.entries = entries;
+                self.state = State::Pending;
+                self.q.events.push_back(ReceiverEvent::Offered);
+                Ok(())
+            }
+            (_, Message::Cancel { reason, entry, .. }) => {
+                self.finish(Outcome::Cancelled {
+                    by: Side::Peer,
+                    reason,
+                    entry,
+                });
+                Ok(())
+            }
+            (
+                State::Receiving,
+                Message::Data {
+                    entry,
+                    offset,
+                    data,
+                    ..
+                },
+            ) => self.on_data(entry, offset, data),
+            (State::Receiving, Message::End { .. }) => {
+                if self.cur < self.entries.len() {
+                    return self.fail(TransferError::Truncated {
+                        entry: self.cur as u16,
+                    });
+                }
+                let id = self.id.unwrap_or(0);
+                self.q.out.push_back(Message::Done { id }.encode());
+                self.finish(Outcome::Done);
+                Ok(())
+            }
+            _ => self.fail(TransferError::Unexpected { kind }),
+        }
+    }
+
+    fn on_data(&mut self, entry: u16, offset: u64, data: &[u8]) -> Result<(), TransferError> {
+        let i = usize::from(entry);
+        let in_order = i == self.cur
+            && self.have.get(i) == Some(&offset)
+            && data.len() <= self.cfg.max_chunk as usize
+            && self.entries.get(i).is_some_and(|e| {
+                offset
+                    .checked_add(data.len() as u64)
+                    .is_some_and(|end| end <= e.size())
+            });
+        if !in_order {
+            return self.fail(TransferError::OutOfOrder { entry, offset });
+        }
+        if self.received + data.len() as u64 - self.acked > u64::from(self.cfg.window) {
+            return self.fail(TransferError::WindowExceeded);
+        }
+        if let Some(Some(h)) = self.hashers.get_mut(i) {
+            h.update(data);
+        }
+        self.have[i] += data.len() as u64;
+        self.received += data.len() as u64;
+        self.q.events.push_back(ReceiverEvent::Data {
+            entry,
+            offset,
+            data: data.to_vec(),
+        });
+        match self.settle() {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Verifies every complete file from `cur` on and moves `cur` to the
+    /// first incomplete one.
+    fn settle(&mut self) -> Result<(), TransferError> {
+        while let Some(e) = self.entries.get(self.cur) {
+            let i = self.cur;
+            if let EntryKind::File { size, sha256 } = e.kind {
+                if self.have[i] < size {
+                    return Ok(());
+                }
+                let got: [u8; 32] = self.hashers[i]
+                    .take()
+                    .map(|h| h.finalize().into())
+                    .unwrap_or([0; 32]);
+                if got != sha256 {
+                    return Err(TransferError::HashMismatch { entry: i as u16 });
+                }
+                self.q
+                    .events
+                    .push_back(ReceiverEvent::FileVerified { entry: i as u16 });
+            }
+            self.cur += 1;
+        }
+        Ok(())
+    }
+
+    fn current_entry(&self) -> Option<u16> {
+        (self.cur < self.entries.len()).then_some(self.cur as u16)
+    }
+
+    /// An OFFER whose header does not parse (another version, oversized):
+    /// answered by id with a DENY when the id is readable. True if it was
+    /// an offer (the transfer has then ended).
+    fn refuse_before_offer(&mut self, msg: &[u8], err: TransferError) -> bool {
+        match (msg.first(), msg.get(2..6)) {
+            (Some(&wire::KIND_OFFER), Some(h)) => {
+                self.id = Some(u32::from_be_bytes([h[0], h[1], h[2], h[3]]));
+                self.send_deny(err.reason());
+                self.finish(Outcome::Failed(err));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn send_deny(&mut self, reason: Reason) {
+        let id = self.id.unwrap_or(0);
+        self.q.out.push_back(Message::Deny { id, reason }.encode());
+    }
+
+    fn send_abort(&mut self, reason: Reason, entry: Option<u16>) {
+        let id = self.id.unwrap_or(0);
+        self.q
+            .out
+            .push_back(Message::Abort { id, reason, entry }.encode());
+    }
+
+    fn fail(&mut self, err: TransferError) -> Result<(), TransferError> {
+        match self.state {
+            State::Finished => {}
+            State::AwaitOffer | State::Pending => {
+                self.send_deny(err.reason());
+                self.finish(Outcome::Failed(err));
+            }
+            State::Receiving => {
+                self.send_abort(err.reason(), err.entry());
+                self.finish(Outcome::Failed(err));
+            }
+        }
+        Err(err)
+    }
+
+    fn finish(&mut self, o: Outcome) {
+        // Events already queued stay (in order: a FileVerified only ever
+        // follows all the data of its file); data of an unverified file is
+        // the caller's to discard when the outcome is not Done.
+        self.state = State::Finished;
+        self.q.outcome = Some(o.clone());
+        self.q.events.push_back(ReceiverEvent::Finished(o));
+    }
+}
