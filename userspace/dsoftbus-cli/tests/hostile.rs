@@ -3,10 +3,11 @@
 //! `lo`) attacks a node while honest nodes on 127.0.0.1 try to work. Each
 //! test fails on the daemon before the `dsoftbus::node` policy was wired in.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,109 +18,19 @@ use dsoftbus::{
 };
 use rand_core::{OsRng, TryRngCore};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dsoftbus");
+use common::{cli, text, Node, Ports};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    child: Child,
-    state: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Ports {
-    tcp: u16,
-    udp: u16,
-}
-
-fn ports() -> Ports {
-    Ports {
-        tcp: free_port(),
-        udp: free_port(),
-    }
-}
-
+/// A daemon announcing to `peers` (the discard port when there are none).
 fn spawn(dir: &Path, id: &str, me: Ports, peers: &[Ports], extra: &[&str]) -> Node {
-    let state = dir.join(id);
-    let log = dir.join(format!("{id}.log"));
-    let mut targets: Vec<String> = peers
-        .iter()
-        .map(|p| format!("127.0.0.1:{}", p.udp))
-        .collect();
-    if targets.is_empty() {
-        // unicast mode needs a target; nothing listens on the discard port.
-        targets.push("127.0.0.1:9".into());
-    }
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--state-dir")
-        .arg(&state)
-        .args(["daemon", "--device-id", id, "--listen", "127.0.0.1"])
-        .args(["--port", &me.tcp.to_string()])
-        .args(["--discovery", "unicast"])
-        .args(["--discovery-port", &me.udp.to_string()])
-        .args(["--announce-to", &targets.join(",")])
-        .args(["--announce-interval-ms", "300"])
-        .args(extra)
-        .env_remove("DSOFTBUS_CONFIG")
-        .env_remove("DSOFTBUS_LOG")
-        .env("XDG_CONFIG_HOME", dir.join("no-config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    Node {
-        child: cmd.spawn().unwrap(),
-        state,
-        log,
-    }
+    let udp: Vec<u16> = peers.iter().map(|p| p.udp).collect();
+    common::spawn(dir, id, me, &udp, extra, None)
 }
 
-fn cli(state: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
+/// A numeric `status` value; counters print as `counter.<name>=`.
 fn status(n: &Node, key: &str) -> Option<u64> {
-    let o = cli(&n.state, &["status"]);
-    let prefix = format!("{key}=");
-    text(&o)
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+    n.status(key)
+        .or_else(|| n.status(&format!("counter.{key}")))
         .and_then(|v| v.parse().ok())
-        .or_else(|| {
-            // counters print as `counter.<name>=`
-            let p = format!("counter.{key}=");
-            text(&o)
-                .lines()
-                .find_map(|l| l.strip_prefix(p.as_str()).map(str::to_string))
-                .and_then(|v| v.parse().ok())
-        })
 }
 
 /// Time until `f` holds, or None after `limit`.
@@ -132,28 +43,6 @@ fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
         std::thread::sleep(Duration::from_millis(50));
     }
     None
-}
-
-fn log_of(n: &Node) -> String {
-    std::fs::read_to_string(&n.log).unwrap_or_default()
-}
-
-fn wait_up(n: &Node) {
-    within(Duration::from_secs(10), || {
-        cli(&n.state, &["status"]).status.success()
-    })
-    .unwrap_or_else(|| panic!("daemon did not start\n{}", log_of(n)));
-}
-
-fn key_of(n: &Node) -> PublicKey {
-    let o = cli(&n.state, &["id"]);
-    let hex_key = text(&o)
-        .lines()
-        .find_map(|l| l.strip_prefix("key ").map(str::to_string))
-        .unwrap();
-    let mut b = [0u8; 32];
-    hex::decode_to_slice(hex_key.trim(), &mut b).unwrap();
-    PublicKey::from_bytes(b)
 }
 
 fn udp_from(ip: Ipv4Addr) -> UdpSocket {
@@ -181,9 +70,9 @@ fn fake_announce(i: u64) -> Vec<u8> {
 #[test]
 fn slowloris_from_one_address_does_not_block_an_honest_session() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (ports(), ports());
+    let (pa, pb) = (Ports::new(), Ports::new());
     let beta = spawn(dir.path(), "beta", pb, &[pa], &[]);
-    wait_up(&beta);
+    beta.wait_up();
     let stop = Arc::new(AtomicBool::new(false));
     let held = Arc::new(AtomicUsize::new(0));
     let attackers: Vec<_> = (0..4)
@@ -221,7 +110,7 @@ fn slowloris_from_one_address_does_not_block_an_honest_session() {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let alpha = spawn(dir.path(), "alpha", pa, &[pb], &[]);
-    wait_up(&alpha);
+    alpha.wait_up();
     let t = within(Duration::from_secs(8), || {
         status(&alpha, "sessions") == Some(1)
     });
@@ -234,8 +123,8 @@ fn slowloris_from_one_address_does_not_block_an_honest_session() {
     assert!(
         t.is_some_and(|t| t < Duration::from_secs(4)),
         "no honest session within 4 s under a slowloris from one address\n{}\n----\n{}",
-        log_of(&alpha),
-        log_of(&beta)
+        alpha.log_text(),
+        beta.log_text()
     );
     assert!(refused > 0, "the attacker was never refused");
 }
@@ -246,9 +135,9 @@ fn slowloris_from_one_address_does_not_block_an_honest_session() {
 #[test]
 fn announce_flood_logs_a_bounded_number_of_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let pb = ports();
+    let pb = Ports::new();
     let beta = spawn(dir.path(), "beta", pb, &[], &[]);
-    wait_up(&beta);
+    beta.wait_up();
     let socks: Vec<UdpSocket> = (0..200u32)
         .map(|i| {
             udp_from(Ipv4Addr::new(
@@ -269,7 +158,7 @@ fn announce_flood_logs_a_bounded_number_of_lines() {
     }
     let secs = start.elapsed().as_secs() + 2;
     std::thread::sleep(Duration::from_millis(1500));
-    let log = log_of(&beta);
+    let log = beta.log_text();
     let found = log.matches("discovery peer found").count() as u64;
     let datagrams = status(&beta, "datagrams").unwrap_or(0);
     eprintln!("announce flood: {datagrams} datagrams received, {found} 'peer found' lines, {} bytes of log", log.len());
@@ -287,9 +176,9 @@ fn announce_flood_logs_a_bounded_number_of_lines() {
 #[test]
 fn announce_flood_from_200_addresses_does_not_stop_a_new_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (ports(), ports());
+    let (pa, pb) = (Ports::new(), Ports::new());
     let beta = spawn(dir.path(), "beta", pb, &[pa], &[]);
-    wait_up(&beta);
+    beta.wait_up();
     let stop = Arc::new(AtomicBool::new(false));
     let flood = {
         let stop = stop.clone();
@@ -318,7 +207,7 @@ fn announce_flood_from_200_addresses_does_not_stop_a_new_peer() {
     };
     std::thread::sleep(Duration::from_millis(500));
     let alpha = spawn(dir.path(), "alpha", pa, &[pb], &[]);
-    wait_up(&alpha);
+    alpha.wait_up();
     let t = within(Duration::from_secs(8), || {
         status(&alpha, "sessions") == Some(1)
     });
@@ -328,8 +217,8 @@ fn announce_flood_from_200_addresses_does_not_stop_a_new_peer() {
     assert!(
         t.is_some_and(|t| t < Duration::from_secs(5)),
         "new peer got no session during the flood\n{}\n----\n{}",
-        log_of(&alpha),
-        log_of(&beta)
+        alpha.log_text(),
+        beta.log_text()
             .lines()
             .rev()
             .take(40)
@@ -345,17 +234,12 @@ fn announce_flood_from_200_addresses_does_not_stop_a_new_peer() {
 #[test]
 fn replayed_announce_from_another_address_does_not_stop_dialling() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (ports(), ports());
+    let (pa, pb) = (Ports::new(), Ports::new());
     let beta = spawn(dir.path(), "beta", pb, &[pa], &[]);
-    wait_up(&beta);
-    let replay = Announce::new(
-        DeviceId::new("beta").unwrap(),
-        pb.tcp,
-        key_of(&beta),
-        vec![],
-    )
-    .unwrap()
-    .encode();
+    beta.wait_up();
+    let replay = Announce::new(DeviceId::new("beta").unwrap(), pb.tcp, beta.key(), vec![])
+        .unwrap()
+        .encode();
     let stop = Arc::new(AtomicBool::new(false));
     let replayer = {
         let stop = stop.clone();
@@ -369,7 +253,7 @@ fn replayed_announce_from_another_address_does_not_stop_dialling() {
         })
     };
     let alpha = spawn(dir.path(), "alpha", pa, &[pb], &[]);
-    wait_up(&alpha);
+    alpha.wait_up();
     let t = within(Duration::from_secs(8), || {
         status(&alpha, "sessions") == Some(1)
     });
@@ -381,7 +265,7 @@ fn replayed_announce_from_another_address_does_not_stop_dialling() {
         // happened to be the latest); now about 0.2 s.
         t.is_some_and(|t| t < Duration::from_millis(1200)),
         "no session within 1.2 s while beta's announce was replayed from another address\n{}",
-        log_of(&alpha)
+        alpha.log_text()
     );
 }
 
@@ -392,12 +276,12 @@ fn replayed_announce_from_another_address_does_not_stop_dialling() {
 #[test]
 fn valid_frame1_flood_from_one_address_is_rate_limited_before_dh() {
     let dir = tempfile::tempdir().unwrap();
-    let pb = ports();
+    let pb = Ports::new();
     let beta = spawn(dir.path(), "beta", pb, &[], &[]);
-    wait_up(&beta);
+    beta.wait_up();
     let target = PeerTarget {
         id: DeviceId::new("beta").unwrap(),
-        key: key_of(&beta),
+        key: beta.key(),
     };
     let mut rng = OsRng.unwrap_err();
     let me = LocalIdentity::new(
@@ -516,9 +400,9 @@ fn announce_as(id: &str, keys: &StaticKeypair, from: Ipv4Addr, to_udp: u16) {
 #[test]
 fn one_key_many_ids_cannot_lock_out_a_pinned_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (ports(), ports());
+    let (pa, pb) = (Ports::new(), Ports::new());
     let beta = spawn(dir.path(), "beta", pb, &[pa], &["--max-sessions", "8"]);
-    wait_up(&beta);
+    beta.wait_up();
     // alpha's key exists before alpha runs; beta's user pins it.
     let key_a = text(&cli(&dir.path().join("alpha"), &["id"]))
         .lines()
@@ -528,7 +412,7 @@ fn one_key_many_ids_cannot_lock_out_a_pinned_peer() {
     assert!(o.status.success(), "{}", text(&o));
     let target = PeerTarget {
         id: DeviceId::new("beta").unwrap(),
-        key: key_of(&beta),
+        key: beta.key(),
     };
     let mut rng = OsRng.unwrap_err();
     let mallory = StaticKeypair::generate(&mut rng);
@@ -547,7 +431,7 @@ fn one_key_many_ids_cannot_lock_out_a_pinned_peer() {
     std::thread::sleep(Duration::from_millis(300));
     let got = status(&beta, "sessions").unwrap_or(0);
     let alpha = spawn(dir.path(), "alpha", pa, &[pb], &[]);
-    wait_up(&alpha);
+    alpha.wait_up();
     let t = within(Duration::from_secs(6), || {
         status(&alpha, "sessions") == Some(1)
     });
@@ -559,7 +443,7 @@ fn one_key_many_ids_cannot_lock_out_a_pinned_peer() {
     assert!(
         t.is_some(),
         "the pinned peer was locked out\n{}",
-        log_of(&beta)
+        beta.log_text()
     );
     drop(held);
 }
@@ -571,12 +455,12 @@ fn one_key_many_ids_cannot_lock_out_a_pinned_peer() {
 #[test]
 fn pin_squatting_is_rate_limited_and_forget_auto_clears_it() {
     let dir = tempfile::tempdir().unwrap();
-    let pb = ports();
+    let pb = Ports::new();
     let beta = spawn(dir.path(), "beta", pb, &[], &[]);
-    wait_up(&beta);
+    beta.wait_up();
     let target = PeerTarget {
         id: DeviceId::new("beta").unwrap(),
-        key: key_of(&beta),
+        key: beta.key(),
     };
     let mut rng = OsRng.unwrap_err();
     let from = Ipv4Addr::new(127, 0, 6, 1);
@@ -615,15 +499,15 @@ fn pin_squatting_is_rate_limited_and_forget_auto_clears_it() {
 #[test]
 fn pending_mode_lists_new_devices_until_trusted() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (ports(), ports());
+    let (pa, pb) = (Ports::new(), Ports::new());
     let alpha = spawn(dir.path(), "alpha", pa, &[pb], &["--trust-mode", "pending"]);
     let beta = spawn(dir.path(), "beta", pb, &[pa], &[]);
-    wait_up(&alpha);
-    wait_up(&beta);
+    alpha.wait_up();
+    beta.wait_up();
     within(Duration::from_secs(5), || {
         text(&cli(&alpha.state, &["peers"])).contains("pending")
     })
-    .unwrap_or_else(|| panic!("beta never listed as pending\n{}", log_of(&alpha)));
+    .unwrap_or_else(|| panic!("beta never listed as pending\n{}", alpha.log_text()));
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(status(&alpha, "sessions"), Some(0));
     let o = cli(&alpha.state, &["trust", "beta"]);
@@ -631,7 +515,7 @@ fn pending_mode_lists_new_devices_until_trusted() {
     within(Duration::from_secs(5), || {
         status(&alpha, "sessions") == Some(1)
     })
-    .unwrap_or_else(|| panic!("no session after trust\n{}", log_of(&alpha)));
+    .unwrap_or_else(|| panic!("no session after trust\n{}", alpha.log_text()));
     let known = std::fs::read_to_string(alpha.state.join("known_peers.toml")).unwrap();
     assert!(
         known.contains("[peers]") && known.contains("beta"),

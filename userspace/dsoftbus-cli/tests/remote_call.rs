@@ -2,25 +2,17 @@
 //! a Unix-socket service on each, calls in both directions, allowed and
 //! denied by each daemon's remote ACL, and the audit lines in the logs.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dsoftbus");
+use common::{cli, free_port, text, wait_for, Node, Ports, BIN};
 
-fn free_port() -> u16 {
-    loop {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("0.0.0.0", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
+/// A `dsoftbus serve` process, killed when dropped.
 struct Proc {
     child: Child,
 }
@@ -32,78 +24,13 @@ impl Drop for Proc {
     }
 }
 
-struct Node {
-    _proc: Proc,
-    state: PathBuf,
-    log: PathBuf,
-}
-
+/// A daemon announcing to one peer, with a remote ACL.
 fn spawn(dir: &Path, id: &str, me: (u16, u16), peer_udp: u16, acl: &str) -> Node {
-    let state = dir.join(id);
-    let log = dir.join(format!("{id}.log"));
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--state-dir")
-        .arg(&state)
-        .args(["daemon", "--device-id", id, "--listen", "127.0.0.1"])
-        .args(["--port", &me.0.to_string()])
-        .args(["--discovery", "unicast"])
-        .args(["--discovery-port", &me.1.to_string()])
-        .args(["--announce-to", &format!("127.0.0.1:{peer_udp}")])
-        .args(["--announce-interval-ms", "300"])
-        .args(["--remote-acl", acl])
-        .env_remove("DSOFTBUS_CONFIG")
-        .env("XDG_CONFIG_HOME", dir.join("no-config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    Node {
-        _proc: Proc {
-            child: cmd.spawn().unwrap(),
-        },
-        state,
-        log,
-    }
-}
-
-fn cli(state: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn log_of(n: &Node) -> String {
-    std::fs::read_to_string(&n.log).unwrap_or_default()
-}
-
-fn wait_for(what: &str, nodes: &[&Node], mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let logs: Vec<String> = nodes.iter().map(|n| log_of(n)).collect();
-    panic!("timed out waiting for {what}\n{}", logs.join("\n----\n"));
-}
-
-fn sessions(n: &Node) -> Option<usize> {
-    text(&cli(&n.state, &["status"]))
-        .lines()
-        .find_map(|l| l.strip_prefix("sessions="))
-        .and_then(|v| v.parse().ok())
+    let me = Ports {
+        tcp: me.0,
+        udp: me.1,
+    };
+    common::spawn(dir, id, me, &[peer_udp], &["--remote-acl", acl], None)
 }
 
 /// A local service: reads the request to EOF, answers `prefix ‖ request`.
@@ -166,14 +93,15 @@ fn remote_call_both_ways_allowed_and_denied() {
         drop(held);
     });
     wait_for("a session on both sides", &[&a, &b], || {
-        sessions(&a) == Some(1) && sessions(&b) == Some(1)
+        a.sessions() == Some(1) && b.sessions() == Some(1)
     });
     let _s1 = serve(&b, "echo", &echo_sock);
     let _s2 = serve(&b, "log", &log_sock);
     let _s3 = serve(&a, "time", &time_sock);
     let _s4 = serve(&a, "slow", &slow_sock);
     wait_for("services registered", &[&a, &b], || {
-        log_of(&b).matches("serving ").count() >= 2 && log_of(&a).matches("serving ").count() >= 2
+        b.log_text().matches("serving ").count() >= 2
+            && a.log_text().matches("serving ").count() >= 2
     });
 
     // alpha → beta: echo allowed, log denied (served, but not in beta's ACL).
@@ -211,7 +139,7 @@ fn remote_call_both_ways_allowed_and_denied() {
 
     // One audit line per call, on the receiving daemon.
     wait_for("audit lines", &[&a, &b], || {
-        let (la, lb) = (log_of(&a), log_of(&b));
+        let (la, lb) = (a.log_text(), b.log_text());
         lb.contains("remote call peer=alpha service=echo allowed")
             && lb.contains("remote call peer=alpha service=log denied (acl)")
             && la.contains("remote call peer=beta service=time allowed")
@@ -220,8 +148,8 @@ fn remote_call_both_ways_allowed_and_denied() {
             && la.contains("remote call peer=beta service=gone allowed")
             && la.contains("remote call peer=beta service=slow allowed")
     });
-    assert_eq!(log_of(&b).matches("remote call peer=").count(), 2);
-    assert_eq!(log_of(&a).matches("remote call peer=").count(), 5);
+    assert_eq!(b.log_text().matches("remote call peer=").count(), 2);
+    assert_eq!(a.log_text().matches("remote call peer=").count(), 5);
 
     // A second `serve` of the same name is refused; the first stays.
     let o = cli(
