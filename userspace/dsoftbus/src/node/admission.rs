@@ -222,16 +222,9 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::fixtures::{ip, t};
     use crate::ratelimit::HandshakeGate;
-    use core::net::Ipv4Addr;
     use proptest::prelude::*;
-
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
-    }
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
 
     /// Item 4: 64 reconnecting connections from one address, no key needed.
     /// Before: 16 global slots, first come first served, so the attacker

@@ -215,17 +215,12 @@ impl Default for Candidates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::fixtures::{id, t};
     use core::net::{IpAddr, Ipv4Addr};
     use proptest::prelude::*;
 
     fn a(n: u8) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)), 4000)
-    }
-    fn id(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub mod log;
 pub mod pins;
 pub mod sessions;
 
+#[cfg(test)]
+mod fixtures;
+
 use core::net::{IpAddr, Ipv6Addr};
 
 pub use admission::{Admission, AdmissionConfig, AdmitRefused, Admitted, Ticket};

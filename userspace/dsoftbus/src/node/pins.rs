@@ -500,21 +500,8 @@ impl Default for PinStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::net::Ipv4Addr;
+    use crate::node::fixtures::{id, ip, key, t};
     use proptest::prelude::*;
-
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
-    }
-    fn id(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
-    fn key(n: u8) -> PublicKey {
-        PublicKey::from_bytes([n; 32])
-    }
-    fn t(ms: u64) -> Instant {
-        Instant::from_millis(ms)
-    }
 
     /// Item 8: one LAN host pinned 1 024 made-up ids in 5 s, then `trust`
     /// failed (known peers full). Now it gets 4 pins in 5 s (burst), 16 at

@@ -228,18 +228,8 @@ impl SessionCaps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::net::Ipv4Addr;
+    use crate::node::fixtures::{id, ip, key};
     use proptest::prelude::*;
-
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
-    }
-    fn id(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
-    fn key(n: u8) -> PublicKey {
-        PublicKey::from_bytes([n; 32])
-    }
 
     /// Item 7: one static key authenticating as 32 made-up ids filled
     /// max_sessions and the pinned honest peer was refused. Now the key
