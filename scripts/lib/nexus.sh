@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by scripts/qemu-test.sh, scripts/qemu-run.sh and .ci/run: where things are,
+# Shared by scripts/qemu-test.sh, scripts/qemu-run.sh, .ci/run and the namespace tests: where things are,
 # how the kernel is built, how QEMU is found (or installed), and the QEMU machine.
 # Source it; it defines functions and a few variables and runs nothing else.
 
@@ -160,4 +160,28 @@ nexus_ns_test_cleanup() {
     fi
     nexus_netns_del_prefix "$PFX"
     if [[ ${KEEP:-0} == 1 ]]; then echo "$TAG: work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+
+# Build the Linux node (`cargo build --release -p dsoftbus-cli --bin dsoftbus`,
+# plus any extra cargo arguments) and set BIN to the binary. Used by the
+# namespace tests (netns-test.sh, scale-test.sh, interop-test.sh).
+nexus_build_dsoftbus() {
+    local tag=$1 target
+    shift
+    echo "$tag: building (cargo build --release -p dsoftbus-cli --bin dsoftbus${*:+ $*})"
+    (cd "$NEXUS_ROOT" && cargo build --release -q -p dsoftbus-cli --bin dsoftbus "$@")
+    target=${CARGO_TARGET_DIR:-$NEXUS_ROOT/target}
+    [[ $target == /* ]] || target=$NEXUS_ROOT/$target
+    BIN=$target/release/dsoftbus
+}
+
+# Create namespace <hub> with lo up and a bridge br0 (multicast snooping off,
+# so discovery multicast reaches every port), up. Nodes attach with
+# `ip -n <hub> link set <veth> master br0 up`.
+nexus_ns_hub_bridge() {
+    ip netns add "$1"
+    ip -n "$1" link set lo up
+    ip -n "$1" link add br0 type bridge
+    ip -n "$1" link set br0 type bridge mcast_snooping 0
+    ip -n "$1" link set br0 up
 }

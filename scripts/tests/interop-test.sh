@@ -78,19 +78,11 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     nexus_build_kernel "$TAG" || exit 2
 fi
 [[ -f $KERNEL_ELF ]] || { echo "$TAG: kernel image $KERNEL_ELF missing" >&2; exit 2; }
-echo "$TAG: building (cargo build --release -p dsoftbus-cli --bin dsoftbus)"
-(cd "$ROOT" && cargo build --release -q -p dsoftbus-cli --bin dsoftbus)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
-BIN=$TARGET/release/dsoftbus
+nexus_build_dsoftbus "$TAG"
 
 # --- topology: bridge + dnsmasq + tap in the hub namespace, one veth per Linux node ---
-ip netns add "$HUB"
-ip -n "$HUB" link set lo up
-ip -n "$HUB" link add br0 type bridge
-ip -n "$HUB" link set br0 type bridge mcast_snooping 0
+nexus_ns_hub_bridge "$HUB"
 ip -n "$HUB" addr add 10.77.1.1/24 brd + dev br0
-ip -n "$HUB" link set br0 up
 for t in tap0 tap1; do
     ip -n "$HUB" tuntap add dev "$t" mode tap
     ip -n "$HUB" link set "$t" master br0 up

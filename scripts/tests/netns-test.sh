@@ -49,19 +49,11 @@ trap 'exit 130' INT TERM
 fail() { echo "$TAG: FAIL: $*"; exit 1; }
 now_ms() { date +%s%3N; }
 
-echo "$TAG: building (cargo build --release -p dsoftbus-cli --bin dsoftbus --example netns_tool)"
-(cd "$ROOT" && cargo build --release -q -p dsoftbus-cli --bin dsoftbus --example netns_tool)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
-BIN=$TARGET/release/dsoftbus
-TOOL=$TARGET/release/examples/netns_tool
+nexus_build_dsoftbus "$TAG" --example netns_tool
+TOOL=${BIN%/*}/examples/netns_tool
 
 # --- topology: one bridge in the hub namespace, one veth per node ---------------
-ip netns add "$HUB"
-ip -n "$HUB" link set lo up
-ip -n "$HUB" link add br0 type bridge
-ip -n "$HUB" link set br0 type bridge mcast_snooping 0
-ip -n "$HUB" link set br0 up
+nexus_ns_hub_bridge "$HUB"
 attach() { # $1 index
     local n; n=$(ns "$1")
     ip netns add "$n"

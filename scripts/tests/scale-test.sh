@@ -52,17 +52,9 @@ trap 'exit 130' INT TERM
 fail() { echo "$TAG: FAIL: $*"; exit 1; }
 now_ms() { date +%s%3N; }
 
-echo "$TAG: building (cargo build --release -p dsoftbus-cli --bin dsoftbus)"
-(cd "$ROOT" && cargo build --release -q -p dsoftbus-cli --bin dsoftbus)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
-BIN=$TARGET/release/dsoftbus
+nexus_build_dsoftbus "$TAG"
 
-ip netns add "$HUB"
-ip -n "$HUB" link set lo up
-ip -n "$HUB" link add br0 type bridge
-ip -n "$HUB" link set br0 type bridge mcast_snooping 0
-ip -n "$HUB" link set br0 up
+nexus_ns_hub_bridge "$HUB"
 for i in $(seq 1 "$NODES"); do
     n=$(ns "$i")
     ip netns add "$n"
