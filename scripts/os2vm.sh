@@ -77,13 +77,7 @@ for c in $CASES; do
     esac
 done
 
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    nexus_build_kernel "$TAG" || exit 2
-fi
-if [[ ! -f $KERNEL_ELF ]]; then
-    echo "$TAG: kernel image not found: $KERNEL_ELF" >&2
-    exit 2
-fi
+nexus_kernel_ready "$TAG" || exit 2
 nexus_ensure_qemu "$TAG" "$QEMU_OVERRIDDEN" || exit 2
 if ! "$QEMU" -netdev help 2>/dev/null | grep -qx dgram; then
     echo "$TAG: $QEMU has no '-netdev dgram' backend (QEMU 7.2 or later; Debian 12 has it)" >&2

@@ -32,13 +32,7 @@ UART_LOG=$(nexus_abspath "${UART_LOG:-$NEXUS_ROOT/target/qemu/run-uart.log}")
 KERNEL_ELF=$(nexus_abspath "${KERNEL_ELF:-$(nexus_default_kernel_elf)}")
 cd "$NEXUS_ROOT"
 
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    nexus_build_kernel "$TAG" || exit 2
-fi
-if [[ ! -f $KERNEL_ELF ]]; then
-    echo "$TAG: kernel image not found: $KERNEL_ELF" >&2
-    exit 2
-fi
+nexus_kernel_ready "$TAG" || exit 2
 nexus_ensure_qemu "$TAG" "$QEMU_OVERRIDDEN" || exit 2
 mkdir -p "$(dirname "$UART_LOG")"
 

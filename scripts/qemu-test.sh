@@ -189,14 +189,7 @@ if ! TIMEOUT_US=$(duration_us "$RUN_TIMEOUT") || ((TIMEOUT_US <= 0)); then
 fi
 
 # ---- build, find QEMU and the image ---------------------------------------------
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    nexus_build_kernel "$TAG" || exit 2
-fi
-if [[ ! -f $KERNEL_ELF ]]; then
-    echo "$TAG: kernel image not found: $KERNEL_ELF" >&2
-    [[ ${SKIP_BUILD:-0} == 1 ]] && echo "$TAG: (SKIP_BUILD=1 is set; build it or drop SKIP_BUILD)" >&2
-    exit 2
-fi
+nexus_kernel_ready "$TAG" || exit 2
 nexus_ensure_qemu "$TAG" "$QEMU_OVERRIDDEN" || exit 2
 
 # ---- log state ------------------------------------------------------------------

@@ -41,6 +41,20 @@ nexus_build_kernel() {
     fi
 }
 
+# Build the image unless SKIP_BUILD=1, then check that $KERNEL_ELF exists
+# (the caller sets it). Returns 2, with the reason, when there is no image.
+nexus_kernel_ready() {
+    local tag=$1
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        nexus_build_kernel "$tag" || return 2
+    fi
+    if [[ ! -f $KERNEL_ELF ]]; then
+        echo "$tag: kernel image not found: $KERNEL_ELF" >&2
+        [[ ${SKIP_BUILD:-0} == 1 ]] && echo "$tag: (SKIP_BUILD=1 is set; build it or drop SKIP_BUILD)" >&2
+        return 2
+    fi
+}
+
 nexus_is_debian() { [[ -f /etc/debian_version ]] && command -v apt-get >/dev/null 2>&1; }
 
 # Install QEMU from Debian packages (root only). The one thing the scripts install.

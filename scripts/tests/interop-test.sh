@@ -74,10 +74,7 @@ fail() { echo "$TAG: FAIL: $*"; exit 1; }
 
 # --- build ----------------------------------------------------------------------------
 KERNEL_ELF=$(nexus_abspath "${KERNEL_ELF:-$(nexus_default_kernel_elf)}")
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    nexus_build_kernel "$TAG" || exit 2
-fi
-[[ -f $KERNEL_ELF ]] || { echo "$TAG: kernel image $KERNEL_ELF missing" >&2; exit 2; }
+nexus_kernel_ready "$TAG" || exit 2
 nexus_build_dsoftbus "$TAG"
 
 # --- topology: bridge + dnsmasq + tap in the hub namespace, one veth per Linux node ---

@@ -19,8 +19,7 @@ TAG=powercut-test
 ROUNDS=${POWERCUT_ROUNDS:-8}
 QEMU=${QEMU:-qemu-system-x86_64}
 KERNEL_ELF=$(nexus_abspath "${KERNEL_ELF:-$(nexus_default_kernel_elf)}")
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then nexus_build_kernel "$TAG" || exit 2; fi
-[[ -f $KERNEL_ELF ]] || { echo "$TAG: kernel image $KERNEL_ELF missing" >&2; exit 2; }
+nexus_kernel_ready "$TAG" || exit 2
 WORK=target/qemu/powercut
 mkdir -p "$WORK"
 
