@@ -69,7 +69,16 @@ qemu_rows() {
     [[ -n $sess_rtt ]] && echo "bench-row|QEMU (TCG): dual-node session ping RTT|${sess_rtt} µs guest|—|—|report|n/a"
     local bulk
     bulk=$(grep -m1 'dsoftbusd: bulk transfer' "$log" | sed -n 's/.*bulk transfer \([0-9]*\) bytes.* in \([0-9]*\) us (\([0-9]*\) KB\/s.*/\1 bytes in \2 µs: \3 KB\/s/p')
-    [[ -n $bulk ]] && echo "bench-row|QEMU (TCG): dual-node bulk transfer over the guest stack|${bulk} guest|—|—|report|n/a"
+    # Same boot: the plain facade TCP baseline and the ratio (dsoftbusd: figures bulk ...).
+    local bfig plain bratio
+    bfig=$(grep -m1 'dsoftbusd: figures bulk transfer=' "$log" || true)
+    plain=$(sed -n 's/.* plain-tcp=\([0-9]*\) .*/\1/p' <<<"$bfig")
+    bratio=$(sed -n 's/.* ratio=\([0-9.]*\) .*/\1/p' <<<"$bfig")
+    if [[ -n $bulk && -n $plain && -n $bratio ]]; then
+        echo "bench-row|QEMU (TCG): dual-node 1 MiB file transfer (dsoftbus::transfer, SHA-256) over the guest stack|${bulk} guest|${plain} KB/s plain facade TCP, same boot|${bratio}x|report|n/a"
+    elif [[ -n $bulk ]]; then
+        echo "bench-row|QEMU (TCG): dual-node bulk transfer over the guest stack|${bulk} guest|—|—|report|n/a"
+    fi
     # Process-model figures (ipc-selftest, same boot): the best batch of each.
     local fig null yld ipc
     fig=$(grep -m1 'ipc-selftest: figures' "$log" || true)

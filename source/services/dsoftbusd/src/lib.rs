@@ -19,6 +19,7 @@
 extern crate alloc;
 
 mod dual;
+mod files;
 mod link;
 mod node;
 mod pins;
@@ -135,7 +136,30 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
                 caps.config("call"),
                 samgr,
             );
-            single::run(net, id, port, key, remote).await
+            let (policy, why) = files::parse_accept(caps.config("accept"));
+            if let Some(why) = why {
+                log::warn!("dsoftbusd: {why}");
+            }
+            let transfers = files::Files::new(policy);
+            log::info!(
+                "dsoftbusd: file transfer: accept={policy} (no user pins on an OS node), inbox {} bytes / {} files in memory, {} transfers in progress ({} per peer), carrier session data messages",
+                files::INBOX_MAX_BYTES,
+                files::INBOX_MAX_FILES,
+                files::MAX_ACTIVE,
+                files::MAX_ACTIVE_PER_PEER
+            );
+            if let Some(opt) = caps.config("send") {
+                match files::parse_send(opt) {
+                    Ok((to, bytes)) => {
+                        log::info!(
+                            "dsoftbusd: file send planned to={to} bytes={bytes} (a generated file, sent once a session with {to} is up)"
+                        );
+                        transfers.plan_send(to, bytes);
+                    }
+                    Err(e) => log::warn!("dsoftbusd: dsoftbusd.send refused: {e}; nothing is sent"),
+                }
+            }
+            single::run(net, id, port, key, remote, transfers).await
         }
         other => {
             log::info!(

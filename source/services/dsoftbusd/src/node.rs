@@ -88,6 +88,8 @@ pub(crate) struct Node {
     pub(crate) pin_keeper: Option<Arc<KeyClient>>,
     /// Remote service calls (node mode; `crate::remote`).
     pub(crate) remote: Option<crate::remote::Remote>,
+    /// File transfer (`crate::files`): node mode, and node-b of the proof.
+    pub(crate) files: Option<crate::files::Files>,
 }
 
 impl Node {
@@ -146,6 +148,7 @@ impl Node {
             pins: None,
             pin_keeper: None,
             remote: None,
+            files: None,
         })
     }
 
@@ -728,7 +731,21 @@ pub(crate) async fn serve(
         admission: &node.admission,
         source: ip,
     };
+    // This session's outgoing transfer (the planned send), if any.
+    let mut out: Option<crate::files::Outgoing> = None;
     loop {
+        if let (Some(f), true) = (&node.files, peer.is_some()) {
+            if let Err(e) = send_step(f, &mut link, conn_id, &mut out).await {
+                if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
+                    log::warn!(
+                        "dsoftbusd: {} session from {remote} ended: {e}{}",
+                        node.label,
+                        sup(n)
+                    );
+                }
+                break;
+            }
+        }
         let next = if peer.is_some() {
             link.next_event_gated(&bindings, None).await
         } else {
@@ -811,6 +828,22 @@ pub(crate) async fn serve(
             Ok(Event::Data(d)) => {
                 seen.data_bytes
                     .set(seen.data_bytes.get().saturating_add(d.len() as u64));
+                if let (Some(f), Some(p)) = (&node.files, &peer) {
+                    match f.on_data(&mut link, conn_id, p, &d, out.as_mut(), &seen.log) {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => {
+                            if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
+                                log::warn!(
+                                    "dsoftbusd: {} session from {remote} ended: {e}{}",
+                                    node.label,
+                                    sup(n)
+                                );
+                            }
+                            break;
+                        }
+                    }
+                }
                 if let Some(r) = &node.remote {
                     if let Err(e) = r
                         .on_data(&mut link, peer.as_ref(), &d, &node.dial_log)
@@ -841,6 +874,9 @@ pub(crate) async fn serve(
                     if let Err(e) = r.on_session_up(&mut link, p).await {
                         log::warn!("dsoftbusd: remote calls to peer={p} not sent: {e}");
                     }
+                }
+                if let (Some(f), Some(p)) = (&node.files, &peer) {
+                    out = f.start_send(p, node.local.id());
                 }
             }
             Ok(_) => {}
@@ -884,6 +920,12 @@ pub(crate) async fn serve(
     }
     node.release(ticket);
     node.caps.borrow_mut().remove(conn_id);
+    if let (Some(f), Some(p)) = (&node.files, &peer) {
+        if let Some(o) = &out {
+            f.send_ended(o, Err("the session ended first"));
+        }
+        f.session_gone(conn_id, p, &seen.log);
+    }
     if let Some(p) = peer {
         node.table.borrow_mut().set_session(&p, false);
         if let Some(r) = &node.remote {
@@ -891,6 +933,26 @@ pub(crate) async fn serve(
         }
     }
     link.shutdown().await;
+}
+
+/// Before a session waits for its next event: send what the outgoing
+/// transfer's window allows and what the incoming ones have to say; report
+/// and drop the outgoing one once it ended.
+pub(crate) async fn send_step(
+    files: &crate::files::Files,
+    link: &mut Link,
+    conn: u64,
+    out: &mut Option<crate::files::Outgoing>,
+) -> Result<(), LinkError> {
+    files.transmit(link, conn)?;
+    if let Some(o) = out {
+        o.pump(link).await?;
+        if let Some(end) = o.outcome() {
+            files.send_ended(o, Ok(&end));
+            *out = None;
+        }
+    }
+    Ok(())
 }
 
 /// A one-slot wake-up between tasks of the same service.

@@ -6,7 +6,9 @@
 //! the multicast group (broadcast if the join fails), accepts sessions, and
 //! dials every discovered peer the tie-break says it should dial, keeping
 //! each session open and answering pings. Options: `dsoftbusd.id=<device id>`
-//! (default `nexus-os`), `dsoftbusd.port=<tcp port>` (default 34567).
+//! (default `nexus-os`), `dsoftbusd.port=<tcp port>` (default 34567); file
+//! transfer (`crate::files`): `dsoftbusd.accept=any|known|none` (default
+//! `none`), `dsoftbusd.send=<device>:<bytes>`.
 
 use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
@@ -22,8 +24,8 @@ use nexus_netclient::{Ipv4, NetClient, SockAddr};
 
 use crate::link::{Link, LinkError};
 use crate::node::{
-    acceptor, announcer, dial, discovery, err, has_lease, join_discovery_group, ping, sock_addr,
-    Bindings, Node, Notify, Seen, MAX_SESSIONS_PER_NODE,
+    acceptor, announcer, dial, discovery, err, has_lease, join_discovery_group, ping, send_step,
+    sock_addr, Bindings, Node, Notify, Seen, MAX_SESSIONS_PER_NODE,
 };
 
 /// Default device id in node mode.
@@ -54,6 +56,7 @@ pub async fn run(
     port: u16,
     key: Option<crate::DeviceKey>,
     remote: crate::remote::Remote,
+    files: crate::files::Files,
 ) -> Result<(), ServiceError> {
     if !has_lease(&net).await {
         log::error!("dsoftbusd: discovery transport unavailable (no DHCP lease on the NIC)");
@@ -71,6 +74,7 @@ pub async fn run(
         node.keep_pins(k.client.clone());
     }
     node.remote = Some(remote);
+    node.files = Some(files);
     let node = node;
     let any = |port| SockAddr::new(Ipv4::UNSPECIFIED, port);
     let sockets = async {
@@ -148,12 +152,20 @@ pub async fn run(
         try_join3(
             acceptor(&net, &node, listener, &seen),
             dialer(&net, &node, &dials),
-            async {
-                match &node.remote {
-                    Some(r) => crate::remote::timer(r).await,
-                    None => Ok(()),
-                }
-            },
+            futures_util::future::try_join(
+                async {
+                    match &node.remote {
+                        Some(r) => crate::remote::timer(r).await,
+                        None => Ok(()),
+                    }
+                },
+                async {
+                    match &node.files {
+                        Some(f) => crate::files::timer(f, &seen.log).await,
+                        None => Ok(()),
+                    }
+                },
+            ),
         ),
     )
     .await
@@ -321,12 +333,30 @@ async fn session(
             return Err(err("remote calls", e));
         }
     }
-    // Hold the session, answering pings and remote calls, until the peer
-    // goes away.
+    // Hold the session, answering pings, remote calls and transfers, until
+    // the peer goes away.
+    let conn_id = node.next_conn.get();
+    node.next_conn.set(conn_id.wrapping_add(1));
+    let mut out = node
+        .files
+        .as_ref()
+        .and_then(|f| f.start_send(&peer, node.local.id()));
     let result = loop {
+        if let Some(f) = &node.files {
+            if let Err(e) = send_step(f, link, conn_id, &mut out).await {
+                break Err(err("session", e));
+            }
+        }
         match link.next_event(&bindings).await {
             Ok(Event::Closed) | Err(LinkError::Eof) => break Ok(()),
             Ok(Event::Data(d)) => {
+                if let Some(f) = &node.files {
+                    match f.on_data(link, conn_id, &peer, &d, out.as_mut(), &node.dial_log) {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => break Err(err("session", e)),
+                    }
+                }
                 if let Some(r) = &node.remote {
                     if let Err(e) = r.on_data(link, Some(&peer), &d, &node.dial_log).await {
                         break Err(err("session", e));
@@ -339,6 +369,12 @@ async fn session(
     };
     if let Some(r) = &node.remote {
         r.peer_gone(&peer);
+    }
+    if let Some(f) = &node.files {
+        if let Some(o) = &out {
+            f.send_ended(o, Err("the session ended first"));
+        }
+        f.session_gone(conn_id, &peer, &node.dial_log);
     }
     result
 }

@@ -1,0 +1,871 @@
+//! File transfer in dsoftbusd: the core's `dsoftbus::transfer` (wire.md §12)
+//! over session data messages.
+//!
+//! **Carrier.** dsoftbusd does not announce `streams/1`, so by the carrier
+//! rule of wire.md §12 every peer sends it one transfer message per session
+//! data message, and it does the same towards every peer. Data messages
+//! whose first byte is `0x40..=0x4f` are transfer messages; everything else
+//! goes on to the other data users (remote calls).
+//!
+//! **Receiving** ([`Files::on_data`]): an OFFER creates a core `Receiver`
+//! (bounds [`receiver_config`]: at most [`MAX_OFFER_ENTRIES`] entries and
+//! [`INBOX_MAX_BYTES`] in all, [`RX_WINDOW`] in flight; the core denies
+//! `too-large` / `invalid-name` before anything is exposed). The decision is
+//! the core's consent policy (`dsoftbus::node::consent`, boot option
+//! `dsoftbusd.accept=any|known|none`, default `none`); an OS node has no user
+//! pins, so `user_pinned` is always `false` (`known` therefore accepts
+//! nobody today) and there is no user to `ask`. An accepted offer reserves its
+//! size in the in-memory [`Inbox`] (bounds [`INBOX_MAX_BYTES`],
+//! [`INBOX_MAX_FILES`]; the oldest verified files make room, unfinished
+//! transfers never do: an offer that does not fit is denied `busy`). File
+//! bytes are kept apart until the core reports the file's SHA-256 verified,
+//! then stored with the line `dsoftbusd: file received from=<id> name=<n>
+//! bytes=<b> ok`. An accepted transfer with no data for [`STALL_TIMEOUT`] is
+//! cancelled (`expired`) by [`timer`].
+//!
+//! **Sending** ([`Outgoing`]): a deterministic generated file
+//! (`nexus-<our id>-<bytes>.bin`, [`generate`]) offered with its SHA-256,
+//! bytes produced on demand within the receiver's window. Node mode sends one
+//! after the boot option `dsoftbusd.send=<device>:<bytes>` once a session with
+//! that device is up; the dual-node proof sends its 1 MiB bulk this way.
+
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::time::Duration;
+
+use dsoftbus::node::consent::{AcceptPolicy, Consent, ConsentConfig, Slot, Verdict};
+use dsoftbus::node::LogLimiter;
+use dsoftbus::transfer::{
+    self, name, wire, Entry, EntryKind, Outcome, Reason, Receiver, ReceiverConfig, ReceiverEvent,
+    Sender, SenderConfig, SenderEvent, Side,
+};
+use dsoftbus::{DeviceId, Instant};
+use sha2::{Digest, Sha256};
+
+use crate::link::{now, Link, LinkError};
+use crate::node::sup;
+
+/// Bytes the inbox holds: verified files plus the full size of every
+/// accepted transfer not finished yet.
+pub const INBOX_MAX_BYTES: u64 = 8 << 20;
+/// Files the inbox holds (verified ones plus those of unfinished transfers).
+pub const INBOX_MAX_FILES: usize = 16;
+/// Entries (files and directories) in one offer.
+pub const MAX_OFFER_ENTRIES: usize = INBOX_MAX_FILES;
+/// Receive window of each incoming transfer (bytes in flight, unacknowledged).
+pub const RX_WINDOW: u32 = 256 << 10;
+/// Accepted incoming transfers in progress (consent's active table).
+pub const MAX_ACTIVE: usize = 4;
+/// Accepted incoming transfers in progress from one peer.
+pub const MAX_ACTIVE_PER_PEER: usize = 2;
+/// Incoming transfer state machines held at once (active ones, plus a
+/// finished one whose last message waits for its session): an offer beyond
+/// it is denied `busy` at once.
+pub const MAX_RECEIVERS: usize = 2 * MAX_ACTIVE;
+/// An accepted incoming transfer without data for this long is cancelled.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest file `dsoftbusd.send` generates.
+pub const MAX_SEND_BYTES: u64 = INBOX_MAX_BYTES;
+/// Sessions the planned send is tried on before it gives up.
+pub const MAX_SEND_TRIES: u32 = 3;
+
+/// The receiver bounds of every incoming transfer.
+pub fn receiver_config() -> ReceiverConfig {
+    ReceiverConfig {
+        max_entries: MAX_OFFER_ENTRIES,
+        max_total_size: INBOX_MAX_BYTES,
+        window: RX_WINDOW,
+        ..ReceiverConfig::default()
+    }
+}
+
+/// `dsoftbusd.accept`: the policy, and the line to log about the option.
+pub fn parse_accept(opt: Option<&str>) -> (AcceptPolicy, Option<String>) {
+    match opt.map(|s| (s, AcceptPolicy::parse(s))) {
+        None => (AcceptPolicy::None, None),
+        Some((_, Some(AcceptPolicy::Ask))) => (
+            AcceptPolicy::None,
+            Some(String::from(
+                "dsoftbusd.accept=ask refused: an OS node has no user to ask; incoming files are denied (accept=none)",
+            )),
+        ),
+        Some((_, Some(p))) => (p, None),
+        Some((s, None)) => (
+            AcceptPolicy::None,
+            Some(format!(
+                "dsoftbusd.accept={s} is not any|known|none; incoming files are denied (accept=none)"
+            )),
+        ),
+    }
+}
+
+/// `dsoftbusd.send=<device>:<bytes>` (1..=[`MAX_SEND_BYTES`]).
+pub fn parse_send(opt: &str) -> Result<(DeviceId, u64), String> {
+    let (dev, bytes) = opt
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{opt}' is not <device>:<bytes>"))?;
+    let dev = DeviceId::new(dev).map_err(|e| format!("device '{dev}': {e:?}"))?;
+    match bytes.parse::<u64>() {
+        Ok(b) if (1..=MAX_SEND_BYTES).contains(&b) => Ok((dev, b)),
+        _ => Err(format!("bytes '{bytes}' must be 1..={MAX_SEND_BYTES}")),
+    }
+}
+
+/// A name for a log line: the core's name rules already refused control,
+/// bidi and other format characters; whitespace is escaped too, so a name
+/// cannot continue the line with fields of its own (`x bytes=1 ok`).
+pub fn log_name(n: &str) -> String {
+    let mut s = String::with_capacity(n.len());
+    for c in n.chars() {
+        if c.is_whitespace() || c == '\\' {
+            s.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
+/// The bytes of a generated file: a SplitMix64 stream keyed by `seed`,
+/// byte `i` is byte `i % 8` (little-endian) of word `i / 8`; any range can
+/// be produced without the rest.
+pub fn generate(seed: u64, offset: u64, out: &mut [u8]) {
+    let mut i = 0;
+    while i < out.len() {
+        let pos = offset + i as u64;
+        let word = splitmix(seed ^ (pos / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes();
+        let from = (pos % 8) as usize;
+        let n = (8 - from).min(out.len() - i);
+        out[i..i + n].copy_from_slice(&word[from..from + n]);
+        i += n;
+    }
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Seed of a generated file (its name).
+fn seed_of(name: &str) -> u64 {
+    crate::node::fnv1a(name)
+}
+
+/// Verified files kept in memory, and the room reserved for unfinished
+/// transfers. Invariant: `stored + reserved ≤ INBOX_MAX_BYTES`, `files +
+/// reserved_files ≤ INBOX_MAX_FILES`.
+#[derive(Default, Debug)]
+pub struct Inbox {
+    files: VecDeque<Stored>,
+    stored: u64,
+    reserved: u64,
+    reserved_files: usize,
+}
+
+#[derive(Debug)]
+struct Stored {
+    #[allow(dead_code)] // kept for the day something reads the inbox
+    from: DeviceId,
+    #[allow(dead_code)]
+    name: String,
+    bytes: Vec<u8>,
+}
+
+impl Inbox {
+    /// Reserve room for an accepted offer of `bytes` in `files` files,
+    /// evicting the oldest verified files as needed (their count is
+    /// returned). `Err` (nothing changed) if unfinished transfers alone
+    /// leave no room.
+    pub fn reserve(&mut self, bytes: u64, files: usize) -> Result<usize, ()> {
+        let bytes_ok = self
+            .reserved
+            .checked_add(bytes)
+            .is_some_and(|b| b <= INBOX_MAX_BYTES);
+        if !bytes_ok || self.reserved_files + files > INBOX_MAX_FILES {
+            return Err(());
+        }
+        let mut evicted = 0;
+        while self.stored + self.reserved + bytes > INBOX_MAX_BYTES
+            || self.files.len() + self.reserved_files + files > INBOX_MAX_FILES
+        {
+            let Some(old) = self.files.pop_front() else {
+                break;
+            };
+            self.stored -= old.bytes.len() as u64;
+            evicted += 1;
+        }
+        self.reserved += bytes;
+        self.reserved_files += files;
+        Ok(evicted)
+    }
+
+    /// Give back a reservation (the transfer ended without these files).
+    pub fn unreserve(&mut self, bytes: u64, files: usize) {
+        self.reserved = self.reserved.saturating_sub(bytes);
+        self.reserved_files = self.reserved_files.saturating_sub(files);
+    }
+
+    /// Store a verified file; its reservation (`bytes.len()`, one file)
+    /// becomes stored bytes.
+    pub fn store(&mut self, from: DeviceId, name: String, bytes: Vec<u8>) {
+        self.unreserve(bytes.len() as u64, 1);
+        self.stored += bytes.len() as u64;
+        self.files.push_back(Stored { from, name, bytes });
+    }
+
+    /// (verified files, their bytes, reserved bytes, reserved files).
+    pub fn usage(&self) -> (usize, u64, u64, usize) {
+        (
+            self.files.len(),
+            self.stored,
+            self.reserved,
+            self.reserved_files,
+        )
+    }
+}
+
+/// One incoming transfer.
+struct Incoming {
+    /// The session carrying it.
+    conn: u64,
+    peer: DeviceId,
+    rx: Receiver,
+    /// Its place in consent's active table, once accepted.
+    slot: Option<Slot>,
+    /// Reserved in the inbox and not stored yet: (bytes, files).
+    reserved: (u64, usize),
+    /// Bytes of each entry so far (kept apart until verified).
+    parts: Vec<Vec<u8>>,
+    /// Last data (or the accept).
+    last: Instant,
+}
+
+/// A node's transfer state: consent, inbox, incoming transfers, the planned
+/// send.
+pub(crate) struct Files {
+    consent: RefCell<Consent<()>>,
+    inbox: RefCell<Inbox>,
+    incoming: RefCell<Vec<Incoming>>,
+    plan: RefCell<Option<Plan>>,
+    next_id: Cell<u32>,
+}
+
+/// `dsoftbusd.send`: what to send to whom, and how it went.
+struct Plan {
+    to: DeviceId,
+    bytes: u64,
+    tries: u32,
+    /// A session is sending it now.
+    busy: bool,
+    /// Sent, denied, or given up.
+    over: bool,
+}
+
+/// Logs a line of `kind` if the limiter allows; `$fmt` gets the suffix.
+macro_rules! limited {
+    ($log:expr, $kind:expr, $lvl:ident, $($fmt:tt)*) => {
+        if let Some(n) = $log.borrow_mut().allow($kind, now()) {
+            log::$lvl!("{}{}", format_args!($($fmt)*), sup(n));
+        }
+    };
+}
+
+impl Files {
+    /// A node's transfers under `policy`, sending nothing.
+    pub(crate) fn new(policy: AcceptPolicy) -> Self {
+        Files {
+            consent: RefCell::new(Consent::new(ConsentConfig {
+                policy,
+                max_active: MAX_ACTIVE,
+                max_active_per_peer: MAX_ACTIVE_PER_PEER,
+                ..ConsentConfig::default()
+            })),
+            inbox: RefCell::new(Inbox::default()),
+            incoming: RefCell::new(Vec::new()),
+            plan: RefCell::new(None),
+            next_id: Cell::new(1),
+        }
+    }
+
+    /// Plan one generated file of `bytes` for `to`.
+    pub(crate) fn plan_send(&self, to: DeviceId, bytes: u64) {
+        *self.plan.borrow_mut() = Some(Plan {
+            to,
+            bytes,
+            tries: 0,
+            busy: false,
+            over: false,
+        });
+    }
+
+    /// The inbox (for the proof's checks and the docs' figures).
+    pub(crate) fn inbox_usage(&self) -> (usize, u64, u64, usize) {
+        self.inbox.borrow().usage()
+    }
+
+    /// A session with `peer` is up: the planned send, if it is for `peer`
+    /// and not under way or over. `me`: our device id (names the file).
+    pub(crate) fn start_send(&self, peer: &DeviceId, me: &DeviceId) -> Option<Outgoing> {
+        let mut plan = self.plan.borrow_mut();
+        let p = plan.as_mut()?;
+        if &p.to != peer || p.busy || p.over {
+            return None;
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1).max(1));
+        match Outgoing::generated(id, me, peer, p.bytes) {
+            Ok(o) => {
+                p.busy = true;
+                p.tries += 1;
+                log::info!(
+                    "dsoftbusd: file offered to={peer} name={} bytes={} (try {} of {MAX_SEND_TRIES})",
+                    log_name(o.name()),
+                    p.bytes,
+                    p.tries
+                );
+                Some(o)
+            }
+            Err(e) => {
+                p.over = true;
+                log::warn!("dsoftbusd: file send to={peer} not started: {e}");
+                None
+            }
+        }
+    }
+
+    /// The planned send ended on its session: `Ok(outcome)`, or `Err(why)`
+    /// when the session ended first. Reports it; retried on the next session
+    /// unless it was done, denied or out of tries.
+    pub(crate) fn send_ended(&self, o: &Outgoing, end: Result<&Outcome, &str>) {
+        let mut plan = self.plan.borrow_mut();
+        let Some(p) = plan.as_mut() else {
+            return;
+        };
+        p.busy = false;
+        let head = format!("to={} name={} bytes={}", o.to, log_name(o.name()), o.size);
+        let why = match end {
+            Ok(Outcome::Done) => {
+                p.over = true;
+                let us = o.elapsed_us();
+                log::info!(
+                    "dsoftbusd: file sent {head} ok (sha256 verified by the receiver; {us} us, {} KB/s guest time)",
+                    u128::from(o.size) * 1_000_000 / u128::from(us) / 1000
+                );
+                return;
+            }
+            Ok(Outcome::Denied { reason, .. }) => {
+                p.over = true;
+                log::warn!("dsoftbusd: file send {head} failed: denied ({reason})");
+                return;
+            }
+            Ok(other) => describe(other),
+            Err(e) => String::from(e),
+        };
+        if p.tries >= MAX_SEND_TRIES {
+            p.over = true;
+            log::warn!(
+                "dsoftbusd: file send {head} failed: {why}; giving up after {MAX_SEND_TRIES} tries"
+            );
+        } else {
+            log::warn!("dsoftbusd: file send {head} failed: {why}; will retry on the next session");
+        }
+    }
+
+    /// A data message from `peer` on session `conn`: true if it was a
+    /// transfer message (handled here: answers are queued on `link`, to go
+    /// out with its next flush), false to hand it to the other data users.
+    /// `out`: this session's outgoing transfer, if any.
+    pub(crate) fn on_data(
+        &self,
+        link: &mut Link,
+        conn: u64,
+        peer: &DeviceId,
+        data: &[u8],
+        out: Option<&mut Outgoing>,
+        log: &RefCell<LogLimiter>,
+    ) -> Result<bool, LinkError> {
+        if !data.first().is_some_and(|k| wire::KIND_RANGE.contains(k)) {
+            return Ok(false);
+        }
+        match wire::header(data) {
+            Ok((kind, id)) if !wire::from_sender(kind) => {
+                // For a sender: ours, or nobody's (§12.6: ignore).
+                if let Some(o) = out.filter(|o| o.tx.id() == id) {
+                    let _ = o.tx.handle(data);
+                }
+            }
+            Ok((_, id)) => self.to_receiver(conn, peer, Some(id), data, log),
+            // An unreadable header: the core answers an offer it can read
+            // the id of (e.g. another version); anything else is ignored.
+            Err(_) if data[0] == wire::KIND_OFFER => self.to_receiver(conn, peer, None, data, log),
+            Err(_) => {}
+        }
+        self.transmit(link, conn)?;
+        Ok(true)
+    }
+
+    fn to_receiver(
+        &self,
+        conn: u64,
+        peer: &DeviceId,
+        id: Option<u32>,
+        data: &[u8],
+        log: &RefCell<LogLimiter>,
+    ) {
+        let mut incoming = self.incoming.borrow_mut();
+        let at = now();
+        let known = id.and_then(|id| {
+            incoming
+                .iter()
+                .position(|t| t.conn == conn && t.rx.id() == Some(id))
+        });
+        let i = match known {
+            Some(i) => i,
+            None if data[0] != wire::KIND_OFFER => return, // not a transfer we know
+            None => {
+                incoming.push(Incoming {
+                    conn,
+                    peer: peer.clone(),
+                    rx: Receiver::new(receiver_config()),
+                    slot: None,
+                    reserved: (0, 0),
+                    parts: Vec::new(),
+                    last: at,
+                });
+                incoming.len() - 1
+            }
+        };
+        let t = &mut incoming[i];
+        if t.rx.handle(data).is_ok() {
+            t.last = at;
+        }
+        let over = known.is_none() && incoming.len() > MAX_RECEIVERS;
+        drop(incoming);
+        self.settle(i, over, log);
+    }
+
+    /// Takes the events of incoming transfer `i`: decides offers (`busy`
+    /// first: deny as busy whatever the policy), keeps data, stores verified
+    /// files, releases what a finished transfer held.
+    fn settle(&self, i: usize, busy: bool, log: &RefCell<LogLimiter>) {
+        let mut incoming = self.incoming.borrow_mut();
+        let Some(t) = incoming.get_mut(i) else {
+            return;
+        };
+        while let Some(ev) = t.rx.poll_event() {
+            match ev {
+                ReceiverEvent::Offered => self.decide(t, busy, log),
+                ReceiverEvent::Data { entry, data, .. } => {
+                    t.last = now();
+                    if let Some(p) = t.parts.get_mut(usize::from(entry)) {
+                        p.extend_from_slice(&data);
+                    }
+                }
+                ReceiverEvent::FileVerified { entry } => {
+                    let e = usize::from(entry);
+                    let bytes = t.parts.get_mut(e).map(core::mem::take).unwrap_or_default();
+                    let name =
+                        t.rx.offer()
+                            .and_then(|o| o.get(e))
+                            .map(|x| x.path.clone())
+                            .unwrap_or_default();
+                    t.reserved.0 = t.reserved.0.saturating_sub(bytes.len() as u64);
+                    t.reserved.1 = t.reserved.1.saturating_sub(1);
+                    let n = bytes.len();
+                    self.inbox
+                        .borrow_mut()
+                        .store(t.peer.clone(), name.clone(), bytes);
+                    limited!(
+                        log,
+                        "file-received",
+                        info,
+                        "dsoftbusd: file received from={} name={} bytes={n} ok (sha256 verified)",
+                        t.peer,
+                        log_name(&name)
+                    );
+                }
+                ReceiverEvent::Dir { .. } => {}
+                ReceiverEvent::Finished(o) => {
+                    if let Some(s) = t.slot.take() {
+                        self.consent.borrow_mut().release(s);
+                    }
+                    let (b, f) = core::mem::take(&mut t.reserved);
+                    self.inbox.borrow_mut().unreserve(b, f);
+                    t.parts = Vec::new();
+                    match o {
+                        Outcome::Done | Outcome::Denied { .. } => {}
+                        // The core refused the offer against our bounds
+                        // before exposing it (and sent the DENY).
+                        Outcome::Failed(transfer::TransferError::Offer(e)) => limited!(
+                            log,
+                            "file-denied",
+                            info,
+                            "dsoftbusd: file offer denied from={} reason={} (over the inbox bounds or the name rules: {e:?}; accept={})",
+                            t.peer,
+                            e.reason(),
+                            self.consent.borrow().config().policy
+                        ),
+                        other => limited!(
+                            log,
+                            "file-ended",
+                            warn,
+                            "dsoftbusd: file transfer from={} ended: {}",
+                            t.peer,
+                            describe(&other)
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// An offer is pending on `t`: the consent policy decides, then the
+    /// inbox must have room.
+    fn decide(&self, t: &mut Incoming, busy: bool, log: &RefCell<LogLimiter>) {
+        let (bytes, files, first) = match t.rx.offer() {
+            Some(o) => (
+                o.iter().map(Entry::size).sum::<u64>(),
+                o.iter().filter(|e| !e.is_dir()).count(),
+                o.first().map(|e| e.path.clone()).unwrap_or_default(),
+            ),
+            None => return,
+        };
+        let verdict = if busy {
+            Verdict::Deny(dsoftbus::node::consent::Deny::Busy)
+        } else {
+            self.consent.borrow_mut().offer(&t.peer, false, (), now())
+        };
+        let denied = match verdict {
+            Verdict::Accept(slot) => match self.inbox.borrow_mut().reserve(bytes, files) {
+                Ok(evicted) => {
+                    t.slot = Some(slot);
+                    t.reserved = (bytes, files);
+                    t.parts = vec![Vec::new(); t.rx.offer().map_or(0, <[Entry]>::len)];
+                    t.last = now();
+                    if t.rx.accept().is_ok() {
+                        limited!(
+                            log,
+                            "file-accepted",
+                            info,
+                            "dsoftbusd: file offer accepted from={} name={} bytes={bytes} files={files}{}",
+                            t.peer,
+                            log_name(&first),
+                            if evicted > 0 {
+                                format!(" ({evicted} older files dropped from the inbox)")
+                            } else {
+                                String::new()
+                            }
+                        );
+                    }
+                    return;
+                }
+                Err(()) => {
+                    self.consent.borrow_mut().release(slot);
+                    (Reason::Busy, "the inbox is held by unfinished transfers")
+                }
+            },
+            Verdict::Pending(id) => {
+                // Not reachable (`ask` is refused at boot); never leave an
+                // offer nobody can answer.
+                let _ = self.consent.borrow_mut().deny(id);
+                (Reason::Declined, "no user to ask")
+            }
+            Verdict::Deny(d) => (d.reason(), d.as_str()),
+        };
+        let _ = t.rx.deny(denied.0);
+        limited!(
+            log,
+            "file-denied",
+            info,
+            "dsoftbusd: file offer denied from={} name={} bytes={bytes} reason={} ({}; accept={})",
+            t.peer,
+            log_name(&first),
+            denied.0,
+            denied.1,
+            self.consent.borrow().config().policy
+        );
+    }
+
+    /// Queue on `link` what the incoming transfers of `conn` have to send;
+    /// forget those that ended and said everything.
+    pub(crate) fn transmit(&self, link: &mut Link, conn: u64) -> Result<(), LinkError> {
+        let mut incoming = self.incoming.borrow_mut();
+        for t in incoming.iter_mut().filter(|t| t.conn == conn) {
+            while let Some(m) = t.rx.poll_transmit() {
+                link.conn.send_data(&m).map_err(LinkError::Conn)?;
+            }
+        }
+        incoming.retain(|t| t.conn != conn || t.rx.outcome().is_none());
+        Ok(())
+    }
+
+    /// Cancel accepted transfers stalled for [`STALL_TIMEOUT`] (their slot
+    /// and room are free at once; the ABORT goes out with their session's
+    /// next traffic).
+    pub(crate) fn tick(&self, log: &RefCell<LogLimiter>) {
+        let at = now();
+        let stalled: Vec<usize> = self
+            .incoming
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                t.rx.outcome().is_none()
+                    && !t.rx.is_pending()
+                    && at.saturating_since(t.last) >= STALL_TIMEOUT
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in stalled {
+            if let Some(t) = self.incoming.borrow_mut().get_mut(i) {
+                t.rx.cancel(Reason::Expired);
+            }
+            self.settle(i, false, log);
+        }
+    }
+
+    /// Session `conn` with `peer` ended: its transfers end with it.
+    pub(crate) fn session_gone(&self, conn: u64, peer: &DeviceId, log: &RefCell<LogLimiter>) {
+        loop {
+            let i = self
+                .incoming
+                .borrow()
+                .iter()
+                .position(|t| t.conn == conn && t.rx.outcome().is_none());
+            let Some(i) = i else { break };
+            if let Some(t) = self.incoming.borrow_mut().get_mut(i) {
+                t.rx.cancel(Reason::Io);
+            }
+            self.settle(i, false, log);
+        }
+        self.incoming.borrow_mut().retain(|t| t.conn != conn);
+        let _ = self.consent.borrow_mut().peer_gone(peer);
+    }
+}
+
+/// Why a transfer ended, for a log line.
+fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Done => String::from("done"),
+        Outcome::Denied { by, reason } => format!("denied by {} ({reason})", side(*by)),
+        Outcome::Cancelled { by, reason, .. } => {
+            format!("cancelled by {} ({reason})", side(*by))
+        }
+        Outcome::Failed(e) => format!("{e}"),
+    }
+}
+
+fn side(s: Side) -> &'static str {
+    match s {
+        Side::Local => "us",
+        Side::Peer => "the peer",
+    }
+}
+
+/// Our side of one outgoing transfer of a generated file.
+pub(crate) struct Outgoing {
+    tx: Sender,
+    seed: u64,
+    size: u64,
+    to: DeviceId,
+    started: nexus_abi::time::Instant,
+    buf: Vec<u8>,
+}
+
+impl Outgoing {
+    /// The generated file `nexus-<me>-<bytes>.bin` for `to`, as transfer
+    /// `id` (its SHA-256 is computed here, before the clock starts).
+    pub(crate) fn generated(
+        id: u32,
+        me: &DeviceId,
+        to: &DeviceId,
+        size: u64,
+    ) -> Result<Outgoing, String> {
+        let name = name::sanitize_name(&format!("nexus-{me}-{size}.bin"))
+            .ok_or_else(|| String::from("no valid file name"))?;
+        let seed = seed_of(&name);
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; wire::MAX_CHUNK];
+        let mut off = 0u64;
+        while off < size {
+            let n = (size - off).min(buf.len() as u64) as usize;
+            generate(seed, off, &mut buf[..n]);
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        let entries = vec![Entry {
+            path: name,
+            kind: EntryKind::File {
+                size,
+                sha256: h.finalize().into(),
+            },
+        }];
+        let tx = Sender::new(id, entries, SenderConfig::default())
+            .map_err(|e| format!("offer refused: {e:?}"))?;
+        Ok(Outgoing {
+            tx,
+            seed,
+            size,
+            to: to.clone(),
+            started: nexus_abi::time::now(),
+            buf,
+        })
+    }
+
+    /// The offered name.
+    pub(crate) fn name(&self) -> &str {
+        self.tx.entries().first().map_or("", |e| e.path.as_str())
+    }
+
+    /// Microseconds since the offer (at least 1).
+    pub(crate) fn elapsed_us(&self) -> u64 {
+        (nexus_abi::time::now()
+            .saturating_duration_since(self.started)
+            .as_micros() as u64)
+            .max(1)
+    }
+
+    /// Restart the clock (the offer goes out now).
+    pub(crate) fn start_clock(&mut self) {
+        self.started = nexus_abi::time::now();
+    }
+
+    /// A message from the receiver (not a transfer message: ignored).
+    pub(crate) fn handle(&mut self, msg: &[u8]) {
+        let _ = self.tx.handle(msg);
+    }
+
+    /// Send what the receiver's window allows, one data message at a time
+    /// (each written out before the next is made, so the session's
+    /// outbound buffer holds at most one).
+    pub(crate) async fn pump(&mut self, link: &mut Link) -> Result<(), LinkError> {
+        loop {
+            while let Some(m) = self.tx.poll_transmit() {
+                link.conn.send_data(&m).map_err(LinkError::Conn)?;
+            }
+            link.flush().await?;
+            let Some(need) = self.tx.poll_need() else {
+                return Ok(());
+            };
+            let n = need.len.min(self.buf.len());
+            generate(self.seed, need.offset, &mut self.buf[..n]);
+            if self
+                .tx
+                .push_data(need.entry, need.offset, &self.buf[..n])
+                .is_err()
+            {
+                self.tx.cancel(Reason::Io);
+            }
+        }
+    }
+
+    /// How the transfer ended, once it has (its events are drained here).
+    pub(crate) fn outcome(&mut self) -> Option<Outcome> {
+        while let Some(ev) = self.tx.poll_event() {
+            if let SenderEvent::Finished(o) = ev {
+                return Some(o);
+            }
+        }
+        self.tx.outcome().cloned()
+    }
+}
+
+/// Node mode: cancel stalled incoming transfers once a second.
+pub(crate) async fn timer(
+    files: &Files,
+    log: &RefCell<LogLimiter>,
+) -> Result<(), nexus_abi::ServiceError> {
+    loop {
+        nexus_abi::time::sleep(Duration::from_secs(1)).await;
+        files.tick(log);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> DeviceId {
+        match DeviceId::new(s) {
+            Ok(d) => d,
+            Err(e) => panic!("{s}: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn accept_option() {
+        assert_eq!(parse_accept(None), (AcceptPolicy::None, None));
+        assert_eq!(parse_accept(Some("any")).0, AcceptPolicy::Any);
+        assert_eq!(parse_accept(Some("known")).0, AcceptPolicy::Known);
+        assert_eq!(parse_accept(Some("none")), (AcceptPolicy::None, None));
+        let (p, why) = parse_accept(Some("ask"));
+        assert_eq!(p, AcceptPolicy::None);
+        assert!(why.is_some_and(|w| w.contains("no user to ask")));
+        let (p, why) = parse_accept(Some("yes"));
+        assert_eq!(p, AcceptPolicy::None);
+        assert!(why.is_some());
+    }
+
+    #[test]
+    fn send_option() {
+        assert_eq!(parse_send("os2vm-b:65536"), Ok((id("os2vm-b"), 65536)));
+        assert!(parse_send("os2vm-b").is_err());
+        assert!(parse_send("os2vm-b:0").is_err());
+        assert!(parse_send(&format!("b:{}", MAX_SEND_BYTES + 1)).is_err());
+        assert!(parse_send(":5").is_err());
+    }
+
+    #[test]
+    fn log_names_cannot_add_fields() {
+        assert_eq!(log_name("a.bin"), "a.bin");
+        assert_eq!(log_name("x bytes=1 ok"), "x\\u{20}bytes=1\\u{20}ok");
+    }
+
+    #[test]
+    fn generated_bytes_do_not_depend_on_the_split() {
+        let mut whole = vec![0u8; 1000];
+        generate(7, 3, &mut whole);
+        let mut parts = vec![0u8; 1000];
+        for (i, c) in parts.chunks_mut(13).enumerate() {
+            generate(7, 3 + (i * 13) as u64, c);
+        }
+        assert_eq!(whole, parts);
+        let mut other = vec![0u8; 1000];
+        generate(8, 3, &mut other);
+        assert_ne!(whole, other);
+    }
+
+    #[test]
+    fn inbox_evicts_verified_files_never_reservations() {
+        let mut ib = Inbox::default();
+        let half = INBOX_MAX_BYTES / 2;
+        assert_eq!(ib.reserve(half, 1), Ok(0));
+        ib.store(id("a"), "1".into(), vec![0; half as usize]);
+        assert_eq!(ib.reserve(half, 1), Ok(0));
+        // Full: the verified file makes room, the unfinished one cannot.
+        assert_eq!(ib.reserve(half, 1), Ok(1));
+        assert_eq!(ib.reserve(1, 1), Err(()));
+        assert_eq!(ib.usage(), (0, 0, INBOX_MAX_BYTES, 2));
+        ib.unreserve(half, 1);
+        assert_eq!(ib.reserve(half, 1), Ok(0));
+        assert_eq!(ib.reserve(INBOX_MAX_BYTES + 1, 1), Err(()));
+    }
+
+    #[test]
+    fn inbox_file_count_bound() {
+        let mut ib = Inbox::default();
+        for i in 0..INBOX_MAX_FILES {
+            assert_eq!(ib.reserve(1, 1), Ok(0));
+            ib.store(id("a"), format!("{i}"), vec![1]);
+        }
+        assert_eq!(ib.reserve(1, 2), Ok(2));
+        assert_eq!(ib.usage().0 + ib.usage().3, INBOX_MAX_FILES);
+        assert_eq!(ib.reserve(1, INBOX_MAX_FILES), Err(()));
+    }
+}
