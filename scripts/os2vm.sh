@@ -31,6 +31,15 @@
 #          dsoftbusd: remote proxy denied (service=echo)
 #   a:     dsoftbusd: remote call refused peer=os2vm-b service=echo: denied
 #   never: dsoftbusd: remote resolve failed
+# File transfer over that session (dsoftbus::transfer on session data messages): VM a
+# sends b a generated file (dsoftbusd.send=os2vm-b:$FILE_BYTES) and b accepts any
+# authenticated peer (dsoftbusd.accept=any); b sends a a small one, which a denies
+# (no dsoftbusd.accept: the default is none). Required:
+#   b:     dsoftbusd: file received from=os2vm-a name=nexus-os2vm-a-<n>.bin bytes=<n> ok
+#   a:     dsoftbusd: file sent to=os2vm-b name=nexus-os2vm-a-<n>.bin bytes=<n> ok
+#   a:     dsoftbusd: file offer denied from=os2vm-b name=nexus-os2vm-b-<m>.bin bytes=<m> reason=declined
+#   b:     dsoftbusd: file send to=os2vm-a name=nexus-os2vm-b-<m>.bin bytes=<m> failed: denied (declined)
+#   never: dsoftbusd: file received from=os2vm-b (on a)
 # and no forbidden line (PANIC, panic, FAIL, kernel: fault other than the probes'
 # expected kills, triple fault). The two addresses must differ.
 #
@@ -59,6 +68,11 @@ ID_B=os2vm-b
 # Remote-call options of each VM (see the header).
 RPC_A="dsoftbusd.remote_acl=$ID_B:samgr dsoftbusd.resolve=echo@$ID_B dsoftbusd.call=echo@$ID_B"
 RPC_B="dsoftbusd.remote_acl=$ID_A:samgr dsoftbusd.resolve=echo@$ID_A"
+# File transfer options (see the header): a -> b accepted, b -> a denied.
+FILE_BYTES=262144
+DENIED_BYTES=4096
+FILE_A="dsoftbusd.send=$ID_B:$FILE_BYTES"
+FILE_B="dsoftbusd.accept=any dsoftbusd.send=$ID_A:$DENIED_BYTES"
 # A probe killed by the kernel as it must be (shared with scripts/qemu-test.sh).
 PROBE_KILL_RE="^$NEXUS_PROBE_FAULT_RE"
 FORBIDDEN_RE='PANIC|panic|FAIL|kernel: fault|triple fault'
@@ -162,6 +176,19 @@ rpc_markers() {
     fi
 }
 
+# File-transfer lines VM $1 (a or b) must print.
+file_markers() {
+    local sent="name=nexus-$ID_A-$FILE_BYTES.bin bytes=$FILE_BYTES"
+    local denied="name=nexus-$ID_B-$DENIED_BYTES.bin bytes=$DENIED_BYTES"
+    if [[ $1 == a ]]; then
+        printf '%s\n' "dsoftbusd: file sent to=$ID_B $sent ok" \
+            "dsoftbusd: file offer denied from=$ID_B $denied reason=declined"
+    else
+        printf '%s\n' "dsoftbusd: file received from=$ID_A $sent ok" \
+            "dsoftbusd: file send to=$ID_A $denied failed: denied (declined)"
+    fi
+}
+
 # Has VM log $1 (peer id $2, VM $3) shown everything we wait for?
 vm_done() {
     local m
@@ -170,7 +197,7 @@ vm_done() {
         grep -qF "dsoftbusd: cross-vm session ok peer=$2 " "$1" || return 1
     while IFS= read -r m; do
         grep -qF -- "$m" "$1" || return 1
-    done < <(rpc_markers "$3")
+    done < <(rpc_markers "$3"; file_markers "$3")
 }
 
 FAILS=()
@@ -184,8 +211,8 @@ run_case() {
     read -r pa pb <<<"$ports"
     echo "$TAG: case $name: two VMs on a rootless loopback link, no DHCP server (logs in $WORK)"
     start=$(now_us)
-    start_vm "$log_a" "$ID_A" "$MAC_A" "$pa" "$pb" "$RPC_A"
-    start_vm "$log_b" "$ID_B" "$mac_b" "$pb" "$pa" "$RPC_B"
+    start_vm "$log_a" "$ID_A" "$MAC_A" "$pa" "$pb" "$RPC_A $FILE_A"
+    start_vm "$log_b" "$ID_B" "$mac_b" "$pb" "$pa" "$RPC_B $FILE_B"
     while :; do
         sleep 0.2
         now=$(now_us)
@@ -222,7 +249,9 @@ run_case() {
             "SELFTEST: remote resolve ok" "dsoftbusd: remote resolve failed" \
             "dsoftbusd: remote call peer=$peer service=samgr" \
             "dsoftbusd: remote call peer=$peer service=echo" \
-            "dsoftbusd: remote proxy denied" "dsoftbusd: remote call refused"; do
+            "dsoftbusd: remote proxy denied" "dsoftbusd: remote call refused" \
+            "dsoftbusd: file offer accepted" "dsoftbusd: file received" "dsoftbusd: file sent" \
+            "dsoftbusd: file offer denied" "dsoftbusd: file send to="; do
             local l
             l=$(first_line "$log" "$f")
             [[ -n $l ]] && printf '%s:     guest %9s s | %s\n' "$TAG" "$(guest_time "$log" "$f")" "$l"
@@ -241,10 +270,12 @@ run_case() {
             fail "$name/$id: no 'dsoftbusd: cross-vm session ok peer=$peer'"
         while IFS= read -r f; do
             grep -qF -- "$f" "$log" || fail "$name/$id: no '$f'"
-        done < <(rpc_markers "$vm")
+        done < <(rpc_markers "$vm"; file_markers "$vm")
         [[ -z $(first_line "$log" "dsoftbusd: remote resolve failed") ]] ||
             fail "$name/$id: $(first_line "$log" "dsoftbusd: remote resolve failed")"
     done
+    [[ -z $(first_line "$log_a" "dsoftbusd: file received from=$ID_B") ]] ||
+        fail "$name/$ID_A: stored a file it must deny (accept=none): $(first_line "$log_a" "dsoftbusd: file received from=$ID_B")"
     [[ -n $addr_a && $addr_a == "$addr_b" ]] && fail "$name: both VMs ended on $addr_a"
     if [[ $name == same-mac ]]; then
         local conflicts

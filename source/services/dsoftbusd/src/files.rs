@@ -544,9 +544,37 @@ impl Files {
         let denied = match verdict {
             Verdict::Accept(slot) => match self.inbox.borrow_mut().reserve(bytes, files) {
                 Ok(evicted) => {
+                    // Room for every file up front, so growth never doubles
+                    // it; an allocation failure denies (`io`), never aborts.
+                    let sizes: Vec<u64> =
+                        t.rx.offer()
+                            .map_or(Vec::new(), |o| o.iter().map(Entry::size).collect());
+                    let mut parts = Vec::new();
+                    let room = parts.try_reserve_exact(sizes.len()).is_ok()
+                        && sizes.iter().all(|&n| {
+                            let mut v = Vec::new();
+                            let ok =
+                                usize::try_from(n).is_ok_and(|n| v.try_reserve_exact(n).is_ok());
+                            parts.push(v);
+                            ok
+                        });
+                    if !room {
+                        self.inbox.borrow_mut().unreserve(bytes, files);
+                        self.consent.borrow_mut().release(slot);
+                        let _ = t.rx.deny(Reason::Io);
+                        limited!(
+                            log,
+                            "file-denied",
+                            warn,
+                            "dsoftbusd: file offer denied from={} name={} bytes={bytes} reason=io (out of memory)",
+                            t.peer,
+                            log_name(&first)
+                        );
+                        return;
+                    }
                     t.slot = Some(slot);
                     t.reserved = (bytes, files);
-                    t.parts = vec![Vec::new(); t.rx.offer().map_or(0, <[Entry]>::len)];
+                    t.parts = parts;
                     t.last = now();
                     if t.rx.accept().is_ok() {
                         limited!(
