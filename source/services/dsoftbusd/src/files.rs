@@ -230,6 +230,19 @@ impl Inbox {
     }
 }
 
+/// Where a transfer's messages go: the session's data messages (the only
+/// carrier today), or a test's queue.
+pub(crate) trait Sink {
+    /// Queue one transfer message.
+    fn send(&mut self, msg: &[u8]) -> Result<(), LinkError>;
+}
+
+impl Sink for dsoftbus::Connection {
+    fn send(&mut self, msg: &[u8]) -> Result<(), LinkError> {
+        self.send_data(msg).map_err(LinkError::Conn)
+    }
+}
+
 /// One incoming transfer.
 struct Incoming {
     /// The session carrying it.
@@ -269,8 +282,8 @@ struct Plan {
 
 /// Logs a line of `kind` if the limiter allows; `$fmt` gets the suffix.
 macro_rules! limited {
-    ($log:expr, $kind:expr, $lvl:ident, $($fmt:tt)*) => {
-        if let Some(n) = $log.borrow_mut().allow($kind, now()) {
+    ($log:expr, $at:expr, $kind:expr, $lvl:ident, $($fmt:tt)*) => {
+        if let Some(n) = $log.borrow_mut().allow($kind, $at) {
             log::$lvl!("{}{}", format_args!($($fmt)*), sup(n));
         }
     };
@@ -320,7 +333,8 @@ impl Files {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1).max(1));
         match Outgoing::generated(id, me, peer, p.bytes) {
-            Ok(o) => {
+            Ok(mut o) => {
+                o.start_clock();
                 p.busy = true;
                 p.tries += 1;
                 log::info!(
@@ -381,14 +395,16 @@ impl Files {
     /// transfer message (handled here: answers are queued on `link`, to go
     /// out with its next flush), false to hand it to the other data users.
     /// `out`: this session's outgoing transfer, if any.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_data(
         &self,
-        link: &mut Link,
+        sink: &mut dyn Sink,
         conn: u64,
         peer: &DeviceId,
         data: &[u8],
         out: Option<&mut Outgoing>,
         log: &RefCell<LogLimiter>,
+        at: Instant,
     ) -> Result<bool, LinkError> {
         if !data.first().is_some_and(|k| wire::KIND_RANGE.contains(k)) {
             return Ok(false);
@@ -400,13 +416,15 @@ impl Files {
                     let _ = o.tx.handle(data);
                 }
             }
-            Ok((_, id)) => self.to_receiver(conn, peer, Some(id), data, log),
+            Ok((_, id)) => self.to_receiver(conn, peer, Some(id), data, log, at),
             // An unreadable header: the core answers an offer it can read
             // the id of (e.g. another version); anything else is ignored.
-            Err(_) if data[0] == wire::KIND_OFFER => self.to_receiver(conn, peer, None, data, log),
+            Err(_) if data[0] == wire::KIND_OFFER => {
+                self.to_receiver(conn, peer, None, data, log, at)
+            }
             Err(_) => {}
         }
-        self.transmit(link, conn)?;
+        self.transmit(sink, conn)?;
         Ok(true)
     }
 
@@ -417,9 +435,9 @@ impl Files {
         id: Option<u32>,
         data: &[u8],
         log: &RefCell<LogLimiter>,
+        at: Instant,
     ) {
         let mut incoming = self.incoming.borrow_mut();
-        let at = now();
         let known = id.and_then(|id| {
             incoming
                 .iter()
@@ -447,22 +465,22 @@ impl Files {
         }
         let over = known.is_none() && incoming.len() > MAX_RECEIVERS;
         drop(incoming);
-        self.settle(i, over, log);
+        self.settle(i, over, log, at);
     }
 
     /// Takes the events of incoming transfer `i`: decides offers (`busy`
     /// first: deny as busy whatever the policy), keeps data, stores verified
     /// files, releases what a finished transfer held.
-    fn settle(&self, i: usize, busy: bool, log: &RefCell<LogLimiter>) {
+    fn settle(&self, i: usize, busy: bool, log: &RefCell<LogLimiter>, at: Instant) {
         let mut incoming = self.incoming.borrow_mut();
         let Some(t) = incoming.get_mut(i) else {
             return;
         };
         while let Some(ev) = t.rx.poll_event() {
             match ev {
-                ReceiverEvent::Offered => self.decide(t, busy, log),
+                ReceiverEvent::Offered => self.decide(t, busy, log, at),
                 ReceiverEvent::Data { entry, data, .. } => {
-                    t.last = now();
+                    t.last = at;
                     if let Some(p) = t.parts.get_mut(usize::from(entry)) {
                         p.extend_from_slice(&data);
                     }
@@ -483,6 +501,7 @@ impl Files {
                         .store(t.peer.clone(), name.clone(), bytes);
                     limited!(
                         log,
+                        at,
                         "file-received",
                         info,
                         "dsoftbusd: file received from={} name={} bytes={n} ok (sha256 verified)",
@@ -504,6 +523,7 @@ impl Files {
                         // before exposing it (and sent the DENY).
                         Outcome::Failed(transfer::TransferError::Offer(e)) => limited!(
                             log,
+                            at,
                             "file-denied",
                             info,
                             "dsoftbusd: file offer denied from={} reason={} (over the inbox bounds or the name rules: {e:?}; accept={})",
@@ -513,6 +533,7 @@ impl Files {
                         ),
                         other => limited!(
                             log,
+                            at,
                             "file-ended",
                             warn,
                             "dsoftbusd: file transfer from={} ended: {}",
@@ -527,7 +548,7 @@ impl Files {
 
     /// An offer is pending on `t`: the consent policy decides, then the
     /// inbox must have room.
-    fn decide(&self, t: &mut Incoming, busy: bool, log: &RefCell<LogLimiter>) {
+    fn decide(&self, t: &mut Incoming, busy: bool, log: &RefCell<LogLimiter>, at: Instant) {
         let (bytes, files, first) = match t.rx.offer() {
             Some(o) => (
                 o.iter().map(Entry::size).sum::<u64>(),
@@ -539,7 +560,7 @@ impl Files {
         let verdict = if busy {
             Verdict::Deny(dsoftbus::node::consent::Deny::Busy)
         } else {
-            self.consent.borrow_mut().offer(&t.peer, false, (), now())
+            self.consent.borrow_mut().offer(&t.peer, false, (), at)
         };
         let denied = match verdict {
             Verdict::Accept(slot) => match self.inbox.borrow_mut().reserve(bytes, files) {
@@ -564,6 +585,7 @@ impl Files {
                         let _ = t.rx.deny(Reason::Io);
                         limited!(
                             log,
+                            at,
                             "file-denied",
                             warn,
                             "dsoftbusd: file offer denied from={} name={} bytes={bytes} reason=io (out of memory)",
@@ -575,10 +597,11 @@ impl Files {
                     t.slot = Some(slot);
                     t.reserved = (bytes, files);
                     t.parts = parts;
-                    t.last = now();
+                    t.last = at;
                     if t.rx.accept().is_ok() {
                         limited!(
                             log,
+                            at,
                             "file-accepted",
                             info,
                             "dsoftbusd: file offer accepted from={} name={} bytes={bytes} files={files}{}",
@@ -609,6 +632,7 @@ impl Files {
         let _ = t.rx.deny(denied.0);
         limited!(
             log,
+            at,
             "file-denied",
             info,
             "dsoftbusd: file offer denied from={} name={} bytes={bytes} reason={} ({}; accept={})",
@@ -622,11 +646,11 @@ impl Files {
 
     /// Queue on `link` what the incoming transfers of `conn` have to send;
     /// forget those that ended and said everything.
-    pub(crate) fn transmit(&self, link: &mut Link, conn: u64) -> Result<(), LinkError> {
+    pub(crate) fn transmit(&self, sink: &mut dyn Sink, conn: u64) -> Result<(), LinkError> {
         let mut incoming = self.incoming.borrow_mut();
         for t in incoming.iter_mut().filter(|t| t.conn == conn) {
             while let Some(m) = t.rx.poll_transmit() {
-                link.conn.send_data(&m).map_err(LinkError::Conn)?;
+                sink.send(&m)?;
             }
         }
         incoming.retain(|t| t.conn != conn || t.rx.outcome().is_none());
@@ -636,8 +660,7 @@ impl Files {
     /// Cancel accepted transfers stalled for [`STALL_TIMEOUT`] (their slot
     /// and room are free at once; the ABORT goes out with their session's
     /// next traffic).
-    pub(crate) fn tick(&self, log: &RefCell<LogLimiter>) {
-        let at = now();
+    pub(crate) fn tick(&self, log: &RefCell<LogLimiter>, at: Instant) {
         let stalled: Vec<usize> = self
             .incoming
             .borrow()
@@ -654,12 +677,18 @@ impl Files {
             if let Some(t) = self.incoming.borrow_mut().get_mut(i) {
                 t.rx.cancel(Reason::Expired);
             }
-            self.settle(i, false, log);
+            self.settle(i, false, log, at);
         }
     }
 
     /// Session `conn` with `peer` ended: its transfers end with it.
-    pub(crate) fn session_gone(&self, conn: u64, peer: &DeviceId, log: &RefCell<LogLimiter>) {
+    pub(crate) fn session_gone(
+        &self,
+        conn: u64,
+        peer: &DeviceId,
+        log: &RefCell<LogLimiter>,
+        at: Instant,
+    ) {
         loop {
             let i = self
                 .incoming
@@ -670,7 +699,7 @@ impl Files {
             if let Some(t) = self.incoming.borrow_mut().get_mut(i) {
                 t.rx.cancel(Reason::Io);
             }
-            self.settle(i, false, log);
+            self.settle(i, false, log, at);
         }
         self.incoming.borrow_mut().retain(|t| t.conn != conn);
         let _ = self.consent.borrow_mut().peer_gone(peer);
@@ -702,7 +731,8 @@ pub(crate) struct Outgoing {
     seed: u64,
     size: u64,
     to: DeviceId,
-    started: nexus_abi::time::Instant,
+    /// When the offer went out (runtime only: the kernel's clock).
+    started: Option<nexus_abi::time::Instant>,
     buf: Vec<u8>,
 }
 
@@ -741,7 +771,7 @@ impl Outgoing {
             seed,
             size,
             to: to.clone(),
-            started: nexus_abi::time::now(),
+            started: None,
             buf,
         })
     }
@@ -753,15 +783,17 @@ impl Outgoing {
 
     /// Microseconds since the offer (at least 1).
     pub(crate) fn elapsed_us(&self) -> u64 {
-        (nexus_abi::time::now()
-            .saturating_duration_since(self.started)
-            .as_micros() as u64)
-            .max(1)
+        self.started.map_or(1, |s| {
+            (nexus_abi::time::now()
+                .saturating_duration_since(s)
+                .as_micros() as u64)
+                .max(1)
+        })
     }
 
     /// Restart the clock (the offer goes out now).
     pub(crate) fn start_clock(&mut self) {
-        self.started = nexus_abi::time::now();
+        self.started = Some(nexus_abi::time::now());
     }
 
     /// A message from the receiver (not a transfer message: ignored).
@@ -811,7 +843,7 @@ pub(crate) async fn timer(
 ) -> Result<(), nexus_abi::ServiceError> {
     loop {
         nexus_abi::time::sleep(Duration::from_secs(1)).await;
-        files.tick(log);
+        files.tick(log, now());
     }
 }
 
@@ -824,6 +856,232 @@ mod tests {
             Ok(d) => d,
             Err(e) => panic!("{s}: {e:?}"),
         }
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    /// The session's data messages towards the sender.
+    #[derive(Default)]
+    struct Queue(Vec<Vec<u8>>);
+
+    impl Sink for Queue {
+        fn send(&mut self, msg: &[u8]) -> Result<(), LinkError> {
+            self.0.push(msg.to_vec());
+            Ok(())
+        }
+    }
+
+    fn log() -> RefCell<LogLimiter> {
+        RefCell::new(LogLimiter::default())
+    }
+
+    /// One round: the sender's messages (with data the window allows, each
+    /// DATA through `tamper`) into `files` as session `conn`'s, the answers
+    /// back to the sender.
+    fn round(
+        files: &Files,
+        conn: u64,
+        peer: &DeviceId,
+        o: &mut Outgoing,
+        tamper: &mut dyn FnMut(&mut Vec<u8>),
+        at: Instant,
+    ) {
+        let mut q = Queue::default();
+        let lg = log();
+        while let Some(need) = o.tx.poll_need() {
+            let mut b = vec![0u8; need.len];
+            generate(o.seed, need.offset, &mut b);
+            assert!(o.tx.push_data(need.entry, need.offset, &b).is_ok());
+        }
+        while let Some(mut m) = o.tx.poll_transmit() {
+            if m[0] == wire::KIND_DATA {
+                tamper(&mut m);
+            }
+            assert_eq!(
+                files.on_data(&mut q, conn, peer, &m, None, &lg, at),
+                Ok(true)
+            );
+        }
+        for m in q.0 {
+            o.handle(&m);
+        }
+    }
+
+    fn send(files: &Files, conn: u64, from: &str, bytes: u64) -> Outcome {
+        let mut o = Outgoing::generated(conn as u32, &id(from), &id("me"), bytes).unwrap();
+        for _ in 0..200 {
+            round(files, conn, &id(from), &mut o, &mut |_| {}, t(0));
+            if let Some(end) = o.outcome() {
+                return end;
+            }
+        }
+        panic!("no outcome");
+    }
+
+    #[test]
+    fn any_stores_the_verified_file_and_frees_its_slot() {
+        let f = Files::new(AcceptPolicy::Any);
+        assert_eq!(send(&f, 1, "a", 300_000), Outcome::Done);
+        assert_eq!(f.inbox_usage(), (1, 300_000, 0, 0));
+        assert_eq!(f.consent.borrow().active(), 0);
+        assert!(f.incoming.borrow().is_empty());
+    }
+
+    #[test]
+    fn none_and_known_deny_declined_and_store_nothing() {
+        for p in [AcceptPolicy::None, AcceptPolicy::Known] {
+            let f = Files::new(p);
+            let end = send(&f, 1, "a", 1000);
+            assert_eq!(
+                end,
+                Outcome::Denied {
+                    by: Side::Peer,
+                    reason: Reason::Declined
+                },
+                "{p}"
+            );
+            assert_eq!(f.inbox_usage(), (0, 0, 0, 0));
+            assert!(f.incoming.borrow().is_empty());
+        }
+    }
+
+    #[test]
+    fn over_the_inbox_bound_is_denied_too_large_by_the_core() {
+        let f = Files::new(AcceptPolicy::Any);
+        let end = send(&f, 1, "a", INBOX_MAX_BYTES + 1);
+        assert_eq!(
+            end,
+            Outcome::Denied {
+                by: Side::Peer,
+                reason: Reason::TooLarge
+            }
+        );
+        assert_eq!(f.inbox_usage(), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_wrong_byte_is_never_stored_and_everything_is_released() {
+        let f = Files::new(AcceptPolicy::Any);
+        let mut o = Outgoing::generated(1, &id("a"), &id("me"), 100_000).unwrap();
+        let mut flip = |m: &mut Vec<u8>| {
+            if let Some(b) = m.last_mut() {
+                *b ^= 1;
+            }
+        };
+        let mut end = None;
+        for _ in 0..50 {
+            round(&f, 1, &id("a"), &mut o, &mut flip, t(0));
+            end = o.outcome();
+            if end.is_some() {
+                break;
+            }
+        }
+        assert!(
+            matches!(
+                end,
+                Some(Outcome::Cancelled {
+                    by: Side::Peer,
+                    reason: Reason::HashMismatch,
+                    ..
+                })
+            ),
+            "{end:?}"
+        );
+        assert_eq!(f.inbox_usage(), (0, 0, 0, 0));
+        assert_eq!(f.consent.borrow().active(), 0);
+        assert!(f.incoming.borrow().is_empty());
+    }
+
+    /// Offers only (no data yet) from `from` on session `conn`.
+    fn offer(f: &Files, conn: u64, from: &str, bytes: u64) -> Outgoing {
+        let mut o = Outgoing::generated(conn as u32, &id(from), &id("me"), bytes).unwrap();
+        let mut q = Queue::default();
+        while let Some(m) = o.tx.poll_transmit() {
+            assert_eq!(
+                f.on_data(&mut q, conn, &id(from), &m, None, &log(), t(0)),
+                Ok(true)
+            );
+        }
+        for m in q.0 {
+            o.handle(&m);
+        }
+        o
+    }
+
+    fn denied(o: &mut Outgoing) -> Option<Reason> {
+        match o.outcome() {
+            Some(Outcome::Denied { reason, .. }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn per_peer_caps_and_unfinished_reservations_deny_busy() {
+        let f = Files::new(AcceptPolicy::Any);
+        // Two from one peer are in progress; its third is busy, another
+        // peer still gets in.
+        let mut a1 = offer(&f, 1, "a", 1000);
+        let mut a2 = offer(&f, 2, "a", 1000);
+        let mut a3 = offer(&f, 3, "a", 1000);
+        assert_eq!((denied(&mut a1), denied(&mut a2)), (None, None));
+        assert_eq!(denied(&mut a3), Some(Reason::Busy));
+        // Unfinished transfers hold their room: 2 × 4 MiB fill the inbox.
+        let mut b = offer(&f, 4, "b", INBOX_MAX_BYTES / 2);
+        let mut c = offer(&f, 5, "c", INBOX_MAX_BYTES / 2);
+        assert_eq!((denied(&mut b), denied(&mut c)), (None, Some(Reason::Busy)));
+        assert_eq!(f.consent.borrow().active(), 3);
+        // A session that ends gives everything of it back.
+        f.session_gone(4, &id("b"), &log(), t(1));
+        let mut d = offer(&f, 6, "d", INBOX_MAX_BYTES / 2);
+        assert_eq!(denied(&mut d), None);
+        assert_eq!(f.consent.borrow().active(), 3);
+    }
+
+    #[test]
+    fn a_stalled_transfer_is_cancelled_and_frees_its_room() {
+        let f = Files::new(AcceptPolicy::Any);
+        let mut o = offer(&f, 1, "a", 1000);
+        assert_eq!(f.inbox_usage().2, 1000);
+        f.tick(&log(), t(STALL_TIMEOUT.as_millis() as u64 - 1));
+        assert_eq!(f.consent.borrow().active(), 1);
+        f.tick(&log(), t(STALL_TIMEOUT.as_millis() as u64));
+        assert_eq!(f.consent.borrow().active(), 0);
+        assert_eq!(f.inbox_usage(), (0, 0, 0, 0));
+        // The ABORT goes out with the session's next traffic.
+        let mut q = Queue::default();
+        assert_eq!(f.transmit(&mut q, 1), Ok(()));
+        for m in q.0 {
+            o.handle(&m);
+        }
+        assert!(matches!(
+            o.outcome(),
+            Some(Outcome::Cancelled {
+                reason: Reason::Expired,
+                ..
+            })
+        ));
+        assert!(f.incoming.borrow().is_empty());
+    }
+
+    #[test]
+    fn other_data_kinds_are_not_ours() {
+        let f = Files::new(AcceptPolicy::Any);
+        let mut q = Queue::default();
+        for m in [&[0x20u8, 1, 2][..], &[0x30, 1], &[], &[0x50]] {
+            assert_eq!(
+                f.on_data(&mut q, 1, &id("a"), m, None, &log(), t(0)),
+                Ok(false)
+            );
+        }
+        // A transfer kind for no known transfer: taken, ignored.
+        let stray = wire::encode_data(9, 0, 0, b"x");
+        assert_eq!(
+            f.on_data(&mut q, 1, &id("a"), &stray, None, &log(), t(0)),
+            Ok(true)
+        );
+        assert!(q.0.is_empty() && f.incoming.borrow().is_empty());
     }
 
     #[test]

@@ -829,7 +829,15 @@ pub(crate) async fn serve(
                 seen.data_bytes
                     .set(seen.data_bytes.get().saturating_add(d.len() as u64));
                 if let (Some(f), Some(p)) = (&node.files, &peer) {
-                    match f.on_data(&mut link, conn_id, p, &d, out.as_mut(), &seen.log) {
+                    match f.on_data(
+                        &mut link.conn,
+                        conn_id,
+                        p,
+                        &d,
+                        out.as_mut(),
+                        &seen.log,
+                        now(),
+                    ) {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => {
@@ -924,7 +932,7 @@ pub(crate) async fn serve(
         if let Some(o) = &out {
             f.send_ended(o, Err("the session ended first"));
         }
-        f.session_gone(conn_id, p, &seen.log);
+        f.session_gone(conn_id, p, &seen.log, now());
     }
     if let Some(p) = peer {
         node.table.borrow_mut().set_session(&p, false);
@@ -944,7 +952,7 @@ pub(crate) async fn send_step(
     conn: u64,
     out: &mut Option<crate::files::Outgoing>,
 ) -> Result<(), LinkError> {
-    files.transmit(link, conn)?;
+    files.transmit(&mut link.conn, conn)?;
     if let Some(o) = out {
         o.pump(link).await?;
         if let Some(end) = o.outcome() {

@@ -351,7 +351,15 @@ async fn session(
             Ok(Event::Closed) | Err(LinkError::Eof) => break Ok(()),
             Ok(Event::Data(d)) => {
                 if let Some(f) = &node.files {
-                    match f.on_data(link, conn_id, &peer, &d, out.as_mut(), &node.dial_log) {
+                    match f.on_data(
+                        &mut link.conn,
+                        conn_id,
+                        &peer,
+                        &d,
+                        out.as_mut(),
+                        &node.dial_log,
+                        crate::link::now(),
+                    ) {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => break Err(err("session", e)),
@@ -374,7 +382,7 @@ async fn session(
         if let Some(o) = &out {
             f.send_ended(o, Err("the session ended first"));
         }
-        f.session_gone(conn_id, &peer, &node.dial_log);
+        f.session_gone(conn_id, &peer, &node.dial_log, crate::link::now());
     }
     result
 }
