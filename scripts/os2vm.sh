@@ -34,7 +34,9 @@
 # File transfer over that session (dsoftbus::transfer on session data messages): VM a
 # sends b a generated file (dsoftbusd.send=os2vm-b:$FILE_BYTES) and b accepts any
 # authenticated peer (dsoftbusd.accept=any); b sends a a small one, which a denies
-# (no dsoftbusd.accept: the default is none). Required:
+# (no dsoftbusd.accept: the default is none). Both VMs announce streams/1, so both
+# transfers go on a stream of kind 0x40 (wire.md §12 carrier rule). Required:
+#   a:     dsoftbusd: file offered to=os2vm-b ... (try 1 of 3; carrier a stream of kind 0x40)
 #   b:     dsoftbusd: file received from=os2vm-a name=nexus-os2vm-a-<n>.bin bytes=<n> ok
 #   a:     dsoftbusd: file sent to=os2vm-b name=nexus-os2vm-a-<n>.bin bytes=<n> ok
 #   a:     dsoftbusd: file offer denied from=os2vm-b name=nexus-os2vm-b-<m>.bin bytes=<m> reason=declined
@@ -181,7 +183,8 @@ file_markers() {
     local sent="name=nexus-$ID_A-$FILE_BYTES.bin bytes=$FILE_BYTES"
     local denied="name=nexus-$ID_B-$DENIED_BYTES.bin bytes=$DENIED_BYTES"
     if [[ $1 == a ]]; then
-        printf '%s\n' "dsoftbusd: file sent to=$ID_B $sent ok" \
+        printf '%s\n' "dsoftbusd: file offered to=$ID_B $sent (try 1 of 3; carrier a stream of kind 0x40)" \
+            "dsoftbusd: file sent to=$ID_B $sent ok" \
             "dsoftbusd: file offer denied from=$ID_B $denied reason=declined"
     else
         printf '%s\n' "dsoftbusd: file received from=$ID_A $sent ok" \
@@ -250,7 +253,7 @@ run_case() {
             "dsoftbusd: remote call peer=$peer service=samgr" \
             "dsoftbusd: remote call peer=$peer service=echo" \
             "dsoftbusd: remote proxy denied" "dsoftbusd: remote call refused" \
-            "dsoftbusd: file offer accepted" "dsoftbusd: file received" "dsoftbusd: file sent" \
+            "dsoftbusd: file offered" "dsoftbusd: file offer accepted" "dsoftbusd: file received" "dsoftbusd: file sent" \
             "dsoftbusd: file offer denied" "dsoftbusd: file send to="; do
             local l
             l=$(first_line "$log" "$f")

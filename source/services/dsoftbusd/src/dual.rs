@@ -130,7 +130,9 @@ async fn bulk(
         .map_err(|e| ServiceError::new(format!("bulk: {e}")))?;
     out.start_clock();
     let end = loop {
-        out.pump(link).await.map_err(|e| err("bulk send", e))?;
+        out.pump(link, None)
+            .await
+            .map_err(|e| err("bulk send", e))?;
         if let Some(end) = out.outcome() {
             break end;
         }

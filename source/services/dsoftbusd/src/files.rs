@@ -1,11 +1,12 @@
 //! File transfer in dsoftbusd: the core's `dsoftbus::transfer` (wire.md §12)
 //! over session data messages.
 //!
-//! **Carrier.** dsoftbusd does not announce `streams/1`, so by the carrier
-//! rule of wire.md §12 every peer sends it one transfer message per session
-//! data message, and it does the same towards every peer. Data messages
-//! whose first byte is `0x40..=0x4f` are transfer messages; everything else
-//! goes on to the other data users (remote calls).
+//! **Carrier** (wire.md §12 rule). A transfer to a peer that announced
+//! `streams/1` (when node mode announces it too) goes on a stream of kind
+//! `0x40` (`crate::streams`), any other in session data messages, one
+//! transfer message each. Both arrive here as messages on a [`Route`]: data
+//! messages whose first byte is `0x40..=0x4f` are transfer messages;
+//! everything else goes on to the other data users (remote calls).
 //!
 //! **Receiving** ([`Files::on_data`]): an OFFER creates a core `Receiver`
 //! (bounds [`receiver_config`]: at most [`MAX_OFFER_ENTRIES`] entries and
@@ -243,10 +244,14 @@ impl Sink for dsoftbus::Connection {
     }
 }
 
+/// Where a transfer runs: (session, stream id), stream 0 = the session's
+/// data messages (stream ids start at 1).
+pub(crate) type Route = (u64, u32);
+
 /// One incoming transfer.
 struct Incoming {
-    /// The session carrying it.
-    conn: u64,
+    /// The session (and stream) carrying it.
+    route: Route,
     peer: DeviceId,
     rx: Receiver,
     /// Its place in consent's active table, once accepted.
@@ -324,7 +329,12 @@ impl Files {
 
     /// A session with `peer` is up: the planned send, if it is for `peer`
     /// and not under way or over. `me`: our device id (names the file).
-    pub(crate) fn start_send(&self, peer: &DeviceId, me: &DeviceId) -> Option<Outgoing> {
+    pub(crate) fn start_send(
+        &self,
+        peer: &DeviceId,
+        me: &DeviceId,
+        on_stream: bool,
+    ) -> Option<Outgoing> {
         let mut plan = self.plan.borrow_mut();
         let p = plan.as_mut()?;
         if &p.to != peer || p.busy || p.over {
@@ -338,10 +348,15 @@ impl Files {
                 p.busy = true;
                 p.tries += 1;
                 log::info!(
-                    "dsoftbusd: file offered to={peer} name={} bytes={} (try {} of {MAX_SEND_TRIES})",
+                    "dsoftbusd: file offered to={peer} name={} bytes={} (try {} of {MAX_SEND_TRIES}; carrier {})",
                     log_name(o.name()),
                     p.bytes,
-                    p.tries
+                    p.tries,
+                    if on_stream {
+                        "a stream of kind 0x40"
+                    } else {
+                        "session data messages"
+                    }
                 );
                 Some(o)
             }
@@ -391,15 +406,16 @@ impl Files {
         }
     }
 
-    /// A data message from `peer` on session `conn`: true if it was a
-    /// transfer message (handled here: answers are queued on `link`, to go
-    /// out with its next flush), false to hand it to the other data users.
-    /// `out`: this session's outgoing transfer, if any.
+    /// A transfer message from `peer` on `route` (a session data message,
+    /// or a message of a transfer stream): true if it was one (handled here:
+    /// answers are queued on `sink`, to go out with the session's next
+    /// flush), false to hand it to the other data users. `out`: our
+    /// outgoing transfer on this route, if any.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_data(
         &self,
         sink: &mut dyn Sink,
-        conn: u64,
+        route: Route,
         peer: &DeviceId,
         data: &[u8],
         out: Option<&mut Outgoing>,
@@ -416,21 +432,21 @@ impl Files {
                     let _ = o.tx.handle(data);
                 }
             }
-            Ok((_, id)) => self.to_receiver(conn, peer, Some(id), data, log, at),
+            Ok((_, id)) => self.to_receiver(route, peer, Some(id), data, log, at),
             // An unreadable header: the core answers an offer it can read
             // the id of (e.g. another version); anything else is ignored.
             Err(_) if data[0] == wire::KIND_OFFER => {
-                self.to_receiver(conn, peer, None, data, log, at)
+                self.to_receiver(route, peer, None, data, log, at)
             }
             Err(_) => {}
         }
-        self.transmit(sink, conn)?;
+        self.transmit(sink, route)?;
         Ok(true)
     }
 
     fn to_receiver(
         &self,
-        conn: u64,
+        route: Route,
         peer: &DeviceId,
         id: Option<u32>,
         data: &[u8],
@@ -441,14 +457,14 @@ impl Files {
         let known = id.and_then(|id| {
             incoming
                 .iter()
-                .position(|t| t.conn == conn && t.rx.id() == Some(id))
+                .position(|t| t.route == route && t.rx.id() == Some(id))
         });
         let i = match known {
             Some(i) => i,
             None if data[0] != wire::KIND_OFFER => return, // not a transfer we know
             None => {
                 incoming.push(Incoming {
-                    conn,
+                    route,
                     peer: peer.clone(),
                     rx: Receiver::new(receiver_config()),
                     slot: None,
@@ -644,17 +660,23 @@ impl Files {
         );
     }
 
-    /// Queue on `link` what the incoming transfers of `conn` have to send;
-    /// forget those that ended and said everything.
-    pub(crate) fn transmit(&self, sink: &mut dyn Sink, conn: u64) -> Result<(), LinkError> {
+    /// Queue on `sink` what the incoming transfers on `route` have to
+    /// send; forget those that ended and said everything.
+    pub(crate) fn transmit(&self, sink: &mut dyn Sink, route: Route) -> Result<(), LinkError> {
         let mut incoming = self.incoming.borrow_mut();
-        for t in incoming.iter_mut().filter(|t| t.conn == conn) {
+        for t in incoming.iter_mut().filter(|t| t.route == route) {
             while let Some(m) = t.rx.poll_transmit() {
                 sink.send(&m)?;
             }
         }
-        incoming.retain(|t| t.conn != conn || t.rx.outcome().is_none());
+        incoming.retain(|t| t.route != route || t.rx.outcome().is_none());
         Ok(())
+    }
+
+    /// True while an incoming transfer runs (or has something to say) on
+    /// `route`.
+    pub(crate) fn on_route(&self, route: Route) -> bool {
+        self.incoming.borrow().iter().any(|t| t.route == route)
     }
 
     /// Cancel accepted transfers stalled for [`STALL_TIMEOUT`] (their slot
@@ -681,6 +703,31 @@ impl Files {
         }
     }
 
+    /// The carrier of session `conn`'s stream `stream` is gone (reset), or
+    /// for `None` the whole session: the transfers on it end.
+    pub(crate) fn route_gone(
+        &self,
+        conn: u64,
+        stream: Option<u32>,
+        log: &RefCell<LogLimiter>,
+        at: Instant,
+    ) {
+        let hit = |r: Route| r.0 == conn && stream.is_none_or(|s| r.1 == s);
+        loop {
+            let i = self
+                .incoming
+                .borrow()
+                .iter()
+                .position(|t| hit(t.route) && t.rx.outcome().is_none());
+            let Some(i) = i else { break };
+            if let Some(t) = self.incoming.borrow_mut().get_mut(i) {
+                t.rx.cancel(Reason::Io);
+            }
+            self.settle(i, false, log, at);
+        }
+        self.incoming.borrow_mut().retain(|t| !hit(t.route));
+    }
+
     /// Session `conn` with `peer` ended: its transfers end with it.
     pub(crate) fn session_gone(
         &self,
@@ -689,19 +736,7 @@ impl Files {
         log: &RefCell<LogLimiter>,
         at: Instant,
     ) {
-        loop {
-            let i = self
-                .incoming
-                .borrow()
-                .iter()
-                .position(|t| t.conn == conn && t.rx.outcome().is_none());
-            let Some(i) = i else { break };
-            if let Some(t) = self.incoming.borrow_mut().get_mut(i) {
-                t.rx.cancel(Reason::Io);
-            }
-            self.settle(i, false, log, at);
-        }
-        self.incoming.borrow_mut().retain(|t| t.conn != conn);
+        self.route_gone(conn, None, log, at);
         let _ = self.consent.borrow_mut().peer_gone(peer);
     }
 }
@@ -733,6 +768,8 @@ pub(crate) struct Outgoing {
     to: DeviceId,
     /// When the offer went out (runtime only: the kernel's clock).
     started: Option<nexus_abi::time::Instant>,
+    /// Its stream (the stream carrier), or `None`: session data messages.
+    stream: Option<dsoftbus::stream::StreamId>,
     buf: Vec<u8>,
 }
 
@@ -772,6 +809,7 @@ impl Outgoing {
             size,
             to: to.clone(),
             started: None,
+            stream: None,
             buf,
         })
     }
@@ -801,15 +839,75 @@ impl Outgoing {
         let _ = self.tx.handle(msg);
     }
 
-    /// Send what the receiver's window allows, one data message at a time
-    /// (each written out before the next is made, so the session's
-    /// outbound buffer holds at most one).
-    pub(crate) async fn pump(&mut self, link: &mut Link) -> Result<(), LinkError> {
+    /// The stream carrying it, if it goes on a stream.
+    pub(crate) fn stream(&self) -> Option<dsoftbus::stream::StreamId> {
+        self.stream
+    }
+
+    /// Carry it on stream `id` (before anything was sent).
+    pub(crate) fn set_stream(&mut self, id: dsoftbus::stream::StreamId) {
+        self.stream = Some(id);
+    }
+
+    /// Its queued messages, each preceded by its length (the stream carrier).
+    pub(crate) fn frame_into(&mut self, out: &mut Vec<u8>) {
+        while let Some(m) = self.tx.poll_transmit() {
+            // At most 65 518 bytes: always encodable.
+            let _ = dsoftbus::frame::encode_frame(&m, out);
+        }
+    }
+
+    /// Tests: make the next data message the window allows; false if none.
+    #[cfg(test)]
+    pub(crate) fn push_next(&mut self) -> bool {
+        let Some(need) = self.tx.poll_need() else {
+            return false;
+        };
+        let n = need.len.min(self.buf.len());
+        generate(self.seed, need.offset, &mut self.buf[..n]);
+        self.tx
+            .push_data(need.entry, need.offset, &self.buf[..n])
+            .is_ok()
+    }
+
+    /// Give up (its carrier is gone).
+    pub(crate) fn cancel(&mut self, reason: Reason) {
+        self.tx.cancel(reason);
+    }
+
+    /// Send what the receiver's window allows, one message at a time (each
+    /// written out before the next is made, so the session's outbound buffer
+    /// holds at most one, or what the mux lets through below its high-water
+    /// mark). On a stream, also stop while the stream's window is full.
+    pub(crate) async fn pump(
+        &mut self,
+        link: &mut Link,
+        streams: Option<&mut crate::streams::Streams>,
+    ) -> Result<(), LinkError> {
+        let mut streams = streams;
         loop {
-            while let Some(m) = self.tx.poll_transmit() {
-                link.conn.send_data(&m).map_err(LinkError::Conn)?;
+            let room = match (self.stream, streams.as_deref_mut()) {
+                (Some(_), Some(s)) => {
+                    let room = s.write_mine(self);
+                    while s.pull(&mut link.conn)? > 0 {
+                        link.flush().await?;
+                    }
+                    room
+                }
+                // A stream transfer without the session's streams: nothing
+                // can carry it.
+                (Some(_), None) => false,
+                (None, _) => {
+                    while let Some(m) = self.tx.poll_transmit() {
+                        link.conn.send_data(&m).map_err(LinkError::Conn)?;
+                    }
+                    link.flush().await?;
+                    true
+                }
+            };
+            if !room {
+                return Ok(());
             }
-            link.flush().await?;
             let Some(need) = self.tx.poll_need() else {
                 return Ok(());
             };
@@ -900,7 +998,7 @@ mod tests {
                 tamper(&mut m);
             }
             assert_eq!(
-                files.on_data(&mut q, conn, peer, &m, None, &lg, at),
+                files.on_data(&mut q, (conn, 0), peer, &m, None, &lg, at),
                 Ok(true)
             );
         }
@@ -1000,7 +1098,7 @@ mod tests {
         let mut q = Queue::default();
         while let Some(m) = o.tx.poll_transmit() {
             assert_eq!(
-                f.on_data(&mut q, conn, &id(from), &m, None, &log(), t(0)),
+                f.on_data(&mut q, (conn, 0), &id(from), &m, None, &log(), t(0)),
                 Ok(true)
             );
         }
@@ -1051,7 +1149,7 @@ mod tests {
         assert_eq!(f.inbox_usage(), (0, 0, 0, 0));
         // The ABORT goes out with the session's next traffic.
         let mut q = Queue::default();
-        assert_eq!(f.transmit(&mut q, 1), Ok(()));
+        assert_eq!(f.transmit(&mut q, (1, 0)), Ok(()));
         for m in q.0 {
             o.handle(&m);
         }
@@ -1071,14 +1169,14 @@ mod tests {
         let mut q = Queue::default();
         for m in [&[0x20u8, 1, 2][..], &[0x30, 1], &[], &[0x50]] {
             assert_eq!(
-                f.on_data(&mut q, 1, &id("a"), m, None, &log(), t(0)),
+                f.on_data(&mut q, (1, 0), &id("a"), m, None, &log(), t(0)),
                 Ok(false)
             );
         }
         // A transfer kind for no known transfer: taken, ignored.
         let stray = wire::encode_data(9, 0, 0, b"x");
         assert_eq!(
-            f.on_data(&mut q, 1, &id("a"), &stray, None, &log(), t(0)),
+            f.on_data(&mut q, (1, 0), &id("a"), &stray, None, &log(), t(0)),
             Ok(true)
         );
         assert!(q.0.is_empty() && f.incoming.borrow().is_empty());

@@ -26,6 +26,7 @@ mod pins;
 mod remote;
 mod rng;
 mod single;
+mod streams;
 
 use alloc::boxed::Box;
 use alloc::format;

@@ -90,6 +90,9 @@ pub(crate) struct Node {
     pub(crate) remote: Option<crate::remote::Remote>,
     /// File transfer (`crate::files`): node mode, and node-b of the proof.
     pub(crate) files: Option<crate::files::Files>,
+    /// The node announces `streams/1` and runs a `dsoftbus::stream::Mux`
+    /// per session for transfers (`crate::streams`; node mode).
+    pub(crate) streams: bool,
 }
 
 impl Node {
@@ -149,6 +152,7 @@ impl Node {
             pin_keeper: None,
             remote: None,
             files: None,
+            streams: false,
         })
     }
 
@@ -177,6 +181,25 @@ impl Node {
         }
         self.pins = Some(RefCell::new(store));
         self.pin_keeper = Some(keeper);
+    }
+
+    /// Announce `streams/1` (and serve streams, `crate::streams`).
+    pub(crate) fn announce_streams(&mut self, port: u16) -> Result<(), ServiceError> {
+        let services = vec![
+            ServiceName::new("ping").map_err(|e| err("service name", e))?,
+            ServiceName::new(dsoftbus::stream::STREAMS_SERVICE)
+                .map_err(|e| err("service name", e))?,
+        ];
+        self.announce = Announce::new(
+            self.local.id().clone(),
+            port,
+            *self.local.public_key(),
+            services,
+        )
+        .map_err(|e| err("announce", e))?
+        .encode();
+        self.streams = true;
+        Ok(())
     }
 
     /// The key `id` is pinned to, if it is pinned to one other than `key`.
@@ -731,11 +754,11 @@ pub(crate) async fn serve(
         admission: &node.admission,
         source: ip,
     };
-    // This session's outgoing transfer (the planned send), if any.
-    let mut out: Option<crate::files::Outgoing> = None;
+    // This session's transfers, once it is established.
+    let mut xfer: Option<Xfer> = None;
     loop {
-        if let (Some(f), true) = (&node.files, peer.is_some()) {
-            if let Err(e) = send_step(f, &mut link, conn_id, &mut out).await {
+        if let (Some(f), Some(x)) = (&node.files, xfer.as_mut()) {
+            if let Err(e) = x.step(f, &mut link, &seen.log).await {
                 if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
                     log::warn!(
                         "dsoftbusd: {} session from {remote} ended: {e}{}",
@@ -822,22 +845,15 @@ pub(crate) async fn serve(
                     );
                 }
                 node.pin_on_session(&p, &key, ip, &node.dial_log);
+                xfer = Some(Xfer::new(node, conn_id, false, &p));
                 peer = Some(p);
             }
             Ok(Event::Closed) | Err(LinkError::Eof) => break,
             Ok(Event::Data(d)) => {
                 seen.data_bytes
                     .set(seen.data_bytes.get().saturating_add(d.len() as u64));
-                if let (Some(f), Some(p)) = (&node.files, &peer) {
-                    match f.on_data(
-                        &mut link.conn,
-                        conn_id,
-                        p,
-                        &d,
-                        out.as_mut(),
-                        &seen.log,
-                        now(),
-                    ) {
+                if let (Some(f), Some(p), Some(x)) = (&node.files, &peer, xfer.as_mut()) {
+                    match x.on_data(f, node, &mut link, p, &d, &seen.log) {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => {
@@ -883,8 +899,8 @@ pub(crate) async fn serve(
                         log::warn!("dsoftbusd: remote calls to peer={p} not sent: {e}");
                     }
                 }
-                if let (Some(f), Some(p)) = (&node.files, &peer) {
-                    out = f.start_send(p, node.local.id());
+                if let (Some(f), Some(p), Some(x)) = (&node.files, &peer, xfer.as_mut()) {
+                    x.start(f, node, p);
                 }
             }
             Ok(_) => {}
@@ -928,11 +944,8 @@ pub(crate) async fn serve(
     }
     node.release(ticket);
     node.caps.borrow_mut().remove(conn_id);
-    if let (Some(f), Some(p)) = (&node.files, &peer) {
-        if let Some(o) = &out {
-            f.send_ended(o, Err("the session ended first"));
-        }
-        f.session_gone(conn_id, p, &seen.log, now());
+    if let (Some(f), Some(p), Some(x)) = (&node.files, &peer, xfer.as_mut()) {
+        x.end(f, p, &seen.log);
     }
     if let Some(p) = peer {
         node.table.borrow_mut().set_session(&p, false);
@@ -943,24 +956,138 @@ pub(crate) async fn serve(
     link.shutdown().await;
 }
 
-/// Before a session waits for its next event: send what the outgoing
-/// transfer's window allows and what the incoming ones have to say; report
-/// and drop the outgoing one once it ended.
-pub(crate) async fn send_step(
-    files: &crate::files::Files,
-    link: &mut Link,
+/// A session's file transfers: the outgoing one (the planned send), the
+/// session's streams (the stream carrier), and its key in the node's
+/// transfer tables.
+pub(crate) struct Xfer {
     conn: u64,
-    out: &mut Option<crate::files::Outgoing>,
-) -> Result<(), LinkError> {
-    files.transmit(&mut link.conn, conn)?;
-    if let Some(o) = out {
-        o.pump(link).await?;
-        if let Some(end) = o.outcome() {
-            files.send_ended(o, Ok(&end));
-            *out = None;
+    initiator: bool,
+    /// The peer announced `streams/1` when the session was established: our
+    /// transfers to it go on a stream (wire.md §12 carrier rule).
+    peer_streams: bool,
+    out: Option<crate::files::Outgoing>,
+    streams: Option<crate::streams::Streams>,
+}
+
+impl Xfer {
+    /// Session `conn` with `peer` is established.
+    pub(crate) fn new(node: &Node, conn: u64, initiator: bool, peer: &DeviceId) -> Self {
+        let peer_streams = node.streams
+            && node
+                .table
+                .borrow()
+                .get(peer)
+                .is_some_and(|e| dsoftbus::stream::peer_supports_streams(e.services()));
+        Xfer {
+            conn,
+            initiator,
+            peer_streams,
+            out: None,
+            streams: None,
         }
     }
-    Ok(())
+
+    fn streams(&mut self) -> &mut crate::streams::Streams {
+        let (conn, initiator) = (self.conn, self.initiator);
+        self.streams
+            .get_or_insert_with(|| crate::streams::Streams::new(conn, initiator, now()))
+    }
+
+    /// The session is up both ways: start the planned send if it is for
+    /// `peer`, on a stream if the peer announced them.
+    pub(crate) fn start(&mut self, files: &crate::files::Files, node: &Node, peer: &DeviceId) {
+        if self.out.is_some() {
+            return;
+        }
+        let on_stream = self.peer_streams;
+        let Some(mut o) = files.start_send(peer, node.local.id(), on_stream) else {
+            return;
+        };
+        if on_stream {
+            match self.streams().open() {
+                Ok(id) => o.set_stream(id),
+                Err(e) => log::warn!(
+                    "dsoftbusd: no stream for the file to {peer} ({e}); sending it in session data messages"
+                ),
+            }
+        }
+        self.out = Some(o);
+    }
+
+    /// Before the session waits for its next event: send what the
+    /// transfers have to say and what the outgoing one's window allows;
+    /// report and drop the outgoing one once it ended.
+    pub(crate) async fn step(
+        &mut self,
+        files: &crate::files::Files,
+        link: &mut Link,
+        log: &RefCell<LogLimiter>,
+    ) -> Result<(), crate::streams::Stop> {
+        files.transmit(&mut link.conn, (self.conn, 0))?;
+        self.service(files, link, log).await?;
+        if let Some(o) = self.out.as_mut() {
+            o.pump(link, self.streams.as_mut()).await?;
+            if let Some(end) = o.outcome() {
+                files.send_ended(o, Ok(&end));
+                self.out = None;
+                // Finish its stream now, not at the next event.
+                self.service(files, link, log).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn service(
+        &mut self,
+        files: &crate::files::Files,
+        link: &mut Link,
+        log: &RefCell<LogLimiter>,
+    ) -> Result<(), crate::streams::Stop> {
+        if let Some(s) = self.streams.as_mut() {
+            s.service(files, &mut self.out, log, now())?;
+            while s.pull(&mut link.conn)? > 0 {
+                link.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A data message from `peer`: true if it was a stream or transfer
+    /// message (handled), false for the other data users.
+    pub(crate) fn on_data(
+        &mut self,
+        files: &crate::files::Files,
+        node: &Node,
+        link: &mut Link,
+        peer: &DeviceId,
+        d: &[u8],
+        log: &RefCell<LogLimiter>,
+    ) -> Result<bool, crate::streams::Stop> {
+        if d.first() == Some(&dsoftbus::stream::KIND_STREAM) {
+            if !node.streams {
+                return Ok(false);
+            }
+            let mut out = self.out.take();
+            let r = self.streams().handle(d, files, peer, &mut out, log, now());
+            self.out = out;
+            return r.map(|()| true);
+        }
+        let out = self.out.as_mut().filter(|o| o.stream().is_none());
+        Ok(files.on_data(&mut link.conn, (self.conn, 0), peer, d, out, log, now())?)
+    }
+
+    /// The session ended: its transfers end with it.
+    pub(crate) fn end(
+        &mut self,
+        files: &crate::files::Files,
+        peer: &DeviceId,
+        log: &RefCell<LogLimiter>,
+    ) {
+        if let Some(o) = self.out.take() {
+            files.send_ended(&o, Err("the session ended first"));
+        }
+        files.session_gone(self.conn, peer, log, now());
+    }
 }
 
 /// A one-slot wake-up between tasks of the same service.

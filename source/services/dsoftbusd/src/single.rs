@@ -24,8 +24,8 @@ use nexus_netclient::{Ipv4, NetClient, SockAddr};
 
 use crate::link::{Link, LinkError};
 use crate::node::{
-    acceptor, announcer, dial, discovery, err, has_lease, join_discovery_group, ping, send_step,
-    sock_addr, Bindings, Node, Notify, Seen, MAX_SESSIONS_PER_NODE,
+    acceptor, announcer, dial, discovery, err, has_lease, join_discovery_group, ping, sock_addr,
+    Bindings, Node, Notify, Seen, Xfer, MAX_SESSIONS_PER_NODE,
 };
 
 /// Default device id in node mode.
@@ -75,6 +75,7 @@ pub async fn run(
     }
     node.remote = Some(remote);
     node.files = Some(files);
+    node.announce_streams(port)?;
     let node = node;
     let any = |port| SockAddr::new(Ipv4::UNSPECIFIED, port);
     let sockets = async {
@@ -337,13 +338,13 @@ async fn session(
     // the peer goes away.
     let conn_id = node.next_conn.get();
     node.next_conn.set(conn_id.wrapping_add(1));
-    let mut out = node
-        .files
-        .as_ref()
-        .and_then(|f| f.start_send(&peer, node.local.id()));
+    let mut xfer = Xfer::new(node, conn_id, true, &peer);
+    if let Some(f) = &node.files {
+        xfer.start(f, node, &peer);
+    }
     let result = loop {
         if let Some(f) = &node.files {
-            if let Err(e) = send_step(f, link, conn_id, &mut out).await {
+            if let Err(e) = xfer.step(f, link, &node.dial_log).await {
                 break Err(err("session", e));
             }
         }
@@ -351,15 +352,7 @@ async fn session(
             Ok(Event::Closed) | Err(LinkError::Eof) => break Ok(()),
             Ok(Event::Data(d)) => {
                 if let Some(f) = &node.files {
-                    match f.on_data(
-                        &mut link.conn,
-                        conn_id,
-                        &peer,
-                        &d,
-                        out.as_mut(),
-                        &node.dial_log,
-                        crate::link::now(),
-                    ) {
+                    match xfer.on_data(f, node, link, &peer, &d, &node.dial_log) {
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => break Err(err("session", e)),
@@ -379,10 +372,7 @@ async fn session(
         r.peer_gone(&peer);
     }
     if let Some(f) = &node.files {
-        if let Some(o) = &out {
-            f.send_ended(o, Err("the session ended first"));
-        }
-        f.session_gone(conn_id, &peer, &node.dial_log, crate::link::now());
+        xfer.end(f, &peer, &node.dial_log);
     }
     result
 }
