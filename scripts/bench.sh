@@ -70,12 +70,16 @@ qemu_rows() {
     local bulk
     bulk=$(grep -m1 'dsoftbusd: bulk transfer' "$log" | sed -n 's/.*bulk transfer \([0-9]*\) bytes.* in \([0-9]*\) us (\([0-9]*\) KB\/s.*/\1 bytes in \2 µs: \3 KB\/s/p')
     # Same boot: the plain facade TCP baseline and the ratio (dsoftbusd: figures bulk ...).
-    local bfig plain bratio
+    local bfig plain bratio dm dmratio
     bfig=$(grep -m1 'dsoftbusd: figures bulk transfer=' "$log" || true)
     plain=$(sed -n 's/.* plain-tcp=\([0-9]*\) .*/\1/p' <<<"$bfig")
     bratio=$(sed -n 's/.* ratio=\([0-9.]*\) .*/\1/p' <<<"$bfig")
+    dm=$(sed -n 's/.* data-messages=\([0-9]*\) .*/\1/p' <<<"$bfig")
+    dmratio=$(sed -n 's/.* data-messages-ratio=\([0-9.]*\) .*/\1/p' <<<"$bfig")
     if [[ -n $bulk && -n $plain && -n $bratio ]]; then
-        echo "bench-row|QEMU (TCG): dual-node 1 MiB file transfer (dsoftbus::transfer, SHA-256) over the guest stack|${bulk} guest|${plain} KB/s plain facade TCP, same boot|${bratio}x|report|n/a"
+        echo "bench-row|QEMU (TCG): dual-node 1 MiB file transfer on a stream (dsoftbus::transfer, SHA-256) over the guest stack|${bulk} guest|${plain} KB/s plain facade TCP, same boot|${bratio}x|report|n/a"
+        [[ -n $dm && -n $dmratio ]] &&
+            echo "bench-row|QEMU (TCG): the same file in session data messages (carrier to a peer without streams/1)|${dm} KB/s guest|${plain} KB/s plain facade TCP, same boot|${dmratio}x|report|n/a"
     elif [[ -n $bulk ]]; then
         echo "bench-row|QEMU (TCG): dual-node bulk transfer over the guest stack|${bulk} guest|—|—|report|n/a"
     fi

@@ -34,9 +34,11 @@
 # File transfer over that session (dsoftbus::transfer on session data messages): VM a
 # sends b a generated file (dsoftbusd.send=os2vm-b:$FILE_BYTES) and b accepts any
 # authenticated peer (dsoftbusd.accept=any); b sends a a small one, which a denies
-# (no dsoftbusd.accept: the default is none). Both VMs announce streams/1, so both
-# transfers go on a stream of kind 0x40 (wire.md §12 carrier rule). Required:
-#   a:     dsoftbusd: file offered to=os2vm-b ... (try 1 of 3; carrier a stream of kind 0x40)
+# (no dsoftbusd.accept: the default is none). Case distinct: both VMs announce
+# streams/1, so both transfers go on a stream of kind 0x40 (wire.md §12 carrier
+# rule); case same-mac: b boots with dsoftbusd.streams=off, so both go in session
+# data messages. Required:
+#   a:     dsoftbusd: file offered to=os2vm-b ... (try 1 of 3; carrier <that carrier>)
 #   b:     dsoftbusd: file received from=os2vm-a name=nexus-os2vm-a-<n>.bin bytes=<n> ok
 #   a:     dsoftbusd: file sent to=os2vm-b name=nexus-os2vm-a-<n>.bin bytes=<n> ok
 #   a:     dsoftbusd: file offer denied from=os2vm-b name=nexus-os2vm-b-<m>.bin bytes=<m> reason=declined
@@ -178,12 +180,14 @@ rpc_markers() {
     fi
 }
 
+# The transfer carrier of the case running (set by run_case).
+CARRIER="a stream of kind 0x40"
 # File-transfer lines VM $1 (a or b) must print.
 file_markers() {
     local sent="name=nexus-$ID_A-$FILE_BYTES.bin bytes=$FILE_BYTES"
     local denied="name=nexus-$ID_B-$DENIED_BYTES.bin bytes=$DENIED_BYTES"
     if [[ $1 == a ]]; then
-        printf '%s\n' "dsoftbusd: file offered to=$ID_B $sent (try 1 of 3; carrier a stream of kind 0x40)" \
+        printf '%s\n' "dsoftbusd: file offered to=$ID_B $sent (try 1 of 3; carrier $CARRIER)" \
             "dsoftbusd: file sent to=$ID_B $sent ok" \
             "dsoftbusd: file offer denied from=$ID_B $denied reason=declined"
     else
@@ -214,8 +218,14 @@ run_case() {
     read -r pa pb <<<"$ports"
     echo "$TAG: case $name: two VMs on a rootless loopback link, no DHCP server (logs in $WORK)"
     start=$(now_us)
+    local streams_b=""
+    CARRIER="a stream of kind 0x40"
+    if [[ $name == same-mac ]]; then
+        streams_b=" dsoftbusd.streams=off"
+        CARRIER="session data messages"
+    fi
     start_vm "$log_a" "$ID_A" "$MAC_A" "$pa" "$pb" "$RPC_A $FILE_A"
-    start_vm "$log_b" "$ID_B" "$mac_b" "$pb" "$pa" "$RPC_B $FILE_B"
+    start_vm "$log_b" "$ID_B" "$mac_b" "$pb" "$pa" "$RPC_B $FILE_B$streams_b"
     while :; do
         sleep 0.2
         now=$(now_us)

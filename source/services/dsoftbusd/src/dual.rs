@@ -19,7 +19,10 @@ use alloc::format;
 use alloc::vec;
 use core::pin::pin;
 
+use core::cell::RefCell;
+
 use dsoftbus::node::consent::AcceptPolicy;
+use dsoftbus::node::LogLimiter;
 use dsoftbus::transfer::Outcome;
 
 use dsoftbus::announce::MAX_ANNOUNCE_LEN;
@@ -35,6 +38,7 @@ use crate::node::{
     acceptor, announcer, dial, discovery, err, has_lease, join_discovery_group, ping, send,
     sock_addr, wait_for, Bindings, NicDiscovery, Node, Seen,
 };
+use crate::streams::Streams;
 
 const NODE_A: (&str, u16) = ("node-a", 34567);
 const NODE_B: (&str, u16) = ("node-b", 34568);
@@ -51,8 +55,10 @@ pub async fn run(
     // node-a is this device: its identity is keystored's (when granted).
     let a = Node::new("node-a", NODE_A, true, key.as_ref())?;
     let mut b = Node::new("node-b", NODE_B, true, None)?;
-    // node-b takes the bulk file: its own inbox and consent, policy `any`.
+    // node-b takes the bulk file: its own inbox and consent, policy `any`,
+    // and it announces streams/1, so the file goes on a stream.
     b.files = Some(Files::new(AcceptPolicy::Any));
+    b.announce_streams(NODE_B.1)?;
     let b = b;
     let impostor = Node::new("impostor", IMPOSTOR, false, None)?;
 
@@ -107,13 +113,16 @@ pub const BULK_BYTES: usize = 1024 * 1024;
 /// TCP port of the same-boot plain baseline (never announced).
 const PLAIN_PORT: u16 = 34570;
 
-/// node-a sends node-b one generated 1 MiB file with `dsoftbus::transfer`
-/// over session data messages: offer, node-b's consent (`accept=any`) and
-/// inbox, data within node-b's window, node-b's SHA-256 check, done. The
-/// time runs from the offer to node-a's receipt of DONE, so it is delivery
-/// and verification, not buffering. Then the same bytes over a plain facade
-/// TCP connection (no session, no transfer protocol, no hash) in the same
-/// boot, and the ratio of the two rates.
+/// node-a sends node-b one generated 1 MiB file with `dsoftbus::transfer`:
+/// offer, node-b's consent (`accept=any`) and inbox, data within node-b's
+/// window, node-b's SHA-256 check, done. node-b announces `streams/1`, so by
+/// the carrier rule (wire.md §12) the file goes on a stream of kind `0x40`:
+/// that is the `bulk transfer` line. The time runs from the offer to
+/// node-a's receipt of DONE, so it is delivery and verification, not
+/// buffering. Then, in the same boot, the same file in session data
+/// messages (the carrier towards a peer without streams; node-b takes both)
+/// and the same bytes over a plain facade TCP connection (no session, no
+/// transfer protocol, no hash), and the rates side by side.
 async fn bulk(
     net: &NetClient,
     link: &mut Link,
@@ -121,23 +130,109 @@ async fn bulk(
     a: &Node,
     b: &Node,
 ) -> Result<(), ServiceError> {
+    let on_stream = a
+        .entry("node-b")
+        .is_some_and(|e| dsoftbus::stream::peer_supports_streams(e.services()));
+    let us = send_file(link, bindings, a, b, 1, on_stream).await?;
+    let rate = kbs(us);
+    log::info!(
+        "dsoftbusd: bulk transfer {BULK_BYTES} bytes node-a->node-b in {us} us ({rate} KB/s guest time; dsoftbus::transfer over {}, window {} KiB, sha256 verified by node-b)",
+        carrier(on_stream),
+        crate::files::RX_WINDOW / 1024
+    );
+    let other = send_file(link, bindings, a, b, 2, !on_stream).await?;
+    let plain = kbs(plain_tcp_us(net).await?);
+    let ratio = rate * 100 / plain.max(1);
+    let other_ratio = kbs(other) * 100 / plain.max(1);
+    log::info!(
+        "dsoftbusd: figures bulk transfer={rate} plain-tcp={plain} ratio={}.{:02} {}={} {}-ratio={}.{:02} (KB/s guest time, {BULK_BYTES} bytes each, same boot; transfer: {}; plain-tcp: facade TCP over loopback, no session, no hash)",
+        ratio / 100,
+        ratio % 100,
+        short(!on_stream),
+        kbs(other),
+        short(!on_stream),
+        other_ratio / 100,
+        other_ratio % 100,
+        carrier(on_stream),
+    );
+    Ok(())
+}
+
+/// KB/s of `BULK_BYTES` in `us` microseconds.
+fn kbs(us: u64) -> u128 {
+    (BULK_BYTES as u128) * 1_000_000 / u128::from(us.max(1)) / 1000
+}
+
+fn carrier(on_stream: bool) -> &'static str {
+    if on_stream {
+        "a stream of kind 0x40"
+    } else {
+        "session data messages"
+    }
+}
+
+fn short(on_stream: bool) -> &'static str {
+    if on_stream {
+        "stream"
+    } else {
+        "data-messages"
+    }
+}
+
+/// One generated `BULK_BYTES` file node-a → node-b as transfer `id`, on a
+/// stream or in data messages; checks that node-b's inbox holds exactly one
+/// such file more. Guest microseconds from the offer to DONE.
+async fn send_file(
+    link: &mut Link,
+    bindings: &Bindings<'_>,
+    a: &Node,
+    b: &Node,
+    id: u32,
+    on_stream: bool,
+) -> Result<u64, ServiceError> {
     let inbox = b
         .files
         .as_ref()
         .ok_or_else(|| ServiceError::new("bulk: node-b has no inbox"))?;
     let before = inbox.inbox_usage();
-    let mut out = Outgoing::generated(1, a.local.id(), b.local.id(), BULK_BYTES as u64)
+    let mut o = Outgoing::generated(id, a.local.id(), b.local.id(), BULK_BYTES as u64)
         .map_err(|e| ServiceError::new(format!("bulk: {e}")))?;
-    out.start_clock();
+    let mut streams = on_stream.then(|| Streams::new(0, true, crate::link::now()));
+    if let Some(s) = streams.as_mut() {
+        o.set_stream(s.open().map_err(|e| err("bulk stream", e))?);
+    }
+    // node-a receives nothing: its side of the streams has no inbox.
+    let none = Files::new(AcceptPolicy::None);
+    let lg = RefCell::new(LogLimiter::default());
+    let peer = b.local.id();
+    o.start_clock();
+    let mut out = Some(o);
     let end = loop {
-        out.pump(link, None)
+        if let Some(s) = streams.as_mut() {
+            s.service(&none, &mut out, &lg, crate::link::now())
+                .map_err(|e| err("bulk", e))?;
+        }
+        let Some(o) = out.as_mut() else {
+            return Err(ServiceError::new("bulk: the transfer's stream was reset"));
+        };
+        o.pump(link, streams.as_mut())
             .await
             .map_err(|e| err("bulk send", e))?;
-        if let Some(end) = out.outcome() {
+        if let Some(end) = o.outcome() {
             break end;
         }
         match link.next_event(bindings).await {
-            Ok(Event::Data(d)) => out.handle(&d),
+            Ok(Event::Data(d)) if d.first() == Some(&dsoftbus::stream::KIND_STREAM) => {
+                if let Some(s) = streams.as_mut() {
+                    s.handle(&d, &none, peer, &mut out, &lg, crate::link::now())
+                        .map_err(|e| err("bulk", e))?;
+                }
+            }
+            Ok(Event::Data(d)) => {
+                if let Some(o) = out.as_mut() {
+                    o.handle(&d);
+                }
+            }
             Ok(Event::Ping(_) | Event::Pong(_)) => {}
             Ok(other) => {
                 return Err(ServiceError::new(format!(
@@ -147,9 +242,21 @@ async fn bulk(
             Err(e) => return Err(err("bulk", e)),
         }
     };
-    let us = out.elapsed_us();
+    let us = out.as_ref().map_or(1, Outgoing::elapsed_us);
+    // Close our half of the stream (node-b closes its own).
+    out = None;
+    if let Some(s) = streams.as_mut() {
+        s.service(&none, &mut out, &lg, crate::link::now())
+            .map_err(|e| err("bulk", e))?;
+        while s.pull(&mut link.conn).map_err(|e| err("bulk", e))? > 0 {
+            link.flush().await.map_err(|e| err("bulk", e))?;
+        }
+    }
     if end != Outcome::Done {
-        return Err(ServiceError::new(format!("bulk: transfer ended {end:?}")));
+        return Err(ServiceError::new(format!(
+            "bulk: transfer over {} ended {end:?}",
+            carrier(on_stream)
+        )));
     }
     let after = inbox.inbox_usage();
     if (after.0, after.1) != (before.0 + 1, before.1 + BULK_BYTES as u64) {
@@ -157,20 +264,7 @@ async fn bulk(
             "bulk: node-b's inbox went from {before:?} to {after:?}, not one {BULK_BYTES}-byte file more"
         )));
     }
-    let rate = (BULK_BYTES as u128) * 1_000_000 / u128::from(us) / 1000;
-    log::info!(
-        "dsoftbusd: bulk transfer {BULK_BYTES} bytes node-a->node-b in {us} us ({rate} KB/s guest time; dsoftbus::transfer over session data messages, window {} KiB, sha256 verified by node-b)",
-        crate::files::RX_WINDOW / 1024
-    );
-    let plain_us = plain_tcp_us(net).await?;
-    let plain = (BULK_BYTES as u128) * 1_000_000 / u128::from(plain_us) / 1000;
-    let ratio = rate * 100 / plain.max(1);
-    log::info!(
-        "dsoftbusd: figures bulk transfer={rate} plain-tcp={plain} ratio={}.{:02} (KB/s guest time, {BULK_BYTES} bytes each, same boot; plain-tcp: facade TCP over loopback, no session, no hash)",
-        ratio / 100,
-        ratio % 100
-    );
-    Ok(())
+    Ok(us)
 }
 
 /// Guest microseconds to move `BULK_BYTES` over a plain facade TCP

@@ -71,6 +71,10 @@ pub const MAX_RECEIVERS: usize = 2 * MAX_ACTIVE;
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest file `dsoftbusd.send` generates.
 pub const MAX_SEND_BYTES: u64 = INBOX_MAX_BYTES;
+/// File bytes per DATA message we send: a DATA message with its 2-byte
+/// length prefix fits one stream frame (65 511 bytes), so on the stream
+/// carrier each is one session data message, not two.
+pub const CHUNK: usize = dsoftbus::stream::MAX_DATA_PAYLOAD - 2 - wire::DATA_HEADER_LEN;
 /// Sessions the planned send is tried on before it gives up.
 pub const MAX_SEND_TRIES: u32 = 3;
 
@@ -801,7 +805,7 @@ impl Outgoing {
                 sha256: h.finalize().into(),
             },
         }];
-        let tx = Sender::new(id, entries, SenderConfig::default())
+        let tx = Sender::new(id, entries, SenderConfig { chunk: CHUNK })
             .map_err(|e| format!("offer refused: {e:?}"))?;
         Ok(Outgoing {
             tx,

@@ -142,12 +142,25 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
                 log::warn!("dsoftbusd: {why}");
             }
             let transfers = files::Files::new(policy);
+            let streams = match caps.config("streams") {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    log::warn!("dsoftbusd: dsoftbusd.streams={other} is not on|off; on");
+                    true
+                }
+            };
             log::info!(
-                "dsoftbusd: file transfer: accept={policy} (no user pins on an OS node), inbox {} bytes / {} files in memory, {} transfers in progress ({} per peer), carrier session data messages",
+                "dsoftbusd: file transfer: accept={policy} (no user pins on an OS node), inbox {} bytes / {} files in memory, {} transfers in progress ({} per peer), carrier {}",
                 files::INBOX_MAX_BYTES,
                 files::INBOX_MAX_FILES,
                 files::MAX_ACTIVE,
-                files::MAX_ACTIVE_PER_PEER
+                files::MAX_ACTIVE_PER_PEER,
+                if streams {
+                    "a stream to peers announcing streams/1 (announced here), else session data messages"
+                } else {
+                    "session data messages (dsoftbusd.streams=off: streams/1 not announced)"
+                }
             );
             if let Some(opt) = caps.config("send") {
                 match files::parse_send(opt) {
@@ -160,7 +173,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
                     Err(e) => log::warn!("dsoftbusd: dsoftbusd.send refused: {e}; nothing is sent"),
                 }
             }
-            single::run(net, id, port, key, remote, transfers).await
+            single::run(net, id, port, key, remote, transfers, streams).await
         }
         other => {
             log::info!(

@@ -497,6 +497,9 @@ pub(crate) async fn ping(
                 return Ok(time::now().saturating_duration_since(start))
             }
             Ok(Event::Pong(_) | Event::Ping(_)) => continue,
+            // A stream frame still in flight for a transfer that ended (its
+            // close, a window update): nothing to answer.
+            Ok(Event::Data(d)) if d.first() == Some(&dsoftbus::stream::KIND_STREAM) => continue,
             Ok(other) => {
                 return Err(ServiceError::new(format!(
                     "unexpected event {other:?} while pinging"

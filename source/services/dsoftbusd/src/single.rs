@@ -8,7 +8,8 @@
 //! each session open and answering pings. Options: `dsoftbusd.id=<device id>`
 //! (default `nexus-os`), `dsoftbusd.port=<tcp port>` (default 34567); file
 //! transfer (`crate::files`): `dsoftbusd.accept=any|known|none` (default
-//! `none`), `dsoftbusd.send=<device>:<bytes>`.
+//! `none`), `dsoftbusd.send=<device>:<bytes>`, `dsoftbusd.streams=on|off`
+//! (default `on`: announce `streams/1`, `crate::streams`).
 
 use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
@@ -57,6 +58,7 @@ pub async fn run(
     key: Option<crate::DeviceKey>,
     remote: crate::remote::Remote,
     files: crate::files::Files,
+    streams: bool,
 ) -> Result<(), ServiceError> {
     if !has_lease(&net).await {
         log::error!("dsoftbusd: discovery transport unavailable (no DHCP lease on the NIC)");
@@ -75,7 +77,9 @@ pub async fn run(
     }
     node.remote = Some(remote);
     node.files = Some(files);
-    node.announce_streams(port)?;
+    if streams {
+        node.announce_streams(port)?;
+    }
     let node = node;
     let any = |port| SockAddr::new(Ipv4::UNSPECIFIED, port);
     let sockets = async {

@@ -41,6 +41,13 @@ pub const MAX_STREAM_OUT: usize = 4 * (MAX_MESSAGE_LEN + 2);
 /// it holds less than this (one more message always fits under the
 /// connection's 256 KiB bound).
 pub const HIGH_WATER: usize = 128 * 1024;
+/// Receive window we grant each stream once it is open (the first 256 KiB
+/// are normative). Every received byte is read at once (into the length
+/// decoder and on to the transfer), so the mux never holds more than one
+/// message of a stream; the window only sets how much may be in flight.
+pub const STREAM_WINDOW: u32 = 1 << 20;
+/// Receive window we grant the session (all streams), likewise.
+pub const SESSION_WINDOW: u32 = 2 << 20;
 /// The mux's idle timeout. Liveness is the session's business (TCP and the
 /// peer's keepalive); this only ends a mux nobody talks to.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -51,6 +58,8 @@ pub fn config() -> StreamConfig {
         max_incoming_streams: MAX_STREAMS,
         max_outgoing_streams: 1,
         max_frame_payload: stream::MAX_DATA_PAYLOAD,
+        stream_window: STREAM_WINDOW,
+        session_window: SESSION_WINDOW,
         accepted_kinds: KindSet::only(&[transfer::STREAM_KIND]),
         idle_timeout: IDLE_TIMEOUT,
         ..StreamConfig::default()
