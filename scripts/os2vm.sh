@@ -38,7 +38,8 @@
 # streams/1, so both transfers go on a stream of kind 0x40 (wire.md §12 carrier
 # rule); case same-mac: b boots with dsoftbusd.streams=off, so both go in session
 # data messages. Required:
-#   a:     dsoftbusd: file offered to=os2vm-b ... (try 1 of 3; carrier <that carrier>)
+#   a:     dsoftbusd: file offered to=os2vm-b ... sha256=<h> (try 1 of 3; carrier <that carrier>)
+#   b:     ... file received ... ok (sha256 <the same h> verified)
 #   b:     dsoftbusd: file received from=os2vm-a name=nexus-os2vm-a-<n>.bin bytes=<n> ok
 #   a:     dsoftbusd: file sent to=os2vm-b name=nexus-os2vm-a-<n>.bin bytes=<n> ok
 #   a:     dsoftbusd: file offer denied from=os2vm-b name=nexus-os2vm-b-<m>.bin bytes=<m> reason=declined
@@ -187,7 +188,7 @@ file_markers() {
     local sent="name=nexus-$ID_A-$FILE_BYTES.bin bytes=$FILE_BYTES"
     local denied="name=nexus-$ID_B-$DENIED_BYTES.bin bytes=$DENIED_BYTES"
     if [[ $1 == a ]]; then
-        printf '%s\n' "dsoftbusd: file offered to=$ID_B $sent (try 1 of 3; carrier $CARRIER)" \
+        printf '%s\n' "dsoftbusd: file offered to=$ID_B $sent sha256=" \
             "dsoftbusd: file sent to=$ID_B $sent ok" \
             "dsoftbusd: file offer denied from=$ID_B $denied reason=declined"
     else
@@ -287,6 +288,14 @@ run_case() {
         [[ -z $(first_line "$log" "dsoftbusd: remote resolve failed") ]] ||
             fail "$name/$id: $(first_line "$log" "dsoftbusd: remote resolve failed")"
     done
+    # The file went on the case's carrier, and b verified the hash a offered.
+    local offered hash
+    offered=$(first_line "$log_a" "dsoftbusd: file offered to=$ID_B name=nexus-$ID_A-$FILE_BYTES.bin bytes=$FILE_BYTES sha256=")
+    [[ $offered == *"(try 1 of 3; carrier $CARRIER)" ]] ||
+        fail "$name/$ID_A: the file was not offered on $CARRIER: ${offered:-no 'file offered' line}"
+    hash=$(sed -n 's/.* sha256=\([0-9a-f]\{64\}\) .*/\1/p' <<<"$offered")
+    grep -qF "dsoftbusd: file received from=$ID_A name=nexus-$ID_A-$FILE_BYTES.bin bytes=$FILE_BYTES ok (sha256 ${hash:-?} verified)" "$log_b" ||
+        fail "$name/$ID_B: no 'file received ... ok (sha256 ${hash:-?} verified)' matching the offer"
     [[ -z $(first_line "$log_a" "dsoftbusd: file received from=$ID_B") ]] ||
         fail "$name/$ID_A: stored a file it must deny (accept=none): $(first_line "$log_a" "dsoftbusd: file received from=$ID_B")"
     [[ -n $addr_a && $addr_a == "$addr_b" ]] && fail "$name: both VMs ended on $addr_a"

@@ -352,9 +352,10 @@ impl Files {
                 p.busy = true;
                 p.tries += 1;
                 log::info!(
-                    "dsoftbusd: file offered to={peer} name={} bytes={} (try {} of {MAX_SEND_TRIES}; carrier {})",
+                    "dsoftbusd: file offered to={peer} name={} bytes={} sha256={} (try {} of {MAX_SEND_TRIES}; carrier {})",
                     log_name(o.name()),
                     p.bytes,
+                    o.sha256_hex(),
                     p.tries,
                     if on_stream {
                         "a stream of kind 0x40"
@@ -508,10 +509,10 @@ impl Files {
                 ReceiverEvent::FileVerified { entry } => {
                     let e = usize::from(entry);
                     let bytes = t.parts.get_mut(e).map(core::mem::take).unwrap_or_default();
-                    let name =
+                    let (name, hash) =
                         t.rx.offer()
                             .and_then(|o| o.get(e))
-                            .map(|x| x.path.clone())
+                            .map(|x| (x.path.clone(), sha256_hex(&x.kind)))
                             .unwrap_or_default();
                     t.reserved.0 = t.reserved.0.saturating_sub(bytes.len() as u64);
                     t.reserved.1 = t.reserved.1.saturating_sub(1);
@@ -524,7 +525,7 @@ impl Files {
                         at,
                         "file-received",
                         info,
-                        "dsoftbusd: file received from={} name={} bytes={n} ok (sha256 verified)",
+                        "dsoftbusd: file received from={} name={} bytes={n} ok (sha256 {hash} verified)",
                         t.peer,
                         log_name(&name)
                     );
@@ -745,6 +746,14 @@ impl Files {
     }
 }
 
+/// The SHA-256 of a file entry in hex (empty for a directory).
+fn sha256_hex(k: &EntryKind) -> String {
+    match k {
+        EntryKind::File { sha256, .. } => sha256.iter().map(|b| format!("{b:02x}")).collect(),
+        EntryKind::Dir => String::new(),
+    }
+}
+
 /// Why a transfer ended, for a log line.
 fn describe(o: &Outcome) -> String {
     match o {
@@ -821,6 +830,14 @@ impl Outgoing {
     /// The offered name.
     pub(crate) fn name(&self) -> &str {
         self.tx.entries().first().map_or("", |e| e.path.as_str())
+    }
+
+    /// The offered SHA-256, in hex.
+    pub(crate) fn sha256_hex(&self) -> String {
+        self.tx
+            .entries()
+            .first()
+            .map_or_else(String::new, |e| sha256_hex(&e.kind))
     }
 
     /// Microseconds since the offer (at least 1).
