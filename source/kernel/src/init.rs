@@ -415,7 +415,7 @@ fn frames_balance() -> (usize, usize, usize, bool) {
         free,
         charged,
         total,
-        free + charged + vm::KERNEL_TABLE_FRAMES == total,
+        free + charged + vm::kernel_table_frames() == total,
     )
 }
 
@@ -516,7 +516,7 @@ pub fn process_exited(pid: Pid, name: &'static str, kind: Kind, why: Exit, reape
             free / 1024,
             frames_free,
             charged,
-            vm::KERNEL_TABLE_FRAMES,
+            vm::kernel_table_frames(),
             total,
             if ok { " (balanced)" } else { " LEAK" }
         );
