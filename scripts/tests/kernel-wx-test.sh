@@ -4,6 +4,9 @@
 # attacks itself with kernel.probe= and the MMU must stop each attack:
 #   text-write  a write to its own text        -> page fault, err 0x3 (present, write), cr2 in text
 #   data-exec   a call into writable data (.data) -> page fault, err 0x11 (present, fetch), rip = cr2
+#   stack-overflow  unbounded recursion on the boot stack (the scheduler's) -> a fault
+#               in its unmapped guard page (as #DF: pushing the #PF frame faults too),
+#               reported as "kernel stack overflow" with the guard's address
 # A kernel fault ends the run with failure (harness status 1); an attack that
 # goes through prints "probe ...: ... went through/ran" and is a FAIL here.
 # Needs the kernel built (SKIP_BUILD=1 is passed through to qemu-test.sh).
@@ -20,7 +23,22 @@ boot() { # <probe> -> harness status
         SKIP_BUILD=${SKIP_BUILD:-1} ./scripts/qemu-test.sh >"$LOG-$1.harness" 2>&1 || rc=$?
     return "$rc"
 }
-hex() { printf '%d' "$1"; }
+hex() { [[ $1 =~ ^0x[0-9a-f]+$ ]] || fail "not a hex address: '$1'"; printf '%d' "$1"; }
+
+rc=0
+boot stack-overflow || rc=$?
+log=$LOG-stack-overflow.log
+((rc == 1)) || fail "stack-overflow: the run must end in a kernel fault (harness status 1), got $rc"
+grep -q "kernel: W^X checked: .*[1-9][0-9]* stack guard pages unmapped" "$log" || fail "stack-overflow: no guard pages checked at boot"
+guard=$(sed -n 's/.*probe stack-overflow: .*guard at \(0x[0-9a-f]*\).*/\1/p' "$log" | head -n 1)
+[[ -n $guard ]] || fail "stack-overflow: the probe did not run"
+grep -q "probe stack-overflow: .*no fault" "$log" && fail "stack-overflow: the recursion never faulted"
+over=$(grep -m1 "kernel: kernel stack overflow: the boot stack ran into its guard page at" "$log") ||
+    fail "stack-overflow: no 'kernel stack overflow' report: $(grep -m1 'kernel: fault' "$log")"
+at=$(grep -oE 'guard page at 0x[0-9a-f]+' <<<"$over" | sed 's/.* //')
+(($(hex "$at") >= $(hex "$guard") && $(hex "$at") < $(hex "$guard") + 4096)) ||
+    fail "stack-overflow: reported address $at is not in the guard page $guard"
+echo "$TAG: stack-overflow stopped by the guard page: $(grep -m1 'kernel: fault' "$log" | sed 's/^\[[^]]*\] //'); ${over#*] }"
 
 for probe in text-write data-exec; do
     rc=0
@@ -46,4 +64,4 @@ for probe in text-write data-exec; do
     fi
     echo "$TAG: $probe stopped by the MMU: ${line#*] }"
 done
-echo "$TAG: PASS (text-write and data-exec both fault in ring 0; the kernel's tables are W^X)"
+echo "$TAG: PASS (text-write and data-exec fault in ring 0: the kernel's tables are W^X; a boot-stack overflow hits its guard page)"

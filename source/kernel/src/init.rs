@@ -406,8 +406,8 @@ fn fail_run() -> ! {
     shutdown::exit(shutdown::Status::Failure)
 }
 
-/// Every frame is free, charged to a live process, or one of the kernel's
-/// own tables; anything else is a leak.
+/// Every frame is free, charged to a live process, one of the kernel's own
+/// tables, or a live process's kernel stack; anything else is a leak.
 fn frames_balance() -> (usize, usize, usize, bool) {
     let (free, total) = frames::counts();
     let charged = sched::charged_frames();
@@ -415,7 +415,7 @@ fn frames_balance() -> (usize, usize, usize, bool) {
         free,
         charged,
         total,
-        free + charged + vm::kernel_table_frames() == total,
+        free + charged + vm::kernel_table_frames() + vm::kernel_stack_frames() == total,
     )
 }
 
@@ -509,7 +509,7 @@ pub fn process_exited(pid: Pid, name: &'static str, kind: Kind, why: Exit, reape
         let now = clock::now_ns().max(1);
         let idle = sched::stats().idle_ns;
         kprintln!(
-            "kernel: all finite services done; idle {}% of {} ms, heap used {} KiB free {} KiB, frames free {} + charged {} + kernel {} of {}{}",
+            "kernel: all finite services done; idle {}% of {} ms, heap used {} KiB free {} KiB, frames free {} + charged {} + kernel {} + kernel stacks {} of {}{}",
             idle * 100 / now,
             now / 1_000_000,
             used / 1024,
@@ -517,6 +517,7 @@ pub fn process_exited(pid: Pid, name: &'static str, kind: Kind, why: Exit, reape
             frames_free,
             charged,
             vm::kernel_table_frames(),
+            vm::kernel_stack_frames(),
             total,
             if ok { " (balanced)" } else { " LEAK" }
         );

@@ -85,14 +85,15 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         Ok(r) => {
             let l = vm::image_layout();
             kprintln!(
-                "kernel: W^X checked: text {:#x}..{:#x} {} pages R+X, read-only {:#x}..{:#x} {} pages, {} pages RW+NX; none writable and executable",
+                "kernel: W^X checked: text {:#x}..{:#x} {} pages R+X, read-only {:#x}..{:#x} {} pages, {} pages RW+NX; none writable and executable; {} stack guard pages unmapped",
                 l.text_start,
                 l.text_end,
                 r.exec_pages,
                 l.text_end,
                 l.rodata_end,
                 r.ro_pages,
-                r.rw_pages
+                r.rw_pages,
+                r.guard_pages
             );
         }
         Err(v) => fail(format_args!("W^X violated in the kernel's tables: {v}")),
@@ -192,8 +193,31 @@ fn kernel_probe(probe: Option<&str>) {
             f();
             fail(format_args!("probe data-exec: code in data ran"));
         }
-        Some(other) => {
-            kprintln!("WARN kernel: unknown kernel.probe={other} (text-write, data-exec)")
+        Some("stack-overflow") => {
+            kprintln!(
+                "kernel: probe stack-overflow: recursing on the boot stack (guard at {:#x}); the MMU must fault",
+                vm::image_layout().boot_guard
+            );
+            let depth = recurse(0);
+            fail(format_args!(
+                "probe stack-overflow: {depth} frames deep and no fault"
+            ));
         }
+        Some(other) => kprintln!(
+            "WARN kernel: unknown kernel.probe={other} (text-write, data-exec, stack-overflow)"
+        ),
     }
+}
+
+/// 1 KiB of stack per call, without end (bounded only so the compiler
+/// cannot prove it infinite): 64 KiB of boot stack last about 64 calls.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut pad = [0u8; 1024];
+    pad[0] = depth as u8;
+    let pad = core::hint::black_box(pad);
+    if depth > 1 << 20 {
+        return depth;
+    }
+    recurse(depth + 1) + u64::from(pad[depth as usize % 1024])
 }

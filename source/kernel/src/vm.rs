@@ -45,12 +45,38 @@ struct KernelTables {
     pml4: u64,
     pd_ram: u64,
     pd_dev: u64,
+    /// Directory of the kernel-stack region (its 4 KiB tables are made at
+    /// boot and never change).
+    pd_kstack: u64,
     /// Frames of all the kernel's tables (PML4, PDPT, two directories and
     /// the 4 KiB tables of the image's regions).
     frames: usize,
 }
 
+/// Kernel stacks live at `KSTACK_BASE..` (PDPT slot 2, supervisor-only,
+/// shared by every address space): one [`KSTACK_SLOT`]-byte slot per
+/// process id, whose lower half is never mapped (the guard) and upper half
+/// is the [`KSTACK_SIZE`] stack. An overflow faults on the guard instead of
+/// running into the kernel heap.
+pub const KSTACK_BASE: u64 = 0x8000_0000;
+/// Address space per kernel stack (guard + stack).
+pub const KSTACK_SLOT: u64 = 128 * 1024;
+/// Bytes of one kernel stack.
+pub const KSTACK_SIZE: u64 = 64 * 1024;
+/// Kernel stacks at most (one per process id; `sched::MAX_PROCS`).
+pub const KSTACK_SLOTS: usize = 64;
+/// The 4 KiB tables the kernel-stack region needs.
+const KSTACK_TABLES: usize = (KSTACK_SLOTS * KSTACK_SLOT as usize).div_ceil(HUGE as usize);
+
+/// PDPT slots every address space shares with the kernel (RAM, kernel
+/// stacks, device window): never freed with a process.
+const KERNEL_PDPT_SLOTS: [usize; 3] = [0, 2, 3];
+
+/// Frames mapped as kernel stacks right now.
+static KSTACK_FRAMES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 extern "C" {
+    static boot_stack_guard: u8;
     static __text_start: u8;
     static __text_end: u8;
     static __rodata_end: u8;
@@ -68,6 +94,8 @@ pub struct ImageLayout {
     pub rodata_end: u64,
     /// End of the image (after bss).
     pub end: u64,
+    /// The unmapped page below the boot stack (which the scheduler runs on).
+    pub boot_guard: u64,
 }
 
 /// Where the linker put text, read-only data and the rest.
@@ -79,15 +107,19 @@ pub fn image_layout() -> ImageLayout {
             text_end: &__text_end as *const u8 as u64,
             rodata_end: &__rodata_end as *const u8 as u64,
             end: &__kernel_end as *const u8 as u64,
+            boot_guard: &boot_stack_guard as *const u8 as u64,
         }
     }
 }
 
 /// The kernel's flags for the 4 KiB page at `addr` in an image region:
-/// text R+X, read-only data R, everything else RW+NX.
+/// text R+X, read-only data R, the boot stack's guard not present,
+/// everything else RW+NX.
 fn kernel_page_flags(addr: u64, l: &ImageLayout) -> F {
     let base = F::PRESENT | F::GLOBAL;
-    if (l.text_start..l.text_end).contains(&addr) {
+    if addr == l.boot_guard {
+        F::empty()
+    } else if (l.text_start..l.text_end).contains(&addr) {
         base
     } else if (l.text_end..l.rodata_end).contains(&addr) {
         base | F::NO_EXECUTE
@@ -161,7 +193,15 @@ pub fn init_kernel(ram_end: u64) -> Result<(), VmError> {
             rw | F::HUGE_PAGE | F::NO_CACHE | F::WRITE_THROUGH | F::NO_EXECUTE,
         );
     }
+    let pd_kstack = frames::alloc().ok_or(VmError::NoFrames)?;
+    table_frames += 1;
+    for i in 0..KSTACK_TABLES {
+        let pt = frames::alloc().ok_or(VmError::NoFrames)?;
+        table_frames += 1;
+        table(pd_kstack)[i].set_addr(PhysAddr::new(pt), rw);
+    }
     table(pdpt)[0].set_addr(PhysAddr::new(pd_ram), rw);
+    table(pdpt)[2].set_addr(PhysAddr::new(pd_kstack), rw);
     table(pdpt)[3].set_addr(PhysAddr::new(pd_dev), rw);
     table(pml4)[0].set_addr(PhysAddr::new(pdpt), rw);
     // SAFETY: NXE only adds a meaning to bit 63, which no live entry sets
@@ -194,9 +234,83 @@ pub fn init_kernel(ram_end: u64) -> Result<(), VmError> {
         pml4,
         pd_ram,
         pd_dev,
+        pd_kstack,
         frames: table_frames,
     });
     Ok(())
+}
+
+/// The page-table entry of kernel-stack address `addr` (in the region).
+fn kstack_pte(
+    k: &KernelTables,
+    addr: u64,
+) -> &'static mut x86_64::structures::paging::page_table::PageTableEntry {
+    let off = addr - KSTACK_BASE;
+    let pt = table(k.pd_kstack)[(off / HUGE) as usize].addr().as_u64();
+    &mut table(pt)[((off / PAGE) % 512) as usize]
+}
+
+/// Maps a fresh, zeroed kernel stack in slot `slot` (a process id) and
+/// returns its top. The guard half of the slot stays unmapped.
+pub fn map_kernel_stack(slot: usize) -> Result<u64, VmError> {
+    let k = KERNEL.get().ok_or(VmError::NoFrames)?;
+    if slot >= KSTACK_SLOTS {
+        return Err(VmError::Quota);
+    }
+    let top = KSTACK_BASE + (slot as u64 + 1) * KSTACK_SLOT;
+    let bottom = top - KSTACK_SIZE;
+    for a in (bottom..top).step_by(PAGE as usize) {
+        let Some(frame) = frames::alloc() else {
+            unmap_kernel_stack(slot);
+            return Err(VmError::NoFrames);
+        };
+        kstack_pte(k, a).set_addr(
+            PhysAddr::new(frame),
+            F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL,
+        );
+        KSTACK_FRAMES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(top)
+}
+
+/// Unmaps slot `slot`'s kernel stack and frees its frames. Never called
+/// while running on that stack (the scheduler reaps on its own stack).
+pub fn unmap_kernel_stack(slot: usize) {
+    let Some(k) = KERNEL.get() else { return };
+    if slot >= KSTACK_SLOTS {
+        return;
+    }
+    let top = KSTACK_BASE + (slot as u64 + 1) * KSTACK_SLOT;
+    for a in (top - KSTACK_SIZE..top).step_by(PAGE as usize) {
+        let e = kstack_pte(k, a);
+        if e.flags().contains(F::PRESENT) {
+            let frame = e.addr().as_u64();
+            e.set_unused();
+            x86_64::instructions::tlb::flush(VirtAddr::new(a));
+            frames::free(frame);
+            KSTACK_FRAMES.fetch_sub(1, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Frames held by kernel stacks.
+pub fn kernel_stack_frames() -> usize {
+    KSTACK_FRAMES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// If `addr` is in a kernel stack's guard, which stack: `None` for the boot
+/// stack, `Some(slot)` for a process's. For the fault handler's message.
+pub fn stack_guard_hit(addr: u64) -> Option<Option<usize>> {
+    let boot = image_layout().boot_guard;
+    if (boot..boot + PAGE).contains(&addr) {
+        return Some(None);
+    }
+    let end = KSTACK_BASE + KSTACK_SLOTS as u64 * KSTACK_SLOT;
+    if !(KSTACK_BASE..end).contains(&addr) {
+        return None;
+    }
+    let off = addr - KSTACK_BASE;
+    (off % KSTACK_SLOT < KSTACK_SLOT - KSTACK_SIZE).then_some(Some((off / KSTACK_SLOT) as usize))
 }
 
 /// What [`check_kernel_wx`] found in the live tables.
@@ -208,6 +322,9 @@ pub struct WxReport {
     pub ro_pages: u64,
     /// Pages (4 KiB, or 2 MiB counted as 512) mapped read-write and NX.
     pub rw_pages: u64,
+    /// Stack guard pages checked unmapped (the boot stack's and every
+    /// kernel-stack slot's).
+    pub guard_pages: u64,
 }
 
 /// Where the live tables break W^X: an address and its flags.
@@ -260,6 +377,7 @@ pub fn check_kernel_wx() -> Result<WxReport, WxViolation> {
         exec_pages: 0,
         ro_pages: 0,
         rw_pages: 0,
+        guard_pages: 0,
     };
     let mut check = |addr: u64, f: F, huge: bool| -> Result<(), WxViolation> {
         let writable = f.contains(F::WRITABLE);
@@ -318,6 +436,43 @@ pub fn check_kernel_wx() -> Result<WxReport, WxViolation> {
                 eff |= F::NO_EXECUTE;
             }
             check(base + j as u64 * PAGE, eff, false)?;
+        }
+    }
+    // Guards: the boot stack's page and the lower half of every kernel-stack
+    // slot must be unmapped; mapped kernel-stack pages must be NX.
+    let boot = &table(k.pd_ram)[(l.boot_guard / HUGE) as usize];
+    let boot_mapped = boot.flags().contains(F::HUGE_PAGE)
+        || table(boot.addr().as_u64())[((l.boot_guard / PAGE) % 512) as usize]
+            .flags()
+            .contains(F::PRESENT);
+    let guard_violation = |addr: u64| WxViolation {
+        addr,
+        writable: true,
+        executable: false,
+        what: "stack guard mapped",
+    };
+    if boot_mapped {
+        return Err(guard_violation(l.boot_guard));
+    }
+    r.guard_pages += 1;
+    for slot in 0..KSTACK_SLOTS as u64 {
+        let start = KSTACK_BASE + slot * KSTACK_SLOT;
+        for a in (start..start + KSTACK_SLOT).step_by(PAGE as usize) {
+            let f = kstack_pte(k, a).flags();
+            let guard = a < start + KSTACK_SLOT - KSTACK_SIZE;
+            if guard && f.contains(F::PRESENT) {
+                return Err(guard_violation(a));
+            }
+            if guard {
+                r.guard_pages += 1;
+            } else if f.contains(F::PRESENT) && !f.contains(F::NO_EXECUTE) {
+                return Err(WxViolation {
+                    addr: a,
+                    writable: f.contains(F::WRITABLE),
+                    executable: true,
+                    what: "kernel stack",
+                });
+            }
         }
     }
     Ok(r)
@@ -394,6 +549,7 @@ impl AddressSpace {
         };
         let rw = F::PRESENT | F::WRITABLE;
         table(pdpt)[0].set_addr(PhysAddr::new(k.pd_ram), rw);
+        table(pdpt)[2].set_addr(PhysAddr::new(k.pd_kstack), rw);
         table(pdpt)[3].set_addr(PhysAddr::new(k.pd_dev), rw);
         table(pml4)[0].set_addr(PhysAddr::new(pdpt), rw | F::USER_ACCESSIBLE);
         Ok(AddressSpace {
@@ -614,9 +770,8 @@ impl Drop for AddressSpace {
         let pdpt_phys = pml4[0].addr().as_u64();
         if pml4[0].flags().contains(F::PRESENT) {
             let pdpt = table(pdpt_phys);
-            // Slots 0 and 3 are the kernel's shared directories.
             for (i, e) in pdpt.iter().enumerate() {
-                if i == 0 || i == 3 || !e.flags().contains(F::PRESENT) {
+                if KERNEL_PDPT_SLOTS.contains(&i) || !e.flags().contains(F::PRESENT) {
                     continue;
                 }
                 let pd_phys = e.addr().as_u64();
