@@ -37,6 +37,8 @@ pub type Pid = usize;
 
 /// Most processes ever created (restarts included).
 pub const MAX_PROCS: usize = 64;
+// Every pid has its kernel-stack slot.
+const _: () = assert!(MAX_PROCS <= crate::vm::KSTACK_SLOTS);
 /// Longest a process runs while another is ready.
 pub const QUANTUM_NS: u64 = 10_000_000;
 /// Most pending timer registrations; beyond it the earliest fires early
