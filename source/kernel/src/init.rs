@@ -105,7 +105,8 @@ const SERVICES: &[Service] = &[
         ..svc("keystored", Kind::Daemon, 4)
     },
     Service {
-        // The service registry; only dsoftbusd is linked to it.
+        // The service registry; dsoftbusd, keystored, netstackd and blkd are
+        // linked to it (each registers only its own name).
         restart: true,
         ..svc("samgrd", Kind::Daemon, 4)
     },
@@ -158,6 +159,14 @@ const LINKS: &[Link] = &[
     Link {
         a: ("keystored", "samgr"),
         b: ("samgrd", "client:keystored"),
+    },
+    Link {
+        a: ("netstackd", "samgr"),
+        b: ("samgrd", "client:netstackd"),
+    },
+    Link {
+        a: ("blkd", "samgr"),
+        b: ("samgrd", "client:blkd"),
     },
 ];
 
