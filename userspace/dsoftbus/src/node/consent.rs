@@ -591,6 +591,114 @@ mod tests {
         assert_eq!(d, OfferId(2));
     }
 
+    #[derive(Clone, Debug)]
+    enum Op {
+        Offer { peer: u8, pinned: bool },
+        Accept(usize),
+        Deny(usize),
+        Release(usize),
+        Expire,
+        PeerGone(u8),
+        Wait(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u8..6, any::<bool>()).prop_map(|(peer, pinned)| Op::Offer { peer, pinned }),
+            2 => (0usize..20).prop_map(Op::Accept),
+            1 => (0usize..20).prop_map(Op::Deny),
+            2 => (0usize..20).prop_map(Op::Release),
+            1 => Just(Op::Expire),
+            1 => (0u8..6).prop_map(Op::PeerGone),
+            2 => (0u64..90_000).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Under any sequence of offers, answers, releases, expiries and
+        /// departures, with any policy: both tables stay within their bounds
+        /// in all and per peer, every pending offer is unexpired after a
+        /// sweep, ids are unique, and releasing every slot empties the
+        /// active table.
+        #[test]
+        fn node_consent_bounds_hold_under_any_sequence(
+            policy in 0usize..4,
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let cfg = ConsentConfig {
+                policy: AcceptPolicy::ALL[policy],
+                max_pending: 5,
+                max_pending_per_peer: 2,
+                max_active: 3,
+                max_active_per_peer: 2,
+                ask_ttl: Duration::from_secs(60),
+            };
+            let mut c: Consent<u32> = Consent::new(cfg);
+            let mut now = 0u64;
+            let mut slots: Vec<Slot> = Vec::new();
+            let mut ids: Vec<OfferId> = Vec::new();
+            let peer = |n: u8| id(&alloc::format!("p{n}"));
+            for (k, o) in ops.into_iter().enumerate() {
+                match o {
+                    Op::Offer { peer: p, pinned } => match c.offer(&peer(p), pinned, k as u32, t(now)) {
+                        Verdict::Accept(s) => slots.push(s),
+                        Verdict::Pending(i) => ids.push(i),
+                        Verdict::Deny(_) => {}
+                    },
+                    Op::Accept(i) => {
+                        if let Some(&i) = ids.get(i) {
+                            if let Ok((_, s)) = c.accept(i, t(now)) {
+                                slots.push(s);
+                            }
+                        }
+                    }
+                    Op::Deny(i) => {
+                        if let Some(&i) = ids.get(i) {
+                            let _ = c.deny(i);
+                        }
+                    }
+                    Op::Release(i) => {
+                        if i < slots.len() {
+                            proptest::prop_assert!(c.release(slots.swap_remove(i)));
+                        }
+                    }
+                    Op::Expire => {
+                        for p in c.expire(t(now)) {
+                            proptest::prop_assert!(p.deadline <= t(now));
+                        }
+                        proptest::prop_assert!(c.pending().all(|p| p.deadline > t(now)));
+                    }
+                    Op::PeerGone(p) => {
+                        let _ = c.peer_gone(&peer(p));
+                        proptest::prop_assert!(c.pending().all(|x| x.peer != peer(p)));
+                    }
+                    Op::Wait(ms) => now += ms,
+                }
+                proptest::prop_assert!(c.pending().count() <= 5);
+                proptest::prop_assert!(c.active() <= 3);
+                proptest::prop_assert_eq!(c.active(), slots.len());
+                for n in 0..6 {
+                    let p = peer(n);
+                    proptest::prop_assert!(c.pending().filter(|x| x.peer == p).count() <= 2);
+                    proptest::prop_assert!(c.active_of(&p) <= 2);
+                }
+                let mut seen: Vec<OfferId> = c.pending().map(|p| p.id).collect();
+                seen.sort();
+                seen.dedup();
+                proptest::prop_assert_eq!(seen.len(), c.pending().count());
+                proptest::prop_assert!(c.pending().all(|p| p.id.0 != 0));
+                if AcceptPolicy::ALL[policy] == AcceptPolicy::None {
+                    proptest::prop_assert_eq!(c.active() + c.pending().count(), 0);
+                }
+            }
+            for s in slots.drain(..) {
+                proptest::prop_assert!(c.release(s));
+            }
+            proptest::prop_assert_eq!(c.active(), 0);
+        }
+    }
+
     #[test]
     fn node_consent_release_of_an_unknown_slot_is_harmless() {
         let mut c: Consent<()> = Consent::new(cfg(AcceptPolicy::Any));
