@@ -927,9 +927,11 @@ impl Mux {
             return Ok(Read::WouldBlock);
         }
         let n = buf.len().min(s.recv_buf.len());
-        for (d, b) in buf.iter_mut().zip(s.recv_buf.drain(..n)) {
-            *d = b;
-        }
+        let (a, b) = s.recv_buf.as_slices();
+        let from_a = n.min(a.len());
+        buf[..from_a].copy_from_slice(&a[..from_a]);
+        buf[from_a..n].copy_from_slice(&b[..n - from_a]);
+        s.recv_buf.drain(..n);
         if s.recv_buf.is_empty() {
             s.readable_signalled = false;
         }
@@ -1146,10 +1148,25 @@ impl Mux {
         if self.error.is_some() {
             return None;
         }
-        self.next_frame().map(|f| f.encode())
+        self.next_message()
     }
 
-    fn next_frame(&mut self) -> Option<Frame> {
+    /// The next message: a data frame is encoded straight from the stream's
+    /// send buffer (one copy of the payload), any other frame by
+    /// [`Frame::encode`].
+    fn next_message(&mut self) -> Option<Vec<u8>> {
+        if let Some(f) = self.next_control_frame() {
+            return Some(f.encode());
+        }
+        for p in [Priority::Control, Priority::Bulk] {
+            if let Some(m) = self.next_stream_message(p) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    fn next_control_frame(&mut self) -> Option<Frame> {
         if let Some(n) = self.pong_owed.take() {
             return Some(Frame::Pong(n));
         }
@@ -1194,17 +1211,12 @@ impl Mux {
             self.grant_extra_stream_window(id);
             return Some(f);
         }
-        for p in [Priority::Control, Priority::Bulk] {
-            if let Some(f) = self.next_stream_frame(p) {
-                return Some(f);
-            }
-        }
         None
     }
 
     /// Round-robin over the streams of priority `p`, starting after the
     /// last one served.
-    fn next_stream_frame(&mut self, p: Priority) -> Option<Frame> {
+    fn next_stream_message(&mut self, p: Priority) -> Option<Vec<u8>> {
         let cur = self.cursor[p as usize];
         let session_window = self.send_window;
         let ready = |s: &Stream| {
@@ -1230,7 +1242,14 @@ impl Mux {
                 .min(max)
                 .min(window_len(s.send_window))
                 .min(window_len(self.send_window));
-            let payload: Vec<u8> = s.send_buf.drain(..n).collect();
+            let mut msg = Vec::with_capacity(HEADER_LEN + n);
+            msg.extend_from_slice(&[KIND_STREAM, STREAM_VERSION, FT_DATA]);
+            msg.extend_from_slice(&id.to_be_bytes());
+            let (a, b) = s.send_buf.as_slices();
+            let from_a = n.min(a.len());
+            msg.extend_from_slice(&a[..from_a]);
+            msg.extend_from_slice(&b[..n - from_a]);
+            s.send_buf.drain(..n);
             let n32 = u32::try_from(n).unwrap_or(MAX_WINDOW);
             s.send_window -= n32;
             self.send_window -= n32;
@@ -1242,13 +1261,13 @@ impl Mux {
                 // asked for it by writing into a full buffer.
                 let _ = self.push_event(Event::Writable(sid));
             }
-            return Some(Frame::Data { id: sid, payload });
+            return Some(msg);
         }
         s.fin = SendFin::Sent;
         if s.done() {
             self.remove(id);
         }
-        Some(Frame::Close { id: sid })
+        Some(Frame::Close { id: sid }.encode())
     }
 
     // --- time -------------------------------------------------------------
