@@ -17,7 +17,9 @@
 
 use alloc::format;
 use alloc::vec;
+use alloc::vec::Vec;
 use core::pin::pin;
+use core::time::Duration;
 
 use core::cell::RefCell;
 
@@ -133,14 +135,29 @@ async fn bulk(
     let on_stream = a
         .entry("node-b")
         .is_some_and(|e| dsoftbus::stream::peer_supports_streams(e.services()));
-    let (us, prep) = send_file(link, bindings, a, b, 1, on_stream).await?;
+    // Session ping RTT idle, then while the first transfer runs.
+    let mut idle = Vec::new();
+    for _ in 0..IDLE_PINGS {
+        idle.push(ping(link, bindings).await?.as_micros() as u64);
+    }
+    let mut busy = Vec::new();
+    let (us, prep) = send_file(link, bindings, a, b, 1, on_stream, Some(&mut busy)).await?;
     let rate = kbs(us);
     log::info!(
         "dsoftbusd: bulk transfer {BULK_BYTES} bytes node-a->node-b in {us} us ({rate} KB/s guest time; dsoftbus::transfer over {}, window {} KiB, sha256 verified by node-b)",
         carrier(on_stream),
         crate::files::RX_WINDOW / 1024
     );
-    let (other, _) = send_file(link, bindings, a, b, 2, !on_stream).await?;
+    log::info!(
+        "dsoftbusd: figures ping idle median={}us under-bulk median={}us max={}us n={} (session ping/pong node-a->node-b, guest us, same boot; under bulk: one ping in flight at a time, at least {} ms apart, during the transfer over {})",
+        median(&mut idle),
+        median(&mut busy),
+        busy.iter().max().copied().unwrap_or(0),
+        busy.len(),
+        BULK_PING_GAP.as_millis(),
+        carrier(on_stream),
+    );
+    let (other, _) = send_file(link, bindings, a, b, 2, !on_stream, None).await?;
     let plain = kbs(plain_tcp_us(net).await?);
     let ratio = rate * 100 / plain.max(1);
     let other_ratio = kbs(other) * 100 / plain.max(1);
@@ -156,6 +173,17 @@ async fn bulk(
         carrier(on_stream),
     );
     Ok(())
+}
+
+/// Session pings before the bulk transfer (the idle RTT).
+const IDLE_PINGS: usize = 5;
+/// Least time between two pings during the bulk transfer.
+const BULK_PING_GAP: Duration = Duration::from_millis(5);
+
+/// The median of `v` (0 when empty).
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 /// KB/s of `BULK_BYTES` in `us` microseconds.
@@ -182,7 +210,9 @@ fn short(on_stream: bool) -> &'static str {
 /// One generated `BULK_BYTES` file node-a → node-b as transfer `id`, on a
 /// stream or in data messages; checks that node-b's inbox holds exactly one
 /// such file more. Guest microseconds from the offer to DONE, and of
-/// making the file and its SHA-256 before the offer.
+/// making the file and its SHA-256 before the offer. With `rtts`, node-a
+/// also pings node-b over the session while the transfer runs (one ping in
+/// flight, [`BULK_PING_GAP`] apart) and pushes each RTT in guest us.
 async fn send_file(
     link: &mut Link,
     bindings: &Bindings<'_>,
@@ -190,6 +220,7 @@ async fn send_file(
     b: &Node,
     id: u32,
     on_stream: bool,
+    mut rtts: Option<&mut Vec<u64>>,
 ) -> Result<(u64, u64), ServiceError> {
     let inbox = b
         .files
@@ -210,6 +241,10 @@ async fn send_file(
     let peer = b.local.id();
     o.start_clock();
     let mut out = Some(o);
+    // Pings under bulk: the one in flight (nonce, sent), the last sent.
+    let mut in_flight: Option<(u64, time::Instant)> = None;
+    let mut last_ping: Option<time::Instant> = None;
+    let mut ping_nonce = 0x5000_0000_0000_0000u64;
     let end = loop {
         if let Some(s) = streams.as_mut() {
             s.service(&none, &mut out, &lg, crate::link::now())
@@ -224,6 +259,18 @@ async fn send_file(
         if let Some(end) = o.outcome() {
             break end;
         }
+        if rtts.is_some() && in_flight.is_none() {
+            let now = time::now();
+            if last_ping.is_none_or(|t| now.saturating_duration_since(t) >= BULK_PING_GAP) {
+                ping_nonce += 1;
+                link.conn
+                    .send_ping(ping_nonce)
+                    .map_err(|e| err("ping under bulk", e))?;
+                link.flush().await.map_err(|e| err("ping under bulk", e))?;
+                in_flight = Some((ping_nonce, now));
+                last_ping = Some(now);
+            }
+        }
         match link.next_event(bindings).await {
             Ok(Event::Data(d)) if d.first() == Some(&dsoftbus::stream::KIND_STREAM) => {
                 if let Some(s) = streams.as_mut() {
@@ -236,7 +283,15 @@ async fn send_file(
                     o.handle(&d);
                 }
             }
-            Ok(Event::Ping(_) | Event::Pong(_)) => {}
+            Ok(Event::Pong(n)) => {
+                if let (Some((nonce, sent)), Some(r)) = (in_flight, rtts.as_deref_mut()) {
+                    if n == nonce {
+                        r.push(time::now().saturating_duration_since(sent).as_micros() as u64);
+                        in_flight = None;
+                    }
+                }
+            }
+            Ok(Event::Ping(_)) => {}
             Ok(other) => {
                 return Err(ServiceError::new(format!(
                     "bulk: unexpected event {other:?}"
