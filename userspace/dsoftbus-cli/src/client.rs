@@ -238,7 +238,7 @@ pub fn send(paths: &Paths, device: &str, file: &Path, no_progress: bool) -> Resu
     let mut c = Client::connect(&paths.control_socket)?;
     c.send(&Request::Send {
         device: device.to_string(),
-        path: path.clone(),
+        paths: vec![path.clone()],
     })?;
     let show = !no_progress && std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;

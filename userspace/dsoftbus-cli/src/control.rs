@@ -32,9 +32,10 @@ pub enum Request {
         device: String,
         timeout_ms: u64,
     },
+    /// Send files (absolute paths) to a device.
     Send {
         device: String,
-        path: PathBuf,
+        paths: Vec<PathBuf>,
     },
     /// `key` None: the key the daemon's table holds (pending devices).
     Trust {

@@ -172,10 +172,14 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         }
     }
     let id = identity::device_id(cfg.device_id.as_deref(), keys.public())?;
-    let services = cfg
-        .services
-        .iter()
-        .map(|s| dsoftbus::ServiceName::new(s))
+    // This node speaks streams (wire.md §11.2): say so in the announce.
+    let mut names: Vec<&str> = cfg.services.iter().map(String::as_str).collect();
+    if !names.contains(&dsoftbus::stream::STREAMS_SERVICE) {
+        names.push(dsoftbus::stream::STREAMS_SERVICE);
+    }
+    let services = names
+        .into_iter()
+        .map(dsoftbus::ServiceName::new)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::new(CONFIG, format!("bad service name: {e}")))?;
     if let Some(inbox) = &cfg.inbox {
@@ -639,8 +643,8 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
             Request::Status => Response::Status(status(&sh)),
             Request::Peers => Response::Peers { peers: peers(&sh) },
             Request::Ping { device, timeout_ms } => ping(&sh, &device, timeout_ms).await,
-            Request::Send { device, path } => match DeviceId::new(&device) {
-                Ok(id) => session::send_file(&sh.state, &sh.counters, &id, &path, &mut w).await,
+            Request::Send { device, paths } => match DeviceId::new(&device) {
+                Ok(id) => session::send_paths(&sh.state, &id, paths, &mut w).await,
                 Err(_) => Response::error(NO_PEER, format!("{device:?} is not a valid device id")),
             },
             Request::Trust {

@@ -28,7 +28,6 @@ use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore}
 use crate::config::DaemonConfig;
 use crate::control::IfaceInfo;
 use crate::identity::KnownPeers;
-use crate::transfer::AppMsg;
 
 /// A command for a session task.
 pub enum SessionCmd {
@@ -36,6 +35,8 @@ pub enum SessionCmd {
     Ping { reply: oneshot::Sender<Duration> },
     /// One application message (a DATA payload).
     App(Vec<u8>),
+    /// Start an outgoing file transfer (`dsoftbus send`).
+    Send(Box<crate::transfer::SendReq>),
     /// Close the session in order.
     Close,
 }
@@ -47,8 +48,6 @@ pub struct SessionHandle {
     pub cmd: mpsc::Sender<SessionCmd>,
     pub addr: SocketAddr,
     pub key: PublicKey,
-    /// Outgoing transfers: transfer id → the sender task's inbox.
-    pub routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
 }
 
 /// Most refusal reasons remembered for `peers`.

@@ -1,247 +1,61 @@
-//! File transfer inside session DATA messages.
+//! File transfer on the Linux node: the core protocol
+//! (`dsoftbus::transfer`, docs/protocol/wire.md §12) driven by the session
+//! task, with the file I/O on blocking threads.
 //!
-//! Every application message is one `Connection::send_data` payload (at most
-//! 65 518 bytes) whose first byte is its kind; integers are big-endian, `id`
-//! is the sender's transfer id (u32):
-//!
-//! | kind | name | body |
-//! | --- | --- | --- |
-//! | 0x10 | OFFER  | id, size u64, name length u16, name (UTF-8) |
-//! | 0x11 | ACCEPT | id |
-//! | 0x12 | REJECT | id, reason (UTF-8, rest of message) |
-//! | 0x13 | CHUNK  | id, offset u64, bytes (1..=65 504) |
-//! | 0x14 | END    | id, size u64, SHA-256 of the whole file (32) |
-//! | 0x15 | ACK    | id, bytes written so far u64 (receiver → sender) |
-//! | 0x16 | DONE   | id, status u8 (0 ok, 1 integrity mismatch, 2 I/O error, 3 protocol error), message |
-//! | 0x17 | CANCEL | id (sender gives up; receiver deletes the partial file) |
-//!
-//! Flow: OFFER → ACCEPT | REJECT; CHUNKs in order (offset = bytes sent
-//! before), never more than [`WINDOW`] bytes ahead of the last ACK; END with
-//! the SHA-256; the receiver compares size and hash and answers DONE. On a
-//! mismatch, an error, a CANCEL or a lost session the receiver deletes its
-//! partial file; only a verified file is renamed into the inbox.
-//! Unknown kinds are ignored (logged), so later versions can add messages.
+//! * **Carrier** (wire.md §12): when the peer's announce listed `streams/1`
+//!   at session establishment, each transfer gets its own stream of kind
+//!   [`STREAM_KIND`] (`0x40`, [`Priority::Bulk`](dsoftbus::stream::Priority))
+//!   and every transfer message is preceded by a 2-byte length; otherwise
+//!   every transfer message is one session data message. Both are received
+//!   whatever this side would send.
+//! * **Receiving:** the core [`Receiver`] checks the offer (names, bounds),
+//!   hashes every byte and says when a file is verified; a [`WriteJob`] on a
+//!   blocking thread writes the bytes into owner-only partial files
+//!   (`.dsoftbus-<tag>-<entry>-<rand>.part` in the inbox) and stores each
+//!   verified file under its offered path with [`store_no_replace`] (never
+//!   replacing anything). The END of a transfer is held until the writer
+//!   has stored every file, so DONE means "stored". Every way out that did
+//!   not store a file deletes its partial file (the job's `Drop`).
+//! * **Sending:** files are hashed before the offer; after the ACCEPT a
+//!   reader thread reads them from the accepted offsets into a bounded
+//!   channel ([`READ_AHEAD`] chunks) and the session hands the bytes to the
+//!   core [`Sender`] only while the carrier has room.
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant as StdInstant;
 
+use dsoftbus::stream::StreamId;
+pub use dsoftbus::transfer::STREAM_KIND;
+use dsoftbus::transfer::{
+    wire, Entry, EntryKind, Outcome, Reason, Receiver, ReceiverConfig, ReceiverEvent, Sender,
+    SenderConfig, SenderEvent, Side, TransferError,
+};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
+use tracing::{debug, info, warn};
 
-pub const K_OFFER: u8 = 0x10;
-pub const K_ACCEPT: u8 = 0x11;
-pub const K_REJECT: u8 = 0x12;
-pub const K_CHUNK: u8 = 0x13;
-pub const K_END: u8 = 0x14;
-pub const K_ACK: u8 = 0x15;
-pub const K_DONE: u8 = 0x16;
-pub const K_CANCEL: u8 = 0x17;
+use crate::shared::{bump, suppressed, Counters, LogKind, RateLimiter, TransferCfg};
 
-/// Bytes of file data per CHUNK (fits one DATA message with its 13-byte header).
-pub const CHUNK_LEN: usize = 65_504;
-/// Most unacknowledged bytes a sender keeps in flight.
-pub const WINDOW: u64 = 16 << 20;
-/// The receiver acknowledges at least every this many bytes.
-pub const ACK_EVERY: u64 = 1 << 20;
-/// Longest file name in an OFFER.
-pub const MAX_NAME: usize = 255;
+/// Chunks a reader thread may have read ahead of the session.
+pub const READ_AHEAD: usize = 4;
+/// Messages queued for one transfer's writer thread (each ≤ 64 KiB).
+pub const WRITER_QUEUE: usize = 16;
+/// Bytes of file data per DATA message this node sends.
+pub const CHUNK: usize = 60 * 1024;
 
-/// DONE statuses.
-pub const DONE_OK: u8 = 0;
-pub const DONE_MISMATCH: u8 = 1;
-pub const DONE_IO: u8 = 2;
-pub const DONE_PROTOCOL: u8 = 3;
-
-/// A decoded application message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AppMsg {
-    Offer {
-        id: u32,
-        size: u64,
-        name: String,
-    },
-    Accept {
-        id: u32,
-    },
-    Reject {
-        id: u32,
-        reason: String,
-    },
-    Chunk {
-        id: u32,
-        offset: u64,
-        data: Vec<u8>,
-    },
-    End {
-        id: u32,
-        size: u64,
-        sha256: [u8; 32],
-    },
-    Ack {
-        id: u32,
-        received: u64,
-    },
-    Done {
-        id: u32,
-        status: u8,
-        message: String,
-    },
-    Cancel {
-        id: u32,
-    },
-}
-
-/// Why a message did not decode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("empty message")]
-    Empty,
-    #[error("unknown kind {0:#04x}")]
-    UnknownKind(u8),
-    #[error("truncated or malformed {0:#04x} message")]
-    Malformed(u8),
-    /// An OFFER that is well formed except that its name is not UTF-8: the
-    /// receiver refuses it by id (a REJECT), instead of ignoring it.
-    #[error("offer {0:08x}: the file name is not valid UTF-8")]
-    NonUtf8Name(u32),
-}
-
-impl AppMsg {
-    /// The transfer this message belongs to.
-    pub fn id(&self) -> u32 {
-        match self {
-            AppMsg::Offer { id, .. }
-            | AppMsg::Accept { id }
-            | AppMsg::Reject { id, .. }
-            | AppMsg::Chunk { id, .. }
-            | AppMsg::End { id, .. }
-            | AppMsg::Ack { id, .. }
-            | AppMsg::Done { id, .. }
-            | AppMsg::Cancel { id } => *id,
-        }
-    }
-
-    /// Encodes the message (one DATA payload).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(64);
-        let head = |v: &mut Vec<u8>, k: u8, id: u32| {
-            v.push(k);
-            v.extend_from_slice(&id.to_be_bytes());
-        };
-        match self {
-            AppMsg::Offer { id, size, name } => {
-                head(&mut v, K_OFFER, *id);
-                v.extend_from_slice(&size.to_be_bytes());
-                let n = &name.as_bytes()[..name.len().min(MAX_NAME)];
-                v.extend_from_slice(&(n.len() as u16).to_be_bytes());
-                v.extend_from_slice(n);
-            }
-            AppMsg::Accept { id } => head(&mut v, K_ACCEPT, *id),
-            AppMsg::Reject { id, reason } => {
-                head(&mut v, K_REJECT, *id);
-                v.extend_from_slice(&reason.as_bytes()[..reason.len().min(1024)]);
-            }
-            AppMsg::Chunk { id, offset, data } => return encode_chunk(*id, *offset, data),
-            AppMsg::End { id, size, sha256 } => {
-                head(&mut v, K_END, *id);
-                v.extend_from_slice(&size.to_be_bytes());
-                v.extend_from_slice(sha256);
-            }
-            AppMsg::Ack { id, received } => {
-                head(&mut v, K_ACK, *id);
-                v.extend_from_slice(&received.to_be_bytes());
-            }
-            AppMsg::Done {
-                id,
-                status,
-                message,
-            } => {
-                head(&mut v, K_DONE, *id);
-                v.push(*status);
-                v.extend_from_slice(&message.as_bytes()[..message.len().min(1024)]);
-            }
-            AppMsg::Cancel { id } => head(&mut v, K_CANCEL, *id),
-        }
-        v
-    }
-
-    /// Decodes one DATA payload. Total: every input gives a value or an error.
-    pub fn decode(b: &[u8]) -> Result<AppMsg, DecodeError> {
-        let (&kind, rest) = b.split_first().ok_or(DecodeError::Empty)?;
-        if !(K_OFFER..=K_CANCEL).contains(&kind) {
-            return Err(DecodeError::UnknownKind(kind));
-        }
-        let bad = DecodeError::Malformed(kind);
-        let u32_at =
-            |s: &[u8]| -> Option<u32> { Some(u32::from_be_bytes(s.get(..4)?.try_into().ok()?)) };
-        let u64_at =
-            |s: &[u8]| -> Option<u64> { Some(u64::from_be_bytes(s.get(..8)?.try_into().ok()?)) };
-        let id = u32_at(rest).ok_or(bad)?;
-        let body = &rest[4..];
-        let text = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
-        Ok(match kind {
-            K_OFFER => {
-                let size = u64_at(body).ok_or(bad)?;
-                let len = body
-                    .get(8..10)
-                    .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
-                    .ok_or(bad)?;
-                let name = body.get(10..).filter(|n| n.len() == len).ok_or(bad)?;
-                let name = std::str::from_utf8(name)
-                    .map_err(|_| DecodeError::NonUtf8Name(id))?
-                    .to_string();
-                AppMsg::Offer { id, size, name }
-            }
-            K_ACCEPT if body.is_empty() => AppMsg::Accept { id },
-            K_REJECT => AppMsg::Reject {
-                id,
-                reason: text(body),
-            },
-            K_CHUNK => {
-                let offset = u64_at(body).ok_or(bad)?;
-                let data = &body[8..];
-                if data.is_empty() || data.len() > CHUNK_LEN {
-                    return Err(bad);
-                }
-                AppMsg::Chunk {
-                    id,
-                    offset,
-                    data: data.to_vec(),
-                }
-            }
-            K_END if body.len() == 40 => {
-                let size = u64_at(body).ok_or(bad)?;
-                let mut sha256 = [0u8; 32];
-                sha256.copy_from_slice(&body[8..40]);
-                AppMsg::End { id, size, sha256 }
-            }
-            K_ACK if body.len() == 8 => AppMsg::Ack {
-                id,
-                received: u64_at(body).ok_or(bad)?,
-            },
-            K_DONE if !body.is_empty() => AppMsg::Done {
-                id,
-                status: body[0],
-                message: text(&body[1..]),
-            },
-            K_CANCEL if body.is_empty() => AppMsg::Cancel { id },
-            _ => return Err(bad),
-        })
-    }
-}
-
-/// Encodes a CHUNK without an intermediate `AppMsg`.
-pub fn encode_chunk(id: u32, offset: u64, data: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(13 + data.len());
-    v.push(K_CHUNK);
-    v.extend_from_slice(&id.to_be_bytes());
-    v.extend_from_slice(&offset.to_be_bytes());
-    v.extend_from_slice(data);
-    v
+/// What carries one transfer's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Carrier {
+    /// Session data messages; the transfer id (with the direction of the
+    /// kind) names the transfer.
+    Data(u32),
+    /// Its own stream (one transfer per stream).
+    Stream(StreamId),
 }
 
 // Name rules live in the core, in one place (shared with the core's
@@ -327,271 +141,991 @@ pub fn create_inbox(inbox: &Path) -> std::io::Result<()> {
         .create(inbox)
 }
 
-/// Work for a receive writer thread.
-pub enum WriterMsg {
-    Data(Vec<u8>),
-    End { size: u64, sha256: [u8; 32] },
-    Cancel,
-}
-
-/// How a receive ended, reported back to the session.
-#[derive(Debug)]
-pub struct WriterDone {
-    pub id: u32,
-    pub status: u8,
-    pub message: String,
-}
-
-/// An incoming transfer: its partial file and where it will go.
-pub struct ReceiveJob {
-    pub id: u32,
-    pub inbox: PathBuf,
-    pub name: String,
-    pub size: u64,
-    pub part: PathBuf,
-    pub file: File,
-    /// Bytes written so far (read by the session to send ACKs).
-    pub written: Arc<AtomicU64>,
-    /// Poked every [`ACK_EVERY`] bytes.
-    pub ack_notify: Arc<Notify>,
-    /// Set once the partial file got its final name.
-    stored: bool,
-}
-
-impl Drop for ReceiveJob {
-    /// Every way out that did not store the file (errors, cancel, a lost
-    /// session, a panic in the writer) deletes the partial file.
-    fn drop(&mut self) {
-        if !self.stored {
-            let _ = fs::remove_file(&self.part);
+impl Carrier {
+    /// For logs: `stream 3` or `data messages`.
+    pub fn describe(&self) -> String {
+        match self {
+            Carrier::Data(_) => "data messages".into(),
+            Carrier::Stream(id) => format!("stream {}", id.0),
         }
     }
 }
 
-impl ReceiveJob {
-    /// Creates the partial file `<inbox>/.dsoftbus-<id>-<n>.part` (0600).
-    pub fn create(
-        inbox: &Path,
-        id: u32,
-        name: String,
-        size: u64,
-        ack_notify: Arc<Notify>,
-    ) -> std::io::Result<Self> {
+/// Creates directory `name` (or the first free `name.N`) in `parent`, mode
+/// 0700, never reusing an existing one. Returns its path.
+pub fn create_dir_noreplace(parent: &Path, name: &str) -> std::io::Result<PathBuf> {
+    for i in 0..MAX_NAME_TRIES {
+        let dest = parent.join(candidate_name(name, i));
+        match fs::DirBuilder::new().mode(0o700).create(&dest) {
+            Ok(()) => return Ok(dest),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("no free directory name ({name:?} and its variants are taken)"),
+    ))
+}
+
+/// Work for a receive writer thread, in order.
+#[derive(Debug)]
+pub enum WriterMsg {
+    /// Create this directory entry.
+    Dir(u16),
+    /// Append these (not yet verified) bytes to the entry's partial file.
+    Data { entry: u16, data: Vec<u8> },
+    /// The core verified the entry's SHA-256: store it.
+    Verified(u16),
+    /// Answer [`Report::Flushed`] once everything before is stored.
+    Barrier,
+}
+
+/// What a writer thread tells its session.
+#[derive(Debug)]
+pub enum Report {
+    /// A verified file got its final name.
+    Stored {
+        carrier: Carrier,
+        path: PathBuf,
+        bytes: u64,
+    },
+    /// Every message before the barrier is done.
+    Flushed(Carrier),
+    /// Writing or storing failed; the job has ended (partial files deleted).
+    Failed { carrier: Carrier, error: String },
+}
+
+/// The files of one incoming transfer: partial files and where they land.
+pub struct WriteJob {
+    carrier: Carrier,
+    inbox: PathBuf,
+    entries: Vec<Entry>,
+    tag: u32,
+    parts: HashMap<u16, (PathBuf, File)>,
+    /// Offered top-level directory name → the directory created for it.
+    roots: HashMap<String, PathBuf>,
+}
+
+impl Drop for WriteJob {
+    /// Every way out that did not store a file (errors, cancel, a lost
+    /// session, a panic) deletes its partial file.
+    fn drop(&mut self) {
+        for (part, _) in self.parts.values() {
+            let _ = fs::remove_file(part);
+        }
+    }
+}
+
+impl WriteJob {
+    pub fn new(carrier: Carrier, inbox: &Path, entries: Vec<Entry>) -> std::io::Result<Self> {
         create_inbox(inbox)?;
-        let part = inbox.join(format!(".dsoftbus-{id:08x}-{:08x}.part", fastrand::u32(..)));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&part)?;
-        Ok(ReceiveJob {
-            id,
+        Ok(WriteJob {
+            carrier,
             inbox: inbox.to_path_buf(),
-            name,
-            size,
-            part,
-            file,
-            written: Arc::new(AtomicU64::new(0)),
-            ack_notify,
-            stored: false,
+            entries,
+            tag: fastrand::u32(..),
+            parts: HashMap::new(),
+            roots: HashMap::new(),
         })
     }
 
-    /// Runs on a blocking thread: writes and hashes chunks, verifies at END,
-    /// renames on success, deletes the partial file otherwise. Returns `None`
-    /// when the transfer was cancelled or the session went away.
-    pub fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) -> Option<WriterDone> {
-        let mut hasher = Sha256::new();
-        let mut written: u64 = 0;
-        let mut last_ack: u64 = 0;
-        let done = |s: &Self, status, message: String, _path: Option<PathBuf>| WriterDone {
-            id: s.id,
-            status,
-            message,
+    /// Runs on a blocking thread until the session drops its sender or a
+    /// write fails.
+    pub fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>, report: mpsc::Sender<Report>) {
+        while let Some(m) = rx.blocking_recv() {
+            let r = match m {
+                WriterMsg::Dir(e) => self.dir_entry(e),
+                WriterMsg::Data { entry, data } => self.write(entry, &data),
+                WriterMsg::Verified(e) => match self.store(e) {
+                    Ok((path, bytes)) => {
+                        let carrier = self.carrier;
+                        let _ = report.blocking_send(Report::Stored {
+                            carrier,
+                            path,
+                            bytes,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                WriterMsg::Barrier => {
+                    let _ = report.blocking_send(Report::Flushed(self.carrier));
+                    Ok(())
+                }
+            };
+            if let Err(error) = r {
+                let carrier = self.carrier;
+                drop(self); // partial files go before the session hears of it
+                let _ = report.blocking_send(Report::Failed { carrier, error });
+                return;
+            }
+        }
+    }
+
+    fn path(&self, entry: u16) -> Result<&str, String> {
+        self.entries
+            .get(usize::from(entry))
+            .map(|e| e.path.as_str())
+            .ok_or_else(|| format!("no entry {entry}"))
+    }
+
+    fn part(&mut self, entry: u16) -> Result<&mut File, String> {
+        if !self.parts.contains_key(&entry) {
+            let part = self.inbox.join(format!(
+                ".dsoftbus-{:08x}-{entry}-{:08x}.part",
+                self.tag,
+                fastrand::u32(..)
+            ));
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&part)
+                .map_err(|e| format!("cannot create a partial file in the inbox: {e}"))?;
+            self.parts.insert(entry, (part, file));
+        }
+        self.parts
+            .get_mut(&entry)
+            .map(|(_, f)| f)
+            .ok_or_else(|| "partial file vanished".to_string())
+    }
+
+    fn write(&mut self, entry: u16, data: &[u8]) -> Result<(), String> {
+        self.part(entry)?
+            .write_all(data)
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    /// The directory for the components of `path` before the last one
+    /// (created on first use: the top-level one with a free name, the
+    /// others inside it), and the last component.
+    fn dir_for(&mut self, path: &str) -> Result<(PathBuf, String), String> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let Some((last, dirs)) = parts.split_last() else {
+            return Err("empty path".into());
         };
-        loop {
-            match rx.blocking_recv() {
-                Some(WriterMsg::Data(d)) => {
-                    if let Err(e) = self.file.write_all(&d) {
-                        let _ = fs::remove_file(&self.part);
-                        return Some(done(&self, DONE_IO, format!("write failed: {e}"), None));
-                    }
-                    hasher.update(&d);
-                    written += d.len() as u64;
-                    self.written.store(written, Ordering::Release);
-                    if written - last_ack >= ACK_EVERY {
-                        last_ack = written;
-                        self.ack_notify.notify_one();
+        let Some((root, rest)) = dirs.split_first() else {
+            return Ok((self.inbox.clone(), (*last).to_string()));
+        };
+        let mut dir = match self.roots.get(*root) {
+            Some(d) => d.clone(),
+            None => {
+                let d = create_dir_noreplace(&self.inbox, root)
+                    .map_err(|e| format!("cannot create {root:?} in the inbox: {e}"))?;
+                self.roots.insert((*root).to_string(), d.clone());
+                d
+            }
+        };
+        for c in rest {
+            dir.push(c);
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                // Created by an earlier entry of this transfer (inside a
+                // directory this transfer created): fine unless it is not
+                // a plain directory.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                        return Err(format!("{} exists and is not a directory", dir.display()));
                     }
                 }
-                Some(WriterMsg::End { size, sha256 }) => {
-                    let sync = self.file.sync_all();
-                    let got: [u8; 32] = hasher.finalize().into();
-                    if size != written || size != self.size {
-                        let _ = fs::remove_file(&self.part);
-                        let m = format!(
-                            "size mismatch: offered {}, announced {size}, received {written}",
-                            self.size
-                        );
-                        return Some(done(&self, DONE_PROTOCOL, m, None));
-                    }
-                    if got != sha256 {
-                        let _ = fs::remove_file(&self.part);
-                        let m = format!(
-                            "integrity check failed: sha256 {} != sent {}; partial file deleted",
-                            hex::encode(got),
-                            hex::encode(sha256)
-                        );
-                        return Some(done(&self, DONE_MISMATCH, m, None));
-                    }
-                    if let Err(e) = sync {
-                        let _ = fs::remove_file(&self.part);
-                        return Some(done(&self, DONE_IO, format!("fsync failed: {e}"), None));
-                    }
-                    let dest = match store_no_replace(&self.part, &self.inbox, &self.name) {
-                        Ok(dest) => dest,
-                        Err(e) => {
-                            let _ = fs::remove_file(&self.part);
-                            return Some(done(
-                                &self,
-                                DONE_IO,
-                                format!("storing failed: {e}"),
-                                None,
-                            ));
-                        }
-                    };
-                    self.stored = true;
-                    let m = format!("stored {} (sha256 {})", dest.display(), hex::encode(got));
-                    return Some(done(&self, DONE_OK, m, Some(dest)));
-                }
-                Some(WriterMsg::Cancel) | None => {
-                    let _ = fs::remove_file(&self.part);
-                    return None;
-                }
+                Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+            }
+        }
+        Ok((dir, (*last).to_string()))
+    }
+
+    fn dir_entry(&mut self, entry: u16) -> Result<(), String> {
+        let p = format!("{}/.", self.path(entry)?);
+        self.dir_for(&p).map(|_| ())
+    }
+
+    fn store(&mut self, entry: u16) -> Result<(PathBuf, u64), String> {
+        let path = self.path(entry)?.to_string();
+        // An empty file never got data: create its (empty) partial file now.
+        self.part(entry)?;
+        let Some((part, file)) = self.parts.remove(&entry) else {
+            return Err("partial file vanished".into());
+        };
+        let synced = file.sync_all();
+        drop(file);
+        let res = synced
+            .map_err(|e| format!("fsync failed: {e}"))
+            .and_then(|()| self.dir_for(&path))
+            .and_then(|(dir, base)| {
+                store_no_replace(&part, &dir, &base).map_err(|e| format!("storing failed: {e}"))
+            });
+        match res {
+            Ok(dest) => {
+                let bytes = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+                Ok((dest, bytes))
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&part);
+                Err(e)
             }
         }
     }
 }
 
-/// Reads a file in [`CHUNK_LEN`] pieces on a blocking thread, hashing as it
-/// goes; the last message carries the digest.
-pub enum ReadPiece {
-    Data(Vec<u8>),
-    Eof([u8; 32]),
-    Error(String),
+/// File bytes read for a sender.
+#[derive(Debug)]
+pub struct Piece {
+    pub entry: u16,
+    pub offset: u64,
+    pub data: Vec<u8>,
 }
 
-/// The file reader behind `dsoftbus send` (runs on a blocking thread).
-pub fn read_file(mut f: File, tx: mpsc::Sender<ReadPiece>) {
-    let mut hasher = Sha256::new();
+/// The reader behind an outgoing transfer (a blocking thread): reads every
+/// file from its accepted offset in [`CHUNK`] pieces into `tx`.
+pub fn read_files(
+    files: Vec<Option<(PathBuf, u64)>>,
+    offsets: Vec<u64>,
+    tx: mpsc::Sender<Result<Piece, String>>,
+    wake: Arc<Notify>,
+) {
+    let send = |p: Result<Piece, String>| {
+        let ok = tx.blocking_send(p).is_ok();
+        wake.notify_one();
+        ok
+    };
+    for (i, f) in files.into_iter().enumerate() {
+        let Some((path, size)) = f else { continue };
+        let mut offset = offsets.get(i).copied().unwrap_or(0);
+        if offset >= size {
+            continue;
+        }
+        let entry = i as u16; // ≤ wire::MAX_ENTRIES
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                send(Err(format!("cannot open {}: {e}", path.display())));
+                return;
+            }
+        };
+        if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+            send(Err(format!("{}: {e}", path.display())));
+            return;
+        }
+        while offset < size {
+            let want = (size - offset).min(CHUNK as u64) as usize;
+            let mut buf = vec![0u8; want];
+            let mut n = 0;
+            while n < want {
+                match file.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        send(Err(format!("reading {}: {e}", path.display())));
+                        return;
+                    }
+                }
+            }
+            if n < want {
+                send(Err(format!(
+                    "{} shrank while it was being sent",
+                    path.display()
+                )));
+                return;
+            }
+            let data = buf;
+            if !send(Ok(Piece {
+                entry,
+                offset,
+                data,
+            })) {
+                return;
+            }
+            offset += want as u64;
+        }
+    }
+}
+
+/// Size and SHA-256 of a file (before it is offered).
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n: u64 = 0;
     loop {
-        let mut buf = vec![0u8; CHUNK_LEN];
-        let mut n = 0;
-        while n < CHUNK_LEN {
-            match f.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(ReadPiece::Error(e.to_string()));
-                    return;
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                h.update(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((n, h.finalize().into()))
+}
+
+/// What the user is told about a reason a peer gave.
+pub fn reason_text(r: Reason) -> String {
+    match r {
+        Reason::Declined => {
+            "declined (its user or its --accept policy said no, or it has no inbox)".into()
+        }
+        Reason::Expired => "expired (not answered in time, or the transfer stalled)".into(),
+        Reason::InvalidName => "a path breaks the receiver's name rules".into(),
+        Reason::TooLarge => "too large for the receiver".into(),
+        Reason::Busy => "the receiver is busy (too many transfers in progress)".into(),
+        Reason::Protocol => "protocol error".into(),
+        Reason::HashMismatch => {
+            "integrity check failed (sha256 mismatch); the file was not stored".into()
+        }
+        Reason::Io => "the receiver could not store the files".into(),
+        Reason::UnsupportedVersion => "unsupported transfer protocol version".into(),
+        Reason::Other(b) => format!("reason {b:#04x}"),
+    }
+}
+
+/// A short description of an offer for logs and listings.
+pub fn summary(entries: &[Entry]) -> String {
+    let files = entries.iter().filter(|e| !e.is_dir()).count();
+    let first = entries.first().map(|e| e.path.as_str()).unwrap_or("");
+    if entries.len() == 1 {
+        format!("{first:?}")
+    } else {
+        format!("{first:?} and {} more ({files} files)", entries.len() - 1)
+    }
+}
+
+/// Progress of an outgoing transfer, for the control client.
+#[derive(Clone, Debug, Default)]
+pub struct SendProgress {
+    pub accepted: bool,
+    /// Bytes of all files.
+    pub total: u64,
+    /// Bytes the receiver already held (resumed).
+    pub resumed: u64,
+    /// Data bytes sent since the accept, and acknowledged.
+    pub sent: u64,
+    pub acked: u64,
+    /// Everything (END included) was handed to the carrier.
+    pub all_sent: bool,
+}
+
+/// How an outgoing transfer ended, with a local detail (a read error).
+pub type SendDone = (Outcome, Option<String>);
+
+/// A `send` request handed to the session.
+pub struct SendReq {
+    pub entries: Vec<Entry>,
+    /// Per entry: the local file and its size (None for directories).
+    pub files: Vec<Option<(PathBuf, u64)>>,
+    pub progress: watch::Sender<SendProgress>,
+    pub done: oneshot::Sender<SendDone>,
+}
+
+struct Outgoing {
+    tx: Sender,
+    files: Vec<Option<(PathBuf, u64)>>,
+    pieces: Option<mpsc::Receiver<Result<Piece, String>>>,
+    held: Option<(Piece, usize)>,
+    progress: watch::Sender<SendProgress>,
+    done: Option<oneshot::Sender<SendDone>>,
+    detail: Option<String>,
+}
+
+struct Incoming {
+    rx: Receiver,
+    writer: Option<mpsc::Sender<WriterMsg>>,
+    held_end: Option<Vec<u8>>,
+    last: StdInstant,
+    name: String,
+    total: u64,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The transfers of one session.
+pub struct Engine {
+    cfg: Arc<TransferCfg>,
+    counters: Arc<Counters>,
+    limiter: Arc<RateLimiter>,
+    /// The peer's name for logs.
+    pub peer: String,
+    inbound: HashMap<Carrier, Incoming>,
+    outbound: HashMap<Carrier, Outgoing>,
+    /// Messages to send, in order.
+    pub out: VecDeque<(Carrier, Vec<u8>)>,
+    /// Carriers whose transfer ended (the session closes their streams).
+    pub ended: Vec<Carrier>,
+    report_tx: mpsc::Sender<Report>,
+    /// Poked when a reader has bytes.
+    pub wake: Arc<Notify>,
+}
+
+impl Engine {
+    pub fn new(
+        cfg: Arc<TransferCfg>,
+        counters: Arc<Counters>,
+        limiter: Arc<RateLimiter>,
+        report_tx: mpsc::Sender<Report>,
+    ) -> Self {
+        Engine {
+            cfg,
+            counters,
+            limiter,
+            peer: "?".into(),
+            inbound: HashMap::new(),
+            outbound: HashMap::new(),
+            out: VecDeque::new(),
+            ended: Vec::new(),
+            report_tx,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Carriers of outgoing transfers.
+    pub fn outgoing(&self) -> Vec<Carrier> {
+        self.outbound.keys().copied().collect()
+    }
+
+    /// A transfer id not used by an outgoing transfer on the data carrier.
+    pub fn new_id(&self) -> u32 {
+        loop {
+            let id = fastrand::u32(..);
+            if !self.outbound.contains_key(&Carrier::Data(id)) {
+                return id;
+            }
+        }
+    }
+
+    /// Starts an outgoing transfer on `carrier`.
+    pub fn start_send(&mut self, carrier: Carrier, id: u32, req: SendReq) {
+        let total = req.entries.iter().map(|e| e.size()).sum();
+        let tx = match Sender::new(id, req.entries, SenderConfig { chunk: CHUNK }) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let _ = req
+                    .done
+                    .send((Outcome::Failed(TransferError::Offer(e)), None));
+                return;
+            }
+        };
+        req.progress.send_modify(|p| p.total = total);
+        self.outbound.insert(
+            carrier,
+            Outgoing {
+                tx,
+                files: req.files,
+                pieces: None,
+                held: None,
+                progress: req.progress,
+                done: Some(req.done),
+                detail: None,
+            },
+        );
+        self.drain_outgoing(carrier);
+    }
+
+    /// One transfer message from the peer (on a stream, or a data message).
+    pub async fn on_message(&mut self, stream: Option<StreamId>, msg: &[u8]) {
+        let (kind, id) = match wire::header(msg) {
+            Ok(h) => h,
+            Err(e) => {
+                // An offer in another version (id readable): a fresh
+                // receiver answers it by id. Anything else is dropped.
+                if msg.first() == Some(&wire::KIND_OFFER) {
+                    let id = msg
+                        .get(2..6)
+                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(0);
+                    let carrier = stream.map(Carrier::Stream).unwrap_or(Carrier::Data(id));
+                    let mut rx = Receiver::new(self.receiver_config());
+                    let _ = rx.handle(msg);
+                    while let Some(m) = rx.poll_transmit() {
+                        self.out.push_back((carrier, m));
+                    }
+                }
+                self.log_decode(&format!("transfer message: {e:?}"));
+                return;
+            }
+        };
+        let carrier = stream.map(Carrier::Stream).unwrap_or(Carrier::Data(id));
+        if wire::from_sender(kind) {
+            if !self.inbound.contains_key(&carrier) {
+                if kind == wire::KIND_OFFER {
+                    self.new_incoming(carrier, msg).await;
+                }
+                return;
+            }
+            if let Some(inc) = self.inbound.get_mut(&carrier) {
+                if kind == wire::KIND_END && inc.held_end.is_none() && !inc.rx.is_pending() {
+                    // DONE only once the writer has stored every file.
+                    if let Some(w) = &inc.writer {
+                        inc.held_end = Some(msg.to_vec());
+                        let _ = w.send(WriterMsg::Barrier).await;
+                        return;
+                    }
+                }
+                if let Err(e) = inc.rx.handle(msg) {
+                    if e.is_fatal() {
+                        self.log_receive_error(carrier, e);
+                    }
+                }
+            }
+            self.drain_incoming(carrier).await;
+        } else {
+            if let Some(o) = self.outbound.get_mut(&carrier) {
+                let _ = o.tx.handle(msg);
+            }
+            self.drain_outgoing(carrier);
+        }
+    }
+
+    fn receiver_config(&self) -> ReceiverConfig {
+        ReceiverConfig {
+            max_total_size: self.cfg.max_receive_bytes,
+            ..ReceiverConfig::default()
+        }
+    }
+
+    fn log_decode(&self, what: &str) {
+        if let Some(n) = self.limiter.allow(LogKind::AppDecode) {
+            debug!("peer={}: ignoring a {what}{}", self.peer, suppressed(n));
+        }
+    }
+
+    fn log_receive_error(&self, carrier: Carrier, e: TransferError) {
+        let name = self
+            .inbound
+            .get(&carrier)
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        if let Some(n) = self.limiter.allow(LogKind::ChunkOrder) {
+            warn!(
+                "transfer {name} from peer={}: {e}; aborted, partial files deleted{}",
+                self.peer,
+                suppressed(n)
+            );
+        }
+    }
+
+    async fn new_incoming(&mut self, carrier: Carrier, msg: &[u8]) {
+        let mut rx = Receiver::new(self.receiver_config());
+        let res = rx.handle(msg);
+        let peer = self.peer.clone();
+        if !rx.is_pending() {
+            // Malformed, or over a bound, or a bad name: the core denied it.
+            while let Some(m) = rx.poll_transmit() {
+                self.out.push_back((carrier, m));
+            }
+            if let Some(n) = self.limiter.allow(LogKind::NoInbox) {
+                info!(
+                    "refused a transfer from peer={peer}: {}{}",
+                    res.err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "invalid offer".into()),
+                    suppressed(n)
+                );
+            }
+            return;
+        }
+        let entries = rx.offer().map(|e| e.to_vec()).unwrap_or_default();
+        let name = summary(&entries);
+        let total: u64 = entries.iter().map(|e| e.size()).sum();
+        let refuse = |this: &mut Self, mut rx: Receiver, reason: Reason, why: String| {
+            let _ = rx.deny(reason);
+            while let Some(m) = rx.poll_transmit() {
+                this.out.push_back((carrier, m));
+            }
+            if let Some(n) = this.limiter.allow(LogKind::NoInbox) {
+                info!(
+                    "refused a transfer of {name} from peer={peer}: {why}{}",
+                    suppressed(n)
+                );
+            }
+        };
+        let Some(inbox) = self.cfg.inbox.clone() else {
+            return refuse(self, rx, Reason::Declined, "no --inbox configured".into());
+        };
+        let per_peer = self.cfg.max_incoming_per_peer;
+        if self.inbound.len() >= per_peer {
+            // One peer never holds every slot: others can still send.
+            return refuse(
+                self,
+                rx,
+                Reason::Busy,
+                format!("{per_peer} transfers from this peer in progress (the limit per peer)"),
+            );
+        }
+        let Ok(permit) = self.cfg.permits.clone().try_acquire_owned() else {
+            return refuse(self, rx, Reason::Busy, "too many transfers".into());
+        };
+        let job = match WriteJob::new(carrier, &inbox, entries) {
+            Ok(j) => j,
+            Err(e) => {
+                if let Some(n) = self.limiter.allow(LogKind::InboxError) {
+                    warn!(
+                        "cannot store files from peer={peer} in {}: {e}{}",
+                        inbox.display(),
+                        suppressed(n)
+                    );
+                }
+                return refuse(self, rx, Reason::Io, format!("inbox: {e}"));
+            }
+        };
+        let (wtx, wrx) = mpsc::channel(WRITER_QUEUE);
+        let report = self.report_tx.clone();
+        tokio::task::spawn_blocking(move || job.run(wrx, report));
+        if let Some(n) = self.limiter.allow(LogKind::Receiving) {
+            info!(
+                "receiving {name} ({total} bytes) from peer={peer} on {}{}",
+                carrier.describe(),
+                suppressed(n)
+            );
+        }
+        let _ = rx.accept();
+        self.inbound.insert(
+            carrier,
+            Incoming {
+                rx,
+                writer: Some(wtx),
+                held_end: None,
+                last: StdInstant::now(),
+                name,
+                total,
+                _permit: Some(permit),
+            },
+        );
+        self.drain_incoming(carrier).await;
+    }
+
+    /// Moves an incoming transfer's messages out and its events to its
+    /// writer; removes it once it has ended.
+    async fn drain_incoming(&mut self, carrier: Carrier) {
+        let Some(inc) = self.inbound.get_mut(&carrier) else {
+            return;
+        };
+        let mut finished = None;
+        loop {
+            while let Some(m) = inc.rx.poll_transmit() {
+                self.out.push_back((carrier, m));
+            }
+            let Some(ev) = inc.rx.poll_event() else { break };
+            let w = match ev {
+                ReceiverEvent::Offered => None,
+                ReceiverEvent::Dir { entry } => Some(WriterMsg::Dir(entry)),
+                ReceiverEvent::Data { entry, data, .. } => Some(WriterMsg::Data { entry, data }),
+                ReceiverEvent::FileVerified { entry } => Some(WriterMsg::Verified(entry)),
+                ReceiverEvent::Finished(o) => {
+                    finished = Some(o);
+                    None
+                }
+            };
+            if let (Some(m), Some(writer)) = (w, &inc.writer) {
+                // Bounded: a slow disk slows the peer, not memory. Time
+                // spent here is not the peer's idleness.
+                let _ = writer.send(m).await;
+                inc.last = StdInstant::now();
+            }
+        }
+        let Some(o) = finished else { return };
+        let Some(inc) = self.inbound.remove(&carrier) else {
+            return;
+        };
+        self.ended.push(carrier);
+        let peer = &self.peer;
+        match o {
+            Outcome::Done => {
+                if let Some(n) = self.limiter.allow(LogKind::Received) {
+                    info!(
+                        "received {} ({} bytes) from peer={peer}: every file sha256-verified and stored{}",
+                        inc.name,
+                        inc.total,
+                        suppressed(n)
+                    );
+                }
+            }
+            Outcome::Cancelled { by: Side::Peer, .. } => {
+                bump(&self.counters.transfers_failed);
+                if let Some(n) = self.limiter.allow(LogKind::PeerCancel) {
+                    info!(
+                        "transfer {} cancelled by peer={peer}; partial files deleted{}",
+                        inc.name,
+                        suppressed(n)
+                    );
+                }
+            }
+            o => {
+                bump(&self.counters.transfers_failed);
+                if let Some(n) = self.limiter.allow(LogKind::ReceiveFailed) {
+                    warn!(
+                        "receive of {} from peer={peer} failed: {o:?}; partial files deleted{}",
+                        inc.name,
+                        suppressed(n)
+                    );
                 }
             }
         }
-        if n == 0 {
-            let _ = tx.blocking_send(ReadPiece::Eof(hasher.finalize().into()));
-            return;
-        }
-        buf.truncate(n);
-        hasher.update(&buf);
-        if tx.blocking_send(ReadPiece::Data(buf)).is_err() {
-            return;
+        // Dropping the writer's channel ends it; what it did not store is
+        // deleted.
+    }
+
+    /// A report from a writer thread.
+    pub async fn on_report(&mut self, r: Report) {
+        match r {
+            Report::Stored {
+                carrier,
+                path,
+                bytes,
+            } => {
+                bump(&self.counters.files_received);
+                if let Some(inc) = self.inbound.get_mut(&carrier) {
+                    inc.last = StdInstant::now();
+                }
+                debug!(
+                    "stored {} ({bytes} bytes) from peer={}",
+                    path.display(),
+                    self.peer
+                );
+            }
+            Report::Flushed(carrier) => {
+                if let Some(inc) = self.inbound.get_mut(&carrier) {
+                    if let Some(end) = inc.held_end.take() {
+                        if let Err(e) = inc.rx.handle(&end) {
+                            if e.is_fatal() {
+                                self.log_receive_error(carrier, e);
+                            }
+                        }
+                    }
+                }
+                self.drain_incoming(carrier).await;
+            }
+            Report::Failed { carrier, error } => {
+                if let Some(inc) = self.inbound.get_mut(&carrier) {
+                    inc.writer = None;
+                    inc.rx.cancel(Reason::Io);
+                    if let Some(n) = self.limiter.allow(LogKind::InboxError) {
+                        warn!(
+                            "receive of {} from peer={}: {error}; cancelled{}",
+                            inc.name,
+                            self.peer,
+                            suppressed(n)
+                        );
+                    }
+                }
+                self.drain_incoming(carrier).await;
+            }
         }
     }
+
+    fn drain_outgoing(&mut self, carrier: Carrier) {
+        let Some(o) = self.outbound.get_mut(&carrier) else {
+            return;
+        };
+        let mut finished = None;
+        loop {
+            while let Some(m) = o.tx.poll_transmit() {
+                self.out.push_back((carrier, m));
+            }
+            let Some(ev) = o.tx.poll_event() else { break };
+            match ev {
+                SenderEvent::Accepted { offsets } => {
+                    let resumed =
+                        o.tx.entries()
+                            .iter()
+                            .zip(&offsets)
+                            .map(|(e, off)| (*off).min(e.size()))
+                            .sum();
+                    o.progress.send_modify(|p| {
+                        p.accepted = true;
+                        p.resumed = resumed;
+                    });
+                    let (ptx, prx) = mpsc::channel(READ_AHEAD);
+                    let files = std::mem::take(&mut o.files);
+                    let wake = self.wake.clone();
+                    tokio::task::spawn_blocking(move || read_files(files, offsets, ptx, wake));
+                    o.pieces = Some(prx);
+                }
+                SenderEvent::FileSent { .. } => {}
+                SenderEvent::Finished(out) => finished = Some(out),
+            }
+        }
+        let (sent, acked) = o.tx.progress();
+        let all_sent = o.tx.poll_need().is_none() && o.pieces.is_some();
+        o.progress.send_if_modified(|p| {
+            let changed = p.sent != sent || p.acked != acked || (all_sent && !p.all_sent);
+            p.sent = sent;
+            p.acked = acked;
+            p.all_sent |= all_sent && p.accepted;
+            changed
+        });
+        if let Some(out) = finished {
+            if let Some(mut o) = self.outbound.remove(&carrier) {
+                if out == Outcome::Done {
+                    bump(&self.counters.files_sent);
+                } else {
+                    bump(&self.counters.transfers_failed);
+                }
+                if let Some(d) = o.done.take() {
+                    let _ = d.send((out, o.detail.take()));
+                }
+            }
+            self.ended.push(carrier);
+        }
+    }
+
+    /// Hands the next file bytes of the transfer on `carrier` to its sender
+    /// (the caller checked the carrier has room). False when nothing was
+    /// ready (waiting for the window or the reader).
+    pub fn pump(&mut self, carrier: Carrier) -> bool {
+        let Some(o) = self.outbound.get_mut(&carrier) else {
+            return false;
+        };
+        let Some(need) = o.tx.poll_need() else {
+            return false;
+        };
+        let (piece, start) = match o.held.take() {
+            Some(h) => h,
+            None => {
+                let Some(rx) = o.pieces.as_mut() else {
+                    return false;
+                };
+                match rx.try_recv() {
+                    Ok(Ok(p)) => (p, 0),
+                    Ok(Err(e)) => {
+                        o.detail = Some(e);
+                        o.tx.cancel(Reason::Io);
+                        self.drain_outgoing(carrier);
+                        return true;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => return false,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        o.detail = Some("the file reader stopped".into());
+                        o.tx.cancel(Reason::Io);
+                        self.drain_outgoing(carrier);
+                        return true;
+                    }
+                }
+            }
+        };
+        let offset = piece.offset + start as u64;
+        if piece.entry != need.entry || offset != need.offset {
+            o.detail = Some("file reader out of step".into());
+            o.tx.cancel(Reason::Io);
+            self.drain_outgoing(carrier);
+            return true;
+        }
+        let n = need.len.min(piece.data.len() - start);
+        if o.tx
+            .push_data(need.entry, need.offset, &piece.data[start..start + n])
+            .is_err()
+        {
+            o.detail = Some("sender refused the data".into());
+            o.tx.cancel(Reason::Protocol);
+        } else if start + n < piece.data.len() {
+            o.held = Some((piece, start + n));
+        }
+        self.drain_outgoing(carrier);
+        true
+    }
+
+    /// The carrier of a transfer went away (its stream was reset or closed
+    /// early): the transfer ends without further messages.
+    pub async fn carrier_gone(&mut self, carrier: Carrier) {
+        if let Some(inc) = self.inbound.remove(&carrier) {
+            bump(&self.counters.transfers_failed);
+            if let Some(n) = self.limiter.allow(LogKind::TransfersAborted) {
+                info!(
+                    "transfer {} from peer={}: its stream closed early; partial files deleted{}",
+                    inc.name,
+                    self.peer,
+                    suppressed(n)
+                );
+            }
+        }
+        if let Some(mut o) = self.outbound.remove(&carrier) {
+            bump(&self.counters.transfers_failed);
+            if let Some(d) = o.done.take() {
+                let detail = Some("the receiver closed the transfer's stream".to_string());
+                let _ = d.send((
+                    Outcome::Cancelled {
+                        by: Side::Peer,
+                        reason: Reason::Protocol,
+                        entry: None,
+                    },
+                    detail,
+                ));
+            }
+        }
+    }
+
+    /// Periodic work: cancels accepted incoming transfers idle for the
+    /// configured time, and outgoing ones whose control client went away.
+    pub async fn tick(&mut self) {
+        let idle = self.cfg.idle;
+        let stale: Vec<Carrier> = self
+            .inbound
+            .iter()
+            .filter(|(_, i)| i.held_end.is_none() && i.last.elapsed() >= idle)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in stale {
+            if let Some(inc) = self.inbound.get_mut(&c) {
+                inc.rx.cancel(Reason::Expired);
+                if let Some(n) = self.limiter.allow(LogKind::TransferIdle) {
+                    warn!(
+                        "transfer {} from peer={}: no data for {} s; cancelled, partial files deleted{}",
+                        inc.name,
+                        self.peer,
+                        idle.as_secs(),
+                        suppressed(n)
+                    );
+                }
+            }
+            self.drain_incoming(c).await;
+        }
+        let gone: Vec<Carrier> = self
+            .outbound
+            .iter()
+            .filter(|(_, o)| o.done.as_ref().is_none_or(|d| d.is_closed()))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in gone {
+            if let Some(o) = self.outbound.get_mut(&c) {
+                o.tx.cancel(Reason::Declined);
+            }
+            self.drain_outgoing(c);
+        }
+    }
+
+    /// Logs what a lost session took with it.
+    pub fn session_lost(&self) {
+        if !self.inbound.is_empty() {
+            if let Some(n) = self.limiter.allow(LogKind::TransfersAborted) {
+                info!(
+                    "{} incoming transfer(s) from peer={} aborted; partial files deleted{}",
+                    self.inbound.len(),
+                    self.peer,
+                    suppressed(n)
+                );
+            }
+        }
+    }
+}
+
+/// Builds the entry of one regular file (hashing it): `name` is its offered
+/// path.
+pub fn file_entry(path: &Path, name: String) -> std::io::Result<(Entry, (PathBuf, u64))> {
+    let (size, sha256) = hash_file(path)?;
+    Ok((
+        Entry {
+            path: name,
+            kind: EntryKind::File { size, sha256 },
+        },
+        (path.to_path_buf(), size),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn all() -> Vec<AppMsg> {
-        vec![
-            AppMsg::Offer {
-                id: 7,
-                size: 1 << 33,
-                name: "a b.bin".into(),
-            },
-            AppMsg::Accept { id: 7 },
-            AppMsg::Reject {
-                id: 7,
-                reason: "no inbox".into(),
-            },
-            AppMsg::Chunk {
-                id: 7,
-                offset: 99,
-                data: vec![1, 2, 3],
-            },
-            AppMsg::End {
-                id: 7,
-                size: 3,
-                sha256: [5; 32],
-            },
-            AppMsg::Ack { id: 7, received: 3 },
-            AppMsg::Done {
-                id: 7,
-                status: DONE_MISMATCH,
-                message: "bad".into(),
-            },
-            AppMsg::Cancel { id: 7 },
-        ]
-    }
-
-    #[test]
-    fn round_trip_every_kind() {
-        for m in all() {
-            assert_eq!(AppMsg::decode(&m.encode()), Ok(m));
-        }
-    }
-
-    #[test]
-    fn truncations_and_junk_are_errors_not_panics() {
-        for m in all() {
-            let e = m.encode();
-            for n in 0..e.len() {
-                let _ = AppMsg::decode(&e[..n]);
-            }
-        }
-        assert_eq!(AppMsg::decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(AppMsg::decode(&[0x42]), Err(DecodeError::UnknownKind(0x42)));
-        assert!(AppMsg::decode(&[K_ACCEPT, 0, 0, 0, 1, 9]).is_err());
-        let mut big = encode_chunk(1, 0, &[0; CHUNK_LEN]);
-        assert!(AppMsg::decode(&big).is_ok());
-        big.push(0);
-        assert!(AppMsg::decode(&big).is_err());
-        for seed in 0..2000u64 {
-            let mut rng = fastrand::Rng::with_seed(seed);
-            let len = rng.usize(0..64);
-            let v: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-            let _ = AppMsg::decode(&v);
-        }
-    }
-
-    #[test]
-    fn names_are_sanitized() {
-        assert_eq!(sanitize_name("../../etc/passwd").as_deref(), Some("passwd"));
-        assert_eq!(sanitize_name("..").as_deref(), None);
-        assert_eq!(sanitize_name(".bashrc").as_deref(), Some("bashrc"));
-        assert_eq!(sanitize_name(" .bashrc").as_deref(), Some("bashrc"));
-        assert_eq!(sanitize_name("\u{202E}.x ").as_deref(), Some("x"));
-        assert_eq!(sanitize_name(". . ").as_deref(), None);
-        assert_eq!(sanitize_name("a\nb").as_deref(), Some("ab"));
-        assert_eq!(sanitize_name("C:\\x\\y.txt").as_deref(), Some("y.txt"));
-        assert!(sanitize_name(&"é".repeat(200)).unwrap().len() <= MAX_NAME);
-    }
-
-    fn job(dir: &Path, size: u64) -> ReceiveJob {
-        ReceiveJob::create(dir, 1, "f.bin".into(), size, Arc::new(Notify::new())).unwrap()
-    }
+    use dsoftbus::transfer::name::MAX_NAME;
 
     fn inbox_files(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
@@ -602,87 +1136,168 @@ mod tests {
         v
     }
 
-    #[test]
-    fn verified_file_is_renamed_into_the_inbox() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel(8);
-        tx.try_send(WriterMsg::Data(b"hello ".to_vec())).unwrap();
-        tx.try_send(WriterMsg::Data(b"world".to_vec())).unwrap();
-        let sha: [u8; 32] = Sha256::digest(b"hello world").into();
-        tx.try_send(WriterMsg::End {
-            size: 11,
-            sha256: sha,
-        })
-        .unwrap();
-        let d = job(dir.path(), 11).run(rx).unwrap();
-        assert_eq!(d.status, DONE_OK, "{}", d.message);
-        assert_eq!(fs::read(dir.path().join("f.bin")).unwrap(), b"hello world");
-        assert_eq!(inbox_files(dir.path()), vec!["f.bin"]);
+    fn job(
+        dir: &Path,
+        entries: Vec<Entry>,
+    ) -> (
+        mpsc::Sender<WriterMsg>,
+        mpsc::Receiver<Report>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let j = WriteJob::new(Carrier::Data(1), dir, entries).unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        let (rtx, rrx) = mpsc::channel(64);
+        let h = std::thread::spawn(move || j.run(rx, rtx));
+        (tx, rrx, h)
+    }
+
+    fn file(path: &str, data: &[u8]) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File {
+                size: data.len() as u64,
+                sha256: Sha256::digest(data).into(),
+            },
+        }
     }
 
     #[test]
-    fn hash_mismatch_deletes_the_partial_file() {
+    fn verified_files_land_under_their_paths_and_a_taken_root_gets_a_new_name() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel(8);
-        tx.try_send(WriterMsg::Data(b"hello world".to_vec()))
-            .unwrap();
-        tx.try_send(WriterMsg::End {
-            size: 11,
-            sha256: [0; 32],
+        fs::create_dir(dir.path().join("docs")).unwrap();
+        let entries = vec![
+            Entry {
+                path: "docs".into(),
+                kind: EntryKind::Dir,
+            },
+            Entry {
+                path: "docs/empty".into(),
+                kind: EntryKind::Dir,
+            },
+            file("docs/sub/a.txt", b"hello"),
+            file("top.txt", b""),
+        ];
+        let (tx, mut rx, h) = job(dir.path(), entries);
+        tx.blocking_send(WriterMsg::Dir(0)).unwrap();
+        tx.blocking_send(WriterMsg::Dir(1)).unwrap();
+        tx.blocking_send(WriterMsg::Data {
+            entry: 2,
+            data: b"hel".to_vec(),
         })
         .unwrap();
-        let d = job(dir.path(), 11).run(rx).unwrap();
-        assert_eq!(d.status, DONE_MISMATCH);
-        assert!(d.message.contains("integrity check failed"));
+        tx.blocking_send(WriterMsg::Data {
+            entry: 2,
+            data: b"lo".to_vec(),
+        })
+        .unwrap();
+        tx.blocking_send(WriterMsg::Verified(2)).unwrap();
+        tx.blocking_send(WriterMsg::Verified(3)).unwrap();
+        tx.blocking_send(WriterMsg::Barrier).unwrap();
+        drop(tx);
+        h.join().unwrap();
+        let mut stored = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            match r {
+                Report::Stored { path, .. } => stored.push(path),
+                Report::Flushed(_) => {}
+                Report::Failed { error, .. } => panic!("{error}"),
+            }
+        }
+        assert_eq!(stored.len(), 2);
+        // "docs" was taken: the transfer's tree went to "docs.1".
+        assert_eq!(
+            fs::read(dir.path().join("docs.1/sub/a.txt")).unwrap(),
+            b"hello"
+        );
+        assert!(dir.path().join("docs.1/empty").is_dir());
+        assert_eq!(fs::read(dir.path().join("top.txt")).unwrap(), b"");
+        assert_eq!(inbox_files(dir.path()), vec!["docs", "docs.1", "top.txt"]);
+    }
+
+    #[test]
+    fn an_unverified_file_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx, h) = job(dir.path(), vec![file("f.bin", b"hello world")]);
+        tx.blocking_send(WriterMsg::Data {
+            entry: 0,
+            data: b"hello".to_vec(),
+        })
+        .unwrap();
+        tx.blocking_send(WriterMsg::Barrier).unwrap();
+        // The session goes away (cancel, lost session, hash mismatch).
+        drop(tx);
+        h.join().unwrap();
         assert!(
             inbox_files(dir.path()).is_empty(),
-            "partial file left behind"
+            "{:?}",
+            inbox_files(dir.path())
         );
     }
 
     #[test]
-    fn lost_session_deletes_the_partial_file() {
+    fn a_failed_store_reports_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel(8);
-        tx.try_send(WriterMsg::Data(b"hel".to_vec())).unwrap();
+        // "a" is a file, so "a/b" cannot be created... inside a fresh root
+        // this cannot happen, so plant a file where a subdirectory goes
+        // after the root was created.
+        let (tx, mut rx, h) = job(dir.path(), vec![file("r/x/b", b"1"), file("r/x", b"2")]);
+        tx.blocking_send(WriterMsg::Data {
+            entry: 1,
+            data: b"2".to_vec(),
+        })
+        .unwrap();
+        tx.blocking_send(WriterMsg::Verified(1)).unwrap();
+        tx.blocking_send(WriterMsg::Data {
+            entry: 0,
+            data: b"1".to_vec(),
+        })
+        .unwrap();
+        tx.blocking_send(WriterMsg::Verified(0)).unwrap();
         drop(tx);
-        assert!(job(dir.path(), 11).run(rx).is_none());
-        assert!(inbox_files(dir.path()).is_empty());
-    }
-
-    #[test]
-    fn bidi_and_format_characters_are_dropped() {
-        // U+202E RIGHT-TO-LEFT OVERRIDE would display "invoice_exe.pdf" as
-        // "invoice_fdp.exe"; zero-width and BOM characters hide in names.
-        assert_eq!(
-            sanitize_name("invoice_\u{202E}fdp.exe").as_deref(),
-            Some("invoice_fdp.exe")
-        );
-        assert_eq!(
-            sanitize_name("\u{FEFF}a\u{200B}b\u{2066}c\u{2069}\u{E0041}.txt").as_deref(),
-            Some("abc.txt")
-        );
-        // C1 controls (U+0080..U+009F) and DEL go too.
-        assert_eq!(sanitize_name("a\u{85}b\u{7f}c").as_deref(), Some("abc"));
-        assert_eq!(sanitize_name("\u{202E}\u{202C}").as_deref(), None);
-        // Ordinary non-ASCII letters stay.
-        assert_eq!(sanitize_name("résumé.pdf").as_deref(), Some("résumé.pdf"));
-    }
-
-    #[test]
-    fn non_utf8_offer_name_is_its_own_error() {
-        let mut m = AppMsg::Offer {
-            id: 0x0102_0304,
-            size: 3,
-            name: "ab".into(),
+        h.join().unwrap();
+        let mut failed = false;
+        while let Ok(r) = rx.try_recv() {
+            failed |= matches!(r, Report::Failed { .. });
         }
-        .encode();
-        let n = m.len();
-        m[n - 1] = 0xff;
-        assert_eq!(
-            AppMsg::decode(&m),
-            Err(DecodeError::NonUtf8Name(0x0102_0304))
+        assert!(failed);
+        assert!(!inbox_files(dir.path()).iter().any(|f| is_part_name(f)));
+    }
+
+    #[test]
+    fn reader_sends_files_from_their_offsets_and_notices_a_shrunk_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let body: Vec<u8> = (0..150_000u32).map(|i| i as u8).collect();
+        fs::write(&a, &body).unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        read_files(
+            vec![Some((a.clone(), body.len() as u64)), None],
+            vec![1000, 0],
+            tx,
+            Arc::new(Notify::new()),
         );
+        let mut got = Vec::new();
+        let mut next = 1000u64;
+        while let Ok(Ok(p)) = rx.try_recv() {
+            assert_eq!((p.entry, p.offset), (0, next));
+            next += p.data.len() as u64;
+            got.extend(p.data);
+        }
+        assert_eq!(got, body[1000..]);
+        let (tx, mut rx) = mpsc::channel(1024);
+        read_files(
+            vec![Some((a, body.len() as u64 + 1))],
+            vec![0],
+            tx,
+            Arc::new(Notify::new()),
+        );
+        let mut err = None;
+        while let Ok(p) = rx.try_recv() {
+            if let Err(e) = p {
+                err = Some(e);
+            }
+        }
+        assert!(err.unwrap().contains("shrank"));
     }
 
     #[test]
@@ -768,14 +1383,5 @@ mod tests {
         create_inbox(&inbox).unwrap();
         let mode = fs::metadata(&inbox).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
-    }
-
-    #[test]
-    fn a_panicking_or_dropped_job_deletes_its_partial_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = job(dir.path(), 11);
-        assert_eq!(inbox_files(dir.path()).len(), 1);
-        drop(j);
-        assert!(inbox_files(dir.path()).is_empty());
     }
 }
