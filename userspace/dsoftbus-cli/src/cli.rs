@@ -25,7 +25,7 @@ Quick start:
   dsoftbus daemon --inbox ~/Downloads/dsoftbus &
   dsoftbus peers
   dsoftbus ping <device>
-  dsoftbus send <device> ./file.bin";
+  dsoftbus send <device> ./file.bin ./folder";
 
 /// Run a Nexus soft-bus node on Linux and talk to its peers.
 ///
@@ -97,15 +97,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send a file to a peer; its daemon stores it in its --inbox
+    /// Send files and folders to a peer; its daemon stores them in its --inbox
+    ///
+    /// Folders are sent with everything below them (symbolic links are
+    /// skipped, never followed). Sending the same files again after an
+    /// interrupted send resumes it.
     Send {
         /// Device id of the receiver
         device: String,
-        /// File to send
-        file: PathBuf,
+        /// Files and folders to send
+        #[arg(required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
         /// No progress bar (also off when stderr is not a terminal)
         #[arg(long)]
         no_progress: bool,
+        /// Machine-readable output (one JSON object at the end)
+        #[arg(long)]
+        json: bool,
     },
     /// Pin a device id to a static public key (64 hex digits)
     Trust {

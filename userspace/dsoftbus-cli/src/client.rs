@@ -2,7 +2,7 @@
 //! (blocking std I/O; no async runtime needed).
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -221,30 +221,40 @@ pub fn ping(
     Ok(())
 }
 
-pub fn send(paths: &Paths, device: &str, file: &Path, no_progress: bool) -> Result<(), Failure> {
-    let path = absolute(file).code(FAILURE)?;
-    if path.is_dir() {
-        return Err(Failure::new(
-            FAILURE,
-            crate::session::directory_message(file),
-        ));
-    }
-    if !path.is_file() {
-        return Err(Failure::new(
-            FAILURE,
-            format!("{} is not a readable file", file.display()),
-        ));
+pub fn send(
+    paths: &Paths,
+    device: &str,
+    files: &[PathBuf],
+    no_progress: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut abs = Vec::with_capacity(files.len());
+    for f in files {
+        let path = absolute(f).code(FAILURE)?;
+        if let Err(e) = std::fs::metadata(&path) {
+            return Err(Failure::new(
+                FAILURE,
+                format!("cannot send {}: {e}", f.display()),
+            ));
+        }
+        abs.push(path);
     }
     let mut c = Client::connect(&paths.control_socket)?;
     c.send(&Request::Send {
         device: device.to_string(),
-        paths: vec![path.clone()],
+        paths: abs,
     })?;
-    let show = !no_progress && std::io::stderr().is_terminal();
+    let show = !no_progress && !json && std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;
+    let what = match files {
+        [one] => one.display().to_string(),
+        many => format!("{} paths", many.len()),
+    };
     loop {
-        // The daemon reports progress at least once a minute or fails itself.
-        match c.recv(Some(Duration::from_secs(180)))? {
+        // The daemon reports progress at least once a minute, or fails
+        // itself; an offer may wait for the receiver's user (15 min).
+        match c.recv(Some(Duration::from_secs(20 * 60)))? {
+            Response::Warning { message } => eprintln!("dsoftbus: warning: {message}"),
             Response::Accepted { total, .. } => {
                 if show {
                     let b = ProgressBar::new(total);
@@ -265,19 +275,45 @@ pub fn send(paths: &Paths, device: &str, file: &Path, no_progress: bool) -> Resu
                 bytes,
                 secs,
                 sha256,
+                files: n,
+                sent,
+                resumed,
                 ..
             } => {
                 if let Some(b) = &bar {
                     b.finish_and_clear();
                 }
+                if json {
+                    let v = serde_json::json!({
+                        "device": device,
+                        "files": n,
+                        "bytes": bytes,
+                        "sent_bytes": sent,
+                        "resumed_bytes": resumed,
+                        "secs": secs,
+                        "sha256": sha256,
+                        "verified": true,
+                    });
+                    println!("{v}");
+                    return Ok(());
+                }
                 let mbps = if secs > 0.0 {
-                    bytes as f64 / secs / 1e6
+                    sent as f64 / secs / 1e6
                 } else {
                     0.0
                 };
+                let resumed = if resumed > 0 {
+                    format!(" ({resumed} resumed, {sent} sent)")
+                } else {
+                    String::new()
+                };
+                let digest = if sha256.is_empty() {
+                    format!("{n} files")
+                } else {
+                    format!("sha256 {sha256}")
+                };
                 println!(
-                    "sent {} to {device}: {bytes} bytes in {secs:.2} s ({mbps:.1} MB/s); sha256 {sha256} verified by the receiver",
-                    file.display()
+                    "sent {what} to {device}: {bytes} bytes{resumed} in {secs:.2} s ({mbps:.1} MB/s); {digest} verified by the receiver"
                 );
                 return Ok(());
             }

@@ -1,7 +1,7 @@
 //! The control socket protocol: one JSON object per line, each way.
 //!
 //! A client sends one [`Request`] and reads [`Response`] lines until a final
-//! one (everything except `Progress` is final). The socket is a unix stream
+//! one (`Accepted`, `Progress` and `Warning` are not final; the others are). The socket is a unix stream
 //! socket with mode 0600 inside the state directory (mode 0700), so only its
 //! owner (and root) can talk to the daemon.
 
@@ -139,10 +139,26 @@ pub enum Response {
         acked: u64,
         total: u64,
     },
+    /// Every file verified and stored by the receiver.
     Sent {
+        /// Bytes of all files.
         bytes: u64,
         secs: f64,
+        /// SHA-256 of the file when one file was sent, else empty.
         sha256: String,
+        message: String,
+        /// Files sent (directories not counted).
+        #[serde(default)]
+        files: usize,
+        /// Data bytes that went over the wire (the rest was resumed).
+        #[serde(default)]
+        sent: u64,
+        /// Bytes the receiver already held from an interrupted send.
+        #[serde(default)]
+        resumed: u64,
+    },
+    /// Something the client should show (a skipped file); not final.
+    Warning {
         message: String,
     },
     Ok {

@@ -103,9 +103,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => client::ping(&paths, &device, count, interval, timeout, json),
         Command::Send {
             device,
-            file: f,
+            paths: files,
             no_progress,
-        } => client::send(&paths, &device, &f, no_progress),
+            json,
+        } => client::send(&paths, &device, &files, no_progress, json),
         Command::Trust {
             device,
             key,

@@ -1049,39 +1049,142 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// The offer for `paths`: one entry per file, named by its base name
-/// (sanitized, made distinct). Runs on a blocking thread (it hashes).
-pub fn build_offer(paths: &[PathBuf]) -> Result<SendReqParts, String> {
-    let mut names = Vec::new();
-    let mut locals = Vec::new();
+/// Most directory levels `send` walks below an argument.
+pub const MAX_WALK_DEPTH: usize = 64;
+
+/// The offer for `paths`: each file under its base name, each directory
+/// as its base name and everything below it (sorted; symbolic links and
+/// special files are skipped with a warning, never followed), names made
+/// valid (`name::sanitize_path`) and distinct (`name::dedup_paths`).
+/// Runs on a blocking thread (it hashes every file).
+pub fn build_offer(paths: &[PathBuf], warnings: &mut Vec<String>) -> Result<SendReqParts, String> {
+    use dsoftbus::transfer::name::{dedup_paths, sanitize_path};
+    // (offered path, local path, is a directory)
+    let mut items: Vec<(String, PathBuf, bool)> = Vec::new();
     for path in paths {
         let meta =
             std::fs::metadata(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        if meta.is_dir() {
-            return Err(directory_message(path));
-        }
-        if !meta.is_file() {
-            return Err(format!("{} is not a regular file", path.display()));
-        }
-        let name = path
+        let base = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .and_then(|n| transfer::sanitize_name(&n))
-            .unwrap_or_else(|| "file".into());
-        names.push((name, false));
-        locals.push(path.clone());
+            .unwrap_or_else(|| {
+                if meta.is_dir() {
+                    "folder".into()
+                } else {
+                    "file".into()
+                }
+            });
+        if meta.is_file() {
+            items.push((base, path.clone(), false));
+        } else if meta.is_dir() {
+            items.push((base.clone(), path.clone(), true));
+            walk(path, &base, 1, &mut items, warnings)?;
+        } else {
+            return Err(format!(
+                "{} is not a regular file or a directory",
+                path.display()
+            ));
+        }
+        if items.len() > dsoftbus::transfer::wire::MAX_ENTRIES {
+            break;
+        }
     }
-    let names = dsoftbus::transfer::name::dedup_paths(&names)
-        .ok_or_else(|| "cannot give the files distinct names".to_string())?;
+    if items.len() > dsoftbus::transfer::wire::MAX_ENTRIES {
+        return Err(format!(
+            "too many files and folders (more than {} in one send; send an archive, or fewer paths)",
+            dsoftbus::transfer::wire::MAX_ENTRIES
+        ));
+    }
+    let mut named = Vec::with_capacity(items.len());
+    let mut locals = Vec::with_capacity(items.len());
+    for (p, local, dir) in items {
+        match sanitize_path(&p) {
+            Some(clean) => {
+                named.push((clean, dir));
+                locals.push((local, dir));
+            }
+            None => warnings.push(format!("skipping {}: no usable name", local.display())),
+        }
+    }
+    let names =
+        dedup_paths(&named).ok_or_else(|| "cannot give the entries distinct names".to_string())?;
     let mut entries = Vec::new();
     let mut files = Vec::new();
-    for (path, name) in locals.iter().zip(names) {
-        let (e, f) = transfer::file_entry(path, name)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        entries.push(e);
-        files.push(Some(f));
+    for ((local, dir), name) in locals.into_iter().zip(names) {
+        if dir {
+            entries.push(dsoftbus::transfer::Entry {
+                path: name,
+                kind: dsoftbus::transfer::EntryKind::Dir,
+            });
+            files.push(None);
+        } else {
+            let (e, f) = transfer::file_entry(&local, name)
+                .map_err(|e| format!("reading {}: {e}", local.display()))?;
+            entries.push(e);
+            files.push(Some(f));
+        }
     }
+    if entries.is_empty() {
+        return Err("nothing to send".into());
+    }
+    dsoftbus::transfer::check_offer(&entries, dsoftbus::transfer::wire::MAX_ENTRIES, u64::MAX)
+        .map_err(|e| match e {
+            dsoftbus::transfer::OfferError::TooLong => {
+                "the paths are too long to fit one offer (64 KiB); send fewer files or an archive"
+                    .to_string()
+            }
+            e => format!("cannot offer these files: {e:?}"),
+        })?;
     Ok((entries, files))
+}
+
+/// Adds what is below directory `dir` (offered as `prefix`) to `items`.
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    items: &mut Vec<(String, PathBuf, bool)>,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    if depth > MAX_WALK_DEPTH {
+        warnings.push(format!(
+            "skipping {}: more than {MAX_WALK_DEPTH} levels deep",
+            dir.display()
+        ));
+        return Ok(());
+    }
+    let mut children: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .collect();
+    children.sort_by_key(|e| e.file_name());
+    for c in children {
+        if items.len() > dsoftbus::transfer::wire::MAX_ENTRIES {
+            return Ok(());
+        }
+        let path = c.path();
+        let name = c.file_name().to_string_lossy().into_owned();
+        let offered = format!("{prefix}/{name}");
+        // file_type() does not follow symbolic links.
+        match c.file_type() {
+            Ok(t) if t.is_symlink() => warnings.push(format!(
+                "skipping {}: symbolic links are not followed",
+                path.display()
+            )),
+            Ok(t) if t.is_dir() => {
+                items.push((offered.clone(), path.clone(), true));
+                walk(&path, &offered, depth + 1, items, warnings)?;
+            }
+            Ok(t) if t.is_file() => items.push((offered, path, false)),
+            Ok(_) => warnings.push(format!(
+                "skipping {}: not a regular file or directory",
+                path.display()
+            )),
+            Err(e) => warnings.push(format!("skipping {}: {e}", path.display())),
+        }
+    }
+    Ok(())
 }
 
 /// Entries of an offer and, per entry, the local file and its size.
@@ -1101,11 +1204,26 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
             format!("no session with {device} (see `dsoftbus peers`)"),
         );
     };
-    let (entries, files) = match tokio::task::spawn_blocking(move || build_offer(&paths)).await {
+    let built = tokio::task::spawn_blocking(move || {
+        let mut warnings = Vec::new();
+        build_offer(&paths, &mut warnings).map(|p| (p, warnings))
+    })
+    .await;
+    let ((entries, files), warnings) = match built {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return Response::error(FAILURE, e),
         Err(e) => return Response::error(FAILURE, format!("reading the files failed: {e}")),
     };
+    for w in warnings {
+        warn!("send to {device}: {w}");
+        if write_resp(out, &Response::Warning { message: w })
+            .await
+            .is_err()
+        {
+            return Response::error(FAILURE, "control client went away");
+        }
+    }
+    let file_count = entries.iter().filter(|e| !e.is_dir()).count();
     let name = transfer::summary(&entries);
     let single_sha = match entries.as_slice() {
         [dsoftbus::transfer::Entry {
@@ -1166,6 +1284,9 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
                                 "{} bytes sent, {} resumed",
                                 p.sent, p.resumed
                             ),
+                            files: file_count,
+                            sent: p.sent,
+                            resumed: p.resumed,
                         }
                     }
                     o => {
@@ -1229,12 +1350,4 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
             }
         }
     }
-}
-
-/// What `send` says about a directory (folders are not supported yet).
-pub fn directory_message(path: &Path) -> String {
-    format!(
-        "{} is a directory; sending folders is not supported yet (send the files one by one, or an archive of the folder)",
-        path.display()
-    )
 }

@@ -496,7 +496,7 @@ fn idle_control_clients_are_dropped() {
 
 /// Partial (first use): DSOFTBUS_REQUIRE_KNOWN=0 overrides `require_known =
 /// true` from the config file; `ping -c 0` is a usage error; sending a
-/// directory says so.
+/// path that does not exist says so.
 #[test]
 fn first_use_papercuts() {
     let dir = tempfile::tempdir().unwrap();
@@ -533,10 +533,15 @@ fn first_use_papercuts() {
 
     let o = cli(&state, &["ping", "x", "-c", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = cli(&state, &["send", "x", dir.path().to_str().unwrap()]);
+    // A path that does not exist: a clear error before the daemon is asked.
+    let missing = dir.path().join("missing.bin");
+    let o = cli(&state, &["send", "x", missing.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("is a directory"), "{}", text(&o));
-    assert!(text(&o).contains("not supported yet"), "{}", text(&o));
+    assert!(text(&o).contains("cannot send"), "{}", text(&o));
+    assert!(text(&o).contains("missing.bin"), "{}", text(&o));
+    // `send` needs at least one path.
+    let o = cli(&state, &["send", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 
     // RUST_LOG is honoured: at `warn` the daemon's info lines are gone.
     let quiet = dir.path().join("quiet.log");

@@ -1,0 +1,195 @@
+//! Issue 12: `dsoftbus send` of folders and several files between two real
+//! daemons on 127.0.0.1 (a transfer stream each: both announce `streams/1`),
+//! and a hostile sender whose offer paths the receiver must keep inside its
+//! inbox. Figures are printed (`--nocapture`).
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use dsoftbus::transfer::wire::{Entry, EntryKind};
+use dsoftbus::transfer::Reason;
+
+const T: Duration = Duration::from_secs(10);
+
+fn pair(dir: &Path) -> (Node, Node, std::path::PathBuf) {
+    let inbox = dir.join("inbox");
+    let (pa, pb) = (Ports::new(), Ports::new());
+    let a = spawn(dir, "alpha", pa, &[pb.udp], &[], None);
+    let b = spawn(
+        dir,
+        "beta",
+        pb,
+        &[pa.udp],
+        &["--inbox", inbox.to_str().unwrap()],
+        None,
+    );
+    a.wait_up();
+    b.wait_up();
+    wait_for("alpha's session with beta", &[&a, &b], || {
+        a.sessions() == Some(1) && b.sessions() == Some(1)
+    });
+    (a, b, inbox)
+}
+
+fn tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn go(base: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(base).unwrap().display().to_string();
+            if e.file_type().unwrap().is_dir() {
+                out.push(format!("{rel}/"));
+                go(base, &e.path(), out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    go(root, root, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn folders_and_several_files_land_in_the_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, inbox) = pair(dir.path());
+    let src = dir.path().join("src");
+    let docs = src.join("docs");
+    std::fs::create_dir_all(docs.join("sub/deeper")).unwrap();
+    std::fs::create_dir_all(docs.join("empty")).unwrap();
+    std::fs::write(docs.join("a.txt"), b"alpha").unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(docs.join("sub/big.bin"), &big).unwrap();
+    std::fs::write(docs.join("sub/deeper/z"), b"").unwrap();
+    symlink("/etc/passwd", docs.join("link")).unwrap();
+    std::fs::write(src.join("single.txt"), b"one").unwrap();
+
+    let o = cli(
+        &a.state,
+        &[
+            "send",
+            "beta",
+            docs.to_str().unwrap(),
+            src.join("single.txt").to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    println!("folder send: {v}");
+    assert_eq!(v["files"], 4);
+    assert_eq!(v["bytes"], 300_000 + 5 + 3);
+    assert_eq!(v["verified"], true);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("symbolic links are not followed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        tree(&inbox),
+        vec![
+            "docs/",
+            "docs/a.txt",
+            "docs/empty/",
+            "docs/sub/",
+            "docs/sub/big.bin",
+            "docs/sub/deeper/",
+            "docs/sub/deeper/z",
+            "single.txt",
+        ]
+    );
+    assert_eq!(std::fs::read(inbox.join("docs/sub/big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(inbox.join("single.txt")).unwrap(), b"one");
+    assert!(
+        b.log_text().contains("from peer=alpha on stream"),
+        "{}",
+        b.log_text()
+    );
+
+    // Again: nothing is replaced; the folder lands as docs.1, the file as
+    // single.txt.1.
+    let o = cli(
+        &a.state,
+        &[
+            "send",
+            "beta",
+            docs.to_str().unwrap(),
+            src.join("single.txt").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("4 files verified"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(inbox.join("docs.1/sub/big.bin")).unwrap(),
+        big
+    );
+    assert_eq!(std::fs::read(inbox.join("single.txt.1")).unwrap(), b"one");
+    assert_eq!(std::fs::read(inbox.join("docs/a.txt")).unwrap(), b"alpha");
+    assert!(!tree(&inbox).iter().any(|f| f.contains(".part")));
+}
+
+#[test]
+fn offered_paths_stay_inside_the_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let rx = spawn(
+        dir.path(),
+        "rx",
+        Ports::new(),
+        &[],
+        &["--inbox", inbox.to_str().unwrap()],
+        None,
+    );
+    rx.wait_up();
+    let mut h = Hostile::connect("evil", &rx);
+    let body = b"payload".to_vec();
+    // Every one of these is denied before anything touches the disk.
+    let bad = [
+        "../x",
+        "a/../../x",
+        "/etc/passwd",
+        "a//b",
+        ".hidden/x",
+        "a/\u{202E}b",
+        "a\\..\\b",
+    ];
+    for (i, p) in bad.iter().enumerate() {
+        let id = 100 + i as u32;
+        h.send_all(&[offer(id, &body, p)]).unwrap();
+        let r = h.expect(KIND_DENY, id, T);
+        assert_eq!(r.reason(), Some(Reason::InvalidName), "{p:?}");
+    }
+    assert!(files_in(&inbox).is_empty(), "{:?}", files_in(&inbox));
+    // A file and a path below it in one offer conflict.
+    let e = vec![file("a", &body), file("a/b", &body)];
+    h.send_all(&[offer_entries(7, e)]).unwrap();
+    assert_eq!(
+        h.expect(KIND_DENY, 7, T).reason(),
+        Some(Reason::InvalidName)
+    );
+    // A valid nested offer lands under a directory created for it, even
+    // when the inbox already holds a *file* of that name.
+    std::fs::write(inbox.join("pics"), b"not a dir").unwrap();
+    let e = vec![
+        Entry {
+            path: "pics".into(),
+            kind: EntryKind::Dir,
+        },
+        file("pics/2024/cat.jpg", &body),
+    ];
+    h.send_all(&[offer_entries(8, e)]).unwrap();
+    assert_eq!(h.expect(KIND_ACCEPT, 8, T).offsets(), Some(vec![0, 0]));
+    h.send_all(&[data(8, 1, 0, &body), end(8)]).unwrap();
+    h.expect(KIND_DONE, 8, T);
+    assert_eq!(std::fs::read(inbox.join("pics")).unwrap(), b"not a dir");
+    assert_eq!(
+        std::fs::read(inbox.join("pics.1/2024/cat.jpg")).unwrap(),
+        body
+    );
+}
