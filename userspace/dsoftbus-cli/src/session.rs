@@ -984,7 +984,7 @@ pub async fn run(
     };
     // Senders waiting on this session learn at once that it is gone, and
     // partial files of incoming transfers are deleted (their writers end).
-    c.xfer.session_lost();
+    c.xfer.session_lost().await;
     drop(std::mem::replace(
         &mut c.xfer,
         Engine::new(
@@ -1247,7 +1247,7 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
         let what = if after_end {
             "closed before the receiver confirmed the file (it may have been stored: check its inbox)"
         } else {
-            "closed during the transfer; the file was not stored"
+            "closed during the transfer; the file was not stored (send again within 10 min to resume)"
         };
         Response::error(TRANSFER, format!("the session with {device} {what}"))
     };

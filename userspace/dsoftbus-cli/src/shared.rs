@@ -379,6 +379,8 @@ pub struct TransferCfg {
     pub idle: Duration,
     /// The incoming-transfer slots (`max_incoming_transfers`).
     pub permits: Arc<Semaphore>,
+    /// Partial files of interrupted incoming transfers, kept for a resume.
+    pub resume: Arc<Mutex<crate::transfer::ResumeStore>>,
 }
 
 impl TransferCfg {
@@ -389,6 +391,7 @@ impl TransferCfg {
             max_incoming_per_peer: cfg.max_incoming_per_peer,
             idle: cfg.transfer_idle,
             permits: Arc::new(Semaphore::new(cfg.max_incoming_transfers)),
+            resume: Arc::new(Mutex::new(crate::transfer::ResumeStore::default())),
         }
     }
 }

@@ -27,7 +27,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant as StdInstant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant as StdInstant};
 
 use dsoftbus::stream::StreamId;
 pub use dsoftbus::transfer::STREAM_KIND;
@@ -47,6 +48,14 @@ pub const READ_AHEAD: usize = 4;
 pub const WRITER_QUEUE: usize = 16;
 /// Bytes of file data per DATA message this node sends.
 pub const CHUNK: usize = 60 * 1024;
+/// How long the partial files of an interrupted incoming transfer are kept
+/// for a resume.
+pub const RESUME_TTL: Duration = Duration::from_secs(10 * 60);
+/// Most bytes of partial files kept for resumes, all transfers together
+/// (the oldest are deleted first to make room).
+pub const RESUME_MAX_BYTES: u64 = 4 << 30;
+/// Most interrupted transfers kept for resumes (the oldest go first).
+pub const RESUME_MAX_TRANSFERS: usize = 32;
 
 /// What carries one transfer's messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -179,6 +188,9 @@ pub enum WriterMsg {
     Verified(u16),
     /// Answer [`Report::Flushed`] once everything before is stored.
     Barrier,
+    /// The carrier went away mid-transfer: keep the partial files in the
+    /// resume store (`peer`'s) instead of deleting them, and end.
+    Hold,
 }
 
 /// What a writer thread tells its session.
@@ -205,6 +217,11 @@ pub struct WriteJob {
     parts: HashMap<u16, (PathBuf, File)>,
     /// Offered top-level directory name → the directory created for it.
     roots: HashMap<String, PathBuf>,
+    /// Entries stored already (by this job, or by the interrupted transfer
+    /// it resumes).
+    stored: HashMap<u16, PathBuf>,
+    /// Where a [`WriterMsg::Hold`] puts the partial files.
+    resume: Option<(Arc<Mutex<ResumeStore>>, String)>,
 }
 
 impl Drop for WriteJob {
@@ -227,7 +244,35 @@ impl WriteJob {
             tag: fastrand::u32(..),
             parts: HashMap::new(),
             roots: HashMap::new(),
+            stored: HashMap::new(),
+            resume: None,
         })
+    }
+
+    /// Lets [`WriterMsg::Hold`] keep the partial files for `peer`.
+    pub fn hold_to(mut self, store: Arc<Mutex<ResumeStore>>, peer: String) -> Self {
+        self.resume = Some((store, peer));
+        self
+    }
+
+    /// Continues an interrupted transfer: its partial files (cut to the
+    /// prefix the receiver was fed), directories and stored files.
+    pub fn resume_from(mut self, held: &mut Held) -> std::io::Result<Self> {
+        for (entry, (path, len)) in std::mem::take(&mut held.parts) {
+            let file = OpenOptions::new().append(true).open(&path);
+            match file.and_then(|f| f.set_len(len).map(|()| f)) {
+                Ok(f) => {
+                    self.parts.insert(entry, (path, f));
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+        }
+        self.roots = std::mem::take(&mut held.roots);
+        self.stored = std::mem::take(&mut held.stored);
+        Ok(self)
     }
 
     /// Runs on a blocking thread until the session drops its sender or a
@@ -252,6 +297,10 @@ impl WriteJob {
                 WriterMsg::Barrier => {
                     let _ = report.blocking_send(Report::Flushed(self.carrier));
                     Ok(())
+                }
+                WriterMsg::Hold => {
+                    self.hold();
+                    return;
                 }
             };
             if let Err(error) = r {
@@ -340,7 +389,33 @@ impl WriteJob {
         self.dir_for(&p).map(|_| ())
     }
 
+    /// Moves the partial files (and what was stored) to the resume store.
+    fn hold(&mut self) {
+        let Some((store, peer)) = self.resume.take() else {
+            return; // no store: Drop deletes the partial files
+        };
+        let mut parts = HashMap::new();
+        for (entry, (path, file)) in self.parts.drain() {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            parts.insert(entry, (path, len));
+        }
+        let held = Held {
+            peer,
+            entries: std::mem::take(&mut self.entries),
+            parts,
+            stored: std::mem::take(&mut self.stored),
+            roots: std::mem::take(&mut self.roots),
+            at: StdInstant::now(),
+        };
+        store.lock().unwrap_or_else(|p| p.into_inner()).put(held);
+    }
+
     fn store(&mut self, entry: u16) -> Result<(PathBuf, u64), String> {
+        if let Some(done) = self.stored.get(&entry) {
+            // Stored by the interrupted transfer this one resumes.
+            let bytes = fs::metadata(done).map(|m| m.len()).unwrap_or(0);
+            return Ok((done.clone(), bytes));
+        }
         let path = self.path(entry)?.to_string();
         // An empty file never got data: create its (empty) partial file now.
         self.part(entry)?;
@@ -358,6 +433,7 @@ impl WriteJob {
         match res {
             Ok(dest) => {
                 let bytes = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+                self.stored.insert(entry, dest.clone());
                 Ok((dest, bytes))
             }
             Err(e) => {
@@ -366,6 +442,134 @@ impl WriteJob {
             }
         }
     }
+}
+
+/// The partial files of an interrupted incoming transfer, kept for a
+/// resume by the same peer with the same entries (paths, sizes, SHA-256).
+/// Dropping it deletes its partial files.
+#[derive(Debug)]
+pub struct Held {
+    pub peer: String,
+    pub entries: Vec<Entry>,
+    /// Entry → partial file and the bytes it holds.
+    pub parts: HashMap<u16, (PathBuf, u64)>,
+    /// Entries already verified and stored (not resent).
+    pub stored: HashMap<u16, PathBuf>,
+    pub roots: HashMap<String, PathBuf>,
+    pub at: StdInstant,
+}
+
+impl Held {
+    /// Bytes of partial files held.
+    pub fn bytes(&self) -> u64 {
+        self.parts.values().map(|(_, n)| n).sum()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for (part, _) in self.parts.values() {
+            let _ = fs::remove_file(part);
+        }
+    }
+}
+
+/// Interrupted incoming transfers kept for a resume, within one daemon's
+/// lifetime (a restart deletes every partial file): at most
+/// [`RESUME_MAX_TRANSFERS`] transfers and [`RESUME_MAX_BYTES`] bytes, each
+/// for [`RESUME_TTL`]; when full, the oldest is deleted first.
+#[derive(Debug, Default)]
+pub struct ResumeStore {
+    held: Vec<Held>,
+}
+
+impl ResumeStore {
+    /// Keeps `h` (deleting the oldest held transfers to make room).
+    pub fn put(&mut self, h: Held) {
+        self.expire();
+        if (h.parts.is_empty() && h.stored.is_empty()) || h.bytes() > RESUME_MAX_BYTES {
+            return; // dropped: its partial files are deleted
+        }
+        self.held.push(h);
+        while self.held.len() > RESUME_MAX_TRANSFERS || self.bytes() > RESUME_MAX_BYTES {
+            self.held.remove(0);
+        }
+    }
+
+    /// Takes the held transfer of `peer` with exactly these entries.
+    pub fn take(&mut self, peer: &str, entries: &[Entry]) -> Option<Held> {
+        self.expire();
+        let i = self
+            .held
+            .iter()
+            .position(|h| h.peer == peer && h.entries == entries)?;
+        Some(self.held.remove(i))
+    }
+
+    /// Deletes what is older than [`RESUME_TTL`].
+    pub fn expire(&mut self) {
+        self.held.retain(|h| h.at.elapsed() < RESUME_TTL);
+    }
+
+    /// Bytes held, all transfers.
+    pub fn bytes(&self) -> u64 {
+        self.held.iter().map(Held::bytes).sum()
+    }
+}
+
+/// Feeds the prefixes `held` has (partial files, and files it stored) to a
+/// pending receiver, so the sender only sends the rest. Runs on a blocking
+/// thread. A partial file that cannot be read to its end is cut to what was
+/// fed. `None` when a stored file could not be fed whole (gone, changed
+/// size, unreadable): the receiver then holds a prefix nothing backs, and
+/// the caller starts over without a resume.
+pub fn feed_prefix(rx: &mut Receiver, held: &mut Held) -> Option<u64> {
+    let mut total = 0;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut feed = |rx: &mut Receiver, entry: u16, path: &Path, want: u64| -> u64 {
+        let Ok(mut f) = File::open(path) else {
+            return 0;
+        };
+        let mut fed = 0u64;
+        while fed < want {
+            let n = (want - fed).min(buf.len() as u64) as usize;
+            match f.read(&mut buf[..n]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    if rx.resume_prefix(entry, &buf[..k]).is_err() {
+                        break;
+                    }
+                    fed += k as u64;
+                }
+            }
+        }
+        fed
+    };
+    let sizes: Vec<u64> = held.entries.iter().map(|e| e.size()).collect();
+    let stored: Vec<(u16, PathBuf)> = held.stored.iter().map(|(e, p)| (*e, p.clone())).collect();
+    for (entry, path) in stored {
+        let size = sizes.get(usize::from(entry)).copied().unwrap_or(0);
+        let ok = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == size);
+        if !ok {
+            // Moved away or changed: received again (under a free name).
+            held.stored.remove(&entry);
+            continue;
+        }
+        let fed = feed(rx, entry, &path, size);
+        total += fed;
+        if fed != size {
+            return None;
+        }
+    }
+    for (entry, (path, len)) in held.parts.iter_mut() {
+        if held.stored.contains_key(entry) {
+            continue;
+        }
+        let fed = feed(rx, *entry, path, *len);
+        *len = fed;
+        total += fed;
+    }
+    Some(total)
 }
 
 /// File bytes read for a sender.
@@ -707,6 +911,8 @@ impl Engine {
 
     async fn new_incoming(&mut self, carrier: Carrier, msg: &[u8]) {
         let mut rx = Receiver::new(self.receiver_config());
+        let msg = msg.to_vec();
+        let msg = &msg[..];
         let res = rx.handle(msg);
         let peer = self.peer.clone();
         if !rx.is_pending() {
@@ -756,8 +962,45 @@ impl Engine {
         let Ok(permit) = self.cfg.permits.clone().try_acquire_owned() else {
             return refuse(self, rx, Reason::Busy, "too many transfers".into());
         };
-        let job = match WriteJob::new(carrier, &inbox, entries) {
-            Ok(j) => j,
+        // The same peer offering the same entries again resumes what an
+        // interrupted transfer left (RESUME_TTL, RESUME_MAX_BYTES).
+        let held = self
+            .cfg
+            .resume
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(&peer, &entries);
+        let mut resumed = None;
+        let mut held = match held {
+            Some(mut h) => {
+                let fed = tokio::task::spawn_blocking(move || {
+                    let f = feed_prefix(&mut rx, &mut h);
+                    (rx, h, f)
+                })
+                .await;
+                match fed {
+                    Ok((r, h, Some(n))) => {
+                        rx = r;
+                        resumed = Some(n);
+                        Some(h)
+                    }
+                    _ => {
+                        // Start over without the resume.
+                        rx = Receiver::new(self.receiver_config());
+                        let _ = rx.handle(msg);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let job = WriteJob::new(carrier, &inbox, entries).and_then(|j| match held.as_mut() {
+            Some(h) => j.resume_from(h),
+            None => Ok(j),
+        });
+        drop(held);
+        let job = match job {
+            Ok(j) => j.hold_to(self.cfg.resume.clone(), peer.clone()),
             Err(e) => {
                 if let Some(n) = self.limiter.allow(LogKind::InboxError) {
                     warn!(
@@ -773,8 +1016,12 @@ impl Engine {
         let report = self.report_tx.clone();
         tokio::task::spawn_blocking(move || job.run(wrx, report));
         if let Some(n) = self.limiter.allow(LogKind::Receiving) {
+            let resumed = match resumed {
+                Some(b) => format!(", resuming: {b} bytes held"),
+                None => String::new(),
+            };
             info!(
-                "receiving {name} ({total} bytes) from peer={peer} on {}{}",
+                "receiving {name} ({total} bytes) from peer={peer} on {}{resumed}{}",
                 carrier.describe(),
                 suppressed(n)
             );
@@ -1030,11 +1277,15 @@ impl Engine {
     pub async fn carrier_gone(&mut self, carrier: Carrier) {
         if let Some(inc) = self.inbound.remove(&carrier) {
             bump(&self.counters.transfers_failed);
+            if let Some(w) = &inc.writer {
+                let _ = w.send(WriterMsg::Hold).await;
+            }
             if let Some(n) = self.limiter.allow(LogKind::TransfersAborted) {
                 info!(
-                    "transfer {} from peer={}: its stream closed early; partial files deleted{}",
+                    "transfer {} from peer={}: its stream closed early; partial files kept {} min for a resume{}",
                     inc.name,
                     self.peer,
+                    RESUME_TTL.as_secs() / 60,
                     suppressed(n)
                 );
             }
@@ -1058,6 +1309,11 @@ impl Engine {
     /// Periodic work: cancels accepted incoming transfers idle for the
     /// configured time, and outgoing ones whose control client went away.
     pub async fn tick(&mut self) {
+        self.cfg
+            .resume
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expire();
         let idle = self.cfg.idle;
         let stale: Vec<Carrier> = self
             .inbound
@@ -1094,17 +1350,25 @@ impl Engine {
         }
     }
 
-    /// Logs what a lost session took with it.
-    pub fn session_lost(&self) {
-        if !self.inbound.is_empty() {
-            if let Some(n) = self.limiter.allow(LogKind::TransfersAborted) {
-                info!(
-                    "{} incoming transfer(s) from peer={} aborted; partial files deleted{}",
-                    self.inbound.len(),
-                    self.peer,
-                    suppressed(n)
-                );
+    /// The session is gone: incoming transfers keep their partial files in
+    /// the resume store; outgoing ones learn it when the engine is dropped.
+    pub async fn session_lost(&mut self) {
+        if self.inbound.is_empty() {
+            return;
+        }
+        for inc in self.inbound.values() {
+            if let Some(w) = &inc.writer {
+                let _ = w.send(WriterMsg::Hold).await;
             }
+        }
+        if let Some(n) = self.limiter.allow(LogKind::TransfersAborted) {
+            info!(
+                "{} incoming transfer(s) from peer={} interrupted; partial files kept {} min for a resume (send again){}",
+                self.inbound.len(),
+                self.peer,
+                RESUME_TTL.as_secs() / 60,
+                suppressed(n)
+            );
         }
     }
 }
@@ -1261,6 +1525,106 @@ mod tests {
         }
         assert!(failed);
         assert!(!inbox_files(dir.path()).iter().any(|f| is_part_name(f)));
+    }
+
+    #[test]
+    fn a_held_transfer_resumes_its_prefix_and_the_store_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let entries = vec![file("done.txt", b"first"), file("big.bin", &body)];
+        let store = Arc::new(Mutex::new(ResumeStore::default()));
+        // First attempt: one file stored, 40 000 bytes of the other, then
+        // the session is lost.
+        let (tx, _rx, h) = {
+            let j = WriteJob::new(Carrier::Data(1), dir.path(), entries.clone())
+                .unwrap()
+                .hold_to(store.clone(), "alpha".into());
+            let (tx, rx) = mpsc::channel(64);
+            let (rtx, rrx) = mpsc::channel(64);
+            (tx, rrx, std::thread::spawn(move || j.run(rx, rtx)))
+        };
+        tx.blocking_send(WriterMsg::Data {
+            entry: 0,
+            data: b"first".to_vec(),
+        })
+        .unwrap();
+        tx.blocking_send(WriterMsg::Verified(0)).unwrap();
+        tx.blocking_send(WriterMsg::Data {
+            entry: 1,
+            data: body[..40_000].to_vec(),
+        })
+        .unwrap();
+        tx.blocking_send(WriterMsg::Hold).unwrap();
+        drop(tx);
+        h.join().unwrap();
+        assert_eq!(store.lock().unwrap().bytes(), 40_000);
+        // Another peer, or other entries: nothing to resume.
+        assert!(store.lock().unwrap().take("beta", &entries).is_none());
+        assert!(store.lock().unwrap().take("alpha", &entries[1..]).is_none());
+        let mut held = store.lock().unwrap().take("alpha", &entries).unwrap();
+        let offer = wire::Message::Offer {
+            id: 9,
+            entries: entries.clone(),
+        }
+        .encode();
+        let mut rx = Receiver::new(ReceiverConfig::default());
+        rx.handle(&offer).unwrap();
+        assert_eq!(feed_prefix(&mut rx, &mut held), Some(5 + 40_000));
+        rx.accept().unwrap();
+        let accept = rx.poll_transmit().unwrap();
+        match wire::decode(&accept).unwrap() {
+            wire::Message::Accept { offsets, .. } => assert_eq!(offsets, vec![5, 40_000]),
+            m => panic!("{m:?}"),
+        }
+        // The writer continues the partial file; the stored file is not
+        // stored twice.
+        let j = WriteJob::new(Carrier::Data(2), dir.path(), entries)
+            .unwrap()
+            .resume_from(&mut held)
+            .unwrap();
+        drop(held);
+        let (tx, rxw) = mpsc::channel(64);
+        let (rtx, _rrx) = mpsc::channel(64);
+        let h = std::thread::spawn(move || j.run(rxw, rtx));
+        tx.blocking_send(WriterMsg::Verified(0)).unwrap();
+        tx.blocking_send(WriterMsg::Data {
+            entry: 1,
+            data: body[40_000..].to_vec(),
+        })
+        .unwrap();
+        tx.blocking_send(WriterMsg::Verified(1)).unwrap();
+        drop(tx);
+        h.join().unwrap();
+        assert_eq!(inbox_files(dir.path()), vec!["big.bin", "done.txt"]);
+        assert_eq!(fs::read(dir.path().join("big.bin")).unwrap(), body);
+
+        // Bounded: the oldest held transfers go first.
+        let mut s = ResumeStore::default();
+        for i in 0..RESUME_MAX_TRANSFERS + 5 {
+            let part = dir.path().join(format!(".dsoftbus-x-{i}.part"));
+            fs::write(&part, b"x").unwrap();
+            let mut parts = HashMap::new();
+            parts.insert(0, (part, 1));
+            s.put(Held {
+                peer: format!("p{i}"),
+                entries: vec![],
+                parts,
+                stored: HashMap::new(),
+                roots: HashMap::new(),
+                at: StdInstant::now(),
+            });
+        }
+        assert_eq!(s.held.len(), RESUME_MAX_TRANSFERS);
+        assert!(s.take("p0", &[]).is_none());
+        assert!(s
+            .take(&format!("p{}", RESUME_MAX_TRANSFERS + 4), &[])
+            .is_some());
+        // Evicted and taken-and-dropped partial files are deleted.
+        let parts = inbox_files(dir.path())
+            .iter()
+            .filter(|f| f.starts_with(".dsoftbus-x-"))
+            .count();
+        assert_eq!(parts, RESUME_MAX_TRANSFERS - 1);
     }
 
     #[test]

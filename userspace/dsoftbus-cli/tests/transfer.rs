@@ -193,3 +193,89 @@ fn offered_paths_stay_inside_the_inbox() {
         body
     );
 }
+
+/// Item 5: the sender's daemon is killed (SIGKILL) mid-transfer; the
+/// receiver keeps the partial file; `send` again after the restart sends
+/// only the rest, and the file is correct.
+#[test]
+fn interrupted_send_resumes_with_fewer_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b, inbox) = pair(dir.path());
+    let src = dir.path().join("big.bin");
+    let size: usize = 48 << 20;
+    let mut x: u32 = 1;
+    let body: Vec<u8> = (0..size)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) as u8
+        })
+        .collect();
+    std::fs::write(&src, &body).unwrap();
+    let child = std::process::Command::new(BIN)
+        .arg("--state-dir")
+        .arg(&a.state)
+        .args(["send", "beta", src.to_str().unwrap()])
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let part_len = || -> u64 {
+        files_in(&inbox)
+            .iter()
+            .filter(|f| f.ends_with(".part"))
+            .map(|f| {
+                std::fs::metadata(inbox.join(f))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    wait_for("a partial file of 8 MiB", &[&a, &b], || {
+        part_len() >= 8 << 20
+    });
+    a.child.kill().unwrap(); // SIGKILL: the sender's daemon is gone
+    a.child.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    wait_for("the receiver to keep the partial file", &[&b], || {
+        b.log_text().contains("kept 10 min for a resume")
+    });
+    let held = part_len();
+    assert!(held >= 8 << 20, "{held}");
+    assert!(!inbox.join("big.bin").exists());
+
+    let a2 = spawn_with(
+        dir.path(),
+        "alpha",
+        &a.state,
+        &a.log,
+        a.ports,
+        &[b.ports.udp],
+        &[],
+        None,
+        &[],
+    );
+    a2.wait_up();
+    wait_for("the new session", &[&a2, &b], || a2.sessions() == Some(1));
+    let o = cli(
+        &a2.state,
+        &["send", "beta", src.to_str().unwrap(), "--json"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    let (sent, resumed) = (
+        v["sent_bytes"].as_u64().unwrap(),
+        v["resumed_bytes"].as_u64().unwrap(),
+    );
+    println!(
+        "resume: {held} bytes held after the kill; second send: {sent} bytes sent, {resumed} resumed, of {size}"
+    );
+    assert_eq!(resumed, held);
+    assert_eq!(sent + resumed, size as u64);
+    assert!(sent < size as u64);
+    assert!(std::fs::read(inbox.join("big.bin")).unwrap() == body);
+    assert_eq!(files_in(&inbox), vec!["big.bin"]);
+    assert!(b.log_text().contains("resuming:"), "{}", b.log_text());
+}
