@@ -50,6 +50,8 @@ step "cargo test (source workspace: pure kernel logic)" bash -c 'cd source && ca
 step "harness self-test (fake QEMU)" scripts/tests/harness-test.sh
 
 step "QEMU marker contract" env RUN_UNTIL_MARKER=1 RUN_TIMEOUT=90s ./scripts/qemu-test.sh
+step "kernel W^X: the kernel writes its text and runs its data; the MMU must stop both (scripts/tests/kernel-wx-test.sh)" \
+    env SKIP_BUILD=1 scripts/tests/kernel-wx-test.sh
 
 # Broken-guest proof: ipc-selftest.crash=1 makes a service panic. The harness must
 # FAIL (status 1, not a setup error) and say which marker broke the contract.

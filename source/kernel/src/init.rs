@@ -105,7 +105,8 @@ const SERVICES: &[Service] = &[
         ..svc("keystored", Kind::Daemon, 4)
     },
     Service {
-        // The service registry; only dsoftbusd is linked to it.
+        // The service registry; dsoftbusd, keystored, netstackd and blkd are
+        // linked to it (each registers only its own name).
         restart: true,
         ..svc("samgrd", Kind::Daemon, 4)
     },
@@ -158,6 +159,14 @@ const LINKS: &[Link] = &[
     Link {
         a: ("keystored", "samgr"),
         b: ("samgrd", "client:keystored"),
+    },
+    Link {
+        a: ("netstackd", "samgr"),
+        b: ("samgrd", "client:netstackd"),
+    },
+    Link {
+        a: ("blkd", "samgr"),
+        b: ("samgrd", "client:blkd"),
     },
 ];
 
@@ -406,8 +415,8 @@ fn fail_run() -> ! {
     shutdown::exit(shutdown::Status::Failure)
 }
 
-/// Every frame is free, charged to a live process, or one of the kernel's
-/// own tables; anything else is a leak.
+/// Every frame is free, charged to a live process, one of the kernel's own
+/// tables, or a live process's kernel stack; anything else is a leak.
 fn frames_balance() -> (usize, usize, usize, bool) {
     let (free, total) = frames::counts();
     let charged = sched::charged_frames();
@@ -415,7 +424,7 @@ fn frames_balance() -> (usize, usize, usize, bool) {
         free,
         charged,
         total,
-        free + charged + vm::KERNEL_TABLE_FRAMES == total,
+        free + charged + vm::kernel_table_frames() + vm::kernel_stack_frames() == total,
     )
 }
 
@@ -509,14 +518,15 @@ pub fn process_exited(pid: Pid, name: &'static str, kind: Kind, why: Exit, reape
         let now = clock::now_ns().max(1);
         let idle = sched::stats().idle_ns;
         kprintln!(
-            "kernel: all finite services done; idle {}% of {} ms, heap used {} KiB free {} KiB, frames free {} + charged {} + kernel {} of {}{}",
+            "kernel: all finite services done; idle {}% of {} ms, heap used {} KiB free {} KiB, frames free {} + charged {} + kernel {} + kernel stacks {} of {}{}",
             idle * 100 / now,
             now / 1_000_000,
             used / 1024,
             free / 1024,
             frames_free,
             charged,
-            vm::KERNEL_TABLE_FRAMES,
+            vm::kernel_table_frames(),
+            vm::kernel_stack_frames(),
             total,
             if ok { " (balanced)" } else { " LEAK" }
         );

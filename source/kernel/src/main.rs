@@ -81,6 +81,24 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let cmdline = mem::cmdline(start_info);
     let cfg = bootcfg::BootConfig::parse(&cmdline);
     kprintln!("kernel: cmdline \"{}\" ({} options)", cmdline, cfg.len());
+    match vm::check_kernel_wx() {
+        Ok(r) => {
+            let l = vm::image_layout();
+            kprintln!(
+                "kernel: W^X checked: text {:#x}..{:#x} {} pages R+X, read-only {:#x}..{:#x} {} pages, {} pages RW+NX; none writable and executable; {} stack guard pages unmapped",
+                l.text_start,
+                l.text_end,
+                r.exec_pages,
+                l.text_end,
+                l.rodata_end,
+                r.ro_pages,
+                r.rw_pages,
+                r.guard_pages
+            );
+        }
+        Err(v) => fail(format_args!("W^X violated in the kernel's tables: {v}")),
+    }
+    kernel_probe(cfg.get("kernel.probe"));
     for r in &cfg.rejected {
         kprintln!("WARN kernel: boot option rejected (over bounds): {}", r);
     }
@@ -144,4 +162,62 @@ extern "C" fn _Unwind_Resume() -> ! {
         "PANIC: unwinding reached in an abort-only kernel"
     ));
     shutdown::exit(Status::Failure)
+}
+
+/// Bytes of a `ret` in writable data, for the `data-exec` probe.
+static mut RET_IN_DATA: [u8; 16] = [0xc3; 16];
+
+/// `kernel.probe=text-write|data-exec`: the kernel attacks its own W^X, and
+/// the MMU must stop it with a page fault (which ends the run as a kernel
+/// fault; `scripts/tests/kernel-wx-test.sh` checks the fault line). Reaching
+/// the line after the attack is a failure.
+fn kernel_probe(probe: Option<&str>) {
+    match probe {
+        None => {}
+        Some("text-write") => {
+            let target = kernel_probe as *const () as u64;
+            kprintln!("kernel: probe text-write at {target:#x}: the MMU must fault");
+            // SAFETY: deliberately invalid: a write to the kernel's own text,
+            // which the page tables map read-only; it must fault.
+            unsafe { core::ptr::write_volatile(target as *mut u8, 0xcc) };
+            fail(format_args!(
+                "probe text-write: the write to text went through"
+            ));
+        }
+        Some("data-exec") => {
+            let target = core::ptr::addr_of!(RET_IN_DATA) as u64;
+            kprintln!("kernel: probe data-exec at {target:#x}: the MMU must fault");
+            // SAFETY: deliberately invalid: a call into writable data, which
+            // the page tables map NX; it must fault before the `ret` runs.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(target as usize) };
+            f();
+            fail(format_args!("probe data-exec: code in data ran"));
+        }
+        Some("stack-overflow") => {
+            kprintln!(
+                "kernel: probe stack-overflow: recursing on the boot stack (guard at {:#x}); the MMU must fault",
+                vm::image_layout().boot_guard
+            );
+            let depth = recurse(0);
+            fail(format_args!(
+                "probe stack-overflow: {depth} frames deep and no fault"
+            ));
+        }
+        Some(other) => kprintln!(
+            "WARN kernel: unknown kernel.probe={other} (text-write, data-exec, stack-overflow)"
+        ),
+    }
+}
+
+/// 1 KiB of stack per call, without end (bounded only so the compiler
+/// cannot prove it infinite): 64 KiB of boot stack last about 64 calls.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut pad = [0u8; 1024];
+    pad[0] = depth as u8;
+    let pad = core::hint::black_box(pad);
+    if depth > 1 << 20 {
+        return depth;
+    }
+    recurse(depth + 1) + u64::from(pad[depth as usize % 1024])
 }

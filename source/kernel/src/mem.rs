@@ -12,7 +12,8 @@ static HEAP: LockedHeap = LockedHeap::empty();
 
 /// `hvm_start_info.magic`.
 pub const PVH_MAGIC: u32 = 0x336e_c578;
-/// The kernel heap: kernel stacks (64 KiB a process), IPC queues, tables.
+/// The kernel heap: IPC queues, tables, boot info (kernel stacks are frames
+/// mapped with guard pages, `vm::map_kernel_stack`).
 pub const HEAP_SIZE: u64 = 32 * 1024 * 1024;
 /// Fewest frames we accept for processes.
 pub const MIN_FRAMES: u64 = 16 * 1024 * 1024;

@@ -22,7 +22,6 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::task::Wake;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::task::Waker;
@@ -38,8 +37,8 @@ pub type Pid = usize;
 
 /// Most processes ever created (restarts included).
 pub const MAX_PROCS: usize = 64;
-/// Kernel stack per process.
-pub const KSTACK_SIZE: usize = 64 * 1024;
+// Every pid has its kernel-stack slot.
+const _: () = assert!(MAX_PROCS <= crate::vm::KSTACK_SLOTS);
 /// Longest a process runs while another is ready.
 pub const QUANTUM_NS: u64 = 10_000_000;
 /// Most pending timer registrations; beyond it the earliest fires early
@@ -94,7 +93,9 @@ pub struct Proc {
     pub mmio_next: u64,
     /// Next DMA address (`dma_alloc`).
     pub dma_next: u64,
-    kstack: Vec<u128>,
+    /// Slot of its kernel stack (its pid; `vm::map_kernel_stack`), unmapped
+    /// when the process is reaped.
+    kstack: Option<KStack>,
     rsp: u64,
     state: State,
     notified: bool,
@@ -281,6 +282,21 @@ fn wake_pid(pid: Pid) {
 pub enum SpawnError {
     /// The process table is full.
     TableFull,
+    /// No frames for its kernel stack.
+    NoMemory,
+}
+
+/// A process's kernel stack in the guarded region (`vm`); unmapped on drop.
+#[derive(Debug)]
+struct KStack {
+    slot: usize,
+    top: u64,
+}
+
+impl Drop for KStack {
+    fn drop(&mut self) {
+        crate::vm::unmap_kernel_stack(self.slot);
+    }
 }
 
 /// Create a process around a prepared address space, ready to enter user
@@ -299,8 +315,8 @@ pub fn create(
         return Err(SpawnError::TableFull);
     }
     let pid = t.len();
-    let mut kstack = vec![0u128; KSTACK_SIZE / 16];
-    let top = kstack.as_mut_ptr() as u64 + KSTACK_SIZE as u64;
+    let top = crate::vm::map_kernel_stack(pid).map_err(|_| SpawnError::NoMemory)?;
+    let kstack = KStack { slot: pid, top };
     // Initial kernel stack, lowest address first: the six callee-saved
     // registers `nexus_switch` pops, its return address, then the iret frame.
     let frame: [u64; 12] = [
@@ -331,7 +347,7 @@ pub fn create(
         heap_top: nexus_abi::layout::HEAP_START,
         mmio_next: nexus_abi::layout::MMIO_START,
         dma_next: nexus_abi::layout::DMA_START,
-        kstack,
+        kstack: Some(kstack),
         rsp,
         state: State::Blocked,
         notified: false,
@@ -553,8 +569,10 @@ pub fn run(
             if p.state != State::Ready {
                 continue;
             }
+            let Some(top) = p.kstack.as_ref().map(|k| k.top) else {
+                continue;
+            };
             p.state = State::Running;
-            let top = p.kstack.as_ptr() as u64 + KSTACK_SIZE as u64;
             gdt::set_kernel_stack(top);
             crate::syscall::set_kernel_stack(top);
             p.space.activate();
@@ -585,7 +603,10 @@ pub fn run(
                 None => None,
             }
         };
-        if let Some(p) = dead {
+        if let Some(mut p) = dead {
+            // Its kernel stack is kernel memory, not charged to the process:
+            // freed after the reap's frame check.
+            let kstack = p.kstack.take();
             let (name, kind) = (p.name, p.kind);
             let why = p
                 .exit
@@ -600,6 +621,7 @@ pub fn run(
                 free_after: crate::frames::counts().0,
                 charged,
             };
+            drop(kstack);
             on_exit(pid, name, kind, why, reaped);
         }
     }

@@ -1,7 +1,13 @@
 //! Virtual memory: the kernel's page tables and one address space per process.
 //!
-//! The kernel maps RAM below 1 GiB (identity, 2 MiB pages) and the device
-//! window at 0xfe00_0000..4 GiB (uncached, NX), supervisor-only. Every
+//! The kernel maps RAM below 1 GiB (identity) and the device window at
+//! 0xfe00_0000..4 GiB (uncached, NX), supervisor-only, **W^X**: the 2 MiB
+//! regions that hold the kernel image are split into 4 KiB pages so its text
+//! is read + execute, its read-only data (including the embedded service
+//! images) read-only and NX, and everything else (data, bss, heap, frames)
+//! read-write and NX; the rest of RAM uses 2 MiB pages, read-write and NX.
+//! CR0.WP makes the read-only pages hold against the kernel itself, and
+//! [`check_kernel_wx`] walks the live tables at boot to prove it. Every
 //! address space shares those two page directories and adds its own user
 //! pages in the ranges of `nexus_abi::layout`, with 4 KiB pages, U/S set and
 //! W^X. Page tables are edited with the `x86_64` crate's `OffsetPageTable`
@@ -16,7 +22,7 @@ use alloc::vec::Vec;
 
 use nexus_abi::layout::{self, PAGE};
 use spin::Once;
-use x86_64::registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags};
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags, Cr4, Cr4Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
 use x86_64::structures::paging::{
@@ -39,6 +45,87 @@ struct KernelTables {
     pml4: u64,
     pd_ram: u64,
     pd_dev: u64,
+    /// Directory of the kernel-stack region (its 4 KiB tables are made at
+    /// boot and never change).
+    pd_kstack: u64,
+    /// Frames of all the kernel's tables (PML4, PDPT, two directories and
+    /// the 4 KiB tables of the image's regions).
+    frames: usize,
+}
+
+/// Kernel stacks live at `KSTACK_BASE..` (PDPT slot 2, supervisor-only,
+/// shared by every address space): one [`KSTACK_SLOT`]-byte slot per
+/// process id, whose lower half is never mapped (the guard) and upper half
+/// is the [`KSTACK_SIZE`] stack. An overflow faults on the guard instead of
+/// running into the kernel heap.
+pub const KSTACK_BASE: u64 = 0x8000_0000;
+/// Address space per kernel stack (guard + stack).
+pub const KSTACK_SLOT: u64 = 128 * 1024;
+/// Bytes of one kernel stack.
+pub const KSTACK_SIZE: u64 = 64 * 1024;
+/// Kernel stacks at most (one per process id; `sched::MAX_PROCS`).
+pub const KSTACK_SLOTS: usize = 64;
+/// The 4 KiB tables the kernel-stack region needs.
+const KSTACK_TABLES: usize = (KSTACK_SLOTS * KSTACK_SLOT as usize).div_ceil(HUGE as usize);
+
+/// PDPT slots every address space shares with the kernel (RAM, kernel
+/// stacks, device window): never freed with a process.
+const KERNEL_PDPT_SLOTS: [usize; 3] = [0, 2, 3];
+
+/// Frames mapped as kernel stacks right now.
+static KSTACK_FRAMES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+extern "C" {
+    static boot_stack_guard: u8;
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __kernel_end: u8;
+}
+
+/// The kernel image's protection boundaries (linker.ld; page-aligned).
+#[derive(Clone, Copy, Debug)]
+pub struct ImageLayout {
+    /// First byte of text.
+    pub text_start: u64,
+    /// End of text = start of read-only data.
+    pub text_end: u64,
+    /// End of read-only data = start of writable data.
+    pub rodata_end: u64,
+    /// End of the image (after bss).
+    pub end: u64,
+    /// The unmapped page below the boot stack (which the scheduler runs on).
+    pub boot_guard: u64,
+}
+
+/// Where the linker put text, read-only data and the rest.
+pub fn image_layout() -> ImageLayout {
+    // SAFETY: linker symbols; only their addresses are taken.
+    unsafe {
+        ImageLayout {
+            text_start: &__text_start as *const u8 as u64,
+            text_end: &__text_end as *const u8 as u64,
+            rodata_end: &__rodata_end as *const u8 as u64,
+            end: &__kernel_end as *const u8 as u64,
+            boot_guard: &boot_stack_guard as *const u8 as u64,
+        }
+    }
+}
+
+/// The kernel's flags for the 4 KiB page at `addr` in an image region:
+/// text R+X, read-only data R, the boot stack's guard not present,
+/// everything else RW+NX.
+fn kernel_page_flags(addr: u64, l: &ImageLayout) -> F {
+    let base = F::PRESENT | F::GLOBAL;
+    if addr == l.boot_guard {
+        F::empty()
+    } else if (l.text_start..l.text_end).contains(&addr) {
+        base
+    } else if (l.text_end..l.rodata_end).contains(&addr) {
+        base | F::NO_EXECUTE
+    } else {
+        base | F::WRITABLE | F::NO_EXECUTE
+    }
 }
 
 static KERNEL: Once<KernelTables> = Once::new();
@@ -62,20 +149,41 @@ fn table(phys: u64) -> &'static mut PageTable {
     unsafe { &mut *(phys as usize as *mut PageTable) }
 }
 
-/// Frames the kernel's own tables hold (PML4, PDPT, two directories).
-pub const KERNEL_TABLE_FRAMES: usize = 4;
+/// Frames the kernel's own tables hold (PML4, PDPT, two directories, and
+/// one 4 KiB table per 2 MiB region of the kernel image).
+pub fn kernel_table_frames() -> usize {
+    KERNEL.get().map_or(0, |k| k.frames)
+}
 
-/// Build the kernel's tables, turn on NX (and SMEP/SMAP when the CPU has
-/// them) and switch to them. Needs the frame allocator.
+/// Build the kernel's tables (W^X, module docs), turn on NX and CR0.WP (and
+/// SMEP/SMAP when the CPU has them) and switch to them. Needs the frame
+/// allocator.
 pub fn init_kernel(ram_end: u64) -> Result<(), VmError> {
     let pml4 = frames::alloc().ok_or(VmError::NoFrames)?;
     let pdpt = frames::alloc().ok_or(VmError::NoFrames)?;
     let pd_ram = frames::alloc().ok_or(VmError::NoFrames)?;
     let pd_dev = frames::alloc().ok_or(VmError::NoFrames)?;
+    let mut table_frames = 4;
     let rw = F::PRESENT | F::WRITABLE;
+    let image = image_layout();
     let ram_pages = ram_end.min(RAM_LIMIT).div_ceil(HUGE);
-    for i in 0..ram_pages {
-        table(pd_ram)[i as usize].set_addr(PhysAddr::new(i * HUGE), rw | F::HUGE_PAGE | F::GLOBAL);
+    // The regions holding the image get 4 KiB tables; the rest 2 MiB pages.
+    let split = image.end.div_ceil(HUGE).min(ram_pages);
+    for i in 0..split {
+        let pt = frames::alloc().ok_or(VmError::NoFrames)?;
+        table_frames += 1;
+        for (j, e) in table(pt).iter_mut().enumerate() {
+            let addr = i * HUGE + j as u64 * PAGE;
+            e.set_addr(PhysAddr::new(addr), kernel_page_flags(addr, &image));
+        }
+        // Directory entries stay permissive; the 4 KiB entries decide.
+        table(pd_ram)[i as usize].set_addr(PhysAddr::new(pt), rw);
+    }
+    for i in split..ram_pages {
+        table(pd_ram)[i as usize].set_addr(
+            PhysAddr::new(i * HUGE),
+            rw | F::HUGE_PAGE | F::GLOBAL | F::NO_EXECUTE,
+        );
     }
     let first_dev = ((DEVICE_WINDOW - 3 * RAM_LIMIT) / HUGE) as usize;
     for i in first_dev..512 {
@@ -85,7 +193,15 @@ pub fn init_kernel(ram_end: u64) -> Result<(), VmError> {
             rw | F::HUGE_PAGE | F::NO_CACHE | F::WRITE_THROUGH | F::NO_EXECUTE,
         );
     }
+    let pd_kstack = frames::alloc().ok_or(VmError::NoFrames)?;
+    table_frames += 1;
+    for i in 0..KSTACK_TABLES {
+        let pt = frames::alloc().ok_or(VmError::NoFrames)?;
+        table_frames += 1;
+        table(pd_kstack)[i].set_addr(PhysAddr::new(pt), rw);
+    }
     table(pdpt)[0].set_addr(PhysAddr::new(pd_ram), rw);
+    table(pdpt)[2].set_addr(PhysAddr::new(pd_kstack), rw);
     table(pdpt)[3].set_addr(PhysAddr::new(pd_dev), rw);
     table(pml4)[0].set_addr(PhysAddr::new(pdpt), rw);
     // SAFETY: NXE only adds a meaning to bit 63, which no live entry sets
@@ -107,6 +223,8 @@ pub fn init_kernel(ram_end: u64) -> Result<(), VmError> {
         }
         cr4.insert(Cr4Flags::PAGE_GLOBAL);
         Cr4::write(cr4);
+        // Without WP, ring 0 writes straight through read-only pages.
+        Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT));
         Cr3::write(
             PhysFrame::containing_address(PhysAddr::new(pml4)),
             Cr3Flags::empty(),
@@ -116,8 +234,248 @@ pub fn init_kernel(ram_end: u64) -> Result<(), VmError> {
         pml4,
         pd_ram,
         pd_dev,
+        pd_kstack,
+        frames: table_frames,
     });
     Ok(())
+}
+
+/// The page-table entry of kernel-stack address `addr` (in the region).
+fn kstack_pte(
+    k: &KernelTables,
+    addr: u64,
+) -> &'static mut x86_64::structures::paging::page_table::PageTableEntry {
+    let off = addr - KSTACK_BASE;
+    let pt = table(k.pd_kstack)[(off / HUGE) as usize].addr().as_u64();
+    &mut table(pt)[((off / PAGE) % 512) as usize]
+}
+
+/// Maps a fresh, zeroed kernel stack in slot `slot` (a process id) and
+/// returns its top. The guard half of the slot stays unmapped.
+pub fn map_kernel_stack(slot: usize) -> Result<u64, VmError> {
+    let k = KERNEL.get().ok_or(VmError::NoFrames)?;
+    if slot >= KSTACK_SLOTS {
+        return Err(VmError::Quota);
+    }
+    let top = KSTACK_BASE + (slot as u64 + 1) * KSTACK_SLOT;
+    let bottom = top - KSTACK_SIZE;
+    for a in (bottom..top).step_by(PAGE as usize) {
+        let Some(frame) = frames::alloc() else {
+            unmap_kernel_stack(slot);
+            return Err(VmError::NoFrames);
+        };
+        kstack_pte(k, a).set_addr(
+            PhysAddr::new(frame),
+            F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL,
+        );
+        KSTACK_FRAMES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(top)
+}
+
+/// Unmaps slot `slot`'s kernel stack and frees its frames. Never called
+/// while running on that stack (the scheduler reaps on its own stack).
+pub fn unmap_kernel_stack(slot: usize) {
+    let Some(k) = KERNEL.get() else { return };
+    if slot >= KSTACK_SLOTS {
+        return;
+    }
+    let top = KSTACK_BASE + (slot as u64 + 1) * KSTACK_SLOT;
+    for a in (top - KSTACK_SIZE..top).step_by(PAGE as usize) {
+        let e = kstack_pte(k, a);
+        if e.flags().contains(F::PRESENT) {
+            let frame = e.addr().as_u64();
+            e.set_unused();
+            x86_64::instructions::tlb::flush(VirtAddr::new(a));
+            frames::free(frame);
+            KSTACK_FRAMES.fetch_sub(1, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Frames held by kernel stacks.
+pub fn kernel_stack_frames() -> usize {
+    KSTACK_FRAMES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// If `addr` is in a kernel stack's guard, which stack: `None` for the boot
+/// stack, `Some(slot)` for a process's. For the fault handler's message.
+pub fn stack_guard_hit(addr: u64) -> Option<Option<usize>> {
+    let boot = image_layout().boot_guard;
+    if (boot..boot + PAGE).contains(&addr) {
+        return Some(None);
+    }
+    let end = KSTACK_BASE + KSTACK_SLOTS as u64 * KSTACK_SLOT;
+    if !(KSTACK_BASE..end).contains(&addr) {
+        return None;
+    }
+    let off = addr - KSTACK_BASE;
+    (off % KSTACK_SLOT < KSTACK_SLOT - KSTACK_SIZE).then_some(Some((off / KSTACK_SLOT) as usize))
+}
+
+/// What [`check_kernel_wx`] found in the live tables.
+#[derive(Clone, Copy, Debug)]
+pub struct WxReport {
+    /// Executable 4 KiB pages (all inside the image's text).
+    pub exec_pages: u64,
+    /// Read-only, non-executable pages (the image's read-only data).
+    pub ro_pages: u64,
+    /// Pages (4 KiB, or 2 MiB counted as 512) mapped read-write and NX.
+    pub rw_pages: u64,
+    /// Stack guard pages checked unmapped (the boot stack's and every
+    /// kernel-stack slot's).
+    pub guard_pages: u64,
+}
+
+/// Where the live tables break W^X: an address and its flags.
+#[derive(Clone, Copy, Debug)]
+pub struct WxViolation {
+    /// The page.
+    pub addr: u64,
+    /// Its effective writable bit.
+    pub writable: bool,
+    /// Its effective executable bit.
+    pub executable: bool,
+    /// What the page is (text, rodata, data).
+    pub what: &'static str,
+}
+
+impl core::fmt::Display for WxViolation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} page {:#x} writable={} executable={}",
+            self.what, self.addr, self.writable, self.executable
+        )
+    }
+}
+
+/// Walks the kernel's RAM mappings as the MMU would (directory and table
+/// flags combined) and checks: no page both writable and executable, text
+/// executable and read-only, read-only data neither writable nor
+/// executable, nothing executable outside text; and that CR0.WP and
+/// EFER.NXE are on.
+pub fn check_kernel_wx() -> Result<WxReport, WxViolation> {
+    let k = KERNEL.get().ok_or(WxViolation {
+        addr: 0,
+        writable: true,
+        executable: true,
+        what: "no kernel tables",
+    })?;
+    let l = image_layout();
+    let enforced = Cr0::read().contains(Cr0Flags::WRITE_PROTECT)
+        && Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE);
+    if !enforced {
+        return Err(WxViolation {
+            addr: 0,
+            writable: true,
+            executable: true,
+            what: "CR0.WP or EFER.NXE off",
+        });
+    }
+    let mut r = WxReport {
+        exec_pages: 0,
+        ro_pages: 0,
+        rw_pages: 0,
+        guard_pages: 0,
+    };
+    let mut check = |addr: u64, f: F, huge: bool| -> Result<(), WxViolation> {
+        let writable = f.contains(F::WRITABLE);
+        let executable = !f.contains(F::NO_EXECUTE);
+        let what = if (l.text_start..l.text_end).contains(&addr) {
+            "text"
+        } else if (l.text_end..l.rodata_end).contains(&addr) {
+            "rodata"
+        } else {
+            "data"
+        };
+        let ok = match what {
+            "text" => executable && !writable,
+            "rodata" => !executable && !writable,
+            // Never executable; a 2 MiB page must not cover any of the image.
+            _ => !(executable || (huge && addr < l.end)),
+        };
+        if !ok {
+            return Err(WxViolation {
+                addr,
+                writable,
+                executable,
+                what,
+            });
+        }
+        let n = if huge { 512 } else { 1 };
+        match (executable, writable) {
+            (true, _) => r.exec_pages += n,
+            (false, false) => r.ro_pages += n,
+            (false, true) => r.rw_pages += n,
+        }
+        Ok(())
+    };
+    for (i, de) in table(k.pd_ram).iter().enumerate() {
+        let df = de.flags();
+        if !df.contains(F::PRESENT) {
+            continue;
+        }
+        let base = i as u64 * HUGE;
+        if df.contains(F::HUGE_PAGE) {
+            check(base, df, true)?;
+            continue;
+        }
+        for (j, e) in table(de.addr().as_u64()).iter().enumerate() {
+            let f = e.flags();
+            if !f.contains(F::PRESENT) {
+                continue;
+            }
+            // Effective rights: W needs W at both levels; NX at either
+            // level forbids execution.
+            let mut eff = f & !(F::WRITABLE | F::NO_EXECUTE);
+            if f.contains(F::WRITABLE) && df.contains(F::WRITABLE) {
+                eff |= F::WRITABLE;
+            }
+            if f.contains(F::NO_EXECUTE) || df.contains(F::NO_EXECUTE) {
+                eff |= F::NO_EXECUTE;
+            }
+            check(base + j as u64 * PAGE, eff, false)?;
+        }
+    }
+    // Guards: the boot stack's page and the lower half of every kernel-stack
+    // slot must be unmapped; mapped kernel-stack pages must be NX.
+    let boot = &table(k.pd_ram)[(l.boot_guard / HUGE) as usize];
+    let boot_mapped = boot.flags().contains(F::HUGE_PAGE)
+        || table(boot.addr().as_u64())[((l.boot_guard / PAGE) % 512) as usize]
+            .flags()
+            .contains(F::PRESENT);
+    let guard_violation = |addr: u64| WxViolation {
+        addr,
+        writable: true,
+        executable: false,
+        what: "stack guard mapped",
+    };
+    if boot_mapped {
+        return Err(guard_violation(l.boot_guard));
+    }
+    r.guard_pages += 1;
+    for slot in 0..KSTACK_SLOTS as u64 {
+        let start = KSTACK_BASE + slot * KSTACK_SLOT;
+        for a in (start..start + KSTACK_SLOT).step_by(PAGE as usize) {
+            let f = kstack_pte(k, a).flags();
+            let guard = a < start + KSTACK_SLOT - KSTACK_SIZE;
+            if guard && f.contains(F::PRESENT) {
+                return Err(guard_violation(a));
+            }
+            if guard {
+                r.guard_pages += 1;
+            } else if f.contains(F::PRESENT) && !f.contains(F::NO_EXECUTE) {
+                return Err(WxViolation {
+                    addr: a,
+                    writable: f.contains(F::WRITABLE),
+                    executable: true,
+                    what: "kernel stack",
+                });
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Switch to the kernel's own tables (before an address space is freed).
@@ -191,6 +549,7 @@ impl AddressSpace {
         };
         let rw = F::PRESENT | F::WRITABLE;
         table(pdpt)[0].set_addr(PhysAddr::new(k.pd_ram), rw);
+        table(pdpt)[2].set_addr(PhysAddr::new(k.pd_kstack), rw);
         table(pdpt)[3].set_addr(PhysAddr::new(k.pd_dev), rw);
         table(pml4)[0].set_addr(PhysAddr::new(pdpt), rw | F::USER_ACCESSIBLE);
         Ok(AddressSpace {
@@ -411,9 +770,8 @@ impl Drop for AddressSpace {
         let pdpt_phys = pml4[0].addr().as_u64();
         if pml4[0].flags().contains(F::PRESENT) {
             let pdpt = table(pdpt_phys);
-            // Slots 0 and 3 are the kernel's shared directories.
             for (i, e) in pdpt.iter().enumerate() {
-                if i == 0 || i == 3 || !e.flags().contains(F::PRESENT) {
+                if KERNEL_PDPT_SLOTS.contains(&i) || !e.flags().contains(F::PRESENT) {
                     continue;
                 }
                 let pd_phys = e.addr().as_u64();

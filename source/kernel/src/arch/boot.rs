@@ -129,6 +129,11 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4 * 4096
+/* Never mapped once the kernel's own tables are on (vm.rs): an overflow
+   of the boot stack, which the scheduler runs on, faults here. */
+.globl boot_stack_guard
+boot_stack_guard:
+    .skip 4096
 boot_stack:
     .skip 65536
 boot_stack_top:

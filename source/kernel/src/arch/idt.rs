@@ -216,6 +216,17 @@ extern "C" fn interrupt_dispatch(frame: &mut TrapFrame) {
             "kernel: fault {} vec={} err={:#x} rip={:#x} rsp={:#x} cr2={:#x}",
             EXCEPTION_NAMES[vector], vector, frame.error, frame.rip, frame.rsp, cr2
         ));
+        // A ring-0 #PF on a guard page usually arrives as #DF: pushing the
+        // #PF frame faulted too. CR2 still names the guard.
+        match crate::vm::stack_guard_hit(cr2) {
+            Some(None) => crate::console::emergency(format_args!(
+                "kernel: kernel stack overflow: the boot stack ran into its guard page at {cr2:#x}"
+            )),
+            Some(Some(slot)) => crate::console::emergency(format_args!(
+                "kernel: kernel stack overflow: the kernel stack of pid {slot} ran into its guard page at {cr2:#x}"
+            )),
+            None => {}
+        }
         crate::shutdown::exit(crate::shutdown::Status::Failure);
     }
     let device = crate::irq::handle(vector as u8);

@@ -17,6 +17,14 @@
 //! 1..=64 bytes, printable ASCII), so a name that can be registered can be
 //! named in a remote call and in an ACL.
 //!
+//! **Who may register what.** A service registers only its own process
+//! name: samgrd knows which process is on each channel (init linked it as
+//! `client:<process>`, which no process can forge) and answers
+//! [`Status::Denied`] to a `register` of any other name
+//! ([`Registry::handle`] takes the owner), so a compromised service cannot
+//! squat the name of one that starts later. [`register_self`] registers the
+//! caller under its own name.
+//!
 //! Answer: `tag u32`, `status u8` ([`Status`]), then for `ok` the payload
 //! (the info for resolve, nothing for register, the service's answer for
 //! call; at most [`MAX_CALL_PAYLOAD`] bytes). Decoding is total.
@@ -33,7 +41,7 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 
 use dsoftbus::ServiceName;
-use nexus_abi::Channel;
+use nexus_abi::{Caps, Channel};
 
 /// Longest info string a registration carries.
 pub const MAX_INFO: usize = 64;
@@ -85,6 +93,8 @@ pub enum Status {
     Full = 3,
     /// Registered, but samgrd cannot reach it for a call.
     Unavailable = 4,
+    /// A register of a name that is not the registering process's own.
+    Denied = 5,
 }
 
 impl Status {
@@ -95,6 +105,7 @@ impl Status {
             2 => Status::Malformed,
             3 => Status::Full,
             4 => Status::Unavailable,
+            5 => Status::Denied,
             _ => return None,
         })
     }
@@ -107,6 +118,7 @@ impl Status {
             Status::Malformed => "malformed",
             Status::Full => "registry full",
             Status::Unavailable => "unavailable",
+            Status::Denied => "not this process's name",
         }
     }
 }
@@ -328,20 +340,23 @@ impl Registry {
         self.entries.is_empty()
     }
 
-    /// Answer one request message (total: any bytes get an answer, or
-    /// `None` when not even a tag can be read).
+    /// Answer one request message from the process `owner` (the process
+    /// name init linked the channel to; total: any bytes get an answer, or
+    /// `None` when not even a tag can be read). `owner` may register only
+    /// the name `owner` ([`Status::Denied`] otherwise).
     ///
     /// Services samgrd serves for calls: `samgr` (payload: a name; answer:
     /// an encoded [`Resolution`]) and `echo` (answer: the payload), each
     /// only while registered. Any other registered name is
     /// [`Status::Unavailable`] for calls (samgrd has no channel to it).
-    pub fn handle(&mut self, msg: &[u8]) -> Option<Vec<u8>> {
+    pub fn handle(&mut self, owner: &str, msg: &[u8]) -> Option<Vec<u8>> {
         let (tag, req) = match Request::decode(msg) {
             Ok(x) => x,
             Err(Some(tag)) => return Some(encode_answer(tag, &Err(Status::Malformed))),
             Err(None) => return None,
         };
         let r = match req {
+            Request::Register { name, .. } if name.as_str() != owner => Err(Status::Denied),
             Request::Register { name, info } => match core::str::from_utf8(&info) {
                 Ok(i) if i.bytes().all(|c| (0x20..0x7f).contains(&c)) => {
                     self.register(name, i).map(|()| Vec::new())
@@ -375,6 +390,18 @@ impl Registry {
             _ => Err(Status::Unavailable),
         }
     }
+}
+
+/// Registers the calling process under its own name ([`Caps::name`]) with
+/// `info`, on the channel init granted it as `samgr`. `Ok(false)` when it
+/// has no such channel (init did not link it to samgrd).
+pub async fn register_self(caps: &mut Caps, info: &str) -> Result<bool, SamgrError> {
+    let Some(chan) = caps.take_channel("samgr") else {
+        return Ok(false);
+    };
+    let name = ServiceName::new(caps.name()).map_err(|_| SamgrError::Malformed)?;
+    SamgrClient::new(chan).register(&name, info).await?;
+    Ok(true)
 }
 
 /// The demo service samgrd serves itself.
@@ -543,8 +570,10 @@ mod tests {
         let mut r = Registry::new();
         assert_eq!(r.register(n(SAMGR), "the registry"), Ok(()));
         assert_eq!(r.register(n(ECHO), "echo"), Ok(()));
-        let ask =
-            |r: &mut Registry, req: Request| r.handle(&req.encode(3)).map(|a| decode_answer(&a));
+        let ask = |r: &mut Registry, req: Request| {
+            r.handle("dsoftbus", &req.encode(3))
+                .map(|a| decode_answer(&a))
+        };
         assert_eq!(
             ask(&mut r, Request::Resolve(n("echo"))),
             Some(Ok((3, Ok(b"echo".to_vec()))))
@@ -587,10 +616,40 @@ mod tests {
             ask(&mut r, call("dsoftbus", b"")),
             Some(Ok((3, Err(Status::Unavailable))))
         );
-        assert_eq!(r.handle(&[1, 2]), None);
+        assert_eq!(r.handle("dsoftbus", &[1, 2]), None);
         assert_eq!(
-            r.handle(&[0, 0, 0, 4, 77]).map(|a| decode_answer(&a)),
+            r.handle("dsoftbus", &[0, 0, 0, 4, 77])
+                .map(|a| decode_answer(&a)),
             Some(Ok((4, Err(Status::Malformed))))
+        );
+        // A process registers only its own name: no squatting.
+        let squat = Request::Register {
+            name: n("keystored"),
+            info: b"mine now".to_vec(),
+        };
+        assert_eq!(ask(&mut r, squat), Some(Ok((3, Err(Status::Denied)))));
+        assert_eq!(r.resolve(&n("keystored")), None);
+        assert_eq!(
+            r.handle(
+                "keystored",
+                &Request::Register {
+                    name: n("keystored"),
+                    info: b"keys".to_vec()
+                }
+                .encode(9)
+            )
+            .map(|a| decode_answer(&a)),
+            Some(Ok((9, Ok(alloc::vec![]))))
+        );
+        let overwrite = Request::Register {
+            name: n("keystored"),
+            info: b"hijacked".to_vec(),
+        };
+        assert_eq!(ask(&mut r, overwrite), Some(Ok((3, Err(Status::Denied)))));
+        assert_eq!(r.resolve(&n("keystored")), Some("keys"));
+        assert_eq!(
+            decode_answer(&[0, 0, 0, 1, 5]),
+            Ok((1, Err(Status::Denied)))
         );
         // Bounded: MAX_SERVICES names, then full; re-registering still works.
         for i in r.len()..MAX_SERVICES {
@@ -610,7 +669,7 @@ mod tests {
             let _ = decode_answer(&b);
             let _ = decode_resolution(&b);
             let mut r = Registry::new();
-            let _ = r.handle(&b);
+            let _ = r.handle("any", &b);
         }
     }
 }

@@ -102,6 +102,9 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
             None
         }
     };
+    if let Err(e) = nexus_samgrclient::register_self(&mut caps, "block device (virtio-blk)").await {
+        log::warn!("blkd: samgrd registration refused ({e})");
+    }
     let clients: Vec<(&'static str, Channel)> = caps.take_channels("client:");
     let mut open = alloc::vec![true; clients.len()];
     let mut next = 0usize;

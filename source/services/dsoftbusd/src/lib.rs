@@ -90,9 +90,9 @@ async fn register(caps: &mut Caps) -> Option<SamgrClient> {
         return None;
     };
     let client = SamgrClient::new(chan);
-    let name = dsoftbus::ServiceName::new("dsoftbus").ok()?;
+    let name = dsoftbus::ServiceName::new("dsoftbusd").ok()?;
     match client.register(&name, "soft bus daemon").await {
-        Ok(()) => log::info!("dsoftbusd: registered with samgrd as dsoftbus"),
+        Ok(()) => log::info!("dsoftbusd: registered with samgrd as dsoftbusd"),
         Err(e) => log::warn!("dsoftbusd: samgrd registration refused ({e})"),
     }
     Some(client)

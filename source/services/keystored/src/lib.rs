@@ -274,17 +274,7 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
 /// Register with samgrd as `keystored` (the registry lists who runs; the
 /// key service itself is reachable only by the process init linked to it).
 async fn register(caps: &mut Caps) {
-    let Some(chan) = caps.take_channel("samgr") else {
-        return;
-    };
-    let client = nexus_samgrclient::SamgrClient::new(chan);
-    let Ok(name) = dsoftbus::ServiceName::new("keystored") else {
-        return;
-    };
-    if let Err(e) = client
-        .register(&name, "device identity (key custody)")
-        .await
-    {
+    if let Err(e) = nexus_samgrclient::register_self(caps, "device identity (key custody)").await {
         log::warn!("keystored: samgrd registration refused ({e})");
     }
 }

@@ -157,6 +157,11 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
     let crash_after_dhcp =
         caps.config("crash") == Some("after-dhcp") && caps.config("restart").is_none();
     log::info!("netstackd: facade up ({} clients)", clients.len());
+    if let Err(e) =
+        nexus_samgrclient::register_self(&mut caps, "network stack (virtio-net, smoltcp)").await
+    {
+        log::warn!("netstackd: samgrd registration refused ({e})");
+    }
 
     let mut pending_msgs: Vec<(usize, Result<Vec<u8>, IpcError>)> = Vec::new();
     loop {

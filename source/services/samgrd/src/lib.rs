@@ -11,9 +11,11 @@
 //! 32 names)`; each registration over IPC prints `samgrd: registered <name>
 //! (<n> of at most 32 names)`.
 //! Its clients are the services init links to it (`client:<name>`, at most
-//! [`MAX_CLIENTS`]): dsoftbusd registers `dsoftbus` and forwards the remote
-//! calls its ACL allowed as `call` requests; keystored registers
-//! `keystored`. Requests are served one at a time, round-robin across
+//! [`MAX_CLIENTS`]): dsoftbusd registers `dsoftbusd` and forwards the remote
+//! calls its ACL allowed as `call` requests; keystored, netstackd and blkd
+//! register their own names. A client may register only its own process
+//! name (the `client:<name>` role init gave its channel; anything else is
+//! `denied` and logged). Requests are served one at a time, round-robin across
 //! clients. Only bytes cross: no capability is ever passed on. When a client
 //! is restarted, init grants its new channel on samgrd's `init` channel; the
 //! table survives.
@@ -30,7 +32,7 @@ use core::task::Poll;
 
 use dsoftbus::ServiceName;
 use nexus_abi::{Caps, Channel, IpcError, ServiceError, ServiceFuture};
-use nexus_samgrclient::{decode_answer, Registry, Request, ECHO, MAX_SERVICES, SAMGR};
+use nexus_samgrclient::{decode_answer, Registry, Request, Status, ECHO, MAX_SERVICES, SAMGR};
 
 /// Entry point.
 pub fn main(caps: Caps) -> ServiceFuture {
@@ -96,17 +98,25 @@ async fn run(mut caps: Caps) -> Result<(), ServiceError> {
             Woke::Grant(msg) => take_grant(&mut clients, &msg),
             Woke::Message(i, Ok(msg)) => {
                 next = (i + 1) % clients.len().max(1);
-                let Some(answer) = reg.handle(&msg) else {
+                let owner = clients[i].0.strip_prefix("client:").unwrap_or("");
+                let Some(answer) = reg.handle(owner, &msg) else {
                     continue;
                 };
-                if let (Ok((_, Request::Register { name, .. })), Ok((_, Ok(_)))) =
+                if let (Ok((_, Request::Register { name, .. })), Ok((_, r))) =
                     (Request::decode(&msg), decode_answer(&answer))
                 {
-                    log::info!(
-                        "samgrd: registered {} ({} of at most {MAX_SERVICES} names)",
-                        name.as_str(),
-                        reg.len()
-                    );
+                    match r {
+                        Ok(_) => log::info!(
+                            "samgrd: registered {} ({} of at most {MAX_SERVICES} names)",
+                            name.as_str(),
+                            reg.len()
+                        ),
+                        Err(Status::Denied) => log::warn!(
+                            "samgrd: registration of {} by {owner} denied (a process registers only its own name)",
+                            name.as_str()
+                        ),
+                        Err(_) => {}
+                    }
                 }
                 let sent = match clients[i].1.as_ref() {
                     Some(chan) => chan.send(&answer).await.is_ok(),

@@ -7,6 +7,7 @@
 //! | [`sessions`] | one id per static key, per-source session cap, capacity reserved for pinned peers |
 //! | [`pins`] | automatic (TOFU) vs user pins, automatic pins rate-limited and capped per source, stale ones evicted; trust modes `tofu`, `known`, `pending` |
 //! | [`candidates`] | several candidate addresses per id, move on from one that fails; dial backoff |
+//! | [`consent`] | who may send files (`ask`/`known`/`any`/`none`), bounded pending offers with expiry, caps on incoming transfers |
 //! | [`log`] | per-kind log rate limit with suppressed counts and a stated worst case |
 //!
 //! The peer table's eviction rules (entries with a dial or handshake in
@@ -20,6 +21,7 @@
 
 pub mod admission;
 pub mod candidates;
+pub mod consent;
 pub mod log;
 pub mod pins;
 pub mod sessions;
@@ -31,6 +33,9 @@ use core::net::{IpAddr, Ipv6Addr};
 
 pub use admission::{Admission, AdmissionConfig, AdmitRefused, Admitted, Ticket};
 pub use candidates::{backoff_delay, CandidateConfig, Candidates};
+pub use consent::{
+    AcceptError, AcceptPolicy, Consent, ConsentConfig, Deny, OfferId, Pending, Slot, Verdict,
+};
 pub use log::{suppressed_suffix, LogLimiter, LogLimiterConfig};
 pub use pins::{Pin, PinConfig, PinError, PinKind, PinStore, Pinned, TrustMode};
 pub use sessions::{SessionAdmit, SessionCaps, SessionCapsConfig, SessionRefused};
