@@ -159,6 +159,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List offers waiting for an answer, transfers in flight, recent ones
+    Transfers {
+        /// Machine-readable output (one JSON object)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a pending offer (its id from `dsoftbus transfers`)
+    Accept {
+        /// Offer id
+        id: u32,
+    },
+    /// Deny a pending offer (its id from `dsoftbus transfers`)
+    Deny {
+        /// Offer id
+        id: u32,
+    },
     /// Show the daemon's status: identity, interfaces, counters
     Status {
         /// Machine-readable output (one JSON object)
@@ -192,6 +208,33 @@ impl From<TrustModeArg> for dsoftbus::node::TrustMode {
             TrustModeArg::Tofu => dsoftbus::node::TrustMode::Tofu,
             TrustModeArg::Known => dsoftbus::node::TrustMode::Known,
             TrustModeArg::Pending => dsoftbus::node::TrustMode::Pending,
+        }
+    }
+}
+
+/// `--accept`: who may send this node files (`dsoftbus::node::AcceptPolicy`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptArg {
+    /// Peers you pinned with `dsoftbus trust` are accepted; every other
+    /// offer waits for `dsoftbus accept <id>` / `dsoftbus deny <id>`
+    Ask,
+    /// Peers you pinned with `dsoftbus trust` are accepted; others denied
+    Known,
+    /// Every authenticated peer is accepted
+    Any,
+    /// Every offer is denied
+    None,
+}
+
+impl From<AcceptArg> for dsoftbus::node::AcceptPolicy {
+    fn from(a: AcceptArg) -> Self {
+        use dsoftbus::node::AcceptPolicy;
+        match a {
+            AcceptArg::Ask => AcceptPolicy::Ask,
+            AcceptArg::Known => AcceptPolicy::Known,
+            AcceptArg::Any => AcceptPolicy::Any,
+            AcceptArg::None => AcceptPolicy::None,
         }
     }
 }
@@ -281,6 +324,11 @@ pub struct DaemonArgs {
     /// pending (listed until `dsoftbus trust`) [default: tofu]
     #[arg(long, env = "DSOFTBUS_TRUST_MODE", value_name = "MODE")]
     pub trust_mode: Option<TrustModeArg>,
+
+    /// Who may send files: ask (user-pinned peers accepted, others wait for
+    /// `dsoftbus accept`), known (user-pinned only), any, none [default: ask]
+    #[arg(long, env = "DSOFTBUS_ACCEPT", value_name = "POLICY")]
+    pub accept: Option<AcceptArg>,
 
     /// Strict mode: only devices pinned in known_peers.toml may connect
     /// (= --trust-mode known; `--require-known=false` or

@@ -369,6 +369,116 @@ pub fn trust(paths: &Paths, device: &str, key: Option<&str>, replace: bool) -> R
 }
 
 /// Send a request the daemon answers with `Ok { message }`, and print it.
+/// `dsoftbus accept <id>` / `dsoftbus deny <id>`.
+pub fn answer(paths: &Paths, id: u32, accept: bool) -> Result<(), Failure> {
+    let mut c = Client::connect(&paths.control_socket)?;
+    let request = if accept {
+        Request::Accept { id }
+    } else {
+        Request::Deny { id }
+    };
+    call_and_print(&mut c, &request)
+}
+
+fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// `dsoftbus transfers [--json]`.
+pub fn transfers(paths: &Paths, json: bool) -> Result<(), Failure> {
+    let mut c = Client::connect(&paths.control_socket)?;
+    let r = expect_ok(c.call(&Request::Transfers, CALL_TIMEOUT)?)?;
+    let Response::Transfers {
+        policy,
+        pending,
+        active,
+        recent,
+    } = r
+    else {
+        return Err(Failure::new(FAILURE, "unexpected reply"));
+    };
+    if json {
+        let v = serde_json::json!({
+            "policy": policy,
+            "pending": pending,
+            "active": active,
+            "recent": recent,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("accept policy: {policy}");
+    if pending.is_empty() {
+        println!("pending offers: none");
+    } else {
+        println!("pending offers (`dsoftbus accept <id>` / `dsoftbus deny <id>`):");
+        println!(
+            "  {:>4}  {:<20} {:>6} {:>10} {:>6} {:>8}  NAME",
+            "ID", "PEER", "FILES", "SIZE", "AGE", "EXPIRES"
+        );
+        for p in &pending {
+            println!(
+                "  {:>4}  {:<20} {:>6} {:>10} {:>5}s {:>7}s  {}",
+                p.id,
+                p.peer,
+                p.files,
+                human_bytes(p.bytes),
+                p.age_s,
+                p.expires_in_s,
+                p.name
+            );
+        }
+    }
+    if active.is_empty() {
+        println!("in flight: none");
+    } else {
+        println!("in flight:");
+        for a in &active {
+            let pct = if a.total > 0 {
+                a.done as f64 * 100.0 / a.total as f64
+            } else {
+                100.0
+            };
+            println!(
+                "  {:<3} {:<20} {} / {} ({pct:.0}%) {}/s  {}",
+                a.direction,
+                a.peer,
+                human_bytes(a.done),
+                human_bytes(a.total),
+                human_bytes(a.rate),
+                a.name
+            );
+        }
+    }
+    if !recent.is_empty() {
+        println!("recent (newest last):");
+        for r in &recent {
+            println!(
+                "  {:<3} {:<20} {} {:>10}  {}s ago  {}: {}",
+                r.direction,
+                r.peer,
+                if r.ok { "ok    " } else { "FAILED" },
+                human_bytes(r.total),
+                r.ago_s,
+                r.name,
+                r.result
+            );
+        }
+    }
+    Ok(())
+}
+
 fn call_and_print(c: &mut Client, request: &Request) -> Result<(), Failure> {
     if let Response::Ok { message } = expect_ok(c.call(request, CALL_TIMEOUT)?)? {
         println!("{message}");

@@ -59,6 +59,15 @@ pub enum Request {
         service: String,
         unix: PathBuf,
     },
+    /// Pending offers, transfers in flight, recent ones.
+    Transfers,
+    /// Answer a pending offer (`dsoftbus accept <id>` / `deny <id>`).
+    Accept {
+        id: u32,
+    },
+    Deny {
+        id: u32,
+    },
     Forget {
         #[serde(default)]
         device: Option<String>,
@@ -118,9 +127,61 @@ pub struct StatusInfo {
     pub counters: Vec<(String, u64)>,
 }
 
+/// An offer waiting for `dsoftbus accept` / `deny`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingInfo {
+    pub id: u32,
+    pub peer: String,
+    /// The first path (and how many more).
+    pub name: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub age_s: u64,
+    pub expires_in_s: u64,
+}
+
+/// A transfer in flight.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActiveInfo {
+    /// `in` (receiving) or `out` (sending).
+    pub direction: String,
+    pub peer: String,
+    pub name: String,
+    /// Bytes done (resumed bytes included) and in all.
+    pub done: u64,
+    pub total: u64,
+    pub resumed: u64,
+    /// Bytes per second since it started (resumed bytes not counted).
+    pub rate: u64,
+    pub secs: f64,
+}
+
+/// A finished transfer, or a refused offer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoneInfo {
+    pub direction: String,
+    pub peer: String,
+    pub name: String,
+    pub done: u64,
+    pub total: u64,
+    pub ok: bool,
+    pub result: String,
+    pub secs: f64,
+    pub ago_s: u64,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
+    /// `dsoftbus transfers`.
+    Transfers {
+        /// The accept policy in force.
+        policy: String,
+        pending: Vec<PendingInfo>,
+        active: Vec<ActiveInfo>,
+        /// Most recent last; at most `transfer::HISTORY`.
+        recent: Vec<DoneInfo>,
+    },
     Status(StatusInfo),
     Peers {
         peers: Vec<PeerInfo>,

@@ -122,6 +122,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve { name, unix } => client::serve(&paths, &name, &unix),
         Command::Id { json } => client::id(&paths, &file, json),
         Command::Status { json } => client::status(&paths, json),
+        Command::Transfers { json } => client::transfers(&paths, json),
+        Command::Accept { id } => client::answer(&paths, id, true),
+        Command::Deny { id } => client::answer(&paths, id, false),
         Command::Completions { .. } | Command::Man => Ok(()),
     }
 }

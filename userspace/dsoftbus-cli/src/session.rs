@@ -275,6 +275,7 @@ impl Ctx {
         drop(guard);
         self.streams_ok = streams_ok;
         self.xfer.peer = peer.to_string();
+        self.xfer.peer_id = Some(peer.clone());
         if streams_ok {
             self.ensure_mux();
         }
@@ -570,7 +571,7 @@ impl Ctx {
         self.flush_xfer()
     }
 
-    fn on_cmd(&mut self, cmd: SessionCmd) -> Result<bool, End> {
+    async fn on_cmd(&mut self, cmd: SessionCmd) -> Result<bool, End> {
         match cmd {
             SessionCmd::Ping { reply } => {
                 if self.pings.len() >= MAX_PENDING_PINGS {
@@ -590,6 +591,11 @@ impl Ctx {
             }
             SessionCmd::Send(req) => {
                 self.start_send(*req)?;
+                Ok(false)
+            }
+            SessionCmd::Answer { carrier, answer } => {
+                self.xfer.on_answer(carrier, answer).await;
+                self.flush_xfer()?;
                 Ok(false)
             }
             SessionCmd::Close => Ok(true),
@@ -778,12 +784,7 @@ pub async fn run(
     let (mut rd, mut wr) = stream.into_split();
     let (cmd_tx, mut cmd_rx) = mpsc::channel(CMD_QUEUE);
     let (report_tx, mut report_rx) = mpsc::channel(64);
-    let xfer = Engine::new(
-        cx.transfer.clone(),
-        cx.counters.clone(),
-        cx.limiter.clone(),
-        report_tx,
-    );
+    let xfer = Engine::new(&cx, cmd_tx.clone(), report_tx);
     let xfer_wake = xfer.wake.clone();
     let mut c = Ctx {
         conn_id,
@@ -880,7 +881,7 @@ pub async fn run(
                 Err(e) => Err(End::Io(e)),
             },
             cmd = cmd_rx.recv(), if can_cmd => match cmd {
-                Some(cmd) => match c.on_cmd(cmd) {
+                Some(cmd) => match c.on_cmd(cmd).await {
                     Ok(true) => {
                         let _ = c.conn.close();
                         closing = true;
@@ -987,12 +988,7 @@ pub async fn run(
     c.xfer.session_lost().await;
     drop(std::mem::replace(
         &mut c.xfer,
-        Engine::new(
-            cx.transfer.clone(),
-            cx.counters.clone(),
-            cx.limiter.clone(),
-            mpsc::channel(1).0,
-        ),
+        Engine::new(&cx, mpsc::channel(1).0, mpsc::channel(1).0),
     ));
     if matches!(end, End::Overflow(_)) {
         bump(&cx.counters.outbound_overflow);

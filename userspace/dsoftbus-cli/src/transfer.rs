@@ -30,17 +30,22 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant as StdInstant};
 
+use dsoftbus::node::{OfferId, Verdict};
 use dsoftbus::stream::StreamId;
 pub use dsoftbus::transfer::STREAM_KIND;
 use dsoftbus::transfer::{
     wire, Entry, EntryKind, Outcome, Reason, Receiver, ReceiverConfig, ReceiverEvent, Sender,
     SenderConfig, SenderEvent, Side, TransferError,
 };
+use dsoftbus::DeviceId;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn};
 
-use crate::shared::{bump, suppressed, Counters, LogKind, RateLimiter, TransferCfg};
+use crate::shared::{
+    bump, suppressed, Answer, Counters, HostClock, LogKind, OfferRef, Peers, RateLimiter,
+    SessionCmd, SessionCtx, SlotGuard, TransferCfg,
+};
 
 /// Chunks a reader thread may have read ahead of the session.
 pub const READ_AHEAD: usize = 4;
@@ -686,6 +691,29 @@ pub fn reason_text(r: Reason) -> String {
     }
 }
 
+/// How a transfer ended, for `dsoftbus transfers`.
+pub fn outcome_text(o: &Outcome) -> String {
+    match o {
+        Outcome::Done => "done: every file verified".into(),
+        Outcome::Denied {
+            by: Side::Peer,
+            reason,
+        } => {
+            format!("refused by the receiver: {}", reason_text(*reason))
+        }
+        Outcome::Denied { reason, .. } => format!("refused: {}", reason.as_str()),
+        Outcome::Cancelled {
+            by: Side::Peer,
+            reason,
+            ..
+        } => {
+            format!("cancelled by the peer: {}", reason.as_str())
+        }
+        Outcome::Cancelled { reason, .. } => format!("cancelled here: {}", reason.as_str()),
+        Outcome::Failed(e) => format!("failed: {e}"),
+    }
+}
+
 /// A short description of an offer for logs and listings.
 pub fn summary(entries: &[Entry]) -> String {
     let files = entries.iter().filter(|e| !e.is_dir()).count();
@@ -732,6 +760,8 @@ struct Outgoing {
     progress: watch::Sender<SendProgress>,
     done: Option<oneshot::Sender<SendDone>>,
     detail: Option<String>,
+    /// Its row on the transfer board.
+    key: u64,
 }
 
 struct Incoming {
@@ -741,7 +771,157 @@ struct Incoming {
     last: StdInstant,
     name: String,
     total: u64,
-    _permit: Option<OwnedSemaphorePermit>,
+    /// Its row on the transfer board, and the bytes it holds so far.
+    key: u64,
+    done: u64,
+    /// Its place among the accepted incoming transfers (consent).
+    _slot: SlotGuard,
+}
+
+/// An offer waiting for consent (`ask`).
+struct Waiting {
+    rx: Receiver,
+    id: OfferId,
+    /// The offer as received (to start over when a resume fails).
+    msg: Vec<u8>,
+    since: StdInstant,
+    ttl: Duration,
+}
+
+/// Most finished transfers (and refused offers) `dsoftbus transfers`
+/// remembers; the oldest is dropped first.
+pub const HISTORY: usize = 32;
+/// Most answered offer ids remembered, so `accept` of one already answered
+/// says so.
+pub const ANSWERED: usize = 256;
+
+/// A transfer in flight, for `dsoftbus transfers`.
+#[derive(Clone, Debug)]
+pub struct Active {
+    pub incoming: bool,
+    pub peer: String,
+    pub name: String,
+    pub total: u64,
+    /// Bytes done (received and handed to the writer, or acknowledged by
+    /// the receiver), resumed bytes included.
+    pub done: u64,
+    /// Bytes resumed at the start (not counted in the rate).
+    pub resumed: u64,
+    pub started: StdInstant,
+}
+
+/// A finished transfer or a refused offer.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub incoming: bool,
+    pub peer: String,
+    pub name: String,
+    pub total: u64,
+    pub done: u64,
+    pub ok: bool,
+    pub result: String,
+    pub secs: f64,
+    pub ended: StdInstant,
+}
+
+impl Record {
+    /// An incoming offer refused before any data.
+    pub fn offer(peer: &str, name: &str, total: u64, why: &str) -> Record {
+        Record {
+            incoming: true,
+            peer: peer.into(),
+            name: name.into(),
+            total,
+            done: 0,
+            ok: false,
+            result: format!("refused: {why}"),
+            secs: 0.0,
+            ended: StdInstant::now(),
+        }
+    }
+}
+
+/// What `dsoftbus transfers` shows besides pending offers: transfers in
+/// flight (one row each; bounded by the transfers themselves) and the last
+/// [`HISTORY`] finished ones.
+#[derive(Debug, Default)]
+pub struct Board {
+    next: u64,
+    pub active: std::collections::BTreeMap<u64, Active>,
+    pub history: VecDeque<Record>,
+    answered: VecDeque<(u32, &'static str)>,
+}
+
+impl Board {
+    pub fn start(
+        &mut self,
+        incoming: bool,
+        peer: &str,
+        name: &str,
+        total: u64,
+        resumed: u64,
+    ) -> u64 {
+        self.next += 1;
+        self.active.insert(
+            self.next,
+            Active {
+                incoming,
+                peer: peer.into(),
+                name: name.into(),
+                total,
+                done: resumed,
+                resumed,
+                started: StdInstant::now(),
+            },
+        );
+        self.next
+    }
+
+    pub fn progress(&mut self, key: u64, done: u64) {
+        if let Some(a) = self.active.get_mut(&key) {
+            a.done = done;
+        }
+    }
+
+    pub fn finish(&mut self, key: u64, ok: bool, result: String) {
+        if let Some(a) = self.active.remove(&key) {
+            self.record(Record {
+                incoming: a.incoming,
+                peer: a.peer,
+                name: a.name,
+                total: a.total,
+                done: a.done,
+                ok,
+                result,
+                secs: a.started.elapsed().as_secs_f64(),
+                ended: StdInstant::now(),
+            });
+        }
+    }
+
+    pub fn record(&mut self, r: Record) {
+        if self.history.len() >= HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(r);
+    }
+
+    /// Remembers how offer `id` was answered.
+    pub fn answered(&mut self, id: u32, how: &'static str) {
+        if self.answered.len() >= ANSWERED {
+            self.answered.pop_front();
+        }
+        self.answered.push_back((id, how));
+    }
+
+    /// How offer `id` was answered, if it was (recently).
+    pub fn was_answered(&self, id: u32) -> Option<&'static str> {
+        self.answered
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map(|(_, h)| *h)
+    }
 }
 
 /// The transfers of one session.
@@ -749,9 +929,15 @@ pub struct Engine {
     cfg: Arc<TransferCfg>,
     counters: Arc<Counters>,
     limiter: Arc<RateLimiter>,
+    peers: Peers,
+    clock: HostClock,
+    cmd: mpsc::Sender<SessionCmd>,
     /// The peer's name for logs.
     pub peer: String,
+    /// The peer, once the session is confirmed.
+    pub peer_id: Option<DeviceId>,
     inbound: HashMap<Carrier, Incoming>,
+    waiting: HashMap<Carrier, Waiting>,
     outbound: HashMap<Carrier, Outgoing>,
     /// Messages to send, in order.
     pub out: VecDeque<(Carrier, Vec<u8>)>,
@@ -764,17 +950,21 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(
-        cfg: Arc<TransferCfg>,
-        counters: Arc<Counters>,
-        limiter: Arc<RateLimiter>,
+        cx: &SessionCtx,
+        cmd: mpsc::Sender<SessionCmd>,
         report_tx: mpsc::Sender<Report>,
     ) -> Self {
         Engine {
-            cfg,
-            counters,
-            limiter,
+            cfg: cx.transfer.clone(),
+            counters: cx.counters.clone(),
+            limiter: cx.limiter.clone(),
+            peers: cx.peers.clone(),
+            clock: cx.clock,
+            cmd,
             peer: "?".into(),
+            peer_id: None,
             inbound: HashMap::new(),
+            waiting: HashMap::new(),
             outbound: HashMap::new(),
             out: VecDeque::new(),
             ended: Vec::new(),
@@ -811,6 +1001,8 @@ impl Engine {
             }
         };
         req.progress.send_modify(|p| p.total = total);
+        let name = summary(tx.entries());
+        let key = self.board().start(false, &self.peer, &name, total, 0);
         self.outbound.insert(
             carrier,
             Outgoing {
@@ -821,6 +1013,7 @@ impl Engine {
                 progress: req.progress,
                 done: Some(req.done),
                 detail: None,
+                key,
             },
         );
         self.drain_outgoing(carrier);
@@ -851,6 +1044,17 @@ impl Engine {
         };
         let carrier = stream.map(Carrier::Stream).unwrap_or(Carrier::Data(id));
         if wire::from_sender(kind) {
+            if let Some(w) = self.waiting.get_mut(&carrier) {
+                // A pending offer: only a CANCEL (or garbage) can come.
+                let _ = w.rx.handle(msg);
+                while let Some(m) = w.rx.poll_transmit() {
+                    self.out.push_back((carrier, m));
+                }
+                if w.rx.outcome().is_some() {
+                    self.drop_waiting(carrier, "cancelled by the sender");
+                }
+                return;
+            }
             if !self.inbound.contains_key(&carrier) {
                 if kind == wire::KIND_OFFER {
                     self.new_incoming(carrier, msg).await;
@@ -911,8 +1115,6 @@ impl Engine {
 
     async fn new_incoming(&mut self, carrier: Carrier, msg: &[u8]) {
         let mut rx = Receiver::new(self.receiver_config());
-        let msg = msg.to_vec();
-        let msg = &msg[..];
         let res = rx.handle(msg);
         let peer = self.peer.clone();
         if !rx.is_pending() {
@@ -934,33 +1136,152 @@ impl Engine {
         let entries = rx.offer().map(|e| e.to_vec()).unwrap_or_default();
         let name = summary(&entries);
         let total: u64 = entries.iter().map(|e| e.size()).sum();
-        let refuse = |this: &mut Self, mut rx: Receiver, reason: Reason, why: String| {
-            let _ = rx.deny(reason);
-            while let Some(m) = rx.poll_transmit() {
-                this.out.push_back((carrier, m));
+        let files = entries.iter().filter(|e| !e.is_dir()).count();
+        if self.cfg.inbox.is_none() {
+            return self.refuse(carrier, rx, Reason::Declined, "no --inbox configured");
+        }
+        let Some(peer_id) = self.peer_id.clone() else {
+            return self.refuse(carrier, rx, Reason::Declined, "peer not confirmed");
+        };
+        // Consent is the core's (dsoftbus::node::consent): the policy, the
+        // pending table and the incoming slots, daemon-wide.
+        let user_pinned = self
+            .peers
+            .lock()
+            .known
+            .pin(&peer_id)
+            .is_some_and(|p| p.is_user());
+        let payload = OfferRef {
+            cmd: self.cmd.clone(),
+            carrier,
+            name: name.clone(),
+            files,
+            bytes: total,
+        };
+        let now = self.clock.now();
+        let verdict = self
+            .cfg
+            .consent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .offer(&peer_id, user_pinned, payload, now);
+        match verdict {
+            Verdict::Accept(slot) => {
+                let slot = SlotGuard::new(self.cfg.consent.clone(), slot);
+                self.accept_incoming(carrier, rx, msg.to_vec(), slot).await;
             }
-            if let Some(n) = this.limiter.allow(LogKind::NoInbox) {
-                info!(
-                    "refused a transfer of {name} from peer={peer}: {why}{}",
-                    suppressed(n)
+            Verdict::Pending(id) => {
+                let ttl = self
+                    .cfg
+                    .consent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .config()
+                    .ask_ttl;
+                if let Some(n) = self.limiter.allow(LogKind::OfferPending) {
+                    info!(
+                        "offer {id} from peer={peer}: {name} ({files} files, {total} bytes) waits for an answer: `dsoftbus accept {id}` or `dsoftbus deny {id}` (expires in {} s){}",
+                        ttl.as_secs(),
+                        suppressed(n)
+                    );
+                }
+                self.waiting.insert(
+                    carrier,
+                    Waiting {
+                        rx,
+                        id,
+                        msg: msg.to_vec(),
+                        since: StdInstant::now(),
+                        ttl,
+                    },
                 );
             }
+            Verdict::Deny(d) => {
+                let why = d.as_str();
+                self.board().record(Record::offer(&peer, &name, total, why));
+                self.refuse(carrier, rx, d.reason(), why)
+            }
+        }
+    }
+
+    /// Forgets a pending offer (the peer cancelled it, or went away): out
+    /// of the consent table, into the history.
+    fn drop_waiting(&mut self, carrier: Carrier, why: &str) {
+        let Some(w) = self.waiting.remove(&carrier) else {
+            return;
         };
-        let Some(inbox) = self.cfg.inbox.clone() else {
-            return refuse(self, rx, Reason::Declined, "no --inbox configured".into());
-        };
-        let per_peer = self.cfg.max_incoming_per_peer;
-        if self.inbound.len() >= per_peer {
-            // One peer never holds every slot: others can still send.
-            return refuse(
-                self,
-                rx,
-                Reason::Busy,
-                format!("{per_peer} transfers from this peer in progress (the limit per peer)"),
+        self.cfg
+            .consent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .deny(w.id);
+        let name = w.rx.offer().map(summary).unwrap_or_default();
+        let total =
+            w.rx.offer()
+                .map(|e| e.iter().map(|e| e.size()).sum())
+                .unwrap_or(0);
+        let mut b = self.board();
+        b.answered(w.id.0, "withdrawn");
+        b.record(Record::offer(&self.peer, &name, total, why));
+    }
+
+    fn board(&self) -> std::sync::MutexGuard<'_, Board> {
+        self.cfg.board.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refuse(&mut self, carrier: Carrier, mut rx: Receiver, reason: Reason, why: &str) {
+        let _ = rx.deny(reason);
+        while let Some(m) = rx.poll_transmit() {
+            self.out.push_back((carrier, m));
+        }
+        let name = rx.offer().map(summary).unwrap_or_default();
+        if let Some(n) = self.limiter.allow(LogKind::NoInbox) {
+            info!(
+                "refused a transfer of {name} from peer={}: {why}{}",
+                self.peer,
+                suppressed(n)
             );
         }
-        let Ok(permit) = self.cfg.permits.clone().try_acquire_owned() else {
-            return refuse(self, rx, Reason::Busy, "too many transfers".into());
+    }
+
+    /// The answer to an offer that waited (`dsoftbus accept` / `deny`, or
+    /// expiry).
+    pub async fn on_answer(&mut self, carrier: Carrier, answer: Answer) {
+        let Some(w) = self.waiting.remove(&carrier) else {
+            return; // gone meanwhile (cancelled by the peer): a slot is released
+        };
+        match answer {
+            Answer::Accept(slot) => self.accept_incoming(carrier, w.rx, w.msg, slot).await,
+            Answer::Deny(d) => {
+                let name = w.rx.offer().map(summary).unwrap_or_default();
+                let total =
+                    w.rx.offer()
+                        .map(|e| e.iter().map(|e| e.size()).sum())
+                        .unwrap_or(0);
+                let peer = self.peer.clone();
+                self.board()
+                    .record(Record::offer(&peer, &name, total, d.as_str()));
+                self.refuse(carrier, w.rx, d.reason(), d.as_str());
+            }
+        }
+    }
+
+    /// Accepts an offer (with its slot): resumes what an interrupted
+    /// transfer left, starts the writer, sends ACCEPT.
+    async fn accept_incoming(
+        &mut self,
+        carrier: Carrier,
+        mut rx: Receiver,
+        msg: Vec<u8>,
+        slot: SlotGuard,
+    ) {
+        let msg = &msg[..];
+        let peer = self.peer.clone();
+        let entries = rx.offer().map(|e| e.to_vec()).unwrap_or_default();
+        let name = summary(&entries);
+        let total: u64 = entries.iter().map(|e| e.size()).sum();
+        let Some(inbox) = self.cfg.inbox.clone() else {
+            return self.refuse(carrier, rx, Reason::Declined, "no --inbox configured");
         };
         // The same peer offering the same entries again resumes what an
         // interrupted transfer left (RESUME_TTL, RESUME_MAX_BYTES).
@@ -1009,7 +1330,7 @@ impl Engine {
                         suppressed(n)
                     );
                 }
-                return refuse(self, rx, Reason::Io, format!("inbox: {e}"));
+                return self.refuse(carrier, rx, Reason::Io, &format!("inbox: {e}"));
             }
         };
         let (wtx, wrx) = mpsc::channel(WRITER_QUEUE);
@@ -1027,6 +1348,9 @@ impl Engine {
             );
         }
         let _ = rx.accept();
+        let key = self
+            .board()
+            .start(true, &peer, &name, total, resumed.unwrap_or(0));
         self.inbound.insert(
             carrier,
             Incoming {
@@ -1036,7 +1360,9 @@ impl Engine {
                 last: StdInstant::now(),
                 name,
                 total,
-                _permit: Some(permit),
+                key,
+                done: resumed.unwrap_or(0),
+                _slot: slot,
             },
         );
         self.drain_incoming(carrier).await;
@@ -1057,7 +1383,10 @@ impl Engine {
             let w = match ev {
                 ReceiverEvent::Offered => None,
                 ReceiverEvent::Dir { entry } => Some(WriterMsg::Dir(entry)),
-                ReceiverEvent::Data { entry, data, .. } => Some(WriterMsg::Data { entry, data }),
+                ReceiverEvent::Data { entry, data, .. } => {
+                    inc.done += data.len() as u64;
+                    Some(WriterMsg::Data { entry, data })
+                }
                 ReceiverEvent::FileVerified { entry } => Some(WriterMsg::Verified(entry)),
                 ReceiverEvent::Finished(o) => {
                     finished = Some(o);
@@ -1071,11 +1400,17 @@ impl Engine {
                 inc.last = StdInstant::now();
             }
         }
-        let Some(o) = finished else { return };
+        let Some(o) = finished else {
+            let (key, done) = (inc.key, inc.done);
+            self.board().progress(key, done);
+            return;
+        };
         let Some(inc) = self.inbound.remove(&carrier) else {
             return;
         };
         self.ended.push(carrier);
+        let result = outcome_text(&o);
+        self.board().finish(inc.key, o == Outcome::Done, result);
         let peer = &self.peer;
         match o {
             Outcome::Done => {
@@ -1195,6 +1530,18 @@ impl Engine {
         }
         let (sent, acked) = o.tx.progress();
         let all_sent = o.tx.poll_need().is_none() && o.pieces.is_some();
+        let (key, resumed) = (o.key, o.progress.borrow().resumed);
+        if let Some(a) = self
+            .cfg
+            .board
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .active
+            .get_mut(&key)
+        {
+            a.resumed = resumed;
+            a.done = resumed + acked;
+        }
         o.progress.send_if_modified(|p| {
             let changed = p.sent != sent || p.acked != acked || (all_sent && !p.all_sent);
             p.sent = sent;
@@ -1204,6 +1551,11 @@ impl Engine {
         });
         if let Some(out) = finished {
             if let Some(mut o) = self.outbound.remove(&carrier) {
+                let text = match &o.detail {
+                    Some(d) => d.clone(),
+                    None => outcome_text(&out),
+                };
+                self.board().finish(o.key, out == Outcome::Done, text);
                 if out == Outcome::Done {
                     bump(&self.counters.files_sent);
                 } else {
@@ -1275,7 +1627,15 @@ impl Engine {
     /// The carrier of a transfer went away (its stream was reset or closed
     /// early): the transfer ends without further messages.
     pub async fn carrier_gone(&mut self, carrier: Carrier) {
+        if self.waiting.contains_key(&carrier) {
+            self.drop_waiting(carrier, "its stream closed");
+        }
         if let Some(inc) = self.inbound.remove(&carrier) {
+            self.board().finish(
+                inc.key,
+                false,
+                "interrupted: its stream closed (partial files kept for a resume)".into(),
+            );
             bump(&self.counters.transfers_failed);
             if let Some(w) = &inc.writer {
                 let _ = w.send(WriterMsg::Hold).await;
@@ -1292,6 +1652,8 @@ impl Engine {
         }
         if let Some(mut o) = self.outbound.remove(&carrier) {
             bump(&self.counters.transfers_failed);
+            self.board()
+                .finish(o.key, false, "the receiver closed the stream".into());
             if let Some(d) = o.done.take() {
                 let detail = Some("the receiver closed the transfer's stream".to_string());
                 let _ = d.send((
@@ -1314,6 +1676,27 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .expire();
+        // The daemon's expiry task answers expired offers; should its
+        // answer be lost, an offer still waiting well past its TTL is
+        // denied here.
+        let late: Vec<Carrier> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.since.elapsed() > w.ttl + Duration::from_secs(10))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in late {
+            if let Some(w) = self.waiting.get(&c) {
+                let id = w.id;
+                self.cfg
+                    .consent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .deny(id);
+            }
+            self.on_answer(c, Answer::Deny(dsoftbus::node::Deny::Expired))
+                .await;
+        }
         let idle = self.cfg.idle;
         let stale: Vec<Carrier> = self
             .inbound
@@ -1353,6 +1736,16 @@ impl Engine {
     /// The session is gone: incoming transfers keep their partial files in
     /// the resume store; outgoing ones learn it when the engine is dropped.
     pub async fn session_lost(&mut self) {
+        let waiting: Vec<Carrier> = self.waiting.keys().copied().collect();
+        for c in waiting {
+            self.drop_waiting(c, "the session ended");
+        }
+        for c in self.outgoing() {
+            if let Some(o) = self.outbound.get(&c) {
+                let key = o.key;
+                self.board().finish(key, false, "the session ended".into());
+            }
+        }
         if self.inbound.is_empty() {
             return;
         }
@@ -1360,6 +1753,11 @@ impl Engine {
             if let Some(w) = &inc.writer {
                 let _ = w.send(WriterMsg::Hold).await;
             }
+            self.board().finish(
+                inc.key,
+                false,
+                "interrupted: the session ended (partial files kept for a resume)".into(),
+            );
         }
         if let Some(n) = self.limiter.allow(LogKind::TransfersAborted) {
             info!(

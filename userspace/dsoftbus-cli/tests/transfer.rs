@@ -24,7 +24,7 @@ fn pair(dir: &Path) -> (Node, Node, std::path::PathBuf) {
         "beta",
         pb,
         &[pa.udp],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         None,
     );
     a.wait_up();
@@ -143,7 +143,7 @@ fn offered_paths_stay_inside_the_inbox() {
         "rx",
         Ports::new(),
         &[],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         None,
     );
     rx.wait_up();

@@ -30,7 +30,7 @@ fn same_name_transfers_ending_together_all_survive() {
         "rx",
         Ports::new(),
         &[],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         Some("max_incoming_transfers = 16\n"),
     );
     rx.wait_up();
@@ -131,7 +131,7 @@ fn offer_and_stall_cannot_hold_the_receive_slots() {
         "rx",
         prx,
         &[pa.udp],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         None,
     );
     let alpha = spawn(dir.path(), "alpha", pa, &[prx.udp], &[], None);
@@ -193,7 +193,7 @@ fn stalled_transfers_are_cancelled_after_the_idle_timeout() {
         "rx",
         Ports::new(),
         &[],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         Some("transfer_idle_timeout_secs = 2\n"),
     );
     rx.wait_up();
@@ -291,7 +291,7 @@ fn killed_mid_transfer_leaves_no_part_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let inbox = dir.path().join("inbox");
     let ports = Ports::new();
-    let args = ["--inbox", inbox.to_str().unwrap()];
+    let args = ["--inbox", inbox.to_str().unwrap(), "--accept", "any"];
     let mut rx = spawn(dir.path(), "rx", ports, &[], &args, None);
     rx.wait_up();
     let mut h = Hostile::connect("evil", &rx);
@@ -658,7 +658,7 @@ fn transfer_lines_a_peer_triggers_are_rate_limited() {
         "rx",
         Ports::new(),
         &[],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         None,
     );
     let bare = spawn(dir.path(), "bare", Ports::new(), &[], &[], None);
