@@ -1270,7 +1270,8 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
                 let p = prx.borrow().clone();
                 return match outcome {
                     Outcome::Done => {
-                        let secs = start.elapsed().as_secs_f64();
+                        // The time the data took (not the wait for an answer).
+                        let secs = accepted_at.unwrap_or(start).elapsed().as_secs_f64();
                         info!("sent {name} ({total} bytes) to peer={device} in {secs:.2} s: receiver verified sha256");
                         Response::Sent {
                             bytes: total,

@@ -2026,6 +2026,30 @@ mod tests {
     }
 
     #[test]
+    fn the_board_keeps_bounded_history_and_answers() {
+        let mut b = Board::default();
+        let keys: Vec<u64> = (0..HISTORY as u64 + 10)
+            .map(|i| b.start(i % 2 == 0, "p", &format!("f{i}"), 100, 10))
+            .collect();
+        assert_eq!(b.active.len(), HISTORY + 10);
+        b.progress(keys[0], 60);
+        assert_eq!(b.active[&keys[0]].done, 60);
+        for k in &keys {
+            b.finish(*k, true, "done".into());
+        }
+        assert!(b.active.is_empty());
+        assert_eq!(b.history.len(), HISTORY);
+        // The oldest went first.
+        assert_eq!(b.history.front().map(|r| r.name.as_str()), Some("f10"));
+        for id in 0..ANSWERED as u32 + 5 {
+            b.answered(id, "denied");
+        }
+        assert_eq!(b.was_answered(0), None);
+        assert_eq!(b.was_answered(ANSWERED as u32 + 4), Some("denied"));
+        assert_eq!(b.answered.len(), ANSWERED);
+    }
+
+    #[test]
     fn reader_sends_files_from_their_offsets_and_notices_a_shrunk_file() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
