@@ -250,10 +250,23 @@ pub fn send(
         [one] => one.display().to_string(),
         many => format!("{} paths", many.len()),
     };
+    let mut accepted = false;
+    let mut told = false;
     loop {
         // The daemon reports progress at least once a minute, or fails
-        // itself; an offer may wait for the receiver's user (15 min).
-        match c.recv(Some(Duration::from_secs(20 * 60)))? {
+        // itself; an offer may wait for the receiver's user (15 min). On a
+        // terminal, say so when the answer takes a moment.
+        if show && !accepted && !told && !c.readable(Duration::from_secs(2))? {
+            told = true;
+            eprintln!(
+                "dsoftbus: waiting for {device} to accept (on {device}: `dsoftbus transfers`, then `dsoftbus accept <id>`)"
+            );
+        }
+        let r = c.recv(Some(Duration::from_secs(20 * 60)))?;
+        if matches!(r, Response::Accepted { .. }) {
+            accepted = true;
+        }
+        match r {
             Response::Warning { message } => eprintln!("dsoftbus: warning: {message}"),
             Response::Accepted { total, .. } => {
                 if show {

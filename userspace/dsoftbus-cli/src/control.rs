@@ -317,6 +317,28 @@ impl Client {
         Ok(())
     }
 
+    /// True once a response can be read (or the daemon closed), false if
+    /// nothing came within `timeout`. Consumes nothing.
+    pub fn readable(&mut self, timeout: Duration) -> Result<bool, Failure> {
+        if !self.reader.buffer().is_empty() {
+            return Ok(true);
+        }
+        self.reader.get_ref().set_read_timeout(Some(timeout))?;
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(self.reader.get_ref()).peek(&mut b) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads the next response; `timeout` bounds the wait.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Response, Failure> {
         self.reader.get_ref().set_read_timeout(timeout)?;
