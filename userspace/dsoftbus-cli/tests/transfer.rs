@@ -279,3 +279,167 @@ fn interrupted_send_resumes_with_fewer_bytes() {
     assert_eq!(files_in(&inbox), vec!["big.bin"]);
     assert!(b.log_text().contains("resuming:"), "{}", b.log_text());
 }
+
+/// The stream carrier at wire level (wire.md §11/§12): a peer that
+/// announces `streams/1` gets the daemon's files on a stream of kind 0x40
+/// and may send its own on one; a stream of another kind is refused
+/// (reset `unknown kind`). The test side runs the core's `stream::Mux`.
+#[test]
+fn transfers_on_streams_with_a_scripted_peer() {
+    use dsoftbus::frame::{encode_frame, FrameDecoder};
+    use dsoftbus::stream::{self, Event as SEvent, Mux, Priority, Read, StreamConfig};
+    use dsoftbus::Event;
+
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let rx = spawn(
+        dir.path(),
+        "rx",
+        Ports::new(),
+        &[],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
+        None,
+    );
+    rx.wait_up();
+    let mut h = Hostile::connect_with("peer", &rx, &["streams/1"]);
+    let t0 = dsoftbus::Instant::from_millis(0);
+    let mut mux = Mux::new(StreamConfig::default(), true, t0);
+    // Pumps the session: stream messages to the mux, its output back.
+    fn pump(h: &mut Hostile, mux: &mut Mux, ms: u64) {
+        let mut msgs = Vec::new();
+        while let Some(m) = mux.poll_transmit() {
+            h.send_all(&[m]).unwrap();
+        }
+        h.pump_until(Duration::from_millis(ms), |_, ev| {
+            if let Event::Data(d) = ev {
+                if d.first() == Some(&stream::KIND_STREAM) {
+                    msgs.push(d.clone());
+                }
+            }
+            false
+        });
+        for m in msgs {
+            mux.handle_input(&m, dsoftbus::Instant::from_millis(1))
+                .unwrap();
+        }
+        while let Some(m) = mux.poll_transmit() {
+            h.send_all(&[m]).unwrap();
+        }
+    }
+    let framed = |msgs: &[Vec<u8>]| {
+        let mut out = Vec::new();
+        for m in msgs {
+            encode_frame(m, &mut out).unwrap();
+        }
+        out
+    };
+    let read_msgs = |mux: &mut Mux, id, dec: &mut FrameDecoder| {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let n = dec.space().min(buf.len());
+            match mux.read(id, &mut buf[..n]) {
+                Ok(Read::Bytes(k)) => {
+                    dec.feed(&buf[..k]).unwrap();
+                    while let Some(m) = dec.next_frame().unwrap() {
+                        out.push(m);
+                    }
+                }
+                _ => return out,
+            }
+        }
+    };
+
+    // Our offer on a stream of kind 0x40.
+    let body = b"over a stream".to_vec();
+    let sid = mux.open(0x40, Priority::Bulk).unwrap();
+    mux.write(sid, &framed(&[offer(1, &body, "s.txt")]))
+        .unwrap();
+    // And a stream of a kind the daemon does not take.
+    let other = mux.open(0x41, Priority::Bulk).unwrap();
+    mux.write(other, b"xx").unwrap();
+    let mut dec = FrameDecoder::new(65_535);
+    let mut got = Vec::new();
+    let mut reset = None;
+    for _ in 0..50 {
+        pump(&mut h, &mut mux, 100);
+        while let Some(ev) = mux.poll_event() {
+            match ev {
+                SEvent::Readable(id) if id == sid => got.extend(read_msgs(&mut mux, sid, &mut dec)),
+                SEvent::Reset { id, code } if id == other => reset = Some(code),
+                _ => {}
+            }
+        }
+        if !got.is_empty() && reset.is_some() {
+            break;
+        }
+    }
+    assert_eq!(reset, Some(stream::RESET_UNKNOWN_KIND));
+    let accept = got.first().expect("an ACCEPT on the stream");
+    assert_eq!(accept[0], KIND_ACCEPT);
+    mux.write(sid, &framed(&[data(1, 0, 0, &body), end(1)]))
+        .unwrap();
+    let mut done = false;
+    for _ in 0..50 {
+        pump(&mut h, &mut mux, 100);
+        while let Some(ev) = mux.poll_event() {
+            if ev == SEvent::Readable(sid) {
+                done |= read_msgs(&mut mux, sid, &mut dec)
+                    .iter()
+                    .any(|m| m[0] == KIND_DONE);
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    assert!(done, "no DONE on the stream\n{}", rx.log_text());
+    assert_eq!(std::fs::read(inbox.join("s.txt")).unwrap(), body);
+    assert!(
+        rx.log_text().contains("from peer=peer on stream 1"),
+        "{}",
+        rx.log_text()
+    );
+
+    // The daemon sends to us: it opens a stream of kind 0x40 (bulk).
+    let src = dir.path().join("out.bin");
+    std::fs::write(&src, vec![9u8; 5000]).unwrap();
+    let state = rx.state.clone();
+    let srcs = src.to_str().unwrap().to_string();
+    let sender = std::thread::spawn(move || cli(&state, &["send", "peer", &srcs]));
+    let mut opened = None;
+    let mut dec2 = FrameDecoder::new(65_535);
+    let mut msgs = Vec::new();
+    for _ in 0..50 {
+        pump(&mut h, &mut mux, 100);
+        while let Some(ev) = mux.poll_event() {
+            match ev {
+                SEvent::Opened { id, kind, priority } => {
+                    assert_eq!((kind, priority), (0x40, Priority::Bulk));
+                    opened = Some(id);
+                }
+                SEvent::Readable(id) if Some(id) == opened => {
+                    msgs.extend(read_msgs(&mut mux, id, &mut dec2))
+                }
+                _ => {}
+            }
+        }
+        if !msgs.is_empty() {
+            break;
+        }
+    }
+    let id = opened.expect("the daemon opened a stream");
+    assert_eq!(msgs[0][0], KIND_OFFER);
+    let tid = u32::from_be_bytes([msgs[0][2], msgs[0][3], msgs[0][4], msgs[0][5]]);
+    // Deny it: the sender exits 7 with the reason.
+    let deny = dsoftbus::transfer::wire::Message::Deny {
+        id: tid,
+        reason: Reason::Declined,
+    }
+    .encode();
+    mux.write(id, &framed(&[deny])).unwrap();
+    pump(&mut h, &mut mux, 300);
+    let o = sender.join().unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(text(&o).contains("declined"), "{}", text(&o));
+}

@@ -355,10 +355,19 @@ impl Hostile {
     /// Announces `id` to the daemon (so it binds our key on first use),
     /// dials its session port and completes the handshake.
     pub fn connect(id: &str, daemon: &Node) -> Hostile {
+        Hostile::connect_with(id, daemon, &[])
+    }
+
+    /// As [`Hostile::connect`], announcing `services` (e.g. `streams/1`).
+    pub fn connect_with(id: &str, daemon: &Node, services: &[&str]) -> Hostile {
         let mut rng = OsRng.unwrap_err();
         let keys = StaticKeypair::generate(&mut rng);
         let local = LocalIdentity::new(DeviceId::new(id).unwrap(), keys.clone());
-        let ann = Announce::new(DeviceId::new(id).unwrap(), 9, *keys.public(), vec![]).unwrap();
+        let services = services
+            .iter()
+            .map(|s| dsoftbus::ServiceName::new(s).unwrap())
+            .collect();
+        let ann = Announce::new(DeviceId::new(id).unwrap(), 9, *keys.public(), services).unwrap();
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let target = PeerTarget {
             id: DeviceId::new(&daemon.id).unwrap(),
@@ -423,7 +432,7 @@ impl Hostile {
     }
 
     /// Reads until `stop` says so (true) or the timeout passes (false).
-    fn pump_until(
+    pub fn pump_until(
         &mut self,
         timeout: Duration,
         mut stop: impl FnMut(&mut Self, &Event) -> bool,
