@@ -134,6 +134,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<(), Failure> {
     println!("require_known={}", s.require_known);
     println!("trust_mode={}", s.trust_mode);
     println!("inbox={}", s.inbox.as_deref().unwrap_or("none"));
+    println!("accept={}", s.accept);
     println!("uptime_s={}", s.uptime_s);
     for (k, v) in &s.counters {
         println!("counter.{k}={v}");

@@ -123,6 +123,9 @@ pub struct StatusInfo {
     #[serde(default)]
     pub trust_mode: String,
     pub inbox: Option<String>,
+    /// The accept policy (`ask`, `known`, `any`, `none`).
+    #[serde(default)]
+    pub accept: String,
     pub uptime_s: u64,
     pub counters: Vec<(String, u64)>,
 }

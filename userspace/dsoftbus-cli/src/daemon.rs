@@ -257,7 +257,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     let disc = Arc::new(disc);
     disc.rescan(&sh.discovery());
     info!(
-        "node up device={} key={} port={} discovery={}:{} mode={} interfaces=[{}] trust_mode={} inbox={}",
+        "node up device={} key={} port={} discovery={}:{} mode={} interfaces=[{}] trust_mode={} inbox={} accept={}",
         id,
         fingerprint(keys.public()),
         port,
@@ -276,6 +276,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "none".into()),
+        sh.cfg.consent.policy.name(),
     );
 
     let tasks = vec![
@@ -888,6 +889,7 @@ fn status(sh: &Shared) -> StatusInfo {
         require_known: sh.cfg.trust_mode == TrustMode::Known,
         trust_mode: sh.cfg.trust_mode.name().into(),
         inbox: sh.cfg.inbox.as_ref().map(|p| p.display().to_string()),
+        accept: sh.cfg.consent.policy.name().to_string(),
         uptime_s: sh.started.elapsed().as_secs(),
         counters: {
             let mut c = sh.counters.snapshot();

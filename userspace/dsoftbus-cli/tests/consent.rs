@@ -241,6 +241,7 @@ fn none_denies_and_known_needs_a_user_pin() {
     }
     wait_for("both sessions", &[&a, &b, &c], || a.sessions() == Some(2));
     assert_eq!(transfers(&b)["policy"], "none");
+    assert_eq!(b.status("accept").as_deref(), Some("none"));
     assert_eq!(transfers(&c)["policy"], "known");
     let src = dir.path().join("f.txt");
     std::fs::write(&src, b"data").unwrap();
