@@ -73,7 +73,7 @@ cli() { # $1 node index (state dir), rest: command
 start_node() { # $1 index, $2 device id, rest: extra args
     local i=$1 id=$2; shift 2
     ip netns exec "$(ns "$i")" "$BIN" --state-dir "$WORK/n$i" daemon --device-id "$id" \
-        --inbox "$WORK/n$i/inbox" "$@" >>"$WORK/n$i.log" 2>&1 &
+        --inbox "$WORK/n$i/inbox" --accept any "$@" >>"$WORK/n$i.log" 2>&1 &
     PID[$i]=$!
 }
 sessions() { cli "$1" status 2>/dev/null | sed -n 's/^sessions=//p'; }

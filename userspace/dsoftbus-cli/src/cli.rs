@@ -25,7 +25,7 @@ Quick start:
   dsoftbus daemon --inbox ~/Downloads/dsoftbus &
   dsoftbus peers
   dsoftbus ping <device>
-  dsoftbus send <device> ./file.bin";
+  dsoftbus send <device> ./file.bin ./folder";
 
 /// Run a Nexus soft-bus node on Linux and talk to its peers.
 ///
@@ -97,15 +97,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send a file to a peer; its daemon stores it in its --inbox
+    /// Send files and folders to a peer; its daemon stores them in its --inbox
+    ///
+    /// Folders are sent with everything below them (symbolic links are
+    /// skipped, never followed). Sending the same files again after an
+    /// interrupted send resumes it.
     Send {
         /// Device id of the receiver
         device: String,
-        /// File to send
-        file: PathBuf,
+        /// Files and folders to send
+        #[arg(required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
         /// No progress bar (also off when stderr is not a terminal)
         #[arg(long)]
         no_progress: bool,
+        /// Machine-readable output (one JSON object at the end)
+        #[arg(long)]
+        json: bool,
     },
     /// Pin a device id to a static public key (64 hex digits)
     Trust {
@@ -151,6 +159,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List offers waiting for an answer, transfers in flight, recent ones
+    Transfers {
+        /// Machine-readable output (one JSON object)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a pending offer (its id from `dsoftbus transfers`)
+    Accept {
+        /// Offer id
+        id: u32,
+    },
+    /// Deny a pending offer (its id from `dsoftbus transfers`)
+    Deny {
+        /// Offer id
+        id: u32,
+    },
     /// Show the daemon's status: identity, interfaces, counters
     Status {
         /// Machine-readable output (one JSON object)
@@ -184,6 +208,33 @@ impl From<TrustModeArg> for dsoftbus::node::TrustMode {
             TrustModeArg::Tofu => dsoftbus::node::TrustMode::Tofu,
             TrustModeArg::Known => dsoftbus::node::TrustMode::Known,
             TrustModeArg::Pending => dsoftbus::node::TrustMode::Pending,
+        }
+    }
+}
+
+/// `--accept`: who may send this node files (`dsoftbus::node::AcceptPolicy`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptArg {
+    /// Peers you pinned with `dsoftbus trust` are accepted; every other
+    /// offer waits for `dsoftbus accept <id>` / `dsoftbus deny <id>`
+    Ask,
+    /// Peers you pinned with `dsoftbus trust` are accepted; others denied
+    Known,
+    /// Every authenticated peer is accepted
+    Any,
+    /// Every offer is denied
+    None,
+}
+
+impl From<AcceptArg> for dsoftbus::node::AcceptPolicy {
+    fn from(a: AcceptArg) -> Self {
+        use dsoftbus::node::AcceptPolicy;
+        match a {
+            AcceptArg::Ask => AcceptPolicy::Ask,
+            AcceptArg::Known => AcceptPolicy::Known,
+            AcceptArg::Any => AcceptPolicy::Any,
+            AcceptArg::None => AcceptPolicy::None,
         }
     }
 }
@@ -273,6 +324,11 @@ pub struct DaemonArgs {
     /// pending (listed until `dsoftbus trust`) [default: tofu]
     #[arg(long, env = "DSOFTBUS_TRUST_MODE", value_name = "MODE")]
     pub trust_mode: Option<TrustModeArg>,
+
+    /// Who may send files: ask (user-pinned peers accepted, others wait for
+    /// `dsoftbus accept`), known (user-pinned only), any, none [default: ask]
+    #[arg(long, env = "DSOFTBUS_ACCEPT", value_name = "POLICY")]
+    pub accept: Option<AcceptArg>,
 
     /// Strict mode: only devices pinned in known_peers.toml may connect
     /// (= --trust-mode known; `--require-known=false` or

@@ -2,7 +2,7 @@
 //! (blocking std I/O; no async runtime needed).
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -134,6 +134,7 @@ pub fn status(paths: &Paths, json: bool) -> Result<(), Failure> {
     println!("require_known={}", s.require_known);
     println!("trust_mode={}", s.trust_mode);
     println!("inbox={}", s.inbox.as_deref().unwrap_or("none"));
+    println!("accept={}", s.accept);
     println!("uptime_s={}", s.uptime_s);
     for (k, v) in &s.counters {
         println!("counter.{k}={v}");
@@ -221,30 +222,53 @@ pub fn ping(
     Ok(())
 }
 
-pub fn send(paths: &Paths, device: &str, file: &Path, no_progress: bool) -> Result<(), Failure> {
-    let path = absolute(file).code(FAILURE)?;
-    if path.is_dir() {
-        return Err(Failure::new(
-            FAILURE,
-            crate::session::directory_message(file),
-        ));
-    }
-    if !path.is_file() {
-        return Err(Failure::new(
-            FAILURE,
-            format!("{} is not a readable file", file.display()),
-        ));
+pub fn send(
+    paths: &Paths,
+    device: &str,
+    files: &[PathBuf],
+    no_progress: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut abs = Vec::with_capacity(files.len());
+    for f in files {
+        let path = absolute(f).code(FAILURE)?;
+        if let Err(e) = std::fs::metadata(&path) {
+            return Err(Failure::new(
+                FAILURE,
+                format!("cannot send {}: {e}", f.display()),
+            ));
+        }
+        abs.push(path);
     }
     let mut c = Client::connect(&paths.control_socket)?;
     c.send(&Request::Send {
         device: device.to_string(),
-        path: path.clone(),
+        paths: abs,
     })?;
-    let show = !no_progress && std::io::stderr().is_terminal();
+    let show = !no_progress && !json && std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;
+    let what = match files {
+        [one] => one.display().to_string(),
+        many => format!("{} paths", many.len()),
+    };
+    let mut accepted = false;
+    let mut told = false;
     loop {
-        // The daemon reports progress at least once a minute or fails itself.
-        match c.recv(Some(Duration::from_secs(180)))? {
+        // The daemon reports progress at least once a minute, or fails
+        // itself; an offer may wait for the receiver's user (15 min). On a
+        // terminal, say so when the answer takes a moment.
+        if show && !accepted && !told && !c.readable(Duration::from_secs(2))? {
+            told = true;
+            eprintln!(
+                "dsoftbus: waiting for {device} to accept (on {device}: `dsoftbus transfers`, then `dsoftbus accept <id>`)"
+            );
+        }
+        let r = c.recv(Some(Duration::from_secs(20 * 60)))?;
+        if matches!(r, Response::Accepted { .. }) {
+            accepted = true;
+        }
+        match r {
+            Response::Warning { message } => eprintln!("dsoftbus: warning: {message}"),
             Response::Accepted { total, .. } => {
                 if show {
                     let b = ProgressBar::new(total);
@@ -265,19 +289,45 @@ pub fn send(paths: &Paths, device: &str, file: &Path, no_progress: bool) -> Resu
                 bytes,
                 secs,
                 sha256,
+                files: n,
+                sent,
+                resumed,
                 ..
             } => {
                 if let Some(b) = &bar {
                     b.finish_and_clear();
                 }
+                if json {
+                    let v = serde_json::json!({
+                        "device": device,
+                        "files": n,
+                        "bytes": bytes,
+                        "sent_bytes": sent,
+                        "resumed_bytes": resumed,
+                        "secs": secs,
+                        "sha256": sha256,
+                        "verified": true,
+                    });
+                    println!("{v}");
+                    return Ok(());
+                }
                 let mbps = if secs > 0.0 {
-                    bytes as f64 / secs / 1e6
+                    sent as f64 / secs / 1e6
                 } else {
                     0.0
                 };
+                let resumed = if resumed > 0 {
+                    format!(" ({resumed} resumed, {sent} sent)")
+                } else {
+                    String::new()
+                };
+                let digest = if sha256.is_empty() {
+                    format!("{n} files")
+                } else {
+                    format!("sha256 {sha256}")
+                };
                 println!(
-                    "sent {} to {device}: {bytes} bytes in {secs:.2} s ({mbps:.1} MB/s); sha256 {sha256} verified by the receiver",
-                    file.display()
+                    "sent {what} to {device}: {bytes} bytes{resumed} in {secs:.2} s ({mbps:.1} MB/s); {digest} verified by the receiver"
                 );
                 return Ok(());
             }
@@ -333,6 +383,116 @@ pub fn trust(paths: &Paths, device: &str, key: Option<&str>, replace: bool) -> R
 }
 
 /// Send a request the daemon answers with `Ok { message }`, and print it.
+/// `dsoftbus accept <id>` / `dsoftbus deny <id>`.
+pub fn answer(paths: &Paths, id: u32, accept: bool) -> Result<(), Failure> {
+    let mut c = Client::connect(&paths.control_socket)?;
+    let request = if accept {
+        Request::Accept { id }
+    } else {
+        Request::Deny { id }
+    };
+    call_and_print(&mut c, &request)
+}
+
+fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// `dsoftbus transfers [--json]`.
+pub fn transfers(paths: &Paths, json: bool) -> Result<(), Failure> {
+    let mut c = Client::connect(&paths.control_socket)?;
+    let r = expect_ok(c.call(&Request::Transfers, CALL_TIMEOUT)?)?;
+    let Response::Transfers {
+        policy,
+        pending,
+        active,
+        recent,
+    } = r
+    else {
+        return Err(Failure::new(FAILURE, "unexpected reply"));
+    };
+    if json {
+        let v = serde_json::json!({
+            "policy": policy,
+            "pending": pending,
+            "active": active,
+            "recent": recent,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("accept policy: {policy}");
+    if pending.is_empty() {
+        println!("pending offers: none");
+    } else {
+        println!("pending offers (`dsoftbus accept <id>` / `dsoftbus deny <id>`):");
+        println!(
+            "  {:>4}  {:<20} {:>6} {:>10} {:>6} {:>8}  NAME",
+            "ID", "PEER", "FILES", "SIZE", "AGE", "EXPIRES"
+        );
+        for p in &pending {
+            println!(
+                "  {:>4}  {:<20} {:>6} {:>10} {:>5}s {:>7}s  {}",
+                p.id,
+                p.peer,
+                p.files,
+                human_bytes(p.bytes),
+                p.age_s,
+                p.expires_in_s,
+                p.name
+            );
+        }
+    }
+    if active.is_empty() {
+        println!("in flight: none");
+    } else {
+        println!("in flight:");
+        for a in &active {
+            let pct = if a.total > 0 {
+                a.done as f64 * 100.0 / a.total as f64
+            } else {
+                100.0
+            };
+            println!(
+                "  {:<3} {:<20} {} / {} ({pct:.0}%) {}/s  {}",
+                a.direction,
+                a.peer,
+                human_bytes(a.done),
+                human_bytes(a.total),
+                human_bytes(a.rate),
+                a.name
+            );
+        }
+    }
+    if !recent.is_empty() {
+        println!("recent (newest last):");
+        for r in &recent {
+            println!(
+                "  {:<3} {:<20} {} {:>10}  {}s ago  {}: {}",
+                r.direction,
+                r.peer,
+                if r.ok { "ok    " } else { "FAILED" },
+                human_bytes(r.total),
+                r.ago_s,
+                r.name,
+                r.result
+            );
+        }
+    }
+    Ok(())
+}
+
 fn call_and_print(c: &mut Client, request: &Request) -> Result<(), Failure> {
     if let Response::Ok { message } = expect_ok(c.call(request, CALL_TIMEOUT)?)? {
         println!("{message}");

@@ -53,6 +53,13 @@ pub struct FileConfig {
     pub max_incoming_per_peer: Option<usize>,
     pub transfer_idle_timeout_secs: Option<u64>,
     pub max_receive_bytes: Option<u64>,
+    /// `ask`, `known`, `any` or `none` (see `--accept`).
+    pub accept: Option<crate::cli::AcceptArg>,
+    /// How long an offer waits for `dsoftbus accept` (ask).
+    pub offer_ttl_secs: Option<u64>,
+    /// Offers waiting for an answer, in all and from one peer.
+    pub max_pending_offers: Option<usize>,
+    pub max_pending_per_peer: Option<usize>,
     pub multicast_loop: Option<bool>,
     pub log: Option<String>,
 }
@@ -94,6 +101,10 @@ pub struct DaemonConfig {
     pub transfer_idle: Duration,
     pub max_receive_bytes: u64,
     pub multicast_loop: bool,
+    /// Accept policy and its bounds: `--accept`/`DSOFTBUS_ACCEPT` > file
+    /// `accept` > `ask`; active caps from `max_incoming_transfers` /
+    /// `max_incoming_per_peer`.
+    pub consent: dsoftbus::node::ConsentConfig,
 }
 
 fn env_dir(var: &str) -> Option<PathBuf> {
@@ -239,7 +250,23 @@ pub fn daemon_config(
         ),
         max_receive_bytes: file.max_receive_bytes.unwrap_or(DEFAULT_MAX_RECEIVE),
         multicast_loop: file.multicast_loop.unwrap_or(true),
+        consent: dsoftbus::node::ConsentConfig::default(),
     };
+    {
+        let d = dsoftbus::node::ConsentConfig::default();
+        cfg.consent = dsoftbus::node::ConsentConfig {
+            policy: args
+                .accept
+                .or(file.accept)
+                .map(Into::into)
+                .unwrap_or_default(),
+            max_pending: file.max_pending_offers.unwrap_or(d.max_pending),
+            max_pending_per_peer: file.max_pending_per_peer.unwrap_or(d.max_pending_per_peer),
+            ask_ttl: Duration::from_secs(file.offer_ttl_secs.unwrap_or(d.ask_ttl.as_secs())),
+            max_active: cfg.max_incoming_transfers,
+            max_active_per_peer: cfg.max_incoming_per_peer,
+        };
+    }
     // Flags/env beat the file, both ways: an explicit `require_known=false`
     // also turns off a `trust_mode = "known"` from the file (to tofu).
     use dsoftbus::node::TrustMode;
@@ -280,6 +307,31 @@ pub fn daemon_config(
             format!(
                 "max_incoming_per_peer = {} is outside 1..={per_peer_max} (max_incoming_transfers - 1)",
                 cfg.max_incoming_per_peer
+            ),
+        ));
+    }
+    let c = cfg.consent;
+    if c.max_pending == 0 || c.max_pending > 1024 {
+        return Err(Failure::new(
+            CONFIG,
+            format!("max_pending_offers = {} is outside 1..=1024", c.max_pending),
+        ));
+    }
+    if c.max_pending_per_peer == 0 || c.max_pending_per_peer > c.max_pending {
+        return Err(Failure::new(
+            CONFIG,
+            format!(
+                "max_pending_per_peer = {} is outside 1..={} (max_pending_offers)",
+                c.max_pending_per_peer, c.max_pending
+            ),
+        ));
+    }
+    if !(1..=86_400).contains(&c.ask_ttl.as_secs()) {
+        return Err(Failure::new(
+            CONFIG,
+            format!(
+                "offer_ttl_secs = {} is outside 1..=86400",
+                c.ask_ttl.as_secs()
             ),
         ));
     }
@@ -413,8 +465,52 @@ require_known = true
             CONFIG
         );
         let bad: FileConfig = toml::from_str("announce_interval_ms = 5").unwrap();
-        let e = daemon_config(paths, DaemonArgs::default(), bad).unwrap_err();
+        let e = daemon_config(paths.clone(), DaemonArgs::default(), bad).unwrap_err();
         assert_eq!(e.code, CONFIG);
+    }
+
+    #[test]
+    fn accept_policy_flag_over_file_over_ask() {
+        use crate::cli::AcceptArg;
+        use dsoftbus::node::AcceptPolicy;
+        let paths = Paths {
+            state_dir: "/s".into(),
+            control_socket: "/s/c".into(),
+        };
+        let resolve = |file: &str, flag: Option<AcceptArg>| {
+            let file: FileConfig = toml::from_str(file).unwrap();
+            let args = DaemonArgs {
+                accept: flag,
+                ..Default::default()
+            };
+            daemon_config(paths.clone(), args, file).map(|c| c.consent)
+        };
+        let d = resolve("", None).unwrap();
+        assert_eq!(d.policy, AcceptPolicy::Ask);
+        // The active caps are the incoming-transfer settings.
+        assert_eq!((d.max_active, d.max_active_per_peer), (4, 2));
+        assert_eq!((d.max_pending, d.max_pending_per_peer), (16, 4));
+        assert_eq!(d.ask_ttl.as_secs(), 120);
+        assert_eq!(
+            resolve("accept = \"known\"", None).unwrap().policy,
+            AcceptPolicy::Known
+        );
+        assert_eq!(
+            resolve("accept = \"known\"", Some(AcceptArg::Any))
+                .unwrap()
+                .policy,
+            AcceptPolicy::Any
+        );
+        assert!(toml::from_str::<FileConfig>("accept = \"maybe\"").is_err());
+        for bad in [
+            "offer_ttl_secs = 0",
+            "max_pending_offers = 0",
+            "max_pending_offers = 4\nmax_pending_per_peer = 5",
+        ] {
+            assert_eq!(resolve(bad, None).unwrap_err().code, CONFIG, "{bad}");
+        }
+        let c = resolve("offer_ttl_secs = 30\nmax_pending_offers = 8", None).unwrap();
+        assert_eq!((c.ask_ttl.as_secs(), c.max_pending), (30, 8));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The control socket protocol: one JSON object per line, each way.
 //!
 //! A client sends one [`Request`] and reads [`Response`] lines until a final
-//! one (everything except `Progress` is final). The socket is a unix stream
+//! one (`Accepted`, `Progress` and `Warning` are not final; the others are). The socket is a unix stream
 //! socket with mode 0600 inside the state directory (mode 0700), so only its
 //! owner (and root) can talk to the daemon.
 
@@ -32,9 +32,10 @@ pub enum Request {
         device: String,
         timeout_ms: u64,
     },
+    /// Send files (absolute paths) to a device.
     Send {
         device: String,
-        path: PathBuf,
+        paths: Vec<PathBuf>,
     },
     /// `key` None: the key the daemon's table holds (pending devices).
     Trust {
@@ -57,6 +58,15 @@ pub enum Request {
     Serve {
         service: String,
         unix: PathBuf,
+    },
+    /// Pending offers, transfers in flight, recent ones.
+    Transfers,
+    /// Answer a pending offer (`dsoftbus accept <id>` / `deny <id>`).
+    Accept {
+        id: u32,
+    },
+    Deny {
+        id: u32,
     },
     Forget {
         #[serde(default)]
@@ -113,13 +123,68 @@ pub struct StatusInfo {
     #[serde(default)]
     pub trust_mode: String,
     pub inbox: Option<String>,
+    /// The accept policy (`ask`, `known`, `any`, `none`).
+    #[serde(default)]
+    pub accept: String,
     pub uptime_s: u64,
     pub counters: Vec<(String, u64)>,
+}
+
+/// An offer waiting for `dsoftbus accept` / `deny`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingInfo {
+    pub id: u32,
+    pub peer: String,
+    /// The first path (and how many more).
+    pub name: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub age_s: u64,
+    pub expires_in_s: u64,
+}
+
+/// A transfer in flight.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActiveInfo {
+    /// `in` (receiving) or `out` (sending).
+    pub direction: String,
+    pub peer: String,
+    pub name: String,
+    /// Bytes done (resumed bytes included) and in all.
+    pub done: u64,
+    pub total: u64,
+    pub resumed: u64,
+    /// Bytes per second since it started (resumed bytes not counted).
+    pub rate: u64,
+    pub secs: f64,
+}
+
+/// A finished transfer, or a refused offer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoneInfo {
+    pub direction: String,
+    pub peer: String,
+    pub name: String,
+    pub done: u64,
+    pub total: u64,
+    pub ok: bool,
+    pub result: String,
+    pub secs: f64,
+    pub ago_s: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
+    /// `dsoftbus transfers`.
+    Transfers {
+        /// The accept policy in force.
+        policy: String,
+        pending: Vec<PendingInfo>,
+        active: Vec<ActiveInfo>,
+        /// Most recent last; at most `transfer::HISTORY`.
+        recent: Vec<DoneInfo>,
+    },
     Status(StatusInfo),
     Peers {
         peers: Vec<PeerInfo>,
@@ -138,10 +203,26 @@ pub enum Response {
         acked: u64,
         total: u64,
     },
+    /// Every file verified and stored by the receiver.
     Sent {
+        /// Bytes of all files.
         bytes: u64,
         secs: f64,
+        /// SHA-256 of the file when one file was sent, else empty.
         sha256: String,
+        message: String,
+        /// Files sent (directories not counted).
+        #[serde(default)]
+        files: usize,
+        /// Data bytes that went over the wire (the rest was resumed).
+        #[serde(default)]
+        sent: u64,
+        /// Bytes the receiver already held from an interrupted send.
+        #[serde(default)]
+        resumed: u64,
+    },
+    /// Something the client should show (a skipped file); not final.
+    Warning {
         message: String,
     },
     Ok {
@@ -237,6 +318,28 @@ impl Client {
         line.push(b'\n');
         self.writer.write_all(&line)?;
         Ok(())
+    }
+
+    /// True once a response can be read (or the daemon closed), false if
+    /// nothing came within `timeout`. Consumes nothing.
+    pub fn readable(&mut self, timeout: Duration) -> Result<bool, Failure> {
+        if !self.reader.buffer().is_empty() {
+            return Ok(true);
+        }
+        self.reader.get_ref().set_read_timeout(Some(timeout))?;
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(self.reader.get_ref()).peek(&mut b) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads the next response; `timeout` bounds the wait.

@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dsoftbus::node::{
-    Admission, AdmissionConfig, CandidateConfig, Candidates, SessionCaps, SessionCapsConfig,
-    TrustMode,
+    AcceptError, Admission, AdmissionConfig, CandidateConfig, Candidates, Deny, OfferId,
+    SessionCaps, SessionCapsConfig, TrustMode,
 };
 use dsoftbus::transport::tcp::HostClock;
 use dsoftbus::{
@@ -52,12 +52,14 @@ use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::config::DaemonConfig;
-use crate::control::{self, write_resp, PeerInfo, Request, Response, StatusInfo};
+use crate::control::{
+    self, write_resp, ActiveInfo, DoneInfo, PeerInfo, PendingInfo, Request, Response, StatusInfo,
+};
 use crate::exit::{Failure, WithCode, CONFIG, FAILURE, IN_USE, NO_PEER, TIMEOUT};
 use crate::identity::{self, fingerprint, KnownPeers};
 use crate::shared::{
-    bump, os_rng, suppressed, AcceptSlot, Counters, DiscoveryCtx, HalfOpen, LogKind, Peers,
-    RateLimiter, SessionCmd, SessionCtx, State, TransferCfg,
+    bump, os_rng, suppressed, AcceptSlot, Answer, Counters, DiscoveryCtx, HalfOpen, LogKind,
+    OfferRef, Peers, RateLimiter, SessionCmd, SessionCtx, SlotGuard, State, TransferCfg,
 };
 use crate::{discovery, session};
 
@@ -172,10 +174,14 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         }
     }
     let id = identity::device_id(cfg.device_id.as_deref(), keys.public())?;
-    let services = cfg
-        .services
-        .iter()
-        .map(|s| dsoftbus::ServiceName::new(s))
+    // This node speaks streams (wire.md §11.2): say so in the announce.
+    let mut names: Vec<&str> = cfg.services.iter().map(String::as_str).collect();
+    if !names.contains(&dsoftbus::stream::STREAMS_SERVICE) {
+        names.push(dsoftbus::stream::STREAMS_SERVICE);
+    }
+    let services = names
+        .into_iter()
+        .map(dsoftbus::ServiceName::new)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::new(CONFIG, format!("bad service name: {e}")))?;
     if let Some(inbox) = &cfg.inbox {
@@ -251,7 +257,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
     let disc = Arc::new(disc);
     disc.rescan(&sh.discovery());
     info!(
-        "node up device={} key={} port={} discovery={}:{} mode={} interfaces=[{}] trust_mode={} inbox={}",
+        "node up device={} key={} port={} discovery={}:{} mode={} interfaces=[{}] trust_mode={} inbox={} accept={}",
         id,
         fingerprint(keys.public()),
         port,
@@ -270,6 +276,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "none".into()),
+        sh.cfg.consent.policy.name(),
     );
 
     let tasks = vec![
@@ -425,6 +432,7 @@ async fn maintenance(sh: Arc<Shared>) {
             _ = sh.wake_dialer.notified() => {}
             _ = shutdown.changed() => return,
         }
+        expire_offers(&sh);
         if last_sweep.elapsed() >= PIN_SWEEP {
             last_sweep = std::time::Instant::now();
             sweep_pins(&sh);
@@ -639,8 +647,8 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
             Request::Status => Response::Status(status(&sh)),
             Request::Peers => Response::Peers { peers: peers(&sh) },
             Request::Ping { device, timeout_ms } => ping(&sh, &device, timeout_ms).await,
-            Request::Send { device, path } => match DeviceId::new(&device) {
-                Ok(id) => session::send_file(&sh.state, &sh.counters, &id, &path, &mut w).await,
+            Request::Send { device, paths } => match DeviceId::new(&device) {
+                Ok(id) => session::send_paths(&sh.state, &id, paths, &mut w).await,
                 Err(_) => Response::error(NO_PEER, format!("{device:?} is not a valid device id")),
             },
             Request::Trust {
@@ -648,6 +656,9 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
                 key,
                 replace,
             } => trust(&sh, &device, key.as_deref(), replace),
+            Request::Transfers => transfers(&sh),
+            Request::Accept { id } => answer(&sh, id, true).await,
+            Request::Deny { id } => answer(&sh, id, false).await,
             Request::Forget {
                 device,
                 devices,
@@ -670,6 +681,198 @@ async fn control_client(sh: Arc<Shared>, stream: UnixStream) -> std::io::Result<
     }
 }
 
+/// Denies the offers nobody answered in time (the sessions holding them
+/// send the DENY `expired`).
+fn expire_offers(sh: &Shared) {
+    let now = sh.clock.now();
+    let expired = sh
+        .transfer
+        .consent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .expire(now);
+    for p in expired {
+        sh.transfer
+            .board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answered(p.id.0, "expired");
+        info!(
+            "offer {} from peer={} ({}) expired: nobody answered",
+            p.id, p.peer, p.payload.name
+        );
+        send_answer(p.payload, Answer::Deny(Deny::Expired));
+    }
+}
+
+/// Hands an answer to the session holding the offer (bounded wait: a
+/// session whose queue stays full is about to end, and its end forgets the
+/// offer anyway).
+fn send_answer(p: OfferRef, answer: Answer) {
+    let cmd = SessionCmd::Answer {
+        carrier: p.carrier,
+        answer,
+    };
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), p.cmd.send(cmd)).await;
+    });
+}
+
+/// `dsoftbus accept <id>` / `dsoftbus deny <id>`.
+async fn answer(sh: &Shared, id: u32, accept: bool) -> Response {
+    let now = sh.clock.now();
+    let consent = sh.transfer.consent.clone();
+    let unknown = |sh: &Shared| {
+        let board = sh.transfer.board.lock().unwrap_or_else(|e| e.into_inner());
+        match board.was_answered(id) {
+            Some(how) => {
+                Response::error(FAILURE, format!("offer {id} was already answered ({how})"))
+            }
+            None => Response::error(
+                FAILURE,
+                format!("no pending offer {id} (see `dsoftbus transfers`)"),
+            ),
+        }
+    };
+    if !accept {
+        let p = consent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deny(OfferId(id));
+        let Some(p) = p else {
+            return unknown(sh);
+        };
+        sh.transfer
+            .board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answered(id, "denied");
+        let msg = format!("denied offer {id} from {} ({})", p.peer, p.payload.name);
+        info!("{msg}");
+        send_answer(p.payload, Answer::Deny(Deny::User));
+        return Response::Ok { message: msg };
+    }
+    let r = consent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .accept(OfferId(id), now);
+    match r {
+        Ok((p, slot)) => {
+            let slot = SlotGuard::new(consent.clone(), slot);
+            sh.transfer
+                .board
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .answered(id, "accepted");
+            let cmd = SessionCmd::Answer {
+                carrier: p.payload.carrier,
+                answer: Answer::Accept(slot),
+            };
+            let sent =
+                tokio::time::timeout(Duration::from_secs(5), p.payload.cmd.send(cmd)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return Response::error(
+                    NO_PEER,
+                    format!("{} went away; offer {id} is gone", p.peer),
+                );
+            }
+            let msg = format!(
+                "accepted offer {id} from {}: {} ({} files, {} bytes)",
+                p.peer, p.payload.name, p.payload.files, p.payload.bytes
+            );
+            info!("{msg}");
+            Response::Ok { message: msg }
+        }
+        Err(AcceptError::Unknown) => unknown(sh),
+        Err(AcceptError::Busy) => Response::error(
+            FAILURE,
+            format!(
+                "too many incoming transfers in progress; offer {id} stays pending: accept it again when one ends"
+            ),
+        ),
+        Err(AcceptError::Expired(p)) => {
+            sh.transfer
+                .board
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .answered(id, "expired");
+            send_answer(p.payload, Answer::Deny(Deny::Expired));
+            Response::error(FAILURE, format!("offer {id} expired before the answer"))
+        }
+    }
+}
+
+/// `dsoftbus transfers`.
+fn transfers(sh: &Shared) -> Response {
+    let now = sh.clock.now();
+    let secs = |d: core::time::Duration| d.as_secs();
+    let (policy, pending) = {
+        let c = sh
+            .transfer
+            .consent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let pending = c
+            .pending()
+            .map(|p| PendingInfo {
+                id: p.id.0,
+                peer: p.peer.to_string(),
+                name: p.payload.name.clone(),
+                files: p.payload.files,
+                bytes: p.payload.bytes,
+                age_s: secs(now.saturating_since(p.since)),
+                expires_in_s: secs(p.deadline.saturating_since(now)),
+            })
+            .collect();
+        (c.config().policy.name().to_string(), pending)
+    };
+    let b = sh.transfer.board.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = |incoming: bool| if incoming { "in" } else { "out" }.to_string();
+    let active = b
+        .active
+        .values()
+        .map(|a| {
+            let t = a.started.elapsed().as_secs_f64();
+            let fresh = a.done.saturating_sub(a.resumed);
+            ActiveInfo {
+                direction: dir(a.incoming),
+                peer: a.peer.clone(),
+                name: a.name.clone(),
+                done: a.done,
+                total: a.total,
+                resumed: a.resumed,
+                rate: if t > 0.0 {
+                    (fresh as f64 / t) as u64
+                } else {
+                    0
+                },
+                secs: t,
+            }
+        })
+        .collect();
+    let recent = b
+        .history
+        .iter()
+        .map(|r| DoneInfo {
+            direction: dir(r.incoming),
+            peer: r.peer.clone(),
+            name: r.name.clone(),
+            done: r.done,
+            total: r.total,
+            ok: r.ok,
+            result: r.result.clone(),
+            secs: r.secs,
+            ago_s: r.ended.elapsed().as_secs(),
+        })
+        .collect();
+    Response::Transfers {
+        policy,
+        pending,
+        active,
+        recent,
+    }
+}
+
 fn status(sh: &Shared) -> StatusInfo {
     let st = sh.lock();
     StatusInfo {
@@ -686,6 +889,7 @@ fn status(sh: &Shared) -> StatusInfo {
         require_known: sh.cfg.trust_mode == TrustMode::Known,
         trust_mode: sh.cfg.trust_mode.name().into(),
         inbox: sh.cfg.inbox.as_ref().map(|p| p.display().to_string()),
+        accept: sh.cfg.consent.policy.name().to_string(),
         uptime_s: sh.started.elapsed().as_secs(),
         counters: {
             let mut c = sh.counters.snapshot();

@@ -103,9 +103,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => client::ping(&paths, &device, count, interval, timeout, json),
         Command::Send {
             device,
-            file: f,
+            paths: files,
             no_progress,
-        } => client::send(&paths, &device, &f, no_progress),
+            json,
+        } => client::send(&paths, &device, &files, no_progress, json),
         Command::Trust {
             device,
             key,
@@ -121,6 +122,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve { name, unix } => client::serve(&paths, &name, &unix),
         Command::Id { json } => client::id(&paths, &file, json),
         Command::Status { json } => client::status(&paths, json),
+        Command::Transfers { json } => client::transfers(&paths, json),
+        Command::Accept { id } => client::answer(&paths, id, true),
+        Command::Deny { id } => client::answer(&paths, id, false),
         Command::Completions { .. } | Command::Man => Ok(()),
     }
 }

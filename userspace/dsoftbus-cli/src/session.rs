@@ -12,32 +12,30 @@
 //! authenticated frame arrives from it, so it pings at once and registers the
 //! session when the first authenticated frame (the pong) comes back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant as StdInstant};
 
 use dsoftbus::connection::MAX_OUTBOUND;
+use dsoftbus::frame::FrameDecoder;
+use dsoftbus::stream::{self, KindSet, Mux, MuxError, Priority, Read, StreamConfig, StreamId};
+use dsoftbus::transfer::{Outcome, Side};
 use dsoftbus::{
     AuthError, ConnError, Connection, DeviceId, Event, GatedError, IdentityBindings, PeerTarget,
 };
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn};
 
 use crate::control::{write_resp, Response};
 use crate::exit::{FAILURE, NO_PEER, TIMEOUT, TRANSFER};
 use crate::identity::fingerprint;
 use crate::shared::{
-    bump, suppressed, Bindings, Counters, HalfOpen, LogKind, Peers, SessionCmd, SessionCtx,
-    SessionHandle,
+    bump, suppressed, Bindings, HalfOpen, LogKind, Peers, SessionCmd, SessionCtx, SessionHandle,
 };
-use crate::transfer::{
-    self, encode_chunk, AppMsg, ReadPiece, ReceiveJob, WriterDone, WriterMsg, CHUNK_LEN, DONE_OK,
-    DONE_PROTOCOL, WINDOW,
-};
+use crate::transfer::{self, reason_text, Carrier, Engine, SendProgress, SendReq};
 
 /// Keepalive ping interval on an idle-or-not session.
 pub const KEEPALIVE: Duration = Duration::from_secs(5);
@@ -57,25 +55,19 @@ pub const MAX_TRANSMIT_BYTES: usize = MAX_OUTBOUND + 64 * 1024;
 /// A peer that takes none of our bytes for this long while we have some to
 /// write (and so stop reading it) is disconnected as not reading.
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Most bytes of transfer messages waiting for room in one stream's send
+/// buffer (replies are small; a sender only adds data to an empty queue).
+pub const MAX_STREAM_PENDING: usize = 256 * 1024;
+/// How long `send` waits for the receiver to accept or deny (an `ask`
+/// receiver holds offers until its user answers or the offer expires).
+pub const OFFER_WAIT: Duration = Duration::from_secs(15 * 60);
+/// An accepted send that makes no progress for this long fails.
+pub const SEND_INACTIVITY: Duration = Duration::from_secs(60);
 /// How often idle incoming transfers are looked for.
 const TRANSFER_TICK: Duration = Duration::from_millis(500);
 
 const KEEPALIVE_BIT: u64 = 1 << 63;
 const CONFIRM_NONCE: u64 = KEEPALIVE_BIT | (1 << 62);
-
-struct Incoming {
-    tx: mpsc::Sender<WriterMsg>,
-    written: Arc<std::sync::atomic::AtomicU64>,
-    acked: u64,
-    next: u64,
-    size: u64,
-    name: String,
-    /// Last CHUNK/END (or the ACCEPT) for the idle timeout.
-    last: StdInstant,
-    /// END arrived: the writer verifies and stores; no idle timeout.
-    ended: bool,
-    _permit: OwnedSemaphorePermit,
-}
 
 enum End {
     Eof,
@@ -89,6 +81,8 @@ enum End {
     Evicted,
     /// The peer does not read what we send (outbound over its bound).
     Overflow(&'static str),
+    /// The stream multiplexer failed (wire.md §11.4).
+    Mux(MuxError),
     Shutdown,
 }
 
@@ -104,10 +98,21 @@ struct Ctx {
     stash: VecDeque<Vec<u8>>,
     stash_bytes: usize,
     pings: HashMap<u64, (StdInstant, oneshot::Sender<Duration>)>,
-    incoming: HashMap<u32, Incoming>,
-    routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
-    ack_notify: Arc<Notify>,
-    done_tx: mpsc::Sender<WriterDone>,
+    /// File transfers of this session.
+    xfer: Engine,
+    /// The peer's announce listed `streams/1` when the session came up:
+    /// transfers go on streams (wire.md §11.2).
+    streams_ok: bool,
+    /// Stream state, created at confirmation (streams_ok) or by the first
+    /// stream message from the peer.
+    mux: Option<Mux>,
+    /// Per transfer stream: the 2-byte-length message decoder.
+    decoders: HashMap<StreamId, FrameDecoder>,
+    /// Per stream: framed bytes the mux did not take yet
+    /// (≤ [`MAX_STREAM_PENDING`]).
+    pending: HashMap<StreamId, Vec<u8>>,
+    /// Streams to finish once their pending bytes are written.
+    closing: HashSet<StreamId>,
     conn_id: u64,
     cmd_tx: mpsc::Sender<SessionCmd>,
     permit: Option<HalfOpen>,
@@ -156,43 +161,6 @@ impl Ctx {
                     break;
                 }
                 Err(e) => return Err(End::Conn(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Cancels accepted incoming transfers that received nothing for the
-    /// configured idle time, freeing their slots.
-    fn expire_transfers(&mut self) -> Result<(), End> {
-        let idle = self.cx.transfer.idle;
-        let stale: Vec<u32> = self
-            .incoming
-            .iter()
-            .filter(|(_, inc)| !inc.ended && inc.last.elapsed() >= idle)
-            .map(|(id, _)| *id)
-            .collect();
-        let peer = self.peer_name();
-        for id in stale {
-            if let Some(inc) = self.incoming.remove(&id) {
-                // Dropping the writer's channel deletes the partial file.
-                let _ = inc.tx.try_send(WriterMsg::Cancel);
-                bump(&self.cx.counters.transfers_failed);
-                if let Some(n) = self.cx.limiter.allow(LogKind::TransferIdle) {
-                    warn!(
-                        "transfer {id:08x} ({:?}) from peer={peer}: no data for {} s; cancelled, partial file deleted{}",
-                        inc.name,
-                        idle.as_secs(),
-                        suppressed(n)
-                    );
-                }
-                self.app_send(
-                    AppMsg::Done {
-                        id,
-                        status: DONE_PROTOCOL,
-                        message: format!("no data for {} s; transfer cancelled", idle.as_secs()),
-                    }
-                    .encode(),
-                )?;
             }
         }
         Ok(())
@@ -257,9 +225,13 @@ impl Ctx {
                 cmd: self.cmd_tx.clone(),
                 addr: self.addr,
                 key,
-                routes: self.routes.clone(),
             },
         );
+        // Decided once per session (wire.md §11.2).
+        let streams_ok = st
+            .table
+            .get(&peer)
+            .is_some_and(|e| stream::peer_supports_streams(e.services()));
         st.table.set_session(&peer, true);
         st.refusals.remove(&peer);
         let now = cx.clock.now();
@@ -301,6 +273,12 @@ impl Ctx {
             }
         }
         drop(guard);
+        self.streams_ok = streams_ok;
+        self.xfer.peer = peer.to_string();
+        self.xfer.peer_id = Some(peer.clone());
+        if streams_ok {
+            self.ensure_mux();
+        }
         bump(&cx.counters.sessions_opened);
         if let Some(n) = cx.limiter.allow(LogKind::AuthOk) {
             info!(
@@ -318,8 +296,8 @@ impl Ctx {
         Ok(())
     }
 
-    fn on_event(&mut self, ev: Event) -> Result<Option<AppMsg>, End> {
-        Ok(match ev {
+    fn on_event(&mut self, ev: Event) -> Result<(), End> {
+        match ev {
             Event::Established { peer } => {
                 if let Some(n) = self.cx.limiter.allow(LogKind::IdentityBound) {
                     info!(
@@ -334,264 +312,266 @@ impl Ctx {
                     // Our proof of acceptance is the answer to this ping.
                     let _ = self.conn.send_ping(CONFIRM_NONCE);
                 }
-                None
             }
-            Event::Ping(_) => None,
+            Event::Ping(_) | Event::Closed | Event::Data(_) => {}
             Event::Pong(n) => {
                 if let Some((t, reply)) = self.pings.remove(&n) {
                     let _ = reply.send(t.elapsed());
                 }
-                None
             }
-            // Remote service calls (kind 0x20): crate::remote.
-            Event::Data(d) if d.first() == Some(&dsoftbus::rpc::KIND_RPC) => {
+        }
+        Ok(())
+    }
+
+    /// One authenticated data message, by its first byte: remote calls
+    /// (0x20), streams (0x30), file transfer (0x40–0x4f).
+    async fn on_data(&mut self, d: Vec<u8>) -> Result<(), End> {
+        match d.first().copied() {
+            Some(dsoftbus::rpc::KIND_RPC) => {
                 if let crate::remote::OnData::Send(r) =
                     crate::remote::on_data(&self.cx.remote, &self.conn, &d)
                 {
                     self.app_send(r)?;
                 }
-                None
             }
-            Event::Data(d) => match AppMsg::decode(&d) {
-                Ok(m) => Some(m),
-                Err(e @ transfer::DecodeError::NonUtf8Name(id)) => {
-                    // Refused by id so the sender learns why (not silence).
-                    let reason = e.to_string();
-                    self.app_send(AppMsg::Reject { id, reason }.encode())?;
-                    None
+            Some(stream::KIND_STREAM) => {
+                let now = self.cx.clock.now();
+                let mux = self.ensure_mux();
+                mux.handle_input(&d, now).map_err(End::Mux)?;
+                self.mux_events().await?;
+            }
+            Some(k) if dsoftbus::transfer::wire::KIND_RANGE.contains(&k) => {
+                self.xfer.on_message(None, &d).await;
+            }
+            _ => {
+                if let Some(n) = self.cx.limiter.allow(LogKind::AppDecode) {
+                    debug!(
+                        "peer={}: ignoring a data message of unknown kind{}",
+                        self.peer_name(),
+                        suppressed(n)
+                    );
                 }
-                Err(e) => {
-                    if let Some(n) = self.cx.limiter.allow(LogKind::AppDecode) {
-                        debug!(
-                            "peer={}: ignoring application message: {e}{}",
-                            self.peer_name(),
-                            suppressed(n)
-                        );
-                    }
-                    None
-                }
-            },
-            Event::Closed => None,
+            }
+        }
+        self.flush_xfer()
+    }
+
+    fn ensure_mux(&mut self) -> &mut Mux {
+        let now = self.cx.clock.now();
+        let initiator = self.dialed.is_some();
+        self.mux.get_or_insert_with(|| {
+            let cfg = StreamConfig {
+                accepted_kinds: KindSet::only(&[transfer::STREAM_KIND]),
+                ..StreamConfig::default()
+            };
+            Mux::new(cfg, initiator, now)
         })
     }
 
-    /// Handles one application message from the peer.
-    async fn on_app(&mut self, m: AppMsg) -> Result<(), End> {
-        let peer = self.peer_name();
-        match m {
-            AppMsg::Offer { id, size, name } => {
-                let refuse = |reason: String| AppMsg::Reject { id, reason }.encode();
-                let Some(inbox) = self.cx.transfer.inbox.clone() else {
-                    if let Some(n) = self.cx.limiter.allow(LogKind::NoInbox) {
-                        info!(
-                            "refused a file from peer={peer}: no --inbox configured{}",
-                            suppressed(n)
-                        );
-                    }
-                    return self.app_send(refuse(
-                        "the receiver has no inbox (start its daemon with --inbox DIR)".into(),
-                    ));
-                };
-                if size > self.cx.transfer.max_receive_bytes {
-                    return self.app_send(refuse(format!(
-                        "file too large ({size} bytes; limit {})",
-                        self.cx.transfer.max_receive_bytes
-                    )));
+    /// Handles what the mux reports: transfer streams opened by the peer,
+    /// readable and writable streams, resets.
+    async fn mux_events(&mut self) -> Result<(), End> {
+        loop {
+            let Some(ev) = self.mux.as_mut().and_then(|m| m.poll_event()) else {
+                return Ok(());
+            };
+            match ev {
+                stream::Event::Opened { id, .. } => {
+                    // Only kind 0x40 is accepted (the mux refuses others).
+                    self.decoders
+                        .insert(id, FrameDecoder::new(dsoftbus::frame::MAX_FRAME_LEN));
                 }
-                let Some(clean) = transfer::sanitize_name(&name) else {
-                    return self.app_send(refuse("unusable file name".into()));
-                };
-                if self.incoming.contains_key(&id) {
-                    return self.app_send(refuse("duplicate transfer id".into()));
+                stream::Event::Readable(id) => self.read_stream(id).await?,
+                stream::Event::Writable(id) => self.flush_stream(id)?,
+                stream::Event::Reset { id, .. } => {
+                    self.decoders.remove(&id);
+                    self.pending.remove(&id);
+                    self.closing.remove(&id);
+                    self.xfer.carrier_gone(Carrier::Stream(id)).await;
                 }
-                let per_peer = self.cx.transfer.max_incoming_per_peer;
-                if self.incoming.len() >= per_peer {
-                    // One peer never holds every slot: others can still send.
-                    return self.app_send(refuse(format!(
-                        "receiver busy ({per_peer} transfers from you in progress; the limit per peer)"
-                    )));
-                }
-                let Ok(permit) = self.cx.transfer.permits.clone().try_acquire_owned() else {
-                    return self.app_send(refuse("receiver busy (too many transfers)".into()));
-                };
-                let job = match ReceiveJob::create(
-                    &inbox,
-                    id,
-                    clean.clone(),
-                    size,
-                    self.ack_notify.clone(),
-                ) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        if let Some(n) = self.cx.limiter.allow(LogKind::InboxError) {
-                            warn!(
-                                "cannot store a file from peer={peer} in {}: {e}{}",
-                                inbox.display(),
-                                suppressed(n)
-                            );
-                        }
-                        return self
-                            .app_send(refuse(format!("receiver cannot write its inbox: {e}")));
-                    }
-                };
-                let (tx, rx) = mpsc::channel(16);
-                let written = job.written.clone();
-                let done = self.done_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    if let Some(d) = job.run(rx) {
-                        let _ = done.blocking_send(d);
-                    }
-                });
-                if let Some(n) = self.cx.limiter.allow(LogKind::Receiving) {
-                    info!(
-                        "receiving {clean:?} ({size} bytes) from peer={peer}{}",
-                        suppressed(n)
-                    );
-                }
-                self.incoming.insert(
-                    id,
-                    Incoming {
-                        tx,
-                        written,
-                        acked: 0,
-                        next: 0,
-                        size,
-                        name: clean,
-                        last: StdInstant::now(),
-                        ended: false,
-                        _permit: permit,
-                    },
-                );
-                self.app_send(AppMsg::Accept { id }.encode())
+                stream::Event::Failed(e) => return Err(End::Mux(e)),
             }
-            AppMsg::Chunk { id, offset, data } => {
-                let Some(inc) = self.incoming.get_mut(&id) else {
+        }
+    }
+
+    /// Reads a transfer stream and hands its messages to the transfers.
+    async fn read_stream(&mut self, id: StreamId) -> Result<(), End> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Some(mux) = self.mux.as_mut() else {
+                return Ok(());
+            };
+            let dec = self
+                .decoders
+                .entry(id)
+                .or_insert_with(|| FrameDecoder::new(dsoftbus::frame::MAX_FRAME_LEN));
+            let space = dec.space().min(buf.len());
+            let r = match mux.read(id, &mut buf[..space]) {
+                Ok(r) => r,
+                Err(_) => return Ok(()),
+            };
+            let mut msgs = Vec::new();
+            let mut bad = false;
+            match r {
+                Read::Bytes(n) => {
+                    if dec.feed(&buf[..n]).is_err() {
+                        bad = true;
+                    }
+                    loop {
+                        match dec.next_frame() {
+                            Ok(Some(m)) => msgs.push(m),
+                            Ok(None) => break,
+                            Err(_) => {
+                                bad = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Read::WouldBlock => return Ok(()),
+                Read::Fin => {
+                    self.decoders.remove(&id);
+                    self.xfer.carrier_gone(Carrier::Stream(id)).await;
                     return Ok(());
-                };
-                if offset != inc.next || inc.next + data.len() as u64 > inc.size {
-                    let _ = inc.tx.send(WriterMsg::Cancel).await;
-                    self.incoming.remove(&id);
-                    if let Some(n) = self.cx.limiter.allow(LogKind::ChunkOrder) {
-                        warn!(
-                            "transfer {id:08x} from peer={peer}: chunk out of order or past the offered size; aborted{}",
-                            suppressed(n)
-                        );
-                    }
-                    return self.app_send(
-                        AppMsg::Done {
-                            id,
-                            status: DONE_PROTOCOL,
-                            message: "chunk out of order or past the offered size".into(),
-                        }
-                        .encode(),
-                    );
                 }
-                inc.next += data.len() as u64;
-                // Bounded channel: a slow disk slows the socket, not memory.
-                let _ = inc.tx.send(WriterMsg::Data(data)).await;
-                // Idle counts from here: time waiting for our disk is not
-                // the peer's idleness.
-                inc.last = StdInstant::now();
-                Ok(())
             }
-            AppMsg::End { id, size, sha256 } => {
-                if let Some(inc) = self.incoming.get_mut(&id) {
-                    inc.ended = true;
-                    let _ = inc.tx.send(WriterMsg::End { size, sha256 }).await;
-                }
-                Ok(())
+            for m in msgs {
+                self.xfer.on_message(Some(id), &m).await;
+                self.flush_xfer()?;
             }
-            AppMsg::Cancel { id } => {
-                if let Some(inc) = self.incoming.remove(&id) {
-                    let _ = inc.tx.send(WriterMsg::Cancel).await;
-                    if let Some(n) = self.cx.limiter.allow(LogKind::PeerCancel) {
-                        info!(
-                            "transfer {id:08x} ({:?}) cancelled by peer={peer}; partial file deleted{}",
-                            inc.name,
-                            suppressed(n)
-                        );
-                    }
+            if bad {
+                // Framing broken: that stream's transfer ends.
+                self.decoders.remove(&id);
+                if let Some(m) = self.mux.as_mut() {
+                    let _ = m.reset(id, stream::RESET_CANCEL);
                 }
-                Ok(())
-            }
-            m @ (AppMsg::Accept { .. }
-            | AppMsg::Reject { .. }
-            | AppMsg::Ack { .. }
-            | AppMsg::Done { .. }) => {
-                let route = self
-                    .routes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&m.id())
-                    .cloned();
-                if let Some(r) = route {
-                    // Cannot overflow for an honest peer (at most WINDOW /
-                    // ACK_EVERY acks outstanding); a flood is dropped.
-                    let _ = r.try_send(m);
-                }
-                Ok(())
+                self.xfer.carrier_gone(Carrier::Stream(id)).await;
+                return Ok(());
             }
         }
     }
 
-    fn on_writer_done(&mut self, d: WriterDone) -> Result<(), End> {
-        let peer = self.peer_name();
-        if let Some(inc) = self.incoming.remove(&d.id) {
-            if d.status == DONE_OK {
-                bump(&self.cx.counters.files_received);
-                if let Some(n) = self.cx.limiter.allow(LogKind::Received) {
-                    info!(
-                        "received {:?} ({} bytes) from peer={peer}: {}{}",
-                        inc.name,
-                        inc.size,
-                        d.message,
-                        suppressed(n)
-                    );
+    /// Queues a transfer message on its carrier.
+    fn send_on(&mut self, c: Carrier, msg: Vec<u8>) -> Result<(), End> {
+        match c {
+            Carrier::Data(_) => self.app_send(msg),
+            Carrier::Stream(id) => {
+                if !self.mux.as_ref().is_some_and(|m| m.is_open(id)) {
+                    return Ok(()); // the stream is gone: so is its transfer
                 }
-            } else {
-                bump(&self.cx.counters.transfers_failed);
-                if let Some(n) = self.cx.limiter.allow(LogKind::ReceiveFailed) {
-                    warn!(
-                        "receive of {:?} from peer={peer} failed: {}{}",
-                        inc.name,
-                        d.message,
-                        suppressed(n)
-                    );
+                let p = self.pending.entry(id).or_default();
+                if dsoftbus::frame::encode_frame(&msg, p).is_err() {
+                    return Ok(()); // cannot happen: messages fit a frame
                 }
+                if p.len() > MAX_STREAM_PENDING {
+                    return Err(End::Overflow("transfer stream queue"));
+                }
+                self.flush_stream(id)
             }
         }
-        self.app_send(
-            AppMsg::Done {
-                id: d.id,
-                status: d.status,
-                message: d.message,
-            }
-            .encode(),
-        )
     }
 
-    fn send_acks(&mut self) -> Result<(), End> {
-        let mut acks = Vec::new();
-        for (id, inc) in self.incoming.iter_mut() {
-            let w = inc.written.load(std::sync::atomic::Ordering::Acquire);
-            if w > inc.acked {
-                inc.acked = w;
-                acks.push(
-                    AppMsg::Ack {
-                        id: *id,
-                        received: w,
-                    }
-                    .encode(),
-                );
+    /// Moves pending framed bytes of `id` into the mux.
+    fn flush_stream(&mut self, id: StreamId) -> Result<(), End> {
+        let Some(mux) = self.mux.as_mut() else {
+            return Ok(());
+        };
+        if let Some(p) = self.pending.get_mut(&id) {
+            match mux.write(id, p) {
+                Ok(n) => {
+                    p.drain(..n);
+                }
+                Err(_) => p.clear(),
             }
+            if !p.is_empty() {
+                return Ok(());
+            }
+            self.pending.remove(&id);
         }
-        for a in acks {
-            self.app_send(a)?;
+        if self.closing.remove(&id) {
+            let _ = mux.finish(id);
         }
         Ok(())
     }
 
-    fn on_cmd(&mut self, cmd: SessionCmd) -> Result<bool, End> {
+    /// Sends what the transfers queued; closes the streams of ended ones.
+    fn flush_xfer(&mut self) -> Result<(), End> {
+        while let Some((c, m)) = self.xfer.out.pop_front() {
+            self.send_on(c, m)?;
+        }
+        for c in std::mem::take(&mut self.xfer.ended) {
+            if let Carrier::Stream(id) = c {
+                self.closing.insert(id);
+                self.flush_stream(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn has_room(&self, c: Carrier) -> bool {
+        let conn_room = self.stash.is_empty() && self.conn.transmit_buf().len() < MAX_OUTBOUND / 2;
+        match c {
+            Carrier::Data(_) => conn_room,
+            Carrier::Stream(id) => !self.pending.contains_key(&id),
+        }
+    }
+
+    /// Feeds outgoing transfers file bytes while their carriers have room.
+    fn pump_sends(&mut self) -> Result<(), End> {
+        for c in self.xfer.outgoing() {
+            while self.has_room(c) && self.xfer.pump(c) {
+                self.flush_xfer()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves stream messages from the mux into the connection while it has
+    /// room.
+    fn flush_mux(&mut self) -> Result<(), End> {
+        while self.stash.is_empty() && self.conn.transmit_buf().len() < MAX_OUTBOUND / 2 {
+            let Some(m) = self.mux.as_mut().and_then(|m| m.poll_transmit()) else {
+                break;
+            };
+            self.app_send(m)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a `send` on this session: on a new stream when the peer
+    /// supports streams, else on data messages.
+    fn start_send(&mut self, req: SendReq) -> Result<(), End> {
+        let id = self.xfer.new_id();
+        let carrier = if self.streams_ok {
+            match self
+                .ensure_mux()
+                .open(transfer::STREAM_KIND, Priority::Bulk)
+            {
+                Ok(sid) => Carrier::Stream(sid),
+                Err(e) => {
+                    let _ = req.done.send((
+                        Outcome::Cancelled {
+                            by: Side::Local,
+                            reason: dsoftbus::transfer::Reason::Busy,
+                            entry: None,
+                        },
+                        Some(format!("cannot open a stream: {e}")),
+                    ));
+                    return Ok(());
+                }
+            }
+        } else {
+            Carrier::Data(id)
+        };
+        if let Carrier::Stream(sid) = carrier {
+            self.decoders
+                .insert(sid, FrameDecoder::new(dsoftbus::frame::MAX_FRAME_LEN));
+        }
+        self.xfer.start_send(carrier, id, req);
+        self.flush_xfer()
+    }
+
+    async fn on_cmd(&mut self, cmd: SessionCmd) -> Result<bool, End> {
         match cmd {
             SessionCmd::Ping { reply } => {
                 if self.pings.len() >= MAX_PENDING_PINGS {
@@ -607,6 +587,15 @@ impl Ctx {
             }
             SessionCmd::App(m) => {
                 self.app_send(m)?;
+                Ok(false)
+            }
+            SessionCmd::Send(req) => {
+                self.start_send(*req)?;
+                Ok(false)
+            }
+            SessionCmd::Answer { carrier, answer } => {
+                self.xfer.on_answer(carrier, answer).await;
+                self.flush_xfer()?;
                 Ok(false)
             }
             SessionCmd::Close => Ok(true),
@@ -761,7 +750,7 @@ impl Ctx {
                     debug!("peer={peer} addr={addr}: {e}{}", suppressed(n));
                 }
             }
-            End::Dead | End::Shutdown => {}
+            End::Dead | End::Shutdown | End::Mux(_) => {}
             End::Refused(r) => {
                 if let Some(n) = lim(LogKind::Refused) {
                     warn!("session with peer={peer} refused: {r}{}", suppressed(n));
@@ -794,7 +783,9 @@ pub async fn run(
     let evicted = slot.evicted();
     let (mut rd, mut wr) = stream.into_split();
     let (cmd_tx, mut cmd_rx) = mpsc::channel(CMD_QUEUE);
-    let (done_tx, mut done_rx) = mpsc::channel(64);
+    let (report_tx, mut report_rx) = mpsc::channel(64);
+    let xfer = Engine::new(&cx, cmd_tx.clone(), report_tx);
+    let xfer_wake = xfer.wake.clone();
     let mut c = Ctx {
         conn_id,
         cx: cx.clone(),
@@ -806,10 +797,12 @@ pub async fn run(
         stash: VecDeque::new(),
         stash_bytes: 0,
         pings: HashMap::new(),
-        incoming: HashMap::new(),
-        routes: Arc::new(Mutex::new(HashMap::new())),
-        ack_notify: Arc::new(Notify::new()),
-        done_tx,
+        xfer,
+        streams_ok: false,
+        mux: None,
+        decoders: HashMap::new(),
+        pending: HashMap::new(),
+        closing: HashSet::new(),
         cmd_tx,
         permit: Some(slot),
         keepalive_seq: 0,
@@ -823,7 +816,6 @@ pub async fn run(
     let mut shutdown = cx.shutdown.clone();
     let mut keepalive =
         tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
-    let ack_notify = c.ack_notify.clone();
     let mut transfer_tick = tokio::time::interval(TRANSFER_TICK);
     transfer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let clock_base = (tokio::time::Instant::now(), cx.clock.now());
@@ -839,10 +831,12 @@ pub async fn run(
             break End::Shutdown;
         }
         let space = c.conn.recv_space().min(rbuf.len());
-        let deadline = c.conn.poll_timeout().map(|d| {
+        let to_tokio = |d: dsoftbus::Instant| {
             clock_base.0
                 + Duration::from_millis(d.as_millis().saturating_sub(clock_base.1.as_millis()))
-        });
+        };
+        let deadline = c.conn.poll_timeout().map(to_tokio);
+        let mux_deadline = c.mux.as_ref().and_then(|m| m.poll_timeout()).map(to_tokio);
         let can_cmd = c.confirmed
             && !closing
             && c.stash.is_empty()
@@ -887,7 +881,7 @@ pub async fn run(
                 Err(e) => Err(End::Io(e)),
             },
             cmd = cmd_rx.recv(), if can_cmd => match cmd {
-                Some(cmd) => match c.on_cmd(cmd) {
+                Some(cmd) => match c.on_cmd(cmd).await {
                     Ok(true) => {
                         let _ = c.conn.close();
                         closing = true;
@@ -899,11 +893,24 @@ pub async fn run(
                 None => Ok(()),
             },
             _ = notified_opt(evicted.as_deref()), if !c.confirmed => Err(End::Evicted),
-            Some(d) = done_rx.recv() => c.on_writer_done(d),
-            _ = ack_notify.notified() => c.send_acks(),
-            _ = transfer_tick.tick(), if !c.incoming.is_empty() => c.expire_transfers(),
+            Some(r) = report_rx.recv() => {
+                c.xfer.on_report(r).await;
+                c.flush_xfer()
+            },
+            _ = xfer_wake.notified() => Ok(()),
+            _ = transfer_tick.tick() => {
+                c.xfer.tick().await;
+                c.flush_xfer()
+            },
             _ = sleep_until_opt(deadline) => {
                 c.conn.handle_timeout(cx.clock.now()).map_err(End::Conn)
+            },
+            _ = sleep_until_opt(mux_deadline) => {
+                let now = cx.clock.now();
+                match c.mux.as_mut() {
+                    Some(m) => m.handle_timeout(now).map_err(End::Mux),
+                    None => Ok(()),
+                }
             },
             _ = keepalive.tick() => {
                 if off < out.len() && last_tx.elapsed() > WRITE_STALL {
@@ -935,11 +942,14 @@ pub async fn run(
             let authenticated_from_peer =
                 matches!(ev, Event::Ping(_) | Event::Pong(_) | Event::Data(_));
             let closed = matches!(ev, Event::Closed);
-            let app = match c.on_event(ev) {
-                Ok(app) => app,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
+            let data = match ev {
+                Event::Data(d) => Some(d),
+                ev => {
+                    if let Err(e) = c.on_event(ev) {
+                        failed = Some(e);
+                        break;
+                    }
+                    None
                 }
             };
             if c.peer.is_some() && (c.dialed.is_none() || authenticated_from_peer) {
@@ -948,15 +958,20 @@ pub async fn run(
                     break;
                 }
             }
-            if let Some(m) = app {
-                if let Err(e) = c.on_app(m).await {
-                    failed = Some(e);
-                    break;
+            if let Some(d) = data {
+                if c.confirmed {
+                    if let Err(e) = c.on_data(d).await {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
             if closed {
                 closing = true;
             }
+        }
+        if failed.is_none() && c.confirmed {
+            failed = c.pump_sends().and_then(|()| c.flush_mux()).err();
         }
         if let Some(e) = failed {
             break e;
@@ -968,8 +983,13 @@ pub async fn run(
             break End::Overflow("transmit buffer");
         }
     };
-    // Senders waiting on this session learn at once that it is gone.
-    c.routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    // Senders waiting on this session learn at once that it is gone, and
+    // partial files of incoming transfers are deleted (their writers end).
+    c.xfer.session_lost().await;
+    drop(std::mem::replace(
+        &mut c.xfer,
+        Engine::new(&cx, mpsc::channel(1).0, mpsc::channel(1).0),
+    ));
     if matches!(end, End::Overflow(_)) {
         bump(&cx.counters.outbound_overflow);
     }
@@ -996,6 +1016,7 @@ pub async fn run(
             End::Overflow(q) => {
                 format!("disconnected: {q} over its bound; the peer does not read what we send")
             }
+            End::Mux(e) => format!("stream error: {e}"),
         };
         if let Some(n) = cx.limiter.allow(LogKind::SessionClosed) {
             info!(
@@ -1006,15 +1027,6 @@ pub async fn run(
         }
     } else {
         c.log_failure(&end);
-    }
-    if !c.incoming.is_empty() {
-        if let Some(n) = cx.limiter.allow(LogKind::TransfersAborted) {
-            info!(
-                "{} incoming transfer(s) from peer={peer} aborted; partial files deleted{}",
-                c.incoming.len(),
-                suppressed(n)
-            );
-        }
     }
     c.confirmed
 }
@@ -1033,35 +1045,153 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// Removes the route and cancels the transfer unless it finished.
-struct SendGuard {
-    routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
-    cmd: mpsc::Sender<SessionCmd>,
-    id: u32,
-    finished: bool,
-}
+/// Most directory levels `send` walks below an argument.
+pub const MAX_WALK_DEPTH: usize = 64;
 
-impl Drop for SendGuard {
-    fn drop(&mut self) {
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-        if !self.finished {
-            let _ = self
-                .cmd
-                .try_send(SessionCmd::App(AppMsg::Cancel { id: self.id }.encode()));
+/// The offer for `paths`: each file under its base name, each directory
+/// as its base name and everything below it (sorted; symbolic links and
+/// special files are skipped with a warning, never followed), names made
+/// valid (`name::sanitize_path`) and distinct (`name::dedup_paths`).
+/// Runs on a blocking thread (it hashes every file).
+pub fn build_offer(paths: &[PathBuf], warnings: &mut Vec<String>) -> Result<SendReqParts, String> {
+    use dsoftbus::transfer::name::{dedup_paths, sanitize_path};
+    // (offered path, local path, is a directory)
+    let mut items: Vec<(String, PathBuf, bool)> = Vec::new();
+    for path in paths {
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .and_then(|n| transfer::sanitize_name(&n))
+            .unwrap_or_else(|| {
+                if meta.is_dir() {
+                    "folder".into()
+                } else {
+                    "file".into()
+                }
+            });
+        if meta.is_file() {
+            items.push((base, path.clone(), false));
+        } else if meta.is_dir() {
+            items.push((base.clone(), path.clone(), true));
+            walk(path, &base, 1, &mut items, warnings)?;
+        } else {
+            return Err(format!(
+                "{} is not a regular file or a directory",
+                path.display()
+            ));
+        }
+        if items.len() > dsoftbus::transfer::wire::MAX_ENTRIES {
+            break;
         }
     }
+    if items.len() > dsoftbus::transfer::wire::MAX_ENTRIES {
+        return Err(format!(
+            "too many files and folders (more than {} in one send; send an archive, or fewer paths)",
+            dsoftbus::transfer::wire::MAX_ENTRIES
+        ));
+    }
+    let mut named = Vec::with_capacity(items.len());
+    let mut locals = Vec::with_capacity(items.len());
+    for (p, local, dir) in items {
+        match sanitize_path(&p) {
+            Some(clean) => {
+                named.push((clean, dir));
+                locals.push((local, dir));
+            }
+            None => warnings.push(format!("skipping {}: no usable name", local.display())),
+        }
+    }
+    let names =
+        dedup_paths(&named).ok_or_else(|| "cannot give the entries distinct names".to_string())?;
+    let mut entries = Vec::new();
+    let mut files = Vec::new();
+    for ((local, dir), name) in locals.into_iter().zip(names) {
+        if dir {
+            entries.push(dsoftbus::transfer::Entry {
+                path: name,
+                kind: dsoftbus::transfer::EntryKind::Dir,
+            });
+            files.push(None);
+        } else {
+            let (e, f) = transfer::file_entry(&local, name)
+                .map_err(|e| format!("reading {}: {e}", local.display()))?;
+            entries.push(e);
+            files.push(Some(f));
+        }
+    }
+    if entries.is_empty() {
+        return Err("nothing to send".into());
+    }
+    dsoftbus::transfer::check_offer(&entries, dsoftbus::transfer::wire::MAX_ENTRIES, u64::MAX)
+        .map_err(|e| match e {
+            dsoftbus::transfer::OfferError::TooLong => {
+                "the paths are too long to fit one offer (64 KiB); send fewer files or an archive"
+                    .to_string()
+            }
+            e => format!("cannot offer these files: {e:?}"),
+        })?;
+    Ok((entries, files))
 }
 
-/// Sends `path` to `device`, writing `Accepted`/`Progress` lines to the
+/// Adds what is below directory `dir` (offered as `prefix`) to `items`.
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    items: &mut Vec<(String, PathBuf, bool)>,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    if depth > MAX_WALK_DEPTH {
+        warnings.push(format!(
+            "skipping {}: more than {MAX_WALK_DEPTH} levels deep",
+            dir.display()
+        ));
+        return Ok(());
+    }
+    let mut children: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .collect();
+    children.sort_by_key(|e| e.file_name());
+    for c in children {
+        if items.len() > dsoftbus::transfer::wire::MAX_ENTRIES {
+            return Ok(());
+        }
+        let path = c.path();
+        let name = c.file_name().to_string_lossy().into_owned();
+        let offered = format!("{prefix}/{name}");
+        // file_type() does not follow symbolic links.
+        match c.file_type() {
+            Ok(t) if t.is_symlink() => warnings.push(format!(
+                "skipping {}: symbolic links are not followed",
+                path.display()
+            )),
+            Ok(t) if t.is_dir() => {
+                items.push((offered.clone(), path.clone(), true));
+                walk(&path, &offered, depth + 1, items, warnings)?;
+            }
+            Ok(t) if t.is_file() => items.push((offered, path, false)),
+            Ok(_) => warnings.push(format!(
+                "skipping {}: not a regular file or directory",
+                path.display()
+            )),
+            Err(e) => warnings.push(format!("skipping {}: {e}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Entries of an offer and, per entry, the local file and its size.
+pub type SendReqParts = (Vec<dsoftbus::transfer::Entry>, Vec<Option<(PathBuf, u64)>>);
+
+/// Sends `paths` to `device`, writing `Accepted`/`Progress` lines to the
 /// control client `out`; returns the final response.
-pub async fn send_file<W: AsyncWrite + Unpin>(
+pub async fn send_paths<W: AsyncWrite + Unpin>(
     peers: &Peers,
-    counters: &Counters,
     device: &DeviceId,
-    path: &Path,
+    paths: Vec<PathBuf>,
     out: &mut W,
 ) -> Response {
     let Some(h) = peers.session(device) else {
@@ -1070,177 +1200,151 @@ pub async fn send_file<W: AsyncWrite + Unpin>(
             format!("no session with {device} (see `dsoftbus peers`)"),
         );
     };
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => return Response::error(FAILURE, format!("cannot open {}: {e}", path.display())),
+    let built = tokio::task::spawn_blocking(move || {
+        let mut warnings = Vec::new();
+        build_offer(&paths, &mut warnings).map(|p| (p, warnings))
+    })
+    .await;
+    let ((entries, files), warnings) = match built {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return Response::error(FAILURE, e),
+        Err(e) => return Response::error(FAILURE, format!("reading the files failed: {e}")),
     };
-    let size = match file.metadata() {
-        Ok(m) if m.is_file() => m.len(),
-        Ok(m) if m.is_dir() => return Response::error(FAILURE, directory_message(path)),
-        Ok(_) => {
-            return Response::error(FAILURE, format!("{} is not a regular file", path.display()))
+    for w in warnings {
+        warn!("send to {device}: {w}");
+        if write_resp(out, &Response::Warning { message: w })
+            .await
+            .is_err()
+        {
+            return Response::error(FAILURE, "control client went away");
         }
-        Err(e) => return Response::error(FAILURE, format!("{}: {e}", path.display())),
+    }
+    let file_count = entries.iter().filter(|e| !e.is_dir()).count();
+    let name = transfer::summary(&entries);
+    let single_sha = match entries.as_slice() {
+        [dsoftbus::transfer::Entry {
+            kind: dsoftbus::transfer::EntryKind::File { sha256, .. },
+            ..
+        }] => hex::encode(sha256),
+        _ => String::new(),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .and_then(|n| transfer::sanitize_name(&n))
-        .unwrap_or_else(|| "file".into());
-    let id = fastrand::u32(..);
-    let (rtx, mut rrx) = mpsc::channel(64);
-    h.routes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, rtx);
-    let mut guard = SendGuard {
-        routes: h.routes.clone(),
-        cmd: h.cmd.clone(),
-        id,
-        finished: false,
+    let total: u64 = entries.iter().map(|e| e.size()).sum();
+    let (ptx, mut prx) = watch::channel(SendProgress::default());
+    let (dtx, mut drx) = oneshot::channel();
+    let req = SendReq {
+        entries,
+        files,
+        progress: ptx,
+        done: dtx,
     };
-    // Exit 7 at once; after END the receiver may have stored the file and
+    // Exit 7 at once; after END the receiver may have stored the files and
     // only its DONE was lost, so say so instead of guessing.
     let lost = |after_end: bool| {
         let what = if after_end {
             "closed before the receiver confirmed the file (it may have been stored: check its inbox)"
         } else {
-            "closed during the transfer; the file was not stored"
+            "closed during the transfer; the file was not stored (send again within 10 min to resume)"
         };
         Response::error(TRANSFER, format!("the session with {device} {what}"))
     };
-    let offer = AppMsg::Offer {
-        id,
-        size,
-        name: name.clone(),
-    };
-    if h.cmd.send(SessionCmd::App(offer.encode())).await.is_err() {
+    if h.cmd.send(SessionCmd::Send(Box::new(req))).await.is_err() {
         return lost(false);
     }
-    info!("offering {name:?} ({size} bytes) to peer={device}");
-    match tokio::time::timeout(Duration::from_secs(30), rrx.recv()).await {
-        Ok(Some(AppMsg::Accept { .. })) => {}
-        Ok(Some(AppMsg::Reject { reason, .. })) => {
-            guard.finished = true;
-            return Response::error(TRANSFER, format!("{device} refused the file: {reason}"));
-        }
-        Ok(Some(other)) => {
-            return Response::error(
-                TRANSFER,
-                format!("unexpected answer to the offer: {other:?}"),
-            )
-        }
-        Ok(None) => return lost(false),
-        Err(_) => return Response::error(TIMEOUT, format!("{device} did not answer the offer")),
-    }
-    if write_resp(
-        out,
-        &Response::Accepted {
-            total: size,
-            name: name.clone(),
-        },
-    )
-    .await
-    .is_err()
-    {
-        return Response::error(FAILURE, "control client went away");
-    }
+    info!("offering {name} ({total} bytes) to peer={device}");
     let start = StdInstant::now();
-    let (ftx, mut frx) = mpsc::channel(8);
-    tokio::task::spawn_blocking(move || transfer::read_file(file, ftx));
-    let mut sent: u64 = 0;
-    let mut acked: u64 = 0;
-    let mut digest: Option<[u8; 32]> = None;
-    let mut last_progress = StdInstant::now();
-    let inactivity = Duration::from_secs(60);
+    let mut accepted_at: Option<StdInstant> = None;
+    let mut last_change = StdInstant::now();
+    let mut last_progress = StdInstant::now() - Duration::from_secs(1);
+    let mut watching = true;
     loop {
-        let reading = digest.is_none() && sent.saturating_sub(acked) < WINDOW;
-        let msg = tokio::select! {
-            p = frx.recv(), if reading => {
-                match p {
-                    Some(ReadPiece::Data(d)) => {
-                        if sent + d.len() as u64 > size {
-                            return Response::error(FAILURE, format!("{} grew while it was being sent", path.display()));
-                        }
-                        debug_assert!(d.len() <= CHUNK_LEN);
-                        let chunk = encode_chunk(id, sent, &d);
-                        sent += d.len() as u64;
-                        if h.cmd.send(SessionCmd::App(chunk)).await.is_err() {
-                            return lost(false);
-                        }
-                    }
-                    Some(ReadPiece::Eof(sha)) => {
-                        if sent != size {
-                            return Response::error(FAILURE, format!("{} shrank while it was being sent", path.display()));
-                        }
-                        let end = AppMsg::End { id, size, sha256: sha };
-                        if h.cmd.send(SessionCmd::App(end.encode())).await.is_err() {
-                            return lost(false);
-                        }
-                        digest = Some(sha);
-                    }
-                    Some(ReadPiece::Error(e)) => {
-                        return Response::error(FAILURE, format!("reading {}: {e}", path.display()));
-                    }
-                    None => return Response::error(FAILURE, "file reader stopped"),
-                }
-                continue;
-            }
-            m = tokio::time::timeout(inactivity, rrx.recv()) => m,
+        let wait = if accepted_at.is_some() {
+            SEND_INACTIVITY
+        } else {
+            OFFER_WAIT
         };
-        match msg {
-            Err(_) => {
-                return Response::error(
-                    TIMEOUT,
-                    format!("{device} made no progress for {} s", inactivity.as_secs()),
-                )
+        let left = wait.saturating_sub(last_change.elapsed());
+        tokio::select! {
+            r = &mut drx => {
+                let all_sent = prx.borrow().all_sent;
+                let Ok((outcome, detail)) = r else { return lost(all_sent) };
+                let p = prx.borrow().clone();
+                return match outcome {
+                    Outcome::Done => {
+                        // The time the data took (not the wait for an answer).
+                        let secs = accepted_at.unwrap_or(start).elapsed().as_secs_f64();
+                        info!("sent {name} ({total} bytes) to peer={device} in {secs:.2} s: receiver verified sha256");
+                        Response::Sent {
+                            bytes: total,
+                            secs,
+                            sha256: single_sha,
+                            message: format!(
+                                "{} bytes sent, {} resumed",
+                                p.sent, p.resumed
+                            ),
+                            files: file_count,
+                            sent: p.sent,
+                            resumed: p.resumed,
+                        }
+                    }
+                    o => {
+                        let why = match (&o, detail) {
+                            (_, Some(d)) => d,
+                            (Outcome::Denied { reason, .. }, None) => {
+                                format!("refused the transfer: {}", reason_text(*reason))
+                            }
+                            (Outcome::Cancelled { by: Side::Peer, reason, .. }, None) => {
+                                format!("aborted the transfer: {}", reason_text(*reason))
+                            }
+                            (Outcome::Cancelled { reason, .. }, None) => {
+                                format!("transfer cancelled: {}", reason_text(*reason))
+                            }
+                            (Outcome::Failed(e), None) => format!("transfer failed: {e}"),
+                            (Outcome::Done, None) => String::new(),
+                        };
+                        warn!("send of {name} to peer={device} failed: {why}");
+                        Response::error(TRANSFER, format!("{device}: {why}"))
+                    }
+                };
             }
-            Ok(None) => return lost(digest.is_some()),
-            Ok(Some(AppMsg::Ack { received, .. })) => {
-                acked = acked.max(received.min(sent));
-                if last_progress.elapsed() >= Duration::from_millis(100) || acked == size {
+            c = prx.changed(), if watching => {
+                if c.is_err() {
+                    // The session ended; its answer on `drx` follows.
+                    watching = false;
+                    continue;
+                }
+                let p = prx.borrow_and_update().clone();
+                if p.accepted && accepted_at.is_none() {
+                    accepted_at = Some(StdInstant::now());
+                    let r = Response::Accepted { total: p.total, name: name.clone() };
+                    if write_resp(out, &r).await.is_err() {
+                        return Response::error(FAILURE, "control client went away");
+                    }
+                    if p.resumed > 0 {
+                        let r = Response::Progress { acked: p.resumed, total: p.total };
+                        if write_resp(out, &r).await.is_err() {
+                            return Response::error(FAILURE, "control client went away");
+                        }
+                    }
+                }
+                last_change = StdInstant::now();
+                if last_progress.elapsed() >= Duration::from_millis(100) {
                     last_progress = StdInstant::now();
-                    if write_resp(out, &Response::Progress { acked, total: size })
-                        .await
-                        .is_err()
-                    {
-                        return Response::error(
-                            FAILURE,
-                            "control client went away; transfer cancelled",
-                        );
+                    let r = Response::Progress { acked: p.resumed + p.acked, total: p.total };
+                    if write_resp(out, &r).await.is_err() {
+                        return Response::error(FAILURE, "control client went away; transfer cancelled");
                     }
                 }
             }
-            Ok(Some(AppMsg::Done {
-                status, message, ..
-            })) => {
-                guard.finished = true;
-                if status == DONE_OK && digest.is_some() {
-                    let secs = start.elapsed().as_secs_f64();
-                    bump(&counters.files_sent);
-                    info!(
-                        "sent {name:?} ({size} bytes) to peer={device} in {secs:.2} s: receiver verified sha256"
-                    );
-                    return Response::Sent {
-                        bytes: size,
-                        secs,
-                        sha256: hex::encode(digest.unwrap_or_default()),
-                        message,
-                    };
-                }
-                bump(&counters.transfers_failed);
-                warn!("send of {name:?} to peer={device} failed: {message}");
-                return Response::error(TRANSFER, format!("{device}: {message}"));
+            _ = tokio::time::sleep(left) => {
+                return if accepted_at.is_none() {
+                    Response::error(TIMEOUT, format!("{device} did not answer the offer"))
+                } else {
+                    Response::error(
+                        TIMEOUT,
+                        format!("{device} made no progress for {} s", SEND_INACTIVITY.as_secs()),
+                    )
+                };
             }
-            Ok(Some(_)) => {}
         }
     }
-}
-
-/// What `send` says about a directory (folders are not supported yet).
-pub fn directory_message(path: &Path) -> String {
-    format!(
-        "{} is a directory; sending folders is not supported yet (send the files one by one, or an archive of the folder)",
-        path.display()
-    )
 }

@@ -18,17 +18,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dsoftbus::node::{
-    Admission, Candidates, LogLimiter, LogLimiterConfig, SessionCaps, Ticket, TrustMode,
+    Admission, Candidates, Consent, Deny, LogLimiter, LogLimiterConfig, SessionCaps, Slot, Ticket,
+    TrustMode,
 };
 pub use dsoftbus::transport::tcp::HostClock;
 use dsoftbus::{DeviceId, IdentityBindings, PeerTable, PublicKey};
 use rand_core::{OsRng, TryRngCore, UnwrapErr};
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
 
 use crate::config::DaemonConfig;
 use crate::control::IfaceInfo;
 use crate::identity::KnownPeers;
-use crate::transfer::AppMsg;
 
 /// A command for a session task.
 pub enum SessionCmd {
@@ -36,6 +36,13 @@ pub enum SessionCmd {
     Ping { reply: oneshot::Sender<Duration> },
     /// One application message (a DATA payload).
     App(Vec<u8>),
+    /// Start an outgoing file transfer (`dsoftbus send`).
+    Send(Box<crate::transfer::SendReq>),
+    /// The answer to an incoming offer that waited for consent.
+    Answer {
+        carrier: crate::transfer::Carrier,
+        answer: Answer,
+    },
     /// Close the session in order.
     Close,
 }
@@ -47,8 +54,6 @@ pub struct SessionHandle {
     pub cmd: mpsc::Sender<SessionCmd>,
     pub addr: SocketAddr,
     pub key: PublicKey,
-    /// Outgoing transfers: transfer id → the sender task's inbox.
-    pub routes: Arc<Mutex<HashMap<u32, mpsc::Sender<AppMsg>>>>,
 }
 
 /// Most refusal reasons remembered for `peers`.
@@ -252,6 +257,7 @@ log_kinds!(
     ReceiveFailed = "receive-failed",
     TransferIdle = "transfer-idle",
     TransfersAborted = "transfers-aborted",
+    OfferPending = "offer-pending",
     // Remote service calls (remote.rs).
     RpcMalformed = "rpc-malformed",
     RemoteCallAllowed = "remote-call-allowed",
@@ -263,8 +269,8 @@ log_kinds!(
 /// counts. Every line a remote peer can trigger goes through it, each kind
 /// in its own bucket (`max_kinds` is the number of kinds, so none shares
 /// the overflow bucket), so the worst case is the core's
-/// `(max_kinds + 1) × (burst + t)` = (54 + 1) × (8 + t) lines in t seconds
-/// (≈ 55 lines/s, about 11 KB/s at 200 bytes a line) whatever the network
+/// `(max_kinds + 1) × (burst + t)` = (55 + 1) × (8 + t) lines in t seconds
+/// (≈ 56 lines/s, about 11 KB/s at 200 bytes a line) whatever the network
 /// sends; [`LOG_KINDS`] is checked against the kinds at compile time.
 pub struct RateLimiter {
     inner: Mutex<LogLimiter>,
@@ -276,7 +282,7 @@ pub const LOG_BURST: u32 = 8;
 
 /// Kinds of limited lines (the figure in the worst case above and in
 /// docs/reliability.md).
-pub const LOG_KINDS: usize = 54;
+pub const LOG_KINDS: usize = 55;
 const _: () = assert!(LogKind::ALL.len() == LOG_KINDS, "update LOG_KINDS and docs");
 
 /// The limiter's configuration: one bucket per [`LogKind`].
@@ -370,16 +376,68 @@ impl DiscoveryCtx {
 }
 
 /// The settings and slots of incoming transfers (shared by all sessions).
+/// What the user (or the expiry) decided about a pending offer.
+pub enum Answer {
+    /// Accepted; the transfer holds this slot until it ends.
+    Accept(SlotGuard),
+    /// Denied (by the user, or expired).
+    Deny(Deny),
+}
+
+/// A pending offer's handle in the consent table: the session to answer
+/// and what to show in `dsoftbus transfers`.
+#[derive(Clone, Debug)]
+pub struct OfferRef {
+    pub cmd: mpsc::Sender<SessionCmd>,
+    pub carrier: crate::transfer::Carrier,
+    pub name: String,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// The consent table shared by every session (`dsoftbus::node::consent`).
+pub type ConsentTable = Arc<Mutex<Consent<OfferRef>>>;
+
+/// An accepted incoming transfer's slot; released when dropped.
+pub struct SlotGuard {
+    consent: ConsentTable,
+    slot: Option<Slot>,
+}
+
+impl SlotGuard {
+    pub fn new(consent: ConsentTable, slot: Slot) -> Self {
+        SlotGuard {
+            consent,
+            slot: Some(slot),
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.slot.take() {
+            self.consent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .release(s);
+        }
+    }
+}
+
+/// Incoming-transfer settings, the consent table, the resume store and the
+/// transfer board, shared by the sessions.
 pub struct TransferCfg {
     /// Where received files go (`None`: every OFFER is refused).
     pub inbox: Option<PathBuf>,
     pub max_receive_bytes: u64,
-    /// Incoming transfers one peer may hold at once (less than all slots).
-    pub max_incoming_per_peer: usize,
     /// Idle timeout of an accepted incoming transfer.
     pub idle: Duration,
-    /// The incoming-transfer slots (`max_incoming_transfers`).
-    pub permits: Arc<Semaphore>,
+    /// Who may send files, pending offers and the incoming-transfer slots.
+    pub consent: ConsentTable,
+    /// Partial files of interrupted incoming transfers, kept for a resume.
+    pub resume: Arc<Mutex<crate::transfer::ResumeStore>>,
+    /// In flight and recent transfers, for `dsoftbus transfers`.
+    pub board: Arc<Mutex<crate::transfer::Board>>,
 }
 
 impl TransferCfg {
@@ -387,15 +445,14 @@ impl TransferCfg {
         TransferCfg {
             inbox: cfg.inbox.clone(),
             max_receive_bytes: cfg.max_receive_bytes,
-            max_incoming_per_peer: cfg.max_incoming_per_peer,
             idle: cfg.transfer_idle,
-            permits: Arc::new(Semaphore::new(cfg.max_incoming_transfers)),
+            consent: Arc::new(Mutex::new(Consent::new(cfg.consent))),
+            resume: Arc::new(Mutex::new(crate::transfer::ResumeStore::default())),
+            board: Arc::new(Mutex::new(crate::transfer::Board::default())),
         }
     }
 }
 
-/// What a session task needs, and nothing else: sessions never see the
-/// listener, the dialer, discovery's sockets or the control socket.
 #[derive(Clone)]
 pub struct SessionCtx {
     pub peers: Peers,

@@ -129,7 +129,7 @@ fn two_nodes_peers_ping_send_trust_forget() {
         "beta",
         &pb,
         &[&pa],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
     );
     wait_for("a session on both sides", &[&a, &b], || {
         sessions(&a) == Some(1) && sessions(&b) == Some(1)

@@ -1,7 +1,9 @@
-//! Issue 11: the Linux node against hostile peers and careless local users.
-//! Real daemons on 127.0.0.1; the hostile peer speaks the wire protocol
-//! through the `dsoftbus` core crate (see tests/common/mod.rs). Figures are
-//! printed (run with `--nocapture`), bounds are asserted.
+//! Issues 9/11/12: the Linux node against hostile peers and careless local
+//! users. Real daemons on 127.0.0.1; the hostile peer speaks the wire
+//! protocol through the `dsoftbus` core crate, file transfer included
+//! (docs/protocol/wire.md §12, on session data messages; see
+//! tests/common/mod.rs). Figures are printed (run with `--nocapture`),
+//! bounds are asserted.
 
 mod common;
 
@@ -11,13 +13,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use dsoftbus::transfer::Reason;
 
 const T: Duration = Duration::from_secs(10);
 
-/// Broken item 1: eight same-name transfers whose END frames arrive in one
-/// TCP write; every verified file must survive under its own name. Also:
-/// a bidi override in an offered name is dropped, and an OFFER whose name
-/// is not UTF-8 gets a REJECT (it used to get no reply at all).
+/// Broken item 1: eight same-name transfers whose END messages arrive in
+/// one TCP write; every verified file must survive under its own name.
+/// Also: an offered name with a bidi override, or one that is not UTF-8, is
+/// refused by id (DENY invalid-name / protocol), nothing is stored.
 #[test]
 fn same_name_transfers_ending_together_all_survive() {
     let dir = tempfile::tempdir().unwrap();
@@ -27,7 +30,7 @@ fn same_name_transfers_ending_together_all_survive() {
         "rx",
         Ports::new(),
         &[],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         Some("max_incoming_transfers = 16\n"),
     );
     rx.wait_up();
@@ -46,25 +49,24 @@ fn same_name_transfers_ending_together_all_survive() {
         let offers: Vec<Vec<u8>> = ids
             .iter()
             .zip(&datas)
-            .map(|(id, d)| offer(*id, d.len() as u64, b"same.txt"))
+            .map(|(id, d)| offer(*id, d, "same.txt"))
             .collect();
         h.send_all(&offers).unwrap();
         for id in &ids {
-            let a = h.expect(K_ACCEPT, *id, T);
-            assert_eq!(a.kind, K_ACCEPT);
+            let a = h.expect(KIND_ACCEPT, *id, T);
+            assert_eq!(a.offsets(), Some(vec![0]));
         }
         let chunks: Vec<Vec<u8>> = ids
             .iter()
             .zip(&datas)
-            .map(|(id, d)| chunk(*id, 0, d))
+            .map(|(id, d)| data(*id, 0, 0, d))
             .collect();
         h.send_all(&chunks).unwrap();
         // All ENDs in one write: the writers store at the same moment.
-        let ends: Vec<Vec<u8>> = ids.iter().zip(&datas).map(|(id, d)| end(*id, d)).collect();
+        let ends: Vec<Vec<u8>> = ids.iter().map(|id| end(*id)).collect();
         h.send_all(&ends).unwrap();
         for id in &ids {
-            let d = h.expect(K_DONE, *id, T);
-            assert_eq!(d.status(), 0, "DONE {id:08x}: {}", d.text());
+            h.expect(KIND_DONE, *id, T);
         }
         want.extend(datas);
     }
@@ -88,28 +90,37 @@ fn same_name_transfers_ending_together_all_survive() {
     assert_eq!(got, want);
     assert!(files.iter().all(|f| f.starts_with("same.txt")), "{files:?}");
 
-    // U+202E RIGHT-TO-LEFT OVERRIDE is dropped from the stored name.
-    let data = b"not an exe".to_vec();
+    // U+202E RIGHT-TO-LEFT OVERRIDE: the receiver never rewrites a name
+    // (wire.md §12.4), it refuses it.
+    let before = files_in(&inbox).len();
     let name = "invoice_\u{202E}fdp.exe";
-    h.send_all(&[offer(900, data.len() as u64, name.as_bytes())])
-        .unwrap();
-    h.expect(K_ACCEPT, 900, T);
-    h.send_all(&[chunk(900, 0, &data), end(900, &data)])
-        .unwrap();
-    let d = h.expect(K_DONE, 900, T);
-    assert_eq!(d.status(), 0, "{}", d.text());
-    assert_eq!(std::fs::read(inbox.join("invoice_fdp.exe")).unwrap(), data);
-    assert!(files_in(&inbox).iter().all(|f| !f.contains('\u{202E}')));
+    h.send_all(&[offer(900, b"not an exe", name)]).unwrap();
+    let r = h.expect(KIND_DENY, 900, T);
+    assert_eq!(r.reason(), Some(Reason::InvalidName));
+    // Traversal too.
+    h.send_all(&[offer(902, b"x", "../escape.txt")]).unwrap();
+    assert_eq!(
+        h.expect(KIND_DENY, 902, T).reason(),
+        Some(Reason::InvalidName)
+    );
 
     // A non-UTF-8 name: a clear refusal, by id.
-    h.send_all(&[offer(901, 3, b"bad\xff\xfe.txt")]).unwrap();
-    let r = h.expect(K_REJECT, 901, T);
-    assert!(r.text().contains("not valid UTF-8"), "{}", r.text());
+    let mut bad = offer(901, b"abc", "bad__.txt");
+    let n = bad.len();
+    // The path is followed by size (8) and SHA-256 (32): patch "__".
+    bad[n - 40 - 6] = 0xff;
+    bad[n - 40 - 5] = 0xfe;
+    h.send_all(&[bad]).unwrap();
+    let r = h.expect(KIND_DENY, 901, T);
+    assert_eq!(r.reason(), Some(Reason::Protocol));
+    assert_eq!(files_in(&inbox).len(), before, "{:?}", files_in(&inbox));
+    assert!(files_in(&inbox).iter().all(|f| !f.contains('\u{202E}')));
 }
 
 /// Broken item 2: OFFERs that never send data take at most the per-peer
-/// share of the receive slots (default 4 slots, 2 per peer), and another
-/// peer can still send.
+/// share of the receive slots (default 4 slots, 2 per peer; the rest are
+/// denied `busy`), and another peer can still send (a daemon that announces
+/// `streams/1`: the transfer goes on a stream).
 #[test]
 fn offer_and_stall_cannot_hold_the_receive_slots() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,21 +131,20 @@ fn offer_and_stall_cannot_hold_the_receive_slots() {
         "rx",
         prx,
         &[pa.udp],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         None,
     );
     let alpha = spawn(dir.path(), "alpha", pa, &[prx.udp], &[], None);
     rx.wait_up();
     let mut h = Hostile::connect("evil", &rx);
-    let offers: Vec<Vec<u8>> = (1..=4).map(|id| offer(id, 1 << 20, b"stall.bin")).collect();
+    let offers: Vec<Vec<u8>> = (1..=4)
+        .map(|id| offer_size(id, 1 << 20, "stall.bin"))
+        .collect();
     h.send_all(&offers).unwrap();
     let (accepted, refused) = answers(&mut h, 4);
     println!("offer-and-stall: accepted {accepted:?}, refused {refused:?}");
     assert_eq!(accepted.len(), 2, "per-peer cap");
-    assert!(
-        refused.iter().all(|r| r.contains("limit per peer")),
-        "{refused:?}"
-    );
+    assert_eq!(refused, vec![Reason::Busy; 2]);
 
     // An honest peer still gets a slot.
     wait_for("alpha's session with rx", &[&alpha, &rx], || {
@@ -144,17 +154,27 @@ fn offer_and_stall_cannot_hold_the_receive_slots() {
     std::fs::write(&src, vec![7u8; 100_000]).unwrap();
     let o = cli(&alpha.state, &["send", "rx", src.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(inbox.join("honest.bin")).unwrap(),
+        vec![7u8; 100_000]
+    );
+    // Both daemons announce streams/1: the transfer had its own stream.
+    assert!(
+        rx.log_text().contains("from peer=alpha on stream"),
+        "{}",
+        rx.log_text()
+    );
 }
 
 /// The answers to `n` offers: accepted ids and refusal reasons.
-fn answers(h: &mut Hostile, n: usize) -> (Vec<u32>, Vec<String>) {
+fn answers(h: &mut Hostile, n: usize) -> (Vec<u32>, Vec<Reason>) {
     let mut accepted = Vec::new();
     let mut refused = Vec::new();
     for _ in 0..n {
         let a = h.recv(T, false).expect("an answer to every offer");
         match a.kind {
-            K_ACCEPT => accepted.push(a.id),
-            K_REJECT => refused.push(a.text()),
+            KIND_ACCEPT => accepted.push(a.id),
+            KIND_DENY => refused.push(a.reason().expect("a reason")),
             k => panic!("unexpected {k:#04x}"),
         }
     }
@@ -162,7 +182,8 @@ fn answers(h: &mut Hostile, n: usize) -> (Vec<u32>, Vec<String>) {
 }
 
 /// Broken item 2: an accepted transfer that receives nothing is cancelled
-/// after the idle timeout (here 2 s), with a DONE and its .part file gone.
+/// after the idle timeout (here 2 s), with an ABORT `expired` and its .part
+/// file gone.
 #[test]
 fn stalled_transfers_are_cancelled_after_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,24 +193,29 @@ fn stalled_transfers_are_cancelled_after_the_idle_timeout() {
         "rx",
         Ports::new(),
         &[],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         Some("transfer_idle_timeout_secs = 2\n"),
     );
     rx.wait_up();
     let mut h = Hostile::connect("evil", &rx);
     let t0 = Instant::now();
-    h.send_all(&[offer(1, 1 << 20, b"a"), offer(2, 1 << 20, b"b")])
+    h.send_all(&[offer_size(1, 1 << 20, "a"), offer_size(2, 1 << 20, "b")])
         .unwrap();
     let (accepted, _) = answers(&mut h, 2);
     assert_eq!(accepted.len(), 2);
-    // Some data for one of them: the timer counts from the last chunk.
-    h.send_all(&[chunk(2, 0, &[1; 1000])]).unwrap();
-    assert_eq!(files_in(&inbox).len(), 2);
+    // Some data for both: the timer counts from the last data.
+    h.send_all(&[data(1, 0, 0, &[1; 1000]), data(2, 0, 0, &[1; 1000])])
+        .unwrap();
+    wait_for("two partial files", &[&rx], || files_in(&inbox).len() == 2);
     for id in accepted {
-        let d = h.expect(K_DONE, id, T);
-        assert_ne!(d.status(), 0);
-        assert!(d.text().contains("no data for 2 s"), "{}", d.text());
+        let d = h.expect(KIND_ABORT, id, T);
+        assert_eq!(d.reason(), Some(Reason::Expired));
     }
+    assert!(
+        rx.log_text().contains("no data for 2 s"),
+        "{}",
+        rx.log_text()
+    );
     let secs = t0.elapsed().as_secs_f64();
     println!("stalled transfers cancelled after {secs:.1} s (idle timeout 2 s)");
     assert!(secs < 10.0, "{secs}"); // idle timeout 2 s, slack for a loaded machine
@@ -197,7 +223,8 @@ fn stalled_transfers_are_cancelled_after_the_idle_timeout() {
         files_in(&inbox).is_empty()
     });
     // The slots are free again.
-    h.send_all(&[offer(3, 1, b"c"), offer(4, 1, b"d")]).unwrap();
+    h.send_all(&[offer(3, b"c", "c"), offer(4, b"d", "d")])
+        .unwrap();
     let (accepted, refused) = answers(&mut h, 2);
     assert_eq!(accepted.len(), 2, "{refused:?}");
 }
@@ -224,7 +251,7 @@ fn peer_that_never_reads_is_disconnected_and_counted() {
     let batch: u32 = 2_000;
     let cut = loop {
         let msgs: Vec<Vec<u8>> = (0..batch)
-            .map(|i| offer(sent as u32 + i, 1, b"flood.txt"))
+            .map(|i| offer(sent as u32 + i, b"x", "flood.txt"))
             .collect();
         if h.send_all(&msgs).is_err() {
             break true;
@@ -264,14 +291,14 @@ fn killed_mid_transfer_leaves_no_part_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let inbox = dir.path().join("inbox");
     let ports = Ports::new();
-    let args = ["--inbox", inbox.to_str().unwrap()];
+    let args = ["--inbox", inbox.to_str().unwrap(), "--accept", "any"];
     let mut rx = spawn(dir.path(), "rx", ports, &[], &args, None);
     rx.wait_up();
     let mut h = Hostile::connect("evil", &rx);
-    h.send_all(&[offer(1, 100 << 20, b"big.bin")]).unwrap();
-    h.expect(K_ACCEPT, 1, T);
-    let data = vec![0x5a; 60_000];
-    let chunks: Vec<Vec<u8>> = (0..20u64).map(|i| chunk(1, i * 60_000, &data)).collect();
+    h.send_all(&[offer_size(1, 100 << 20, "big.bin")]).unwrap();
+    h.expect(KIND_ACCEPT, 1, T);
+    let bytes = vec![0x5a; 60_000];
+    let chunks: Vec<Vec<u8>> = (0..20u64).map(|i| data(1, 0, i * 60_000, &bytes)).collect();
     h.send_all(&chunks).unwrap();
     wait_for("a growing partial file", &[&rx], || {
         files_in(&inbox)
@@ -402,15 +429,24 @@ fn sender_exits_at_once_when_the_session_dies_after_end() {
         .spawn()
         .unwrap();
     let o = h.recv(T, false).expect("an OFFER");
-    assert_eq!(o.kind, K_OFFER);
-    h.send_all(&[accept(o.id)]).unwrap();
-    // Read until END, then vanish without a DONE.
+    assert_eq!(o.kind, KIND_OFFER);
+    let entries = o.entries().expect("entries");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].path, "f.bin");
+    h.send_all(&[accept(o.id, 1)]).unwrap();
+    // Read (and acknowledge) until END, then vanish without a DONE.
+    let mut got = 0u64;
     loop {
-        let m = h.recv(T, true).expect("chunks and END");
-        if m.kind == K_END {
+        let m = h.recv(T, true).expect("data and END");
+        if let Some((_, _, d)) = m.data() {
+            got += d.len() as u64;
+            h.send_all(&[ack(o.id, got)]).unwrap();
+        }
+        if m.kind == KIND_END {
             break;
         }
     }
+    assert_eq!(got, 200_000);
     drop(h);
     let out = child.wait_with_output().unwrap();
     let secs = t0.elapsed().as_secs_f64();
@@ -460,7 +496,7 @@ fn idle_control_clients_are_dropped() {
 
 /// Partial (first use): DSOFTBUS_REQUIRE_KNOWN=0 overrides `require_known =
 /// true` from the config file; `ping -c 0` is a usage error; sending a
-/// directory says so.
+/// path that does not exist says so.
 #[test]
 fn first_use_papercuts() {
     let dir = tempfile::tempdir().unwrap();
@@ -497,10 +533,15 @@ fn first_use_papercuts() {
 
     let o = cli(&state, &["ping", "x", "-c", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = cli(&state, &["send", "x", dir.path().to_str().unwrap()]);
+    // A path that does not exist: a clear error before the daemon is asked.
+    let missing = dir.path().join("missing.bin");
+    let o = cli(&state, &["send", "x", missing.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("is a directory"), "{}", text(&o));
-    assert!(text(&o).contains("not supported yet"), "{}", text(&o));
+    assert!(text(&o).contains("cannot send"), "{}", text(&o));
+    assert!(text(&o).contains("missing.bin"), "{}", text(&o));
+    // `send` needs at least one path.
+    let o = cli(&state, &["send", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 
     // RUST_LOG is honoured: at `warn` the daemon's info lines are gone.
     let quiet = dir.path().join("quiet.log");
@@ -603,7 +644,7 @@ fn control_client_that_never_reads_is_dropped() {
 }
 
 /// Item 6 (transfer lines): a peer that streams OFFERs, each followed by an
-/// out-of-order CHUNK, or OFFERs to a daemon without an inbox, gets each
+/// out-of-order DATA, or OFFERs to a daemon without an inbox, gets each
 /// reply but the daemon logs at most a burst then one line a second per
 /// kind ("receiving", "chunk out of order", "refused a file"), with the
 /// suppressed count. Before: one line of each per OFFER.
@@ -617,7 +658,7 @@ fn transfer_lines_a_peer_triggers_are_rate_limited() {
         "rx",
         Ports::new(),
         &[],
-        &["--inbox", inbox.to_str().unwrap()],
+        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
         None,
     );
     let bare = spawn(dir.path(), "bare", Ports::new(), &[], &[], None);
@@ -630,7 +671,7 @@ fn transfer_lines_a_peer_triggers_are_rate_limited() {
         let msgs: Vec<Vec<u8>> = (0..50)
             .flat_map(|i| {
                 let id = batch * 50 + i + 1;
-                [offer(id, 1000, b"f.bin"), chunk(id, 5, &[0; 10])]
+                [offer_size(id, 1000, "f.bin"), data(id, 0, 5, &[0; 10])]
             })
             .collect();
         h.send_all(&msgs).unwrap();
@@ -638,23 +679,23 @@ fn transfer_lines_a_peer_triggers_are_rate_limited() {
         while done < 50 {
             let a = h.recv(T, false).expect("an answer to every offer");
             match a.kind {
-                K_ACCEPT => {}
-                K_DONE => {
-                    assert_ne!(a.status(), 0);
+                KIND_ACCEPT => {}
+                KIND_ABORT => {
+                    assert_eq!(a.reason(), Some(Reason::Protocol));
                     done += 1;
                 }
-                k => panic!("unexpected {k:#04x}: {}", a.text()),
+                k => panic!("unexpected {k:#04x}: {a:?}"),
             }
         }
     }
 
     let mut b = Hostile::connect("evil2", &bare);
-    let offers: Vec<Vec<u8>> = (1..=N).map(|id| offer(id, 1, b"f.bin")).collect();
+    let offers: Vec<Vec<u8>> = (1..=N).map(|id| offer(id, b"x", "f.bin")).collect();
     b.send_all(&offers).unwrap();
     let (accepted, refused) = answers(&mut b, N as usize);
     assert!(accepted.is_empty());
     assert!(
-        refused.iter().all(|r| r.contains("no inbox")),
+        refused.iter().all(|r| *r == Reason::Declined),
         "{refused:?}"
     );
 
@@ -662,15 +703,15 @@ fn transfer_lines_a_peer_triggers_are_rate_limited() {
     std::thread::sleep(Duration::from_millis(300));
     let (log, bare_log) = (rx.log_text(), bare.log_text());
     let receiving = log.matches("receiving \"f.bin\"").count() as u64;
-    let order = log.matches("chunk out of order").count() as u64;
-    let no_inbox = bare_log.matches("refused a file").count() as u64;
+    let order = log.matches("data out of order").count() as u64;
+    let no_inbox = bare_log.matches("refused a transfer").count() as u64;
     println!(
-        "transfer log flood: {N} offers each; {receiving} 'receiving', {order} 'chunk out of order', {no_inbox} 'refused a file' lines in {secs} s"
+        "transfer log flood: {N} offers each; {receiving} 'receiving', {order} 'data out of order', {no_inbox} 'refused a transfer' lines in {secs} s"
     );
     for (what, n) in [
         ("receiving", receiving),
-        ("chunk out of order", order),
-        ("refused a file", no_inbox),
+        ("data out of order", order),
+        ("refused a transfer", no_inbox),
     ] {
         assert!(n >= 1, "no {what:?} line at all");
         assert!(n <= 8 + secs, "{n} {what:?} lines in {secs} s");

@@ -1,8 +1,10 @@
 //! Helpers for the hostile-peer tests: real `dsoftbus` daemons on 127.0.0.1
 //! and a scripted peer that speaks the wire protocol through the `dsoftbus`
 //! core crate's public API (announce, Noise XK, sessions) and the file
-//! transfer framing of docs/dsoftbus-cli.md, written here independently of
-//! the daemon's own codec.
+//! transfer protocol of docs/protocol/wire.md §12 through the core's
+//! vector-checked codec (`dsoftbus::transfer::wire`), independently of the
+//! daemon's engine. The scripted peer announces no `streams/1`, so the
+//! daemon carries transfers on session data messages with it.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -220,63 +222,117 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
-// ---- file transfer framing (docs/dsoftbus-cli.md, FILE TRANSFER FRAMING) ----
+// ---- file transfer (docs/protocol/wire.md §12, on session data messages) ----
+// The test side encodes with `dsoftbus::transfer::wire` (checked against
+// the vectors of wire.md §8.9), independently of the daemon's engine.
 
-pub const K_OFFER: u8 = 0x10;
-pub const K_ACCEPT: u8 = 0x11;
-pub const K_REJECT: u8 = 0x12;
-pub const K_CHUNK: u8 = 0x13;
-pub const K_END: u8 = 0x14;
-pub const K_ACK: u8 = 0x15;
-pub const K_DONE: u8 = 0x16;
+use dsoftbus::transfer::wire::{Entry, EntryKind, Message, Reason};
+#[allow(unused_imports)]
+pub use dsoftbus::transfer::wire::{
+    KIND_ABORT, KIND_ACCEPT, KIND_ACK, KIND_CANCEL, KIND_DATA, KIND_DENY, KIND_DONE, KIND_END,
+    KIND_OFFER,
+};
 
-pub fn offer(id: u32, size: u64, name: &[u8]) -> Vec<u8> {
-    let mut v = vec![K_OFFER];
-    v.extend_from_slice(&id.to_be_bytes());
-    v.extend_from_slice(&size.to_be_bytes());
-    v.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    v.extend_from_slice(name);
-    v
+/// An offer of one file `name` holding `data`.
+pub fn offer(id: u32, data: &[u8], name: &str) -> Vec<u8> {
+    offer_entries(id, vec![file(name, data)])
 }
 
-pub fn accept(id: u32) -> Vec<u8> {
-    let mut v = vec![K_ACCEPT];
-    v.extend_from_slice(&id.to_be_bytes());
-    v
+/// An offer of one file of `size` bytes (content never sent).
+pub fn offer_size(id: u32, size: u64, name: &str) -> Vec<u8> {
+    offer_entries(
+        id,
+        vec![Entry {
+            path: name.into(),
+            kind: EntryKind::File {
+                size,
+                sha256: [0; 32],
+            },
+        }],
+    )
 }
 
-pub fn chunk(id: u32, offset: u64, data: &[u8]) -> Vec<u8> {
-    let mut v = vec![K_CHUNK];
-    v.extend_from_slice(&id.to_be_bytes());
-    v.extend_from_slice(&offset.to_be_bytes());
-    v.extend_from_slice(data);
-    v
-}
-
-pub fn end(id: u32, data: &[u8]) -> Vec<u8> {
+pub fn file(name: &str, data: &[u8]) -> Entry {
     use sha2::{Digest, Sha256};
-    let mut v = vec![K_END];
-    v.extend_from_slice(&id.to_be_bytes());
-    v.extend_from_slice(&(data.len() as u64).to_be_bytes());
-    v.extend_from_slice(&Sha256::digest(data));
-    v
+    Entry {
+        path: name.into(),
+        kind: EntryKind::File {
+            size: data.len() as u64,
+            sha256: Sha256::digest(data).into(),
+        },
+    }
 }
 
-/// A received application message: kind, id, rest of the body.
+pub fn offer_entries(id: u32, entries: Vec<Entry>) -> Vec<u8> {
+    Message::Offer { id, entries }.encode()
+}
+
+/// An accept with a 4 MiB window and no resumed bytes.
+pub fn accept(id: u32, entries: usize) -> Vec<u8> {
+    Message::Accept {
+        id,
+        window: 4 << 20,
+        max_chunk: dsoftbus::transfer::wire::MAX_CHUNK as u32,
+        offsets: vec![0; entries],
+    }
+    .encode()
+}
+
+pub fn data(id: u32, entry: u16, offset: u64, bytes: &[u8]) -> Vec<u8> {
+    dsoftbus::transfer::wire::encode_data(id, entry, offset, bytes)
+}
+
+pub fn end(id: u32) -> Vec<u8> {
+    Message::End { id }.encode()
+}
+
+pub fn ack(id: u32, received: u64) -> Vec<u8> {
+    Message::Ack { id, received }.encode()
+}
+
+/// A received transfer message: kind, id, the whole message.
 #[derive(Debug, Clone)]
 pub struct App {
     pub kind: u8,
     pub id: u32,
-    pub body: Vec<u8>,
+    pub msg: Vec<u8>,
 }
 
 impl App {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+    /// The reason of a DENY, ABORT or CANCEL.
+    pub fn reason(&self) -> Option<Reason> {
+        match dsoftbus::transfer::wire::decode(&self.msg).ok()? {
+            Message::Deny { reason, .. }
+            | Message::Abort { reason, .. }
+            | Message::Cancel { reason, .. } => Some(reason),
+            _ => None,
+        }
     }
-    /// DONE status byte.
-    pub fn status(&self) -> u8 {
-        self.body[0]
+    /// The offsets of an ACCEPT.
+    pub fn offsets(&self) -> Option<Vec<u64>> {
+        match dsoftbus::transfer::wire::decode(&self.msg).ok()? {
+            Message::Accept { offsets, .. } => Some(offsets),
+            _ => None,
+        }
+    }
+    /// The bytes of a DATA.
+    pub fn data(&self) -> Option<(u16, u64, Vec<u8>)> {
+        match dsoftbus::transfer::wire::decode(&self.msg).ok()? {
+            Message::Data {
+                entry,
+                offset,
+                data,
+                ..
+            } => Some((entry, offset, data.to_vec())),
+            _ => None,
+        }
+    }
+    /// The entries of an OFFER.
+    pub fn entries(&self) -> Option<Vec<Entry>> {
+        match dsoftbus::transfer::wire::decode(&self.msg).ok()? {
+            Message::Offer { entries, .. } => Some(entries),
+            _ => None,
+        }
     }
 }
 
@@ -299,10 +355,19 @@ impl Hostile {
     /// Announces `id` to the daemon (so it binds our key on first use),
     /// dials its session port and completes the handshake.
     pub fn connect(id: &str, daemon: &Node) -> Hostile {
+        Hostile::connect_with(id, daemon, &[])
+    }
+
+    /// As [`Hostile::connect`], announcing `services` (e.g. `streams/1`).
+    pub fn connect_with(id: &str, daemon: &Node, services: &[&str]) -> Hostile {
         let mut rng = OsRng.unwrap_err();
         let keys = StaticKeypair::generate(&mut rng);
         let local = LocalIdentity::new(DeviceId::new(id).unwrap(), keys.clone());
-        let ann = Announce::new(DeviceId::new(id).unwrap(), 9, *keys.public(), vec![]).unwrap();
+        let services = services
+            .iter()
+            .map(|s| dsoftbus::ServiceName::new(s).unwrap())
+            .collect();
+        let ann = Announce::new(DeviceId::new(id).unwrap(), 9, *keys.public(), services).unwrap();
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let target = PeerTarget {
             id: DeviceId::new(&daemon.id).unwrap(),
@@ -367,7 +432,7 @@ impl Hostile {
     }
 
     /// Reads until `stop` says so (true) or the timeout passes (false).
-    fn pump_until(
+    pub fn pump_until(
         &mut self,
         timeout: Duration,
         mut stop: impl FnMut(&mut Self, &Event) -> bool,
@@ -406,11 +471,11 @@ impl Hostile {
             let mut done = false;
             while let Some(ev) = self.conn.poll_event() {
                 if let Event::Data(d) = &ev {
-                    if d.len() >= 5 {
+                    if let Ok((kind, id)) = dsoftbus::transfer::wire::header(d) {
                         self.apps.push_back(App {
-                            kind: d[0],
-                            id: u32::from_be_bytes([d[1], d[2], d[3], d[4]]),
-                            body: d[5..].to_vec(),
+                            kind,
+                            id,
+                            msg: d.clone(),
                         });
                     }
                 }
@@ -429,7 +494,7 @@ impl Hostile {
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(a) = self.apps.pop_front() {
-                if acks || a.kind != K_ACK {
+                if acks || a.kind != KIND_ACK {
                     return Some(a);
                 }
             }
