@@ -10,6 +10,11 @@
 # Required: the OS markers on the UART (node up with its DHCP address, discovery of
 # both Linux nodes, identity bound and auth ok for both) and, on both Linux nodes,
 # a `dsoftbus peers` row for nexus-os with SESSION yes plus a ping over it.
+# Files both ways (dsoftbus::transfer, wire.md §12, on a stream of kind 0x40: both
+# sides announce streams/1): linux-a sends the VM a random file (the VM accepts any,
+# its line carries the SHA-256 it verified, which must be the file's), and the VM
+# sends linux-a a generated one (dsoftbusd.send; linux-a accepts any; the file in
+# its inbox must have the SHA-256 the VM offered).
 # Needs root (namespaces, tap, bridge) and dnsmasq; without root it says so and
 # exits 0. Bounded by INTEROP_TIMEOUT (default 120 s); cleans up on every exit.
 #
@@ -115,7 +120,7 @@ start_linux() { # $1 ns suffix, $2 device id, [daemon flags...]
 }
 # Remote calls: linux-a lets nexus-os call its `hello` service (served below);
 # nexus-os lets linux-a call its `echo` (samgrd) and nothing else.
-start_linux la linux-a --remote-acl nexus-os:hello
+start_linux la linux-a --remote-acl nexus-os:hello --accept any --inbox "$WORK/la-inbox"
 start_linux lz zz-linux
 
 # linux-a serves `hello` (a Unix socket answering "hello from linux-a"); the VM's
@@ -164,8 +169,10 @@ start_vm() { # $1 key, $2 device id, $3 tap, $4 MAC, $5 UART log, $6 disk image
     PID[$1]=$!
     echo "$TAG: VM $2 booting: $QEMU -M microvm -cpu max ... -netdev tap,ifname=$3 (mac $4) -append 'dsoftbusd.mode=node dsoftbusd.id=$2'"
 }
+# The file the VM generates and sends linux-a (not a multiple of any chunk size).
+VM_FILE_BYTES=200003
 declare -A VM_EXTRA=(
-    [qemu]="dsoftbusd.remote_acl=linux-a:echo dsoftbusd.call=hello@linux-a,hidden@linux-a"
+    [qemu]="dsoftbusd.remote_acl=linux-a:echo dsoftbusd.call=hello@linux-a,hidden@linux-a dsoftbusd.accept=any dsoftbusd.send=linux-a:$VM_FILE_BYTES"
     [qemu2]=""
 )
 start_vm qemu "$OS_ID" tap0 52:54:00:77:01:01 "$UART" "$WORK/os.disk"
@@ -268,6 +275,36 @@ echo "$TAG: remote calls:"
 grep -hE "remote call ok peer=linux-a|remote call refused peer=linux-a|remote proxy denied \(service=samgr\)|remote call peer=linux-a service=echo allowed" "$UART" | sed 's/^/      VM: /'
 grep -h "remote call peer=nexus-os" "$WORK/la.log" | sed 's/^.*INFO /      linux-a: /'
 echo "      linux-a: call $OS_ID echo -> '$echoed'; call $OS_ID samgr -> exit $denied_rc (denied)"
+
+# --- files, both directions ----------------------------------------------------------
+# Linux -> VM: `dsoftbus send` returns 0 only after the VM's DONE (every file
+# verified); the VM's line names the SHA-256 it checked.
+head -c 300007 /dev/urandom >"$WORK/to-vm.bin"
+want=$(sha256sum "$WORK/to-vm.bin" | cut -d' ' -f1)
+sent=$(ip netns exec "$PFX-la" "$BIN" --state-dir "$WORK/la" send "$OS_ID" "$WORK/to-vm.bin" 2>&1) ||
+    fail "linux-a's send to $OS_ID failed: $sent"
+deadline=$((SECONDS + 20))
+until line=$(grep -m1 "dsoftbusd: file received from=linux-a name=to-vm.bin bytes=300007 ok" "$UART"); do
+    ((SECONDS < deadline)) || fail "$OS_ID did not report the file from linux-a: $(grep -h 'dsoftbusd: file' "$UART" | tail -n 3)"
+    sleep 0.2
+done
+grep -q "sha256 $want verified" <<<"$line" || fail "$OS_ID verified another SHA-256 than the file's ($want): $line"
+# VM -> Linux: the VM offers a generated file once its session with linux-a is up.
+deadline=$((SECONDS + 30))
+until grep -q "dsoftbusd: file sent to=linux-a name=nexus-$OS_ID-$VM_FILE_BYTES.bin bytes=$VM_FILE_BYTES ok" "$UART"; do
+    ((SECONDS < deadline)) || fail "$OS_ID's file to linux-a was not sent: $(grep -h 'dsoftbusd: file' "$UART" | tail -n 3)"
+    sleep 0.2
+done
+offered=$(grep -m1 -oE "dsoftbusd: file offered to=linux-a name=nexus-$OS_ID-$VM_FILE_BYTES.bin bytes=$VM_FILE_BYTES sha256=[0-9a-f]{64}" "$UART" | sed 's/.*sha256=//') ||
+    fail "$OS_ID never offered its file with a SHA-256"
+got=$(find "$WORK/la-inbox" -name "nexus-$OS_ID-$VM_FILE_BYTES.bin" -type f | head -n 1)
+[[ -n $got ]] || fail "nexus-$OS_ID-$VM_FILE_BYTES.bin is not in linux-a's inbox: $(ls -R "$WORK/la-inbox" 2>&1 | head -n 5)"
+[[ $(stat -c %s "$got") == "$VM_FILE_BYTES" ]] || fail "$got has $(stat -c %s "$got") bytes, not $VM_FILE_BYTES"
+[[ $(sha256sum "$got" | cut -d' ' -f1) == "$offered" ]] || fail "$got does not have the SHA-256 $OS_ID offered ($offered)"
+echo "$TAG: files:"
+echo "      linux-a -> $OS_ID: to-vm.bin 300007 bytes, sha256 $want verified by the VM"
+echo "      $OS_ID -> linux-a: $(basename "$got") $VM_FILE_BYTES bytes, sha256 $offered in linux-a's inbox"
+grep -hE "dsoftbusd: file (received|offered|sent)" "$UART" | sed 's/^/      VM: /'
 
 # --- reboot: the identity survives, the Linux pin still matches -----------------------
 # linux-a pinned nexus-os's key on first sight. Reboot the VM on the same disk:
