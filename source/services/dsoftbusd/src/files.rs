@@ -173,21 +173,23 @@ pub struct Inbox {
     reserved_files: usize,
 }
 
+/// A verified file in the inbox: who sent it, its name, its bytes.
 #[derive(Debug)]
-struct Stored {
-    #[allow(dead_code)] // kept for the day something reads the inbox
-    from: DeviceId,
-    #[allow(dead_code)]
-    name: String,
-    bytes: Vec<u8>,
+pub struct Stored {
+    /// The sender.
+    pub from: DeviceId,
+    /// Its path in the offer.
+    pub name: String,
+    /// Its bytes (SHA-256 verified by the core).
+    pub bytes: Vec<u8>,
 }
 
 impl Inbox {
     /// Reserve room for an accepted offer of `bytes` in `files` files,
-    /// evicting the oldest verified files as needed (their count is
-    /// returned). `Err` (nothing changed) if unfinished transfers alone
-    /// leave no room.
-    pub fn reserve(&mut self, bytes: u64, files: usize) -> Result<usize, ()> {
+    /// evicting the oldest verified files as needed (they are returned, so
+    /// the caller can say which). `Err` (nothing changed) if unfinished
+    /// transfers alone leave no room.
+    pub fn reserve(&mut self, bytes: u64, files: usize) -> Result<Vec<Stored>, ()> {
         let bytes_ok = self
             .reserved
             .checked_add(bytes)
@@ -195,7 +197,7 @@ impl Inbox {
         if !bytes_ok || self.reserved_files + files > INBOX_MAX_FILES {
             return Err(());
         }
-        let mut evicted = 0;
+        let mut evicted = Vec::new();
         while self.stored + self.reserved + bytes > INBOX_MAX_BYTES
             || self.files.len() + self.reserved_files + files > INBOX_MAX_FILES
         {
@@ -203,7 +205,7 @@ impl Inbox {
                 break;
             };
             self.stored -= old.bytes.len() as u64;
-            evicted += 1;
+            evicted.push(old);
         }
         self.reserved += bytes;
         self.reserved_files += files;
@@ -251,6 +253,27 @@ impl Sink for dsoftbus::Connection {
 /// Where a transfer runs: (session, stream id), stream 0 = the session's
 /// data messages (stream ids start at 1).
 pub(crate) type Route = (u64, u32);
+
+/// For the accept line: which verified files made room (at most 3 named; a
+/// peer's offer can push out other peers' files, so it is said).
+fn dropped_note(evicted: &[Stored]) -> String {
+    if evicted.is_empty() {
+        return String::new();
+    }
+    let mut s = format!("; {} older files dropped from the inbox:", evicted.len());
+    for e in evicted.iter().take(3) {
+        s.push_str(&format!(
+            " {} from={} ({} bytes)",
+            log_name(&e.name),
+            e.from,
+            e.bytes.len()
+        ));
+    }
+    if evicted.len() > 3 {
+        s.push_str(" ...");
+    }
+    s
+}
 
 /// One incoming transfer.
 struct Incoming {
@@ -628,11 +651,7 @@ impl Files {
                             "dsoftbusd: file offer accepted from={} name={} bytes={bytes} files={files}{}",
                             t.peer,
                             log_name(&first),
-                            if evicted > 0 {
-                                format!(" ({evicted} older files dropped from the inbox)")
-                            } else {
-                                String::new()
-                            }
+                            dropped_note(&evicted)
                         );
                     }
                     return;
@@ -1250,27 +1269,34 @@ mod tests {
     fn inbox_evicts_verified_files_never_reservations() {
         let mut ib = Inbox::default();
         let half = INBOX_MAX_BYTES / 2;
-        assert_eq!(ib.reserve(half, 1), Ok(0));
+        assert_eq!(ib.reserve(half, 1).map(|v| v.len()), Ok(0));
         ib.store(id("a"), "1".into(), vec![0; half as usize]);
-        assert_eq!(ib.reserve(half, 1), Ok(0));
+        assert_eq!(ib.reserve(half, 1).map(|v| v.len()), Ok(0));
         // Full: the verified file makes room, the unfinished one cannot.
-        assert_eq!(ib.reserve(half, 1), Ok(1));
-        assert_eq!(ib.reserve(1, 1), Err(()));
+        let dropped = ib.reserve(half, 1).unwrap();
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(
+            (dropped[0].name.as_str(), dropped[0].from.as_str()),
+            ("1", "a")
+        );
+        assert!(dropped_note(&dropped)
+            .contains("1 older files dropped from the inbox: 1 from=a (4194304 bytes)"));
+        assert!(ib.reserve(1, 1).is_err());
         assert_eq!(ib.usage(), (0, 0, INBOX_MAX_BYTES, 2));
         ib.unreserve(half, 1);
-        assert_eq!(ib.reserve(half, 1), Ok(0));
-        assert_eq!(ib.reserve(INBOX_MAX_BYTES + 1, 1), Err(()));
+        assert_eq!(ib.reserve(half, 1).map(|v| v.len()), Ok(0));
+        assert!(ib.reserve(INBOX_MAX_BYTES + 1, 1).is_err());
     }
 
     #[test]
     fn inbox_file_count_bound() {
         let mut ib = Inbox::default();
         for i in 0..INBOX_MAX_FILES {
-            assert_eq!(ib.reserve(1, 1), Ok(0));
+            assert_eq!(ib.reserve(1, 1).map(|v| v.len()), Ok(0));
             ib.store(id("a"), format!("{i}"), vec![1]);
         }
-        assert_eq!(ib.reserve(1, 2), Ok(2));
+        assert_eq!(ib.reserve(1, 2).map(|v| v.len()), Ok(2));
         assert_eq!(ib.usage().0 + ib.usage().3, INBOX_MAX_FILES);
-        assert_eq!(ib.reserve(1, INBOX_MAX_FILES), Err(()));
+        assert!(ib.reserve(1, INBOX_MAX_FILES).is_err());
     }
 }
