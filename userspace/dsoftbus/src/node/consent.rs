@@ -340,7 +340,11 @@ impl<T> Consent<T> {
 
     /// Removes and returns `peer`'s pending offers (its session ended, so
     /// they can never be answered on the wire). Its active slots stay until
-    /// the caller releases them.
+    /// the caller releases them. Every pending offer of the peer goes,
+    /// whatever session carried it: a daemon where a newer session of the
+    /// same peer can replace an older one before the older one is cleaned
+    /// up withdraws the older session's offers one by one with
+    /// [`Consent::deny`] instead (the Linux daemon does).
     pub fn peer_gone(&mut self, peer: &DeviceId) -> Vec<Pending<T>> {
         let mut out = Vec::new();
         let mut i = 0;
