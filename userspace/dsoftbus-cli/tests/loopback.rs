@@ -3,136 +3,29 @@
 //! 127.0.0.1, then the client commands are run against them.
 //! Network traffic stays on 127.0.0.1.
 
-use std::net::{TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dsoftbus");
+use std::process::Command;
+use std::time::Duration;
 
-fn free_port() -> u16 {
-    // Free for both TCP and UDP at the time of asking.
-    loop {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("0.0.0.0", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-struct Node {
-    child: Child,
-    state: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Ports {
-    tcp: u16,
-    udp: u16,
-}
-
-fn spawn(dir: &Path, id: &str, me: &Ports, peers: &[&Ports], extra: &[&str]) -> Node {
-    let state = dir.join(id);
-    let log = dir.join(format!("{id}.log"));
-    let targets: Vec<String> = peers
-        .iter()
-        .map(|p| format!("127.0.0.1:{}", p.udp))
-        .collect();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--state-dir")
-        .arg(&state)
-        .args(["daemon", "--device-id", id, "--listen", "127.0.0.1"])
-        .args(["--port", &me.tcp.to_string()])
-        .args(["--discovery", "unicast"])
-        .args(["--discovery-port", &me.udp.to_string()])
-        .args(["--announce-to", &targets.join(",")])
-        .args(["--announce-interval-ms", "300"])
-        .args(extra)
-        .env_remove("DSOFTBUS_CONFIG")
-        .env("XDG_CONFIG_HOME", dir.join("no-config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    Node {
-        child: cmd.spawn().unwrap(),
-        state,
-        log,
-    }
-}
-
-fn cli(state: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn wait_for(what: &str, node_logs: &[&Node], mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let logs: Vec<String> = node_logs
-        .iter()
-        .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
-        .collect();
-    panic!("timed out waiting for {what}\n{}", logs.join("\n----\n"));
-}
-
-fn sessions(n: &Node) -> Option<usize> {
-    let o = cli(&n.state, &["status"]);
-    text(&o)
-        .lines()
-        .find_map(|l| l.strip_prefix("sessions="))
-        .and_then(|v| v.parse().ok())
-}
+use common::*;
 
 #[test]
 fn two_nodes_peers_ping_send_trust_forget() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (
-        Ports {
-            tcp: free_port(),
-            udp: free_port(),
-        },
-        Ports {
-            tcp: free_port(),
-            udp: free_port(),
-        },
-    );
+    let (pa, pb) = (Ports::new(), Ports::new());
     let inbox = dir.path().join("inbox");
-    let a = spawn(dir.path(), "alpha", &pa, &[&pb], &[]);
+    let a = spawn(dir.path(), "alpha", pa, &[pb.udp], &[], None);
     let b = spawn(
         dir.path(),
         "beta",
-        &pb,
-        &[&pa],
+        pb,
+        &[pa.udp],
         &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
+        None,
     );
     wait_for("a session on both sides", &[&a, &b], || {
-        sessions(&a) == Some(1) && sessions(&b) == Some(1)
+        a.sessions() == Some(1) && b.sessions() == Some(1)
     });
 
     // peers: the table row for beta, pinned on first sight ("auto"), with a session.
@@ -208,7 +101,7 @@ fn two_nodes_peers_ping_send_trust_forget() {
     let o = cli(&a.state, &["forget", "beta"]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for("re-session after forget", &[&a, &b], || {
-        sessions(&a) == Some(1)
+        a.sessions() == Some(1)
             && std::fs::read_to_string(a.state.join("known_peers.toml"))
                 .unwrap()
                 .contains(&key_b)
@@ -224,7 +117,7 @@ fn two_nodes_peers_ping_send_trust_forget() {
     let o = cli(&a.state, &["trust", "beta", &wrong, "--replace"]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for("beta refused under the wrong pin", &[&a, &b], || {
-        sessions(&a) == Some(0)
+        a.sessions() == Some(0)
             && std::fs::read_to_string(&a.log)
                 .unwrap()
                 .contains("announce refused (key conflict) peer=beta")
@@ -236,7 +129,7 @@ fn two_nodes_peers_ping_send_trust_forget() {
     let o = cli(&a.state, &["trust", "beta", &key_b, "--replace"]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for("session under the right pin", &[&a, &b], || {
-        sessions(&a) == Some(1)
+        a.sessions() == Some(1)
     });
     assert_eq!(
         cli(&a.state, &["trust", "beta", "zz"]).status.code(),
@@ -247,26 +140,24 @@ fn two_nodes_peers_ping_send_trust_forget() {
 #[test]
 fn require_known_refuses_until_trusted() {
     let dir = tempfile::tempdir().unwrap();
-    let (pd, pg) = (
-        Ports {
-            tcp: free_port(),
-            udp: free_port(),
-        },
-        Ports {
-            tcp: free_port(),
-            udp: free_port(),
-        },
-    );
+    let (pd, pg) = (Ports::new(), Ports::new());
     // "delta" < "gamma": delta dials; strict gamma does not know it.
-    let d = spawn(dir.path(), "delta", &pd, &[&pg], &[]);
-    let g = spawn(dir.path(), "gamma", &pg, &[&pd], &["--require-known"]);
+    let d = spawn(dir.path(), "delta", pd, &[pg.udp], &[], None);
+    let g = spawn(
+        dir.path(),
+        "gamma",
+        pg,
+        &[pd.udp],
+        &["--require-known"],
+        None,
+    );
     wait_for("gamma ignoring the unknown delta", &[&d, &g], || {
         std::fs::read_to_string(&g.log)
             .unwrap()
             .contains("announce ignored (unknown device; --require-known) peer=delta")
     });
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(sessions(&g), Some(0));
+    assert_eq!(g.sessions(), Some(0));
     let key_d = text(&cli(&d.state, &["id"]))
         .lines()
         .find_map(|l| l.strip_prefix("key "))
@@ -275,7 +166,7 @@ fn require_known_refuses_until_trusted() {
     let o = cli(&g.state, &["trust", "delta", &key_d]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for("a session once delta is trusted", &[&d, &g], || {
-        sessions(&g) == Some(1) && sessions(&d) == Some(1)
+        g.sessions() == Some(1) && d.sessions() == Some(1)
     });
 }
 
@@ -318,16 +209,10 @@ fn exit_codes_without_daemon_busy_socket_and_bad_config() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("unknown field"), "{}", text(&o));
     // A second daemon on the same state dir (same control socket): 8.
-    let p = Ports {
-        tcp: free_port(),
-        udp: free_port(),
-    };
-    let q = Ports {
-        tcp: free_port(),
-        udp: free_port(),
-    };
-    let n = spawn(dir.path(), "one", &p, &[&q], &[]);
-    wait_for("the first daemon", &[&n], || sessions(&n) == Some(0));
+    let p = Ports::new();
+    let q = Ports::new();
+    let n = spawn(dir.path(), "one", p, &[q.udp], &[], None);
+    wait_for("the first daemon", &[&n], || n.sessions() == Some(0));
     let o = Command::new(BIN)
         .arg("--state-dir")
         .arg(&n.state)
