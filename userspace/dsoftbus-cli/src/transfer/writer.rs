@@ -1,0 +1,273 @@
+//! The receive writer: a blocking thread per incoming transfer that writes
+//! the verified stream of bytes into partial files and stores each file
+//! once the core verified it; every way out that did not store a file
+//! deletes its partial file.
+
+use super::*;
+
+/// Work for a receive writer thread, in order.
+#[derive(Debug)]
+pub enum WriterMsg {
+    /// Create this directory entry.
+    Dir(u16),
+    /// Append these (not yet verified) bytes to the entry's partial file.
+    Data { entry: u16, data: Vec<u8> },
+    /// The core verified the entry's SHA-256: store it.
+    Verified(u16),
+    /// Answer [`Report::Flushed`] once everything before is stored.
+    Barrier,
+    /// The carrier went away mid-transfer: keep the partial files in the
+    /// resume store (`peer`'s) instead of deleting them, and end.
+    Hold,
+}
+
+/// What a writer thread tells its session.
+#[derive(Debug)]
+pub enum Report {
+    /// A verified file got its final name.
+    Stored {
+        carrier: Carrier,
+        path: PathBuf,
+        bytes: u64,
+    },
+    /// Every message before the barrier is done.
+    Flushed(Carrier),
+    /// Writing or storing failed; the job has ended (partial files deleted).
+    Failed { carrier: Carrier, error: String },
+}
+
+/// The files of one incoming transfer: partial files and where they land.
+pub struct WriteJob {
+    carrier: Carrier,
+    inbox: PathBuf,
+    entries: Vec<Entry>,
+    tag: u32,
+    parts: HashMap<u16, (PathBuf, File)>,
+    /// Offered top-level directory name → the directory created for it.
+    roots: HashMap<String, PathBuf>,
+    /// Entries stored already (by this job, or by the interrupted transfer
+    /// it resumes).
+    stored: HashMap<u16, PathBuf>,
+    /// Where a [`WriterMsg::Hold`] puts the partial files.
+    resume: Option<(Arc<Mutex<ResumeStore>>, String)>,
+}
+
+impl Drop for WriteJob {
+    /// Every way out that did not store a file (errors, cancel, a lost
+    /// session, a panic) deletes its partial file.
+    fn drop(&mut self) {
+        for (part, _) in self.parts.values() {
+            let _ = fs::remove_file(part);
+        }
+    }
+}
+
+impl WriteJob {
+    pub fn new(carrier: Carrier, inbox: &Path, entries: Vec<Entry>) -> std::io::Result<Self> {
+        create_inbox(inbox)?;
+        Ok(WriteJob {
+            carrier,
+            inbox: inbox.to_path_buf(),
+            entries,
+            tag: fastrand::u32(..),
+            parts: HashMap::new(),
+            roots: HashMap::new(),
+            stored: HashMap::new(),
+            resume: None,
+        })
+    }
+
+    /// Lets [`WriterMsg::Hold`] keep the partial files for `peer`.
+    pub fn hold_to(mut self, store: Arc<Mutex<ResumeStore>>, peer: String) -> Self {
+        self.resume = Some((store, peer));
+        self
+    }
+
+    /// Continues an interrupted transfer: its partial files (cut to the
+    /// prefix the receiver was fed), directories and stored files.
+    pub fn resume_from(mut self, held: &mut Held) -> std::io::Result<Self> {
+        for (entry, (path, len)) in std::mem::take(&mut held.parts) {
+            let file = OpenOptions::new().append(true).open(&path);
+            match file.and_then(|f| f.set_len(len).map(|()| f)) {
+                Ok(f) => {
+                    self.parts.insert(entry, (path, f));
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+        }
+        self.roots = std::mem::take(&mut held.roots);
+        self.stored = std::mem::take(&mut held.stored);
+        Ok(self)
+    }
+
+    /// Runs on a blocking thread until the session drops its sender or a
+    /// write fails.
+    pub fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>, report: mpsc::Sender<Report>) {
+        while let Some(m) = rx.blocking_recv() {
+            let r = match m {
+                WriterMsg::Dir(e) => self.dir_entry(e),
+                WriterMsg::Data { entry, data } => self.write(entry, &data),
+                WriterMsg::Verified(e) => match self.store(e) {
+                    Ok((path, bytes)) => {
+                        let carrier = self.carrier;
+                        let _ = report.blocking_send(Report::Stored {
+                            carrier,
+                            path,
+                            bytes,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                WriterMsg::Barrier => {
+                    let _ = report.blocking_send(Report::Flushed(self.carrier));
+                    Ok(())
+                }
+                WriterMsg::Hold => {
+                    self.hold();
+                    return;
+                }
+            };
+            if let Err(error) = r {
+                let carrier = self.carrier;
+                drop(self); // partial files go before the session hears of it
+                let _ = report.blocking_send(Report::Failed { carrier, error });
+                return;
+            }
+        }
+    }
+
+    fn path(&self, entry: u16) -> Result<&str, String> {
+        self.entries
+            .get(usize::from(entry))
+            .map(|e| e.path.as_str())
+            .ok_or_else(|| format!("no entry {entry}"))
+    }
+
+    fn part(&mut self, entry: u16) -> Result<&mut File, String> {
+        if !self.parts.contains_key(&entry) {
+            let part = self.inbox.join(format!(
+                ".dsoftbus-{:08x}-{entry}-{:08x}.part",
+                self.tag,
+                fastrand::u32(..)
+            ));
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&part)
+                .map_err(|e| format!("cannot create a partial file in the inbox: {e}"))?;
+            self.parts.insert(entry, (part, file));
+        }
+        self.parts
+            .get_mut(&entry)
+            .map(|(_, f)| f)
+            .ok_or_else(|| "partial file vanished".to_string())
+    }
+
+    fn write(&mut self, entry: u16, data: &[u8]) -> Result<(), String> {
+        self.part(entry)?
+            .write_all(data)
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    /// The directory for the components of `path` before the last one
+    /// (created on first use: the top-level one with a free name, the
+    /// others inside it), and the last component.
+    fn dir_for(&mut self, path: &str) -> Result<(PathBuf, String), String> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let Some((last, dirs)) = parts.split_last() else {
+            return Err("empty path".into());
+        };
+        let Some((root, rest)) = dirs.split_first() else {
+            return Ok((self.inbox.clone(), (*last).to_string()));
+        };
+        let mut dir = match self.roots.get(*root) {
+            Some(d) => d.clone(),
+            None => {
+                let d = create_dir_noreplace(&self.inbox, root)
+                    .map_err(|e| format!("cannot create {root:?} in the inbox: {e}"))?;
+                self.roots.insert((*root).to_string(), d.clone());
+                d
+            }
+        };
+        for c in rest {
+            dir.push(c);
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                // Created by an earlier entry of this transfer (inside a
+                // directory this transfer created): fine unless it is not
+                // a plain directory.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                        return Err(format!("{} exists and is not a directory", dir.display()));
+                    }
+                }
+                Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+            }
+        }
+        Ok((dir, (*last).to_string()))
+    }
+
+    fn dir_entry(&mut self, entry: u16) -> Result<(), String> {
+        let p = format!("{}/.", self.path(entry)?);
+        self.dir_for(&p).map(|_| ())
+    }
+
+    /// Moves the partial files (and what was stored) to the resume store.
+    fn hold(&mut self) {
+        let Some((store, peer)) = self.resume.take() else {
+            return; // no store: Drop deletes the partial files
+        };
+        let mut parts = HashMap::new();
+        for (entry, (path, file)) in self.parts.drain() {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            parts.insert(entry, (path, len));
+        }
+        let held = Held {
+            peer,
+            entries: std::mem::take(&mut self.entries),
+            parts,
+            stored: std::mem::take(&mut self.stored),
+            roots: std::mem::take(&mut self.roots),
+            at: StdInstant::now(),
+        };
+        store.lock().unwrap_or_else(|p| p.into_inner()).put(held);
+    }
+
+    fn store(&mut self, entry: u16) -> Result<(PathBuf, u64), String> {
+        if let Some(done) = self.stored.get(&entry) {
+            // Stored by the interrupted transfer this one resumes.
+            let bytes = fs::metadata(done).map(|m| m.len()).unwrap_or(0);
+            return Ok((done.clone(), bytes));
+        }
+        let path = self.path(entry)?.to_string();
+        // An empty file never got data: create its (empty) partial file now.
+        self.part(entry)?;
+        let Some((part, file)) = self.parts.remove(&entry) else {
+            return Err("partial file vanished".into());
+        };
+        let synced = file.sync_all();
+        drop(file);
+        let res = synced
+            .map_err(|e| format!("fsync failed: {e}"))
+            .and_then(|()| self.dir_for(&path))
+            .and_then(|(dir, base)| {
+                store_no_replace(&part, &dir, &base).map_err(|e| format!("storing failed: {e}"))
+            });
+        match res {
+            Ok(dest) => {
+                let bytes = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+                self.stored.insert(entry, dest.clone());
+                Ok((dest, bytes))
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&part);
+                Err(e)
+            }
+        }
+    }
+}
