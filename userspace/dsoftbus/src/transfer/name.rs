@@ -1,6 +1,6 @@
 //! File names and relative paths: the one place where names are judged
 //! (`docs/protocol/wire.md` §12.4). Shared by the core's transfer protocol
-//! and the Linux CLI's one-file transfer (`dsoftbus-cli/src/transfer.rs`
+//! and the Linux CLI's inbox (`dsoftbus-cli/src/transfer/inbox.rs`
 //! re-exports [`sanitize_name`] and [`candidate_name`]).
 //!
 //! Two directions, one rule set:
