@@ -47,15 +47,7 @@ fn send_bg(from: &Node, to: &str, path: &std::path::Path) -> Child {
 #[test]
 fn unanswered_offers_expire_and_one_peer_cannot_fill_the_table() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let rx = spawn(
-        dir.path(),
-        "rx",
-        Ports::new(),
-        &[],
-        &["--inbox", inbox.to_str().unwrap()],
-        Some("offer_ttl_secs = 2\n"),
-    );
+    let (rx, inbox) = spawn_receiver(dir.path(), &[], Some("offer_ttl_secs = 2\n"));
     rx.wait_up();
     assert_eq!(transfers(&rx)["policy"], "ask");
     let mut h = Hostile::connect("evil", &rx);

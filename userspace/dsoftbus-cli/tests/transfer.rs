@@ -137,15 +137,7 @@ fn folders_and_several_files_land_in_the_inbox() {
 #[test]
 fn offered_paths_stay_inside_the_inbox() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let rx = spawn(
-        dir.path(),
-        "rx",
-        Ports::new(),
-        &[],
-        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
-        None,
-    );
+    let (rx, inbox) = spawn_receiver(dir.path(), &["--accept", "any"], None);
     rx.wait_up();
     let mut h = Hostile::connect("evil", &rx);
     let body = b"payload".to_vec();
@@ -291,15 +283,7 @@ fn transfers_on_streams_with_a_scripted_peer() {
     use dsoftbus::Event;
 
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let rx = spawn(
-        dir.path(),
-        "rx",
-        Ports::new(),
-        &[],
-        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
-        None,
-    );
+    let (rx, inbox) = spawn_receiver(dir.path(), &["--accept", "any"], None);
     rx.wait_up();
     let mut h = Hostile::connect_with("peer", &rx, &["streams/1"]);
     let t0 = dsoftbus::Instant::from_millis(0);

@@ -123,6 +123,16 @@ pub fn spawn(
     spawn_with(dir, id, &state, &log, me, announce_to, extra, config, &[])
 }
 
+/// A receiving daemon `rx` on fresh ports with its inbox at `<dir>/inbox`
+/// (returned) and `extra` arguments (`--accept any`, ...).
+pub fn spawn_receiver(dir: &Path, extra: &[&str], config: Option<&str>) -> (Node, PathBuf) {
+    let inbox = dir.join("inbox");
+    let mut args = vec!["--inbox", inbox.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let rx = spawn(dir, "rx", Ports::new(), &[], &args, config);
+    (rx, inbox)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_with(
     dir: &Path,
