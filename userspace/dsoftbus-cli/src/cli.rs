@@ -143,6 +143,10 @@ pub enum Command {
         /// Give up after SECS
         #[arg(short = 'W', long, default_value_t = 5.0, value_name = "SECS")]
         timeout: f64,
+        /// Machine-readable output (one JSON object: device, service, bytes,
+        /// answer as text if it is UTF-8 else null, answer_hex)
+        #[arg(long)]
+        json: bool,
     },
     /// Expose the local service NAME (a Unix stream socket: request bytes
     /// in, then EOF; answer bytes out) to peers the daemon's remote ACL

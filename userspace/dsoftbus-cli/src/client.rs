@@ -591,6 +591,7 @@ pub fn call(
     service: &str,
     payload: Option<&str>,
     timeout: f64,
+    json: bool,
 ) -> Result<(), Failure> {
     if !(timeout.is_finite() && timeout > 0.0) {
         return Err(Failure::new(USAGE, "timeout must be a positive number"));
@@ -608,8 +609,19 @@ pub fn call(
     )?;
     match expect_ok(r)? {
         Response::Reply { payload } => {
-            let bytes = hex::decode(payload)
+            let bytes = hex::decode(&payload)
                 .map_err(|e| Failure::new(FAILURE, format!("bad daemon reply: {e}")))?;
+            if json {
+                let v = serde_json::json!({
+                    "device": device,
+                    "service": service,
+                    "bytes": bytes.len(),
+                    "answer": std::str::from_utf8(&bytes).ok(),
+                    "answer_hex": payload,
+                });
+                println!("{v}");
+                return Ok(());
+            }
             use std::io::Write;
             let mut out = std::io::stdout().lock();
             out.write_all(&bytes)?;

@@ -108,6 +108,15 @@ fn remote_call_both_ways_allowed_and_denied() {
     let o = cli(&a.state, &["call", "beta", "echo", "hello"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "echo:hello");
+    let o = cli(&a.state, &["call", "beta", "echo", "hi", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["answer"], "echo:hi", "{v}");
+    assert_eq!(v["answer_hex"], hex::encode("echo:hi"), "{v}");
+    assert_eq!(
+        (v["bytes"].as_u64(), v["service"].as_str()),
+        (Some(7), Some("echo"))
+    );
     let o = cli(&a.state, &["call", "beta", "log", "x"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("denied"), "{}", text(&o));
@@ -148,7 +157,7 @@ fn remote_call_both_ways_allowed_and_denied() {
             && la.contains("remote call peer=beta service=gone allowed")
             && la.contains("remote call peer=beta service=slow allowed")
     });
-    assert_eq!(b.log_text().matches("remote call peer=").count(), 2);
+    assert_eq!(b.log_text().matches("remote call peer=").count(), 3);
     assert_eq!(a.log_text().matches("remote call peer=").count(), 5);
 
     // A second `serve` of the same name is refused; the first stays.
