@@ -42,7 +42,7 @@ ROWS=$OUT/rows.txt
 CRIT_ARGS=()
 ((QUICK)) && CRIT_ARGS+=(--quick)
 
-for b in handshake session discovery gate; do
+for b in handshake crypto session discovery gate; do
     echo "bench: $b ..." >&2
     if ! cargo bench -p dsoftbus --bench "$b" -- "${CRIT_ARGS[@]}" >"$OUT/$b.log" 2>&1; then
         echo "bench: $b failed (see $OUT/$b.log)" >&2
