@@ -44,6 +44,32 @@ pub enum Message {
     Close,
 }
 
+/// A transport message borrowing its data from the decrypted frame
+/// ([`Session::open_in_place`]): no copy of the payload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MessageRef<'a> {
+    /// Liveness probe carrying a nonce the peer echoes.
+    Ping(u64),
+    /// Answer to a ping, same nonce.
+    Pong(u64),
+    /// Application bytes, inside the caller's frame buffer.
+    Data(&'a [u8]),
+    /// Orderly shutdown; nothing follows.
+    Close,
+}
+
+impl MessageRef<'_> {
+    /// The owned message (copies the data).
+    pub fn to_owned(&self) -> Message {
+        match *self {
+            MessageRef::Ping(n) => Message::Ping(n),
+            MessageRef::Pong(n) => Message::Pong(n),
+            MessageRef::Data(d) => Message::Data(d.to_vec()),
+            MessageRef::Close => Message::Close,
+        }
+    }
+}
+
 /// Session failures. All are fatal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionError {
@@ -198,25 +224,30 @@ impl Session {
 
     /// Decrypts and parses one frame body. Total: arbitrary input yields an
     /// error, never a panic; any error closes the session.
+    /// Copies `frame` once; [`open_in_place`](Self::open_in_place) does not.
     pub fn open(&mut self, frame: &[u8]) -> Result<Message, SessionError> {
         let mut buf = frame.to_vec();
-        self.open_in_place(&mut buf)
+        self.open_in_place(&mut buf).map(|m| m.to_owned())
     }
 
     /// [`open`](Self::open) decrypting inside `frame` (which is
-    /// overwritten); used by the connection on its receive buffer.
-    pub(crate) fn open_in_place(&mut self, frame: &mut [u8]) -> Result<Message, SessionError> {
+    /// overwritten), without copying: data borrows from `frame`. Used by the
+    /// connection on its receive buffer.
+    pub fn open_in_place<'a>(
+        &mut self,
+        frame: &'a mut [u8],
+    ) -> Result<MessageRef<'a>, SessionError> {
         if self.done {
             return Err(SessionError::Closed);
         }
         let r = self.open_inner(frame);
-        if matches!(r, Err(_) | Ok(Message::Close)) {
+        if matches!(r, Err(_) | Ok(MessageRef::Close)) {
             self.done = true;
         }
         r
     }
 
-    fn open_inner(&mut self, frame: &mut [u8]) -> Result<Message, SessionError> {
+    fn open_inner<'a>(&mut self, frame: &'a mut [u8]) -> Result<MessageRef<'a>, SessionError> {
         if frame.len() < TAG_LEN || frame.len() > MAX_FRAME_LEN {
             return Err(SessionError::Decrypt);
         }
@@ -231,10 +262,10 @@ impl Session {
                 .map_err(|_| SessionError::Malformed)
         };
         match *ty {
-            T_PING => Ok(Message::Ping(nonce(body)?)),
-            T_PONG => Ok(Message::Pong(nonce(body)?)),
-            T_DATA => Ok(Message::Data(body.to_vec())),
-            T_CLOSE if body.is_empty() => Ok(Message::Close),
+            T_PING => Ok(MessageRef::Ping(nonce(body)?)),
+            T_PONG => Ok(MessageRef::Pong(nonce(body)?)),
+            T_DATA => Ok(MessageRef::Data(body)),
+            T_CLOSE if body.is_empty() => Ok(MessageRef::Close),
             T_CLOSE => Err(SessionError::Malformed),
             t => Err(SessionError::UnknownType(t)),
         }
