@@ -38,6 +38,7 @@ mod backend {
             Ok(Key(c))
         }
 
+        #[cfg_attr(not(test), allow(dead_code))]
         pub(super) fn seal(
             &mut self,
             nonce: [u8; 12],
@@ -48,6 +49,31 @@ mod backend {
                 .map_err(|_| AeadError)?;
             let n = buf.len();
             c.cipher_update_inplace(buf, n).map_err(|_| AeadError)?;
+            c.cipher_final(&mut []).map_err(|_| AeadError)?;
+            let mut tag = [0u8; TAG_LEN];
+            c.tag(&mut tag).map_err(|_| AeadError)?;
+            Ok(tag)
+        }
+
+        /// Seals `[head] ‖ body` into `out` (same length) as it reads it.
+        pub(super) fn seal_to(
+            &mut self,
+            nonce: [u8; 12],
+            head: u8,
+            body: &[u8],
+            out: &mut [u8],
+        ) -> Result<[u8; TAG_LEN], AeadError> {
+            if out.len() != 1 + body.len() {
+                return Err(AeadError);
+            }
+            let c = &mut self.0;
+            c.encrypt_init(None, None, Some(&nonce))
+                .map_err(|_| AeadError)?;
+            let (o1, o2) = out.split_at_mut(1);
+            c.cipher_update(&[head], Some(o1)).map_err(|_| AeadError)?;
+            if !body.is_empty() {
+                c.cipher_update(body, Some(o2)).map_err(|_| AeadError)?;
+            }
             c.cipher_final(&mut []).map_err(|_| AeadError)?;
             let mut tag = [0u8; TAG_LEN];
             c.tag(&mut tag).map_err(|_| AeadError)?;
@@ -183,11 +209,39 @@ impl CipherState {
     }
 
     /// Encrypts `buf` in place and returns the tag to append.
+    #[cfg_attr(all(feature = "openssl-aead", not(test)), allow(dead_code))]
     pub(crate) fn seal_in_place(&mut self, buf: &mut [u8]) -> Result<[u8; TAG_LEN], AeadError> {
         let nonce = self.next_nonce()?;
         let tag = self.key.seal(nonce, buf)?;
         self.n += 1;
         Ok(tag)
+    }
+
+    /// Encrypts `[head] ‖ body` into `out` (exactly `1 + body.len()` bytes)
+    /// and returns the tag: one pass where the backend can write elsewhere
+    /// than it reads (OpenSSL), else a copy and [`seal_in_place`](Self::seal_in_place).
+    pub(crate) fn seal_to(
+        &mut self,
+        head: u8,
+        body: &[u8],
+        out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], AeadError> {
+        if out.len() != 1 + body.len() {
+            return Err(AeadError);
+        }
+        #[cfg(feature = "openssl-aead")]
+        {
+            let nonce = self.next_nonce()?;
+            let tag = self.key.seal_to(nonce, head, body, out)?;
+            self.n += 1;
+            Ok(tag)
+        }
+        #[cfg(not(feature = "openssl-aead"))]
+        {
+            out[0] = head;
+            out[1..].copy_from_slice(body);
+            self.seal_in_place(out)
+        }
     }
 
     /// Decrypts `msg` (ciphertext ‖ tag) in place; returns the plaintext
@@ -314,6 +368,25 @@ mod tests {
             wire.extend_from_slice(&tag);
             assert_eq!(a.open_in_place(&mut wire).expect("open"), &msg[..]);
         }
+    }
+
+    /// `seal_to` (one pass on OpenSSL) writes the same record as a copy
+    /// and `seal_in_place`.
+    #[test]
+    fn seal_to_matches_seal_in_place() {
+        let mut a = CipherState::new(&[3; 32]).expect("key");
+        let mut b = CipherState::new(&[3; 32]).expect("key");
+        for len in [0usize, 1, 15, 64, 1000, 65_518] {
+            let body: Vec<u8> = (0..len).map(|x| (x * 7) as u8).collect();
+            let mut out = vec![0u8; 1 + len];
+            let t1 = a.seal_to(3, &body, &mut out).expect("seal_to");
+            let mut ip = vec![3u8];
+            ip.extend_from_slice(&body);
+            let t2 = b.seal_in_place(&mut ip).expect("seal");
+            assert_eq!(out, ip);
+            assert_eq!(t1, t2);
+        }
+        assert!(a.seal_to(3, &[1, 2], &mut [0u8; 2]).is_err());
     }
 
     #[test]

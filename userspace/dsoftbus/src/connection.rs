@@ -155,16 +155,77 @@ enum State {
     Poisoned,
 }
 
+/// The transmit buffer. Bytes `off..end` wait to be written; `..off` were
+/// written. The vector's length is the allocated window (zero-filled once,
+/// grown only when a frame does not fit), so frames are sealed straight
+/// into it without initialising their bytes first; written bytes are
+/// dropped by resetting the indices when everything was written, or moved
+/// out only when at least as many bytes were written as are left (each
+/// byte moves at most once, and usually never).
+#[derive(Default)]
+struct OutBuf {
+    buf: Vec<u8>,
+    off: usize,
+    end: usize,
+}
+
+impl OutBuf {
+    fn pending(&self) -> usize {
+        self.end - self.off
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.off..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.off += n.min(self.pending());
+        if self.off == self.end {
+            self.off = 0;
+            self.end = 0;
+        }
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        let mut v = core::mem::take(&mut self.buf);
+        v.truncate(self.end);
+        v.drain(..self.off);
+        self.off = 0;
+        self.end = 0;
+        v
+    }
+
+    /// `n` writable bytes at the end (commit what was written).
+    fn reserve(&mut self, n: usize) -> &mut [u8] {
+        if self.off > 0 && self.off >= self.pending() {
+            self.buf.copy_within(self.off..self.end, 0);
+            self.end -= self.off;
+            self.off = 0;
+        }
+        if self.end + n > self.buf.len() {
+            self.buf.resize(self.end + n, 0);
+        }
+        &mut self.buf[self.end..self.end + n]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// Seals `[ty] ‖ body` as one frame at the end.
+    fn seal(&mut self, s: &mut Session, ty: u8, body: &[u8]) -> Result<(), SessionError> {
+        let n = crate::session::framed_len(body.len())?;
+        s.seal_frame_into(ty, body, self.reserve(n))?;
+        self.commit(n);
+        Ok(())
+    }
+}
+
 /// One session stream, from first byte to close. See the module docs.
 pub struct Connection {
     state: State,
     decoder: FrameDecoder,
-    /// Bytes `out_off..` are waiting to be written; `..out_off` were
-    /// written and are dropped when the buffer empties, or moved out only
-    /// when at least as many bytes were written as are left (so each byte
-    /// moves at most once, and usually never).
-    outbound: Vec<u8>,
-    out_off: usize,
+    outbound: OutBuf,
     events: VecDeque<Event>,
     cfg: HandshakeConfig,
     initiator: bool,
@@ -192,7 +253,7 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("state", &state)
             .field("initiator", &self.initiator)
-            .field("outbound", &self.pending_out())
+            .field("outbound", &self.outbound.pending())
             .field("events", &self.events.len())
             .finish()
     }
@@ -212,7 +273,7 @@ impl Connection {
         let (init, frame1) = Initiator::start(local, target, rng, now, &cfg)?;
         let mut c = Connection::with_state(State::Initiating(init), cfg, true);
         c.peer_hint = Some(hint);
-        frame::encode_frame(&frame1, &mut c.outbound).map_err(ConnError::Frame)?;
+        c.queue_frame(&frame1)?;
         Ok(c)
     }
 
@@ -237,8 +298,7 @@ impl Connection {
         Connection {
             state,
             decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
-            outbound: Vec::new(),
-            out_off: 0,
+            outbound: OutBuf::default(),
             events: VecDeque::new(),
             cfg,
             initiator,
@@ -597,8 +657,9 @@ impl Connection {
                 let msg = s.open_in_place(frame).map_err(ConnError::Session);
                 match msg? {
                     MessageRef::Ping(n) => {
-                        self.compact_outbound();
-                        let r = s.seal_framed(&Message::Pong(n), &mut self.outbound);
+                        let r =
+                            self.outbound
+                                .seal(&mut s, crate::session::T_PONG, &n.to_be_bytes());
                         r.map_err(ConnError::Session)?;
                         self.events.push_back(Event::Ping(n));
                         self.state = State::Established(s);
@@ -634,8 +695,15 @@ impl Connection {
     }
 
     fn queue_frame(&mut self, body: &[u8]) -> Result<(), ConnError> {
-        self.compact_outbound();
-        frame::encode_frame(body, &mut self.outbound).map_err(ConnError::Frame)
+        let len = u16::try_from(body.len())
+            .ok()
+            .filter(|&l| l > 0)
+            .ok_or(ConnError::Frame(FrameError::BadPayload))?;
+        let w = self.outbound.reserve(frame::HEADER_LEN + body.len());
+        w[..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+        w[frame::HEADER_LEN..].copy_from_slice(body);
+        self.outbound.commit(frame::HEADER_LEN + body.len());
+        Ok(())
     }
 
     /// Records a fatal error. Events already queued stay: they are facts
@@ -661,44 +729,25 @@ impl Connection {
         self.events.pop_front()
     }
 
-    /// Bytes queued for the peer and not yet written.
     fn pending_out(&self) -> usize {
-        self.outbound.len() - self.out_off
-    }
-
-    /// Drops written bytes before appending: free when everything was
-    /// written, a move of the unwritten rest only when it is no longer than
-    /// what was written.
-    fn compact_outbound(&mut self) {
-        if self.out_off > 0 && self.out_off >= self.pending_out() {
-            self.outbound.drain(..self.out_off);
-            self.out_off = 0;
-        }
+        self.outbound.pending()
     }
 
     /// Bytes waiting to be written to the stream.
     pub fn transmit_buf(&self) -> &[u8] {
-        &self.outbound[self.out_off..]
+        self.outbound.bytes()
     }
 
     /// Marks the first `n` bytes of [`transmit_buf`](Self::transmit_buf) as
     /// written (for partial socket writes). Moves no memory.
     pub fn consume_transmit(&mut self, n: usize) {
-        self.out_off += n.min(self.pending_out());
-        if self.out_off == self.outbound.len() {
-            self.outbound.clear();
-            self.out_off = 0;
-        }
+        self.outbound.consume(n);
     }
 
     /// Takes all bytes waiting to be written.
     #[must_use]
     pub fn take_transmit(&mut self) -> Vec<u8> {
-        if self.out_off > 0 {
-            self.outbound.drain(..self.out_off);
-            self.out_off = 0;
-        }
-        core::mem::take(&mut self.outbound)
+        self.outbound.take()
     }
 
     fn send(&mut self, msg: &Message, extra: usize) -> Result<(), ConnError> {
@@ -717,10 +766,9 @@ impl Connection {
         if self.pending_out().saturating_add(body.len() + 64) > MAX_OUTBOUND {
             return Err(ConnError::WouldBlock);
         }
-        self.compact_outbound();
         let close = ty == crate::session::T_CLOSE;
         let r = match &mut self.state {
-            State::Established(s) => s.seal_framed_raw(ty, body, &mut self.outbound),
+            State::Established(s) => self.outbound.seal(s, ty, body),
             State::Closed => return Err(ConnError::Closed),
             _ => return Err(ConnError::NotEstablished),
         };

@@ -171,54 +171,54 @@ impl Session {
 
     /// [`seal`](Self::seal) and append the framed result to `out`.
     pub fn seal_framed(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), SessionError> {
-        self.seal_framed_raw(msg_type(msg), &msg_body(msg), out)
-    }
-
-    /// Seals `[ty] ‖ body` as one frame appended to `out`: header, then the
-    /// ciphertext written in place (no intermediate frame buffer).
-    pub(crate) fn seal_framed_raw(
-        &mut self,
-        ty: u8,
-        body: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), SessionError> {
-        let len = 1 + body.len() + TAG_LEN;
-        let len16 = u16::try_from(len).map_err(|_| SessionError::TooLarge)?;
+        let body = msg_body(msg);
+        let n = framed_len(body.len())?;
         let start = out.len();
-        out.reserve(frame::HEADER_LEN + len);
-        out.extend_from_slice(&len16.to_be_bytes());
-        let r = self.seal_into(ty, body, out);
+        out.resize(start + n, 0);
+        let r = self.seal_frame_into(msg_type(msg), &body, &mut out[start..]);
         if r.is_err() {
             out.truncate(start);
         }
         r
     }
 
-    /// Appends the ciphertext of `[ty] ‖ body` to `out`: the plaintext is
-    /// written once, encrypted where it lies, and the tag appended.
-    fn seal_into(&mut self, ty: u8, body: &[u8], out: &mut Vec<u8>) -> Result<(), SessionError> {
+    /// Seals `[ty] ‖ body` as one frame (header, ciphertext, tag) into
+    /// `out`, which must be exactly [`framed_len`]`(body.len())` bytes: the
+    /// plaintext is encrypted on its way in (no intermediate copy where the
+    /// backend can write elsewhere than it reads).
+    pub(crate) fn seal_frame_into(
+        &mut self,
+        ty: u8,
+        body: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), SessionError> {
         if self.done {
             return Err(SessionError::Closed);
         }
-        if body.len() > MAX_DATA_LEN {
-            return Err(SessionError::TooLarge);
-        }
-        let start = out.len();
-        out.reserve(1 + body.len() + TAG_LEN);
-        out.push(ty);
-        out.extend_from_slice(body);
-        let sealed = match out.get_mut(start..) {
-            Some(plain) => self.tx.seal_in_place(plain).ok(),
-            None => None,
-        };
-        let Some(tag) = sealed else {
-            out.truncate(start);
+        let n = framed_len(body.len())?;
+        if out.len() != n {
             return Err(SessionError::Internal);
-        };
-        out.extend_from_slice(&tag);
+        }
+        let (hdr, rest) = out.split_at_mut(frame::HEADER_LEN);
+        let (ct, tag) = rest.split_at_mut(1 + body.len());
+        hdr.copy_from_slice(&((1 + body.len() + TAG_LEN) as u16).to_be_bytes());
+        let t = self
+            .tx
+            .seal_to(ty, body, ct)
+            .map_err(|_| SessionError::Internal)?;
+        tag.copy_from_slice(&t);
         if ty == T_CLOSE {
             self.done = true;
         }
+        Ok(())
+    }
+
+    /// Encrypts `[ty] ‖ body` into one frame body appended to `out`.
+    fn seal_into(&mut self, ty: u8, body: &[u8], out: &mut Vec<u8>) -> Result<(), SessionError> {
+        let n = framed_len(body.len())?;
+        let mut framed = alloc::vec![0u8; n];
+        self.seal_frame_into(ty, body, &mut framed)?;
+        out.extend_from_slice(&framed[frame::HEADER_LEN..]);
         Ok(())
     }
 
@@ -270,6 +270,15 @@ impl Session {
             t => Err(SessionError::UnknownType(t)),
         }
     }
+}
+
+/// Bytes one frame carrying `body_len` bytes of message body takes on the
+/// wire: header, type byte, body, tag. `TooLarge` past [`MAX_DATA_LEN`].
+pub(crate) fn framed_len(body_len: usize) -> Result<usize, SessionError> {
+    if body_len > MAX_DATA_LEN {
+        return Err(SessionError::TooLarge);
+    }
+    Ok(frame::HEADER_LEN + 1 + body_len + TAG_LEN)
 }
 
 fn msg_type(msg: &Message) -> u8 {
