@@ -13,7 +13,9 @@
 //! [`MAX_OUTBOUND`] bytes, and the event queue at most [`MAX_EVENTS`] events.
 //! When outbound or events are full the connection stops taking input (it
 //! reports zero [`space`](Connection::recv_space)) until the caller drains
-//! them — backpressure instead of unbounded growth.
+//! them — backpressure instead of unbounded growth. Bytes already taken are
+//! decoded in full, so either may overshoot its bound by what one frame
+//! buffer held (≤ 65 537 bytes of frames: their events, their pongs).
 //!
 //! Input is decoded in [`handle_input`](Connection::handle_input) (and
 //! [`commit_recv`](Connection::commit_recv)) one frame at a time, so no
@@ -381,10 +383,15 @@ impl Connection {
     /// How many bytes [`handle_input`](Self::handle_input) will take now.
     /// Read at most this much from the socket to never hold bytes aside.
     pub fn recv_space(&self) -> usize {
-        if self.pending_out() >= MAX_OUTBOUND
-            || self.events.len() >= MAX_EVENTS
-            || self.held_frame1.is_some()
-        {
+        if self.pending_out() >= MAX_OUTBOUND || self.events.len() >= MAX_EVENTS {
+            return 0;
+        }
+        self.frame_room()
+    }
+
+    /// Room in the frame buffer, regardless of the queue bounds.
+    fn frame_room(&self) -> usize {
+        if self.held_frame1.is_some() {
             return 0;
         }
         match self.state {
@@ -511,14 +518,21 @@ impl Connection {
             return Err(ConnError::Closed);
         }
         self.handle_timeout(now)?;
+        // What `recv_space` promised before this call is taken in full (a
+        // caller may have read exactly that much); past it, input stops at
+        // the queue bounds.
+        let promised = self.recv_space();
         let mut used = 0;
         loop {
             // One frame at a time: the rest of the current header or body.
             // Each complete frame is decoded before more is taken, so none
-            // waits behind a full queue and none leaves a tail to move.
-            let n = (bytes.len() - used)
-                .min(self.recv_space())
-                .min(self.decoder.need());
+            // waits undecoded and none leaves a tail to move.
+            let room = if used < promised {
+                self.frame_room()
+            } else {
+                self.recv_space()
+            };
+            let n = (bytes.len() - used).min(room).min(self.decoder.need());
             if n > 0 {
                 if let Err(e) = self.decoder.feed(&bytes[used..used + n]) {
                     return Err(self.fail(ConnError::Frame(e)));
@@ -577,7 +591,10 @@ impl Connection {
                 return Err(self.fail(e));
             }
         }
-        while self.pending_out() < MAX_OUTBOUND && self.events.len() < MAX_EVENTS {
+        // Every complete frame is decoded, also past the queue bounds: the
+        // bounds stop *input* (`recv_space`), and what was taken is at most
+        // one frame buffer, so the overshoot is bounded by that.
+        loop {
             if matches!(self.state, State::Closed) {
                 break;
             }

@@ -332,8 +332,9 @@ fn event_queue_backpressure_loses_nothing() {
     }
     let wire = ca.take_transmit();
     let mut off = cb.handle_input(&wire, t(2), &b.table).unwrap();
-    // Decoding stopped at the event bound; the rest waits in the bounded
-    // frame buffer (or with the caller) and is decoded as events drain.
+    // Input stops at the event bound (`recv_space` is 0 until events are
+    // drained); what one call took is decoded in full, the rest waits with
+    // the caller.
     let mut got = Vec::new();
     let mut max_seen = 0;
     loop {
