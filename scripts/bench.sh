@@ -7,6 +7,8 @@
 #   ./scripts/bench.sh --no-qemu  # no QEMU marker run
 #   ./scripts/bench.sh --qemu-log target/qemu/uart.log   # QEMU figures from an existing log
 #   ./scripts/bench.sh --no-netns # skip the 8-node Linux namespace test (runs by default as root, ~15 s)
+#   ./scripts/bench.sh --send     # also scripts/bench-send.sh: `dsoftbus send` of 256 MiB between two
+#                                 # daemons on loopback vs plain TCP + SHA-256 + fsync (~1 min, 3 GiB of disk writes)
 #
 # Each bench measures its baseline in the same run (see userspace/dsoftbus/benches/)
 # and prints `bench-row|...` lines; this script only collects them. Nothing here
@@ -21,6 +23,7 @@ QUICK=0
 QEMU=1
 QEMU_LOG=""
 NETNS=0
+SEND=0
 [[ $(id -u) == 0 ]] && NETNS=1
 while (($#)); do
     case $1 in
@@ -28,7 +31,8 @@ while (($#)); do
         --no-qemu) QEMU=0 ;;
         --qemu-log) QEMU_LOG=$2; shift ;;
         --no-netns) NETNS=0 ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        --send) SEND=1 ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -42,7 +46,7 @@ ROWS=$OUT/rows.txt
 CRIT_ARGS=()
 ((QUICK)) && CRIT_ARGS+=(--quick)
 
-for b in handshake session discovery gate; do
+for b in handshake crypto session discovery gate; do
     echo "bench: $b ..." >&2
     if ! cargo bench -p dsoftbus --bench "$b" -- "${CRIT_ARGS[@]}" >"$OUT/$b.log" 2>&1; then
         echo "bench: $b failed (see $OUT/$b.log)" >&2
@@ -140,6 +144,15 @@ if ((NETNS)); then
         netns_rows "$OUT/netns.log" >>"$ROWS"
     else
         echo "bench: netns test failed (see $OUT/netns.log); no Linux-node rows" >&2
+    fi
+fi
+
+if ((SEND)); then
+    echo "bench: dsoftbus send vs plain TCP (scripts/bench-send.sh) ..." >&2
+    if scripts/bench-send.sh >"$OUT/send.log" 2>&1; then
+        grep '^bench-row|' "$OUT/send.log" >>"$ROWS"
+    else
+        echo "bench: bench-send failed (see $OUT/send.log); no send rows" >&2
     fi
 fi
 

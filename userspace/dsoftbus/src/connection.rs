@@ -11,9 +11,25 @@
 //! Bounds: the inbound frame buffer holds at most one header plus one frame
 //! (256 bytes during the handshake, 65 537 after), the outbound buffer at most
 //! [`MAX_OUTBOUND`] bytes, and the event queue at most [`MAX_EVENTS`] events.
-//! When outbound or events are full the connection stops decoding input (it
+//! When outbound or events are full the connection stops taking input (it
 //! reports zero [`space`](Connection::recv_space)) until the caller drains
-//! them — backpressure instead of unbounded growth.
+//! them — backpressure instead of unbounded growth. Bytes already taken are
+//! decoded in full, so either may overshoot its bound by what one frame
+//! buffer held (≤ 65 537 bytes of frames: their events, their pongs).
+//!
+//! Input is decoded in [`handle_input`](Connection::handle_input) (and
+//! [`commit_recv`](Connection::commit_recv)) one frame at a time, so no
+//! complete frame is ever left waiting behind a full queue: the `poll_*` and
+//! `take_*` methods only hand out what is there and decode nothing.
+//!
+//! Copies on the receive path: [`recv_buf`](Connection::recv_buf) +
+//! [`commit_recv`](Connection::commit_recv) let the caller read from the
+//! socket straight into the frame buffer (no feed copy), frames are
+//! decrypted where they lie, and
+//! [`commit_recv_with`](Connection::commit_recv_with) hands data messages to
+//! a closure as slices of that buffer instead of copying them into
+//! [`Event::Data`]. On the send path data is encrypted in the transmit
+//! buffer, and partial writes advance an offset instead of moving the rest.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -29,7 +45,7 @@ use crate::handshake::{
     MAX_HANDSHAKE_FRAME,
 };
 use crate::ratelimit::{HandshakeGate, Limited};
-use crate::session::{Message, Session, SessionError, MAX_DATA_LEN};
+use crate::session::{Message, MessageRef, Session, SessionError, MAX_DATA_LEN};
 use crate::time::Instant;
 
 /// Bound on bytes queued for the peer but not yet taken by the caller.
@@ -57,14 +73,8 @@ pub enum Event {
     Closed,
 }
 
-/// Bindings that know nobody; used only where none can be consulted.
-struct NoBindings;
-
-impl IdentityBindings for NoBindings {
-    fn bound_key(&self, _: &DeviceId) -> Option<crate::keys::PublicKey> {
-        None
-    }
-}
+/// Where [`Connection::commit_recv_with`] hands data messages.
+type DataSink<'r, 's> = &'r mut (dyn FnMut(&[u8]) + 's);
 
 /// Why a connection failed. Once failed, every call returns the same error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,11 +157,77 @@ enum State {
     Poisoned,
 }
 
+/// The transmit buffer. Bytes `off..end` wait to be written; `..off` were
+/// written. The vector's length is the allocated window (zero-filled once,
+/// grown only when a frame does not fit), so frames are sealed straight
+/// into it without initialising their bytes first; written bytes are
+/// dropped by resetting the indices when everything was written, or moved
+/// out only when at least as many bytes were written as are left (each
+/// byte moves at most once, and usually never).
+#[derive(Default)]
+struct OutBuf {
+    buf: Vec<u8>,
+    off: usize,
+    end: usize,
+}
+
+impl OutBuf {
+    fn pending(&self) -> usize {
+        self.end - self.off
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.off..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.off += n.min(self.pending());
+        if self.off == self.end {
+            self.off = 0;
+            self.end = 0;
+        }
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        let mut v = core::mem::take(&mut self.buf);
+        v.truncate(self.end);
+        v.drain(..self.off);
+        self.off = 0;
+        self.end = 0;
+        v
+    }
+
+    /// `n` writable bytes at the end (commit what was written).
+    fn reserve(&mut self, n: usize) -> &mut [u8] {
+        if self.off > 0 && self.off >= self.pending() {
+            self.buf.copy_within(self.off..self.end, 0);
+            self.end -= self.off;
+            self.off = 0;
+        }
+        if self.end + n > self.buf.len() {
+            self.buf.resize(self.end + n, 0);
+        }
+        &mut self.buf[self.end..self.end + n]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// Seals `[ty] ‖ body` as one frame at the end.
+    fn seal(&mut self, s: &mut Session, ty: u8, body: &[u8]) -> Result<(), SessionError> {
+        let n = crate::session::framed_len(body.len())?;
+        s.seal_frame_into(ty, body, self.reserve(n))?;
+        self.commit(n);
+        Ok(())
+    }
+}
+
 /// One session stream, from first byte to close. See the module docs.
 pub struct Connection {
     state: State,
     decoder: FrameDecoder,
-    outbound: Vec<u8>,
+    outbound: OutBuf,
     events: VecDeque<Event>,
     cfg: HandshakeConfig,
     initiator: bool,
@@ -179,7 +255,7 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("state", &state)
             .field("initiator", &self.initiator)
-            .field("outbound", &self.outbound.len())
+            .field("outbound", &self.outbound.pending())
             .field("events", &self.events.len())
             .finish()
     }
@@ -199,7 +275,7 @@ impl Connection {
         let (init, frame1) = Initiator::start(local, target, rng, now, &cfg)?;
         let mut c = Connection::with_state(State::Initiating(init), cfg, true);
         c.peer_hint = Some(hint);
-        frame::encode_frame(&frame1, &mut c.outbound).map_err(ConnError::Frame)?;
+        c.queue_frame(&frame1)?;
         Ok(c)
     }
 
@@ -224,7 +300,7 @@ impl Connection {
         Connection {
             state,
             decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
-            outbound: Vec::new(),
+            outbound: OutBuf::default(),
             events: VecDeque::new(),
             cfg,
             initiator,
@@ -275,6 +351,7 @@ impl Connection {
     }
 
     /// The handshake deadline while handshaking; `None` afterwards.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::AwaitFrame1 { deadline, .. } => Some(*deadline),
@@ -306,10 +383,15 @@ impl Connection {
     /// How many bytes [`handle_input`](Self::handle_input) will take now.
     /// Read at most this much from the socket to never hold bytes aside.
     pub fn recv_space(&self) -> usize {
-        if self.outbound.len() >= MAX_OUTBOUND
-            || self.events.len() >= MAX_EVENTS
-            || self.held_frame1.is_some()
-        {
+        if self.pending_out() >= MAX_OUTBOUND || self.events.len() >= MAX_EVENTS {
+            return 0;
+        }
+        self.frame_room()
+    }
+
+    /// Room in the frame buffer, regardless of the queue bounds.
+    fn frame_room(&self) -> usize {
+        if self.held_frame1.is_some() {
             return 0;
         }
         match self.state {
@@ -334,6 +416,67 @@ impl Connection {
             bindings,
             None::<&mut crate::ratelimit::AdmitAll>,
         )
+    }
+
+    /// Where the next input goes, for reading from the stream without a
+    /// copy: at most [`recv_space`](Self::recv_space) bytes (and at most
+    /// `max`), inside the connection's frame buffer. Write into it, then
+    /// call [`commit_recv`](Self::commit_recv) with the count. Sized to the
+    /// rest of the current frame plus the next header when those are known,
+    /// so that a popped frame leaves (almost) nothing to move.
+    pub fn recv_buf(&mut self, max: usize) -> &mut [u8] {
+        let room = self.recv_space().min(max);
+        let want = match self.decoder.need() {
+            0 => room,
+            n => (n + frame::HEADER_LEN).min(room),
+        };
+        self.decoder.spare_mut(want)
+    }
+
+    /// Takes `n` bytes written into [`recv_buf`](Self::recv_buf) and decodes
+    /// them, like [`handle_input`](Self::handle_input).
+    pub fn commit_recv<B: IdentityBindings + ?Sized>(
+        &mut self,
+        n: usize,
+        now: Instant,
+        bindings: &B,
+    ) -> Result<(), ConnError> {
+        self.commit_inner(n, now, bindings, None)
+    }
+
+    /// [`commit_recv`](Self::commit_recv), but each data message is passed
+    /// to `on_data` as a slice of the receive buffer, in order, instead of
+    /// being copied into an [`Event::Data`]. Other events are queued as
+    /// usual (so a ping or `Established` may be polled after data that
+    /// followed it on the wire).
+    pub fn commit_recv_with<B: IdentityBindings + ?Sized, F: FnMut(&[u8])>(
+        &mut self,
+        n: usize,
+        now: Instant,
+        bindings: &B,
+        mut on_data: F,
+    ) -> Result<(), ConnError> {
+        self.commit_inner(n, now, bindings, Some(&mut on_data))
+    }
+
+    fn commit_inner<'s, B: IdentityBindings + ?Sized>(
+        &mut self,
+        n: usize,
+        now: Instant,
+        bindings: &B,
+        sink: Option<DataSink<'_, 's>>,
+    ) -> Result<(), ConnError> {
+        self.check_failed()?;
+        if matches!(self.state, State::Closed) {
+            return Err(ConnError::Closed);
+        }
+        self.handle_timeout(now)?;
+        if let Err(e) = self.decoder.commit(n) {
+            return Err(self.fail(ConnError::Frame(e)));
+        }
+        let none = None::<&mut crate::ratelimit::AdmitAll>;
+        self.process(now, bindings, none, sink)?;
+        Ok(())
     }
 
     /// [`handle_input`](Self::handle_input) with handshake admission: when
@@ -375,16 +518,28 @@ impl Connection {
             return Err(ConnError::Closed);
         }
         self.handle_timeout(now)?;
+        // What `recv_space` promised before this call is taken in full (a
+        // caller may have read exactly that much); past it, input stops at
+        // the queue bounds.
+        let promised = self.recv_space();
         let mut used = 0;
         loop {
-            let n = (bytes.len() - used).min(self.recv_space());
+            // One frame at a time: the rest of the current header or body.
+            // Each complete frame is decoded before more is taken, so none
+            // waits undecoded and none leaves a tail to move.
+            let room = if used < promised {
+                self.frame_room()
+            } else {
+                self.recv_space()
+            };
+            let n = (bytes.len() - used).min(room).min(self.decoder.need());
             if n > 0 {
                 if let Err(e) = self.decoder.feed(&bytes[used..used + n]) {
                     return Err(self.fail(ConnError::Frame(e)));
                 }
                 used += n;
             }
-            let progressed = self.process(now, bindings, gate.as_deref_mut())?;
+            let progressed = self.process(now, bindings, gate.as_deref_mut(), None)?;
             if self.refused.is_some() {
                 break;
             }
@@ -419,11 +574,12 @@ impl Connection {
 
     /// Decodes buffered frames while there is room for their results.
     /// Returns whether any frame was consumed.
-    fn process<B: IdentityBindings + ?Sized, G: HandshakeGate + ?Sized>(
+    fn process<'s, B: IdentityBindings + ?Sized, G: HandshakeGate + ?Sized>(
         &mut self,
         now: Instant,
         bindings: &B,
         mut gate: Option<&mut G>,
+        mut sink: Option<DataSink<'_, 's>>,
     ) -> Result<bool, ConnError> {
         let mut progressed = false;
         if let Some(mut f) = self.held_frame1.take() {
@@ -431,11 +587,14 @@ impl Connection {
                 return Ok(false);
             }
             progressed = true;
-            if let Err(e) = self.on_frame(&mut f, now, bindings) {
+            if let Err(e) = self.on_frame(&mut f, now, bindings, None) {
                 return Err(self.fail(e));
             }
         }
-        while self.outbound.len() < MAX_OUTBOUND && self.events.len() < MAX_EVENTS {
+        // Every complete frame is decoded, also past the queue bounds: the
+        // bounds stop *input* (`recv_space`), and what was taken is at most
+        // one frame buffer, so the overshoot is bounded by that.
+        loop {
             if matches!(self.state, State::Closed) {
                 break;
             }
@@ -450,7 +609,7 @@ impl Connection {
             let mut decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(1));
             let frame = decoder.frame_mut(range);
             let r = match self.admit_frame1(frame, now, gate.as_deref_mut()) {
-                Ok(true) => self.on_frame(frame, now, bindings),
+                Ok(true) => self.on_frame(frame, now, bindings, sink.as_deref_mut()),
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),
             };
@@ -475,6 +634,7 @@ impl Connection {
         frame: &mut [u8],
         now: Instant,
         bindings: &B,
+        sink: Option<DataSink<'_, '_>>,
     ) -> Result<(), ConnError> {
         match core::mem::replace(&mut self.state, State::Poisoned) {
             State::AwaitFrame1 {
@@ -513,21 +673,26 @@ impl Connection {
             State::Established(mut s) => {
                 let msg = s.open_in_place(frame).map_err(ConnError::Session);
                 match msg? {
-                    Message::Ping(n) => {
-                        let r = s.seal_framed(&Message::Pong(n), &mut self.outbound);
+                    MessageRef::Ping(n) => {
+                        let r =
+                            self.outbound
+                                .seal(&mut s, crate::session::T_PONG, &n.to_be_bytes());
                         r.map_err(ConnError::Session)?;
                         self.events.push_back(Event::Ping(n));
                         self.state = State::Established(s);
                     }
-                    Message::Pong(n) => {
+                    MessageRef::Pong(n) => {
                         self.events.push_back(Event::Pong(n));
                         self.state = State::Established(s);
                     }
-                    Message::Data(d) => {
-                        self.events.push_back(Event::Data(d));
+                    MessageRef::Data(d) => {
+                        match sink {
+                            Some(f) => f(d),
+                            None => self.events.push_back(Event::Data(d.to_vec())),
+                        }
                         self.state = State::Established(s);
                     }
-                    Message::Close => {
+                    MessageRef::Close => {
                         self.events.push_back(Event::Closed);
                         self.state = State::Closed;
                     }
@@ -547,7 +712,15 @@ impl Connection {
     }
 
     fn queue_frame(&mut self, body: &[u8]) -> Result<(), ConnError> {
-        frame::encode_frame(body, &mut self.outbound).map_err(ConnError::Frame)
+        let len = u16::try_from(body.len())
+            .ok()
+            .filter(|&l| l > 0)
+            .ok_or(ConnError::Frame(FrameError::BadPayload))?;
+        let w = self.outbound.reserve(frame::HEADER_LEN + body.len());
+        w[..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+        w[frame::HEADER_LEN..].copy_from_slice(body);
+        self.outbound.commit(frame::HEADER_LEN + body.len());
+        Ok(())
     }
 
     /// Records a fatal error. Events already queued stay: they are facts
@@ -564,39 +737,34 @@ impl Connection {
         }
     }
 
-    /// The next event, if any. Draining events makes room for more input;
-    /// once established, frames that waited behind a full event queue are
-    /// decoded here, so it may queue pongs — flush
-    /// [`transmit_buf`](Self::transmit_buf) after polling.
+    /// The next event, if any. Draining events makes room for more input
+    /// (see [`recv_space`](Self::recv_space)); it decodes nothing itself —
+    /// [`handle_input`](Self::handle_input) never leaves a complete frame
+    /// undecoded.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.events.is_empty() && matches!(self.state, State::Established(_)) {
-            // Established frames never consult the clock or the bindings (the
-            // state cannot go back to a handshake), so placeholders are exact.
-            // A failure is recorded in the state and reported by `error()`.
-            let _ = self.process(
-                Instant::ZERO,
-                &NoBindings,
-                None::<&mut crate::ratelimit::AdmitAll>,
-            );
-        }
         self.events.pop_front()
+    }
+
+    fn pending_out(&self) -> usize {
+        self.outbound.pending()
     }
 
     /// Bytes waiting to be written to the stream.
     pub fn transmit_buf(&self) -> &[u8] {
-        &self.outbound
+        self.outbound.bytes()
     }
 
     /// Marks the first `n` bytes of [`transmit_buf`](Self::transmit_buf) as
-    /// written (for partial socket writes).
+    /// written (for partial socket writes). Moves no memory.
     pub fn consume_transmit(&mut self, n: usize) {
-        let n = n.min(self.outbound.len());
-        self.outbound.drain(..n);
+        self.outbound.consume(n);
     }
 
     /// Takes all bytes waiting to be written.
+    #[must_use]
     pub fn take_transmit(&mut self) -> Vec<u8> {
-        core::mem::take(&mut self.outbound)
+        self.outbound.take()
     }
 
     fn send(&mut self, msg: &Message, extra: usize) -> Result<(), ConnError> {
@@ -612,12 +780,12 @@ impl Connection {
 
     fn send_raw(&mut self, ty: u8, body: &[u8]) -> Result<(), ConnError> {
         self.check_failed()?;
-        if self.outbound.len().saturating_add(body.len() + 64) > MAX_OUTBOUND {
+        if self.pending_out().saturating_add(body.len() + 64) > MAX_OUTBOUND {
             return Err(ConnError::WouldBlock);
         }
         let close = ty == crate::session::T_CLOSE;
         let r = match &mut self.state {
-            State::Established(s) => s.seal_framed_raw(ty, body, &mut self.outbound),
+            State::Established(s) => self.outbound.seal(s, ty, body),
             State::Closed => return Err(ConnError::Closed),
             _ => return Err(ConnError::NotEstablished),
         };

@@ -61,10 +61,16 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError>
 /// Incremental, bounded frame decoder.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    /// Bytes `start..` are buffered; `..start` were consumed and are dropped
-    /// lazily (on the next feed), so popping a frame moves no memory.
+    /// Bytes `start..end` are buffered; `..start` were consumed. The vector
+    /// is the window itself (its length only grows, to at most one header
+    /// plus one frame): popping a frame moves no memory, and consumed bytes
+    /// are dropped by resetting the indices when nothing is left, or by
+    /// moving the unconsumed tail down only when new bytes would not fit.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
+    /// Bytes last handed out by `spare_mut` and not yet committed.
+    lent: usize,
     max_frame_len: usize,
     error: Option<FrameError>,
 }
@@ -76,6 +82,8 @@ impl FrameDecoder {
         FrameDecoder {
             buf: Vec::new(),
             start: 0,
+            end: 0,
+            lent: 0,
             max_frame_len: max_frame_len.clamp(1, MAX_FRAME_LEN),
             error: None,
         }
@@ -95,7 +103,7 @@ impl FrameDecoder {
 
     /// Bytes currently buffered.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// The buffer bound: one header plus one maximal frame.
@@ -113,9 +121,43 @@ impl FrameDecoder {
         self.capacity().saturating_sub(self.buffered())
     }
 
+    /// Bytes still missing before the next frame is complete: the rest of
+    /// its header, or of its body once the header is known (at most
+    /// [`space`](Self::space)). Zero when a complete frame is buffered or the
+    /// stream has failed. Feeding exactly this much at a time leaves nothing
+    /// behind a popped frame, so the buffer never moves.
+    pub fn need(&self) -> usize {
+        if self.error.is_some() {
+            return 0;
+        }
+        let want = match self.header() {
+            Some(len) => HEADER_LEN + len,
+            None => HEADER_LEN,
+        };
+        want.saturating_sub(self.buffered()).min(self.space())
+    }
+
     /// The sticky error, if the stream has failed.
     pub fn error(&self) -> Option<FrameError> {
         self.error
+    }
+
+    /// Makes `n` bytes (≤ `space()`) writable at `end`.
+    fn make_room(&mut self, n: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end + n > self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end + n > self.buf.len() {
+                self.buf.resize(self.end + n, 0);
+            }
+        }
     }
 
     /// Buffers `data`. Feeding more than [`space`](Self::space) is refused
@@ -129,11 +171,36 @@ impl FrameDecoder {
         if data.len() > self.space() {
             return Err(FrameError::Overflow);
         }
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        self.lent = 0;
+        self.make_room(data.len());
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
+        self.check_header()
+    }
+
+    /// Up to `max` (and at most [`space`](Self::space)) writable bytes where
+    /// the next input goes: read from the stream straight into it, then
+    /// [`commit`](Self::commit) what was written — no copy through a
+    /// caller's buffer.
+    pub fn spare_mut(&mut self, max: usize) -> &mut [u8] {
+        let n = max.min(self.space());
+        self.make_room(n);
+        self.lent = n;
+        &mut self.buf[self.end..self.end + n]
+    }
+
+    /// Marks `n` bytes written into [`spare_mut`](Self::spare_mut) as
+    /// buffered (at most what it returned). Header checks as in
+    /// [`feed`](Self::feed).
+    pub fn commit(&mut self, n: usize) -> Result<(), FrameError> {
+        if let Some(e) = self.error {
+            return Err(e);
         }
-        self.buf.extend_from_slice(data);
+        if n > self.lent {
+            return Err(FrameError::Overflow);
+        }
+        self.lent = 0;
+        self.end += n;
         self.check_header()
     }
 
@@ -158,8 +225,8 @@ impl FrameDecoder {
             };
             if let Some(e) = err {
                 self.error = Some(e);
-                self.buf.clear();
                 self.start = 0;
+                self.end = 0;
                 return Err(e);
             }
         }
@@ -168,6 +235,9 @@ impl FrameDecoder {
 
     /// The length announced by the buffered header, if two bytes are there.
     fn header(&self) -> Option<usize> {
+        if self.buffered() < HEADER_LEN {
+            return None;
+        }
         match self.buf.get(self.start..self.start + HEADER_LEN) {
             Some(&[hi, lo]) => Some(usize::from(u16::from_be_bytes([hi, lo]))),
             _ => None,
@@ -193,7 +263,7 @@ impl FrameDecoder {
         };
         let body = self.start + HEADER_LEN;
         let end = body + len;
-        if self.buf.len() < end {
+        if self.end < end {
             return Ok(None);
         }
         self.start = end;
@@ -260,6 +330,46 @@ mod tests {
         assert_eq!(d.space(), 0);
         assert_eq!(d.next_frame(), Ok(Some(vec![1, 2, 3, 4])));
         assert_eq!(d.space(), 6);
+    }
+
+    /// Feeding `need()` at a time pops every frame without a leftover, and
+    /// reading through `spare_mut`/`commit` decodes the same frames.
+    #[test]
+    fn need_and_spare_mut() {
+        let mut wire = Vec::new();
+        for n in [1usize, 5, 300, 2, 1000] {
+            encode_frame(&vec![n as u8; n], &mut wire).unwrap();
+        }
+        let mut d = FrameDecoder::new(MAX_FRAME_LEN);
+        let (mut off, mut got) = (0, Vec::new());
+        while off < wire.len() {
+            let n = d.need();
+            assert!(n > 0);
+            d.feed(&wire[off..off + n]).unwrap();
+            off += n;
+            if let Some(f) = d.next_frame().unwrap() {
+                assert_eq!(d.buffered(), 0);
+                got.push(f.len());
+            }
+        }
+        assert_eq!(got, vec![1, 5, 300, 2, 1000]);
+        let mut d = FrameDecoder::new(MAX_FRAME_LEN);
+        let (mut off, mut got) = (0, Vec::new());
+        while off < wire.len() {
+            let spare = d.spare_mut(7);
+            let n = spare.len().min(wire.len() - off);
+            spare[..n].copy_from_slice(&wire[off..off + n]);
+            d.commit(n).unwrap();
+            off += n;
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f.len());
+            }
+        }
+        assert_eq!(got, vec![1, 5, 300, 2, 1000]);
+        assert_eq!(d.commit(1), Err(FrameError::Overflow));
+        let mut d = FrameDecoder::new(4);
+        d.spare_mut(2).copy_from_slice(&[0, 5]);
+        assert_eq!(d.commit(2), Err(FrameError::TooLong { len: 5, max: 4 }));
     }
 
     #[test]

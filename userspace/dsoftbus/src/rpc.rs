@@ -854,6 +854,7 @@ impl RpcServer {
     }
 
     /// The earliest deadline in flight.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.calls.iter().map(|c| c.deadline).min()
     }
@@ -1082,6 +1083,7 @@ impl RpcClient {
     }
 
     /// The earliest client deadline.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.calls.iter().map(|c| c.deadline).min()
     }

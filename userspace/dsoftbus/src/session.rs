@@ -44,6 +44,32 @@ pub enum Message {
     Close,
 }
 
+/// A transport message borrowing its data from the decrypted frame
+/// ([`Session::open_in_place`]): no copy of the payload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MessageRef<'a> {
+    /// Liveness probe carrying a nonce the peer echoes.
+    Ping(u64),
+    /// Answer to a ping, same nonce.
+    Pong(u64),
+    /// Application bytes, inside the caller's frame buffer.
+    Data(&'a [u8]),
+    /// Orderly shutdown; nothing follows.
+    Close,
+}
+
+impl MessageRef<'_> {
+    /// The owned message (copies the data).
+    pub fn to_owned(&self) -> Message {
+        match *self {
+            MessageRef::Ping(n) => Message::Ping(n),
+            MessageRef::Pong(n) => Message::Pong(n),
+            MessageRef::Data(d) => Message::Data(d.to_vec()),
+            MessageRef::Close => Message::Close,
+        }
+    }
+}
+
 /// Session failures. All are fatal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionError {
@@ -145,78 +171,83 @@ impl Session {
 
     /// [`seal`](Self::seal) and append the framed result to `out`.
     pub fn seal_framed(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), SessionError> {
-        self.seal_framed_raw(msg_type(msg), &msg_body(msg), out)
-    }
-
-    /// Seals `[ty] ‖ body` as one frame appended to `out`: header, then the
-    /// ciphertext written in place (no intermediate frame buffer).
-    pub(crate) fn seal_framed_raw(
-        &mut self,
-        ty: u8,
-        body: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), SessionError> {
-        let len = 1 + body.len() + TAG_LEN;
-        let len16 = u16::try_from(len).map_err(|_| SessionError::TooLarge)?;
+        let body = msg_body(msg);
+        let n = framed_len(body.len())?;
         let start = out.len();
-        out.reserve(frame::HEADER_LEN + len);
-        out.extend_from_slice(&len16.to_be_bytes());
-        let r = self.seal_into(ty, body, out);
+        out.resize(start + n, 0);
+        let r = self.seal_frame_into(msg_type(msg), &body, &mut out[start..]);
         if r.is_err() {
             out.truncate(start);
         }
         r
     }
 
-    /// Appends the ciphertext of `[ty] ‖ body` to `out`: the plaintext is
-    /// written once, encrypted where it lies, and the tag appended.
-    fn seal_into(&mut self, ty: u8, body: &[u8], out: &mut Vec<u8>) -> Result<(), SessionError> {
+    /// Seals `[ty] ‖ body` as one frame (header, ciphertext, tag) into
+    /// `out`, which must be exactly [`framed_len`]`(body.len())` bytes: the
+    /// plaintext is encrypted on its way in (no intermediate copy where the
+    /// backend can write elsewhere than it reads).
+    pub(crate) fn seal_frame_into(
+        &mut self,
+        ty: u8,
+        body: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), SessionError> {
         if self.done {
             return Err(SessionError::Closed);
         }
-        if body.len() > MAX_DATA_LEN {
-            return Err(SessionError::TooLarge);
-        }
-        let start = out.len();
-        out.reserve(1 + body.len() + TAG_LEN);
-        out.push(ty);
-        out.extend_from_slice(body);
-        let sealed = match out.get_mut(start..) {
-            Some(plain) => self.tx.seal_in_place(plain).ok(),
-            None => None,
-        };
-        let Some(tag) = sealed else {
-            out.truncate(start);
+        let n = framed_len(body.len())?;
+        if out.len() != n {
             return Err(SessionError::Internal);
-        };
-        out.extend_from_slice(&tag);
+        }
+        let (hdr, rest) = out.split_at_mut(frame::HEADER_LEN);
+        let (ct, tag) = rest.split_at_mut(1 + body.len());
+        hdr.copy_from_slice(&((1 + body.len() + TAG_LEN) as u16).to_be_bytes());
+        let t = self
+            .tx
+            .seal_to(ty, body, ct)
+            .map_err(|_| SessionError::Internal)?;
+        tag.copy_from_slice(&t);
         if ty == T_CLOSE {
             self.done = true;
         }
         Ok(())
     }
 
+    /// Encrypts `[ty] ‖ body` into one frame body appended to `out`.
+    fn seal_into(&mut self, ty: u8, body: &[u8], out: &mut Vec<u8>) -> Result<(), SessionError> {
+        let n = framed_len(body.len())?;
+        let mut framed = alloc::vec![0u8; n];
+        self.seal_frame_into(ty, body, &mut framed)?;
+        out.extend_from_slice(&framed[frame::HEADER_LEN..]);
+        Ok(())
+    }
+
     /// Decrypts and parses one frame body. Total: arbitrary input yields an
     /// error, never a panic; any error closes the session.
+    /// Copies `frame` once; [`open_in_place`](Self::open_in_place) does not.
     pub fn open(&mut self, frame: &[u8]) -> Result<Message, SessionError> {
         let mut buf = frame.to_vec();
-        self.open_in_place(&mut buf)
+        self.open_in_place(&mut buf).map(|m| m.to_owned())
     }
 
     /// [`open`](Self::open) decrypting inside `frame` (which is
-    /// overwritten); used by the connection on its receive buffer.
-    pub(crate) fn open_in_place(&mut self, frame: &mut [u8]) -> Result<Message, SessionError> {
+    /// overwritten), without copying: data borrows from `frame`. Used by the
+    /// connection on its receive buffer.
+    pub fn open_in_place<'a>(
+        &mut self,
+        frame: &'a mut [u8],
+    ) -> Result<MessageRef<'a>, SessionError> {
         if self.done {
             return Err(SessionError::Closed);
         }
         let r = self.open_inner(frame);
-        if matches!(r, Err(_) | Ok(Message::Close)) {
+        if matches!(r, Err(_) | Ok(MessageRef::Close)) {
             self.done = true;
         }
         r
     }
 
-    fn open_inner(&mut self, frame: &mut [u8]) -> Result<Message, SessionError> {
+    fn open_inner<'a>(&mut self, frame: &'a mut [u8]) -> Result<MessageRef<'a>, SessionError> {
         if frame.len() < TAG_LEN || frame.len() > MAX_FRAME_LEN {
             return Err(SessionError::Decrypt);
         }
@@ -231,14 +262,23 @@ impl Session {
                 .map_err(|_| SessionError::Malformed)
         };
         match *ty {
-            T_PING => Ok(Message::Ping(nonce(body)?)),
-            T_PONG => Ok(Message::Pong(nonce(body)?)),
-            T_DATA => Ok(Message::Data(body.to_vec())),
-            T_CLOSE if body.is_empty() => Ok(Message::Close),
+            T_PING => Ok(MessageRef::Ping(nonce(body)?)),
+            T_PONG => Ok(MessageRef::Pong(nonce(body)?)),
+            T_DATA => Ok(MessageRef::Data(body)),
+            T_CLOSE if body.is_empty() => Ok(MessageRef::Close),
             T_CLOSE => Err(SessionError::Malformed),
             t => Err(SessionError::UnknownType(t)),
         }
     }
+}
+
+/// Bytes one frame carrying `body_len` bytes of message body takes on the
+/// wire: header, type byte, body, tag. `TooLarge` past [`MAX_DATA_LEN`].
+pub(crate) fn framed_len(body_len: usize) -> Result<usize, SessionError> {
+    if body_len > MAX_DATA_LEN {
+        return Err(SessionError::TooLarge);
+    }
+    Ok(frame::HEADER_LEN + 1 + body_len + TAG_LEN)
 }
 
 fn msg_type(msg: &Message) -> u8 {
