@@ -48,7 +48,9 @@ CRIT_ARGS=()
 
 for b in handshake crypto session discovery gate; do
     echo "bench: $b ..." >&2
-    if ! cargo bench -p dsoftbus --bench "$b" -- "${CRIT_ARGS[@]}" >"$OUT/$b.log" 2>&1; then
+    feats=()
+    [[ $b == crypto ]] && feats=(--features bench-crypto) # the other backends it compares
+    if ! cargo bench -p dsoftbus --bench "$b" "${feats[@]}" -- "${CRIT_ARGS[@]}" >"$OUT/$b.log" 2>&1; then
         echo "bench: $b failed (see $OUT/$b.log)" >&2
         tail -20 "$OUT/$b.log" >&2
         continue
