@@ -78,8 +78,12 @@ pub fn read_files(
 }
 
 /// Size and SHA-256 of a file (before it is offered).
+#[cfg(test)]
 pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
-    let mut f = File::open(path)?;
+    hash_open(File::open(path)?)
+}
+
+fn hash_open(mut f: File) -> std::io::Result<(u64, [u8; 32])> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut n: u64 = 0;
@@ -97,10 +101,78 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
     Ok((n, h.finalize().into()))
 }
 
-/// Builds the entry of one regular file (hashing it): `name` is its offered
-/// path.
+/// Files hashed for offers that one daemon remembers ([`hash_file_cached`]).
+pub const HASH_CACHE_MAX: usize = 4096;
+
+/// What changes when a file is written or replaced: device, inode, size,
+/// modification and change times (ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(m: &fs::Metadata) -> FileKey {
+        use std::os::unix::fs::MetadataExt;
+        FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// The SHA-256s this daemon computed for offers, at most [`HASH_CACHE_MAX`]
+/// (the oldest go first), so sending a file again (a resume after a broken
+/// session, or the same file to another device) does not read it twice
+/// before the first byte goes out. A stale entry can never put wrong bytes
+/// anywhere: the receiver checks every file against the offered hash, so a
+/// file changed without changing any of [`FileKey`] fails `hash-mismatch`.
+#[derive(Default)]
+struct HashCache {
+    map: HashMap<FileKey, [u8; 32]>,
+    order: VecDeque<FileKey>,
+}
+
+static HASH_CACHE: Mutex<Option<HashCache>> = Mutex::new(None);
+
+/// [`hash_file`] through the daemon's [`HashCache`]: a file whose key
+/// changed while it was being hashed is not remembered.
+pub fn hash_file_cached(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
+    let f = File::open(path)?;
+    let key = FileKey::of(&f.metadata()?);
+    let lock = || HASH_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(h) = lock().as_ref().and_then(|c| c.map.get(&key).copied()) {
+        return Ok((key.size, h));
+    }
+    let meta_before = key;
+    let (n, h) = hash_open(f)?;
+    let after = fs::metadata(path).map(|m| FileKey::of(&m));
+    if after.is_ok_and(|k| k == meta_before) && n == key.size {
+        let mut g = lock();
+        let c = g.get_or_insert_with(HashCache::default);
+        if c.map.insert(key, h).is_none() {
+            c.order.push_back(key);
+        }
+        while c.order.len() > HASH_CACHE_MAX {
+            if let Some(old) = c.order.pop_front() {
+                c.map.remove(&old);
+            }
+        }
+    }
+    Ok((n, h))
+}
+
+/// Builds the entry of one regular file (hashing it, or taking its hash
+/// from [`hash_file_cached`]): `name` is its offered path.
 pub fn file_entry(path: &Path, name: String) -> std::io::Result<(Entry, (PathBuf, u64))> {
-    let (size, sha256) = hash_file(path)?;
+    let (size, sha256) = hash_file_cached(path)?;
     Ok((
         Entry {
             path: name,
@@ -108,4 +180,37 @@ pub fn file_entry(path: &Path, name: String) -> std::io::Result<(Entry, (PathBuf
         },
         (path.to_path_buf(), size),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_hashes_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"one").unwrap();
+        let first = hash_file_cached(&p).unwrap();
+        assert_eq!(first, hash_file(&p).unwrap());
+        assert_eq!(hash_file_cached(&p).unwrap(), first);
+        // Same size, new bytes: the mtime (ns) or ctime moves, so no stale hash.
+        std::thread::sleep(Duration::from_millis(5));
+        fs::write(&p, b"two").unwrap();
+        let second = hash_file_cached(&p).unwrap();
+        assert_eq!(second, hash_file(&p).unwrap());
+        assert_ne!(second.1, first.1);
+        // Replaced by another file (new inode) of the same size and mtime.
+        let q = dir.path().join("g");
+        fs::write(&q, b"six").unwrap();
+        let t = fs::metadata(&p).unwrap().modified().unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&q)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        fs::rename(&q, &p).unwrap();
+        assert_eq!(hash_file_cached(&p).unwrap(), hash_file(&p).unwrap());
+    }
 }
