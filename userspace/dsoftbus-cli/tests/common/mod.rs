@@ -23,11 +23,20 @@ use rand_core::{OsRng, TryRngCore};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dsoftbus");
 
+/// A port free for TCP and UDP right now, never the same twice in one test
+/// process: tests run in parallel threads, and a port handed to one test but
+/// not bound yet would otherwise be free again for the next one.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let t = TcpListener::bind("127.0.0.1:0").unwrap();
         let p = t.local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.contains(&p) {
+            continue;
+        }
         if UdpSocket::bind(("0.0.0.0", p)).is_ok() {
+            given.push(p);
             return p;
         }
     }
