@@ -23,19 +23,28 @@ use rand_core::{OsRng, TryRngCore};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dsoftbus");
 
-/// A port free for TCP and UDP right now, never the same twice in one test
-/// process: tests run in parallel threads, and a port handed to one test but
-/// not bound yet would otherwise be free again for the next one.
+/// A port free for TCP and UDP right now, below the kernel's ephemeral range
+/// (32768–60999 by default) so that sockets bound to port 0 — the hostile
+/// tests' flood sources, clients — never take it before its daemon binds it,
+/// and never the same twice in one test process (tests run in parallel).
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut x = (u64::from(std::process::id()) << 32) ^ now | 1;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = t.local_addr().unwrap().port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        // xorshift over 20000..32000
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = 20_000 + (x % 12_000) as u16;
         if given.contains(&p) {
             continue;
         }
-        if UdpSocket::bind(("0.0.0.0", p)).is_ok() {
+        let tcp = TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if tcp && UdpSocket::bind(("0.0.0.0", p)).is_ok() {
             given.push(p);
             return p;
         }
