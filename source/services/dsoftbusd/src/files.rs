@@ -989,12 +989,7 @@ pub(crate) async fn timer(
 mod tests {
     use super::*;
 
-    fn id(s: &str) -> DeviceId {
-        match DeviceId::new(s) {
-            Ok(d) => d,
-            Err(e) => panic!("{s}: {e:?}"),
-        }
-    }
+    use crate::fixtures::id;
 
     fn t(ms: u64) -> Instant {
         Instant::from_millis(ms)

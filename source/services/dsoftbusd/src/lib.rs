@@ -20,6 +20,8 @@ extern crate alloc;
 
 mod dual;
 mod files;
+#[cfg(test)]
+mod fixtures;
 mod link;
 mod node;
 mod pins;

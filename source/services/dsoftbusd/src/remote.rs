@@ -376,12 +376,7 @@ pub(crate) async fn timer(remote: &Remote) -> Result<(), nexus_abi::ServiceError
 mod tests {
     use super::*;
 
-    fn id(s: &str) -> DeviceId {
-        match DeviceId::new(s) {
-            Ok(d) => d,
-            Err(e) => panic!("{s}: {e:?}"),
-        }
-    }
+    use crate::fixtures::id;
 
     #[test]
     fn acl_option_fails_closed() {

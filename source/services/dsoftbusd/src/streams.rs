@@ -362,12 +362,7 @@ mod tests {
     use dsoftbus::node::consent::AcceptPolicy;
     use dsoftbus::transfer::{Outcome, Side};
 
-    fn id(s: &str) -> DeviceId {
-        match DeviceId::new(s) {
-            Ok(d) => d,
-            Err(e) => panic!("{s}: {e:?}"),
-        }
-    }
+    use crate::fixtures::id;
 
     fn t() -> Instant {
         Instant::from_millis(0)
