@@ -125,20 +125,7 @@ fn unanswered_offers_expire_and_one_peer_cannot_fill_the_table() {
 #[test]
 fn ask_offers_are_answered_with_accept_and_deny() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let (pa, pb) = (Ports::new(), Ports::new());
-    let a = spawn(dir.path(), "alpha", pa, &[pb.udp], &[], None);
-    let b = spawn(
-        dir.path(),
-        "beta",
-        pb,
-        &[pa.udp],
-        &["--inbox", inbox.to_str().unwrap()],
-        None,
-    );
-    a.wait_up();
-    b.wait_up();
-    wait_for("the session", &[&a, &b], || a.sessions() == Some(1));
+    let (a, b, inbox) = pair(dir.path(), &[]);
     let src = dir.path().join("note.txt");
     std::fs::write(&src, b"hello beta").unwrap();
 

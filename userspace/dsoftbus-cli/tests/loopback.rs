@@ -13,20 +13,8 @@ use common::*;
 #[test]
 fn two_nodes_peers_ping_send_trust_forget() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (Ports::new(), Ports::new());
-    let inbox = dir.path().join("inbox");
-    let a = spawn(dir.path(), "alpha", pa, &[pb.udp], &[], None);
-    let b = spawn(
-        dir.path(),
-        "beta",
-        pb,
-        &[pa.udp],
-        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
-        None,
-    );
-    wait_for("a session on both sides", &[&a, &b], || {
-        a.sessions() == Some(1) && b.sessions() == Some(1)
-    });
+    let (a, b, inbox) = pair(dir.path(), &["--accept", "any"]);
+    let pb = b.ports;
 
     // peers: the table row for beta, pinned on first sight ("auto"), with a session.
     let o = cli(&a.state, &["peers"]);

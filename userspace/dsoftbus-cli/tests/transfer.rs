@@ -15,26 +15,6 @@ use dsoftbus::transfer::Reason;
 
 const T: Duration = Duration::from_secs(10);
 
-fn pair(dir: &Path) -> (Node, Node, std::path::PathBuf) {
-    let inbox = dir.join("inbox");
-    let (pa, pb) = (Ports::new(), Ports::new());
-    let a = spawn(dir, "alpha", pa, &[pb.udp], &[], None);
-    let b = spawn(
-        dir,
-        "beta",
-        pb,
-        &[pa.udp],
-        &["--inbox", inbox.to_str().unwrap(), "--accept", "any"],
-        None,
-    );
-    a.wait_up();
-    b.wait_up();
-    wait_for("alpha's session with beta", &[&a, &b], || {
-        a.sessions() == Some(1) && b.sessions() == Some(1)
-    });
-    (a, b, inbox)
-}
-
 fn tree(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn go(base: &Path, d: &Path, out: &mut Vec<String>) {
@@ -57,7 +37,7 @@ fn tree(root: &Path) -> Vec<String> {
 #[test]
 fn folders_and_several_files_land_in_the_inbox() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, inbox) = pair(dir.path());
+    let (a, b, inbox) = pair(dir.path(), &["--accept", "any"]);
     let src = dir.path().join("src");
     let docs = src.join("docs");
     std::fs::create_dir_all(docs.join("sub/deeper")).unwrap();
@@ -192,7 +172,7 @@ fn offered_paths_stay_inside_the_inbox() {
 #[test]
 fn interrupted_send_resumes_with_fewer_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut a, b, inbox) = pair(dir.path());
+    let (mut a, b, inbox) = pair(dir.path(), &["--accept", "any"]);
     let src = dir.path().join("big.bin");
     let size: usize = 48 << 20;
     let mut x: u32 = 1;

@@ -230,33 +230,17 @@ fn peer_that_never_reads_is_disconnected_and_counted() {
     let rx = spawn(dir.path(), "rx", Ports::new(), &[], &[], None);
     rx.wait_up();
     let mut h = Hostile::connect("evil", &rx);
-    // Stop reading; keep the socket's receive buffer small.
-    let sock = socket2::SockRef::from(&h.stream);
-    sock.set_recv_buffer_size(4096).unwrap();
-    h.stream
-        .set_write_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    h.stop_reading();
     let rss0 = rx.rss_kib();
-    let t0 = Instant::now();
-    let mut sent = 0u64;
-    let max = 2_000_000u64;
-    let batch: u32 = 2_000;
-    let cut = loop {
-        let msgs: Vec<Vec<u8>> = (0..batch)
+    let (sent, cut, secs) = h.flood_until_cut(2_000_000, |h, sent| {
+        let msgs: Vec<Vec<u8>> = (0..2_000u32)
             .map(|i| offer(sent as u32 + i, b"x", "flood.txt"))
             .collect();
-        if h.send_all(&msgs).is_err() {
-            break true;
-        }
-        sent += u64::from(batch);
-        if sent >= max || t0.elapsed() > Duration::from_secs(60) {
-            break false;
-        }
-    };
+        h.send_all(&msgs).map(|()| 2_000)
+    });
     let rss1 = rx.rss_kib();
     println!(
-        "never-reads: {sent} OFFERs sent in {:.1} s, disconnected={cut}, daemon RSS {rss0} -> {rss1} KiB",
-        t0.elapsed().as_secs_f64()
+        "never-reads: {sent} OFFERs sent in {secs:.1} s, disconnected={cut}, daemon RSS {rss0} -> {rss1} KiB"
     );
     assert!(cut, "the daemon kept reading a peer that never reads");
     assert!(
@@ -573,32 +557,19 @@ fn pinging_peer_that_never_reads_is_disconnected() {
     let rx = spawn(dir.path(), "rx", Ports::new(), &[], &[], None);
     rx.wait_up();
     let mut h = Hostile::connect("evil", &rx);
-    let sock = socket2::SockRef::from(&h.stream);
-    sock.set_recv_buffer_size(4096).unwrap();
-    h.stream
-        .set_write_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    h.stop_reading();
     let rss0 = rx.rss_kib();
-    let t0 = Instant::now();
-    let mut sent = 0u64;
-    let cut = loop {
+    let (sent, cut, secs) = h.flood_until_cut(3_000_000, |h, sent| {
         for i in 0..2_000u64 {
             if h.conn.send_ping(sent + i).is_err() {
                 break;
             }
         }
-        if h.flush().is_err() {
-            break true;
-        }
-        sent += 2_000;
-        if sent >= 3_000_000 || t0.elapsed() > Duration::from_secs(60) {
-            break false;
-        }
-    };
+        h.flush().map(|()| 2_000)
+    });
     let rss1 = rx.rss_kib();
     println!(
-        "never-reads pings: {sent} PINGs in {:.1} s, disconnected={cut}, daemon RSS {rss0} -> {rss1} KiB",
-        t0.elapsed().as_secs_f64()
+        "never-reads pings: {sent} PINGs in {secs:.1} s, disconnected={cut}, daemon RSS {rss0} -> {rss1} KiB"
     );
     assert!(
         cut,

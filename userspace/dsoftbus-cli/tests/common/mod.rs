@@ -151,6 +151,24 @@ pub fn spawn_receiver(dir: &Path, extra: &[&str], config: Option<&str>) -> (Node
     (rx, inbox)
 }
 
+/// Two daemons that announce to each other, `alpha` (dials, since it sorts
+/// first) and `beta` with its inbox at `<dir>/inbox` (returned) and
+/// `beta_extra` arguments; returns once both hold the session.
+pub fn pair(dir: &Path, beta_extra: &[&str]) -> (Node, Node, PathBuf) {
+    let inbox = dir.join("inbox");
+    let (pa, pb) = (Ports::new(), Ports::new());
+    let mut args = vec!["--inbox", inbox.to_str().unwrap()];
+    args.extend_from_slice(beta_extra);
+    let a = spawn(dir, "alpha", pa, &[pb.udp], &[], None);
+    let b = spawn(dir, "beta", pb, &[pa.udp], &args, None);
+    a.wait_up();
+    b.wait_up();
+    wait_for("a session on both sides", &[&a, &b], || {
+        a.sessions() == Some(1) && b.sessions() == Some(1)
+    });
+    (a, b, inbox)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_with(
     dir: &Path,
@@ -445,6 +463,40 @@ impl Hostile {
     pub fn flush(&mut self) -> std::io::Result<()> {
         let out = self.conn.take_transmit();
         self.stream.write_all(&out)
+    }
+
+    /// Stops reading: a 4 KiB receive buffer nobody drains, and writes that
+    /// give up after 20 s (for the never-reads tests).
+    pub fn stop_reading(&mut self) {
+        socket2::SockRef::from(&self.stream)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        self.stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+    }
+
+    /// Floods the daemon with `batch(self, sent)` (it queues and writes a
+    /// batch, returning how many messages) until a write fails — the daemon
+    /// cut us: `true` — or `max` messages or 60 s went by (`false`).
+    /// Returns (messages sent, cut, seconds).
+    pub fn flood_until_cut(
+        &mut self,
+        max: u64,
+        mut batch: impl FnMut(&mut Hostile, u64) -> std::io::Result<u64>,
+    ) -> (u64, bool, f64) {
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        let cut = loop {
+            match batch(self, sent) {
+                Ok(n) => sent += n,
+                Err(_) => break true,
+            }
+            if sent >= max || t0.elapsed() > Duration::from_secs(60) {
+                break false;
+            }
+        };
+        (sent, cut, t0.elapsed().as_secs_f64())
     }
 
     /// Queues application messages and writes them in one go (one TCP write,
