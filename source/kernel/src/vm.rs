@@ -112,19 +112,53 @@ pub fn image_layout() -> ImageLayout {
     }
 }
 
+/// What the kernel page at `addr` is: one classification for the tables
+/// [`init_kernel`] builds and the walk [`check_kernel_wx`] makes of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Region {
+    /// The unmapped page below the boot stack.
+    BootGuard,
+    /// Kernel text: read + execute.
+    Text,
+    /// Read-only data (with the embedded service images): read only.
+    ReadOnly,
+    /// Everything else (data, bss, heap, frames): read-write, never executed.
+    Data,
+}
+
+impl Region {
+    fn of(addr: u64, l: &ImageLayout) -> Region {
+        if (l.boot_guard..l.boot_guard + PAGE).contains(&addr) {
+            Region::BootGuard
+        } else if (l.text_start..l.text_end).contains(&addr) {
+            Region::Text
+        } else if (l.text_end..l.rodata_end).contains(&addr) {
+            Region::ReadOnly
+        } else {
+            Region::Data
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Region::BootGuard => "stack guard",
+            Region::Text => "text",
+            Region::ReadOnly => "rodata",
+            Region::Data => "data",
+        }
+    }
+}
+
 /// The kernel's flags for the 4 KiB page at `addr` in an image region:
 /// text R+X, read-only data R, the boot stack's guard not present,
 /// everything else RW+NX.
 fn kernel_page_flags(addr: u64, l: &ImageLayout) -> F {
     let base = F::PRESENT | F::GLOBAL;
-    if addr == l.boot_guard {
-        F::empty()
-    } else if (l.text_start..l.text_end).contains(&addr) {
-        base
-    } else if (l.text_end..l.rodata_end).contains(&addr) {
-        base | F::NO_EXECUTE
-    } else {
-        base | F::WRITABLE | F::NO_EXECUTE
+    match Region::of(addr, l) {
+        Region::BootGuard => F::empty(),
+        Region::Text => base,
+        Region::ReadOnly => base | F::NO_EXECUTE,
+        Region::Data => base | F::WRITABLE | F::NO_EXECUTE,
     }
 }
 
@@ -301,8 +335,7 @@ pub fn kernel_stack_frames() -> usize {
 /// If `addr` is in a kernel stack's guard, which stack: `None` for the boot
 /// stack, `Some(slot)` for a process's. For the fault handler's message.
 pub fn stack_guard_hit(addr: u64) -> Option<Option<usize>> {
-    let boot = image_layout().boot_guard;
-    if (boot..boot + PAGE).contains(&addr) {
+    if Region::of(addr, &image_layout()) == Region::BootGuard {
         return Some(None);
     }
     let end = KSTACK_BASE + KSTACK_SLOTS as u64 * KSTACK_SLOT;
@@ -382,25 +415,21 @@ pub fn check_kernel_wx() -> Result<WxReport, WxViolation> {
     let mut check = |addr: u64, f: F, huge: bool| -> Result<(), WxViolation> {
         let writable = f.contains(F::WRITABLE);
         let executable = !f.contains(F::NO_EXECUTE);
-        let what = if (l.text_start..l.text_end).contains(&addr) {
-            "text"
-        } else if (l.text_end..l.rodata_end).contains(&addr) {
-            "rodata"
-        } else {
-            "data"
-        };
-        let ok = match what {
-            "text" => executable && !writable,
-            "rodata" => !executable && !writable,
+        let region = Region::of(addr, &l);
+        let ok = match region {
+            // Present at all is wrong.
+            Region::BootGuard => false,
+            Region::Text => executable && !writable,
+            Region::ReadOnly => !executable && !writable,
             // Never executable; a 2 MiB page must not cover any of the image.
-            _ => !(executable || (huge && addr < l.end)),
+            Region::Data => !(executable || (huge && addr < l.end)),
         };
         if !ok {
             return Err(WxViolation {
                 addr,
                 writable,
                 executable,
-                what,
+                what: region.name(),
             });
         }
         let n = if huge { 512 } else { 1 };
