@@ -396,12 +396,26 @@ impl Registry {
 /// `info`, on the channel init granted it as `samgr`. `Ok(false)` when it
 /// has no such channel (init did not link it to samgrd).
 pub async fn register_self(caps: &mut Caps, info: &str) -> Result<bool, SamgrError> {
-    let Some(chan) = caps.take_channel("samgr") else {
-        return Ok(false);
+    match connect_and_register(caps, info).await {
+        None => Ok(false),
+        Some((_, r)) => r.map(|()| true),
+    }
+}
+
+/// [`register_self`] for a service that keeps talking to samgrd afterwards
+/// (dsoftbusd forwards calls): the client, and how the registration went.
+/// `None` when init did not link the process to samgrd.
+pub async fn connect_and_register(
+    caps: &mut Caps,
+    info: &str,
+) -> Option<(SamgrClient, Result<(), SamgrError>)> {
+    let chan = caps.take_channel("samgr")?;
+    let client = SamgrClient::new(chan);
+    let r = match ServiceName::new(caps.name()) {
+        Ok(name) => client.register(&name, info).await,
+        Err(_) => Err(SamgrError::Malformed),
     };
-    let name = ServiceName::new(caps.name()).map_err(|_| SamgrError::Malformed)?;
-    SamgrClient::new(chan).register(&name, info).await?;
-    Ok(true)
+    Some((client, r))
 }
 
 /// The demo service samgrd serves itself.

@@ -85,18 +85,17 @@ async fn device_key(caps: &mut Caps) -> Result<Option<DeviceKey>, ServiceError> 
     }
 }
 
-/// Register with samgrd as `dsoftbus` (the service registry; remote calls
+/// Register with samgrd as `dsoftbusd` (the service registry; remote calls
 /// are forwarded there). No registry granted, or it refuses: said once, and
 /// remote calls are answered `unavailable`.
 async fn register(caps: &mut Caps) -> Option<SamgrClient> {
-    let Some(chan) = caps.take_channel("samgr") else {
+    let Some((client, r)) = nexus_samgrclient::connect_and_register(caps, "soft bus daemon").await
+    else {
         log::warn!("dsoftbusd: no service registry granted; remote calls answer unavailable");
         return None;
     };
-    let client = SamgrClient::new(chan);
-    let name = dsoftbus::ServiceName::new("dsoftbusd").ok()?;
-    match client.register(&name, "soft bus daemon").await {
-        Ok(()) => log::info!("dsoftbusd: registered with samgrd as dsoftbusd"),
+    match r {
+        Ok(()) => log::info!("dsoftbusd: registered with samgrd as {}", caps.name()),
         Err(e) => log::warn!("dsoftbusd: samgrd registration refused ({e})"),
     }
     Some(client)
