@@ -20,7 +20,7 @@ use std::time::{Duration, Instant as StdInstant};
 use dsoftbus::connection::MAX_OUTBOUND;
 use dsoftbus::frame::FrameDecoder;
 use dsoftbus::stream::{self, KindSet, Mux, MuxError, Priority, Read, StreamConfig, StreamId};
-use dsoftbus::transfer::{Outcome, Side};
+use dsoftbus::transfer::{wire, Outcome, Side};
 use dsoftbus::{
     AuthError, ConnError, Connection, DeviceId, Event, GatedError, IdentityBindings, PeerTarget,
 };
@@ -63,6 +63,15 @@ pub const MAX_STREAM_PENDING: usize = 256 * 1024;
 pub const OFFER_WAIT: Duration = Duration::from_secs(15 * 60);
 /// An accepted send that makes no progress for this long fails.
 pub const SEND_INACTIVITY: Duration = Duration::from_secs(60);
+/// A DATA message's 2-byte stream framing and its header.
+const FRAMED_DATA_HEADER: usize = 2 + wire::DATA_HEADER_LEN;
+/// The receive window this node grants each transfer stream: as much as
+/// the whole session's (1 MiB by default, which still bounds what all
+/// streams together can make it buffer), so a bulk stream costs a window
+/// update per 512 KiB read instead of per 128 KiB.
+const STREAM_WINDOW: u32 = dsoftbus::stream::INITIAL_SESSION_WINDOW;
+/// Most bytes read from a transfer stream at a time.
+const STREAM_READ: usize = 64 * 1024;
 /// How often idle incoming transfers are looked for.
 const TRANSFER_TICK: Duration = Duration::from_millis(500);
 
@@ -362,6 +371,7 @@ impl Ctx {
         self.mux.get_or_insert_with(|| {
             let cfg = StreamConfig {
                 accepted_kinds: KindSet::only(&[transfer::STREAM_KIND]),
+                stream_window: STREAM_WINDOW,
                 ..StreamConfig::default()
             };
             Mux::new(cfg, initiator, now)
@@ -394,9 +404,10 @@ impl Ctx {
         }
     }
 
-    /// Reads a transfer stream and hands its messages to the transfers.
+    /// Reads a transfer stream and hands its messages to the transfers:
+    /// the mux reads straight into the stream's frame decoder, and each
+    /// message is handed over where it lies (no copy per message).
     async fn read_stream(&mut self, id: StreamId) -> Result<(), End> {
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
             let Some(mux) = self.mux.as_mut() else {
                 return Ok(());
@@ -405,40 +416,29 @@ impl Ctx {
                 .decoders
                 .entry(id)
                 .or_insert_with(|| FrameDecoder::new(dsoftbus::frame::MAX_FRAME_LEN));
-            let space = dec.space().min(buf.len());
-            let r = match mux.read(id, &mut buf[..space]) {
+            // Every complete frame was taken below, so there is room.
+            let r = match mux.read(id, dec.spare_mut(STREAM_READ)) {
                 Ok(r) => r,
                 Err(_) => return Ok(()),
             };
-            let mut msgs = Vec::new();
-            let mut bad = false;
-            match r {
-                Read::Bytes(n) => {
-                    if dec.feed(&buf[..n]).is_err() {
-                        bad = true;
-                    }
-                    loop {
-                        match dec.next_frame() {
-                            Ok(Some(m)) => msgs.push(m),
-                            Ok(None) => break,
-                            Err(_) => {
-                                bad = true;
-                                break;
-                            }
-                        }
-                    }
-                }
+            let mut bad = match r {
+                Read::Bytes(0) => return Ok(()),
+                Read::Bytes(n) => dec.commit(n).is_err(),
                 Read::WouldBlock => return Ok(()),
                 Read::Fin => {
                     self.decoders.remove(&id);
                     self.xfer.carrier_gone(Carrier::Stream(id)).await;
                     return Ok(());
                 }
+            };
+            while !bad {
+                match dec.next_frame_ref() {
+                    Ok(Some(m)) => self.xfer.on_message(Some(id), m).await,
+                    Ok(None) => break,
+                    Err(_) => bad = true,
+                }
             }
-            for m in msgs {
-                self.xfer.on_message(Some(id), &m).await;
-                self.flush_xfer()?;
-            }
+            self.flush_xfer()?;
             if bad {
                 // Framing broken: that stream's transfer ends.
                 self.decoders.remove(&id);
@@ -517,9 +517,44 @@ impl Ctx {
     }
 
     /// Feeds outgoing transfers file bytes while their carriers have room.
-    fn pump_sends(&mut self) -> Result<(), End> {
+    /// On a stream with nothing queued, each chunk goes into the mux from
+    /// the reader's buffer with its 2-byte length and DATA header in front
+    /// (no message built, no framed copy kept).
+    async fn pump_sends(&mut self) -> Result<(), End> {
         for c in self.xfer.outgoing() {
-            while self.has_room(c) && self.xfer.pump(c) {
+            while self.has_room(c) {
+                let moved = match (c, self.mux.as_mut()) {
+                    (Carrier::Stream(id), Some(mux)) => {
+                        let room = mux.writable(id).saturating_sub(FRAMED_DATA_HEADER);
+                        let mut whole = true;
+                        let mut write = |h: &[u8], d: &[u8]| {
+                            let len = u16::try_from(h.len() + d.len()).unwrap_or(u16::MAX);
+                            // `room` was checked: each write is taken whole.
+                            for part in [&len.to_be_bytes()[..], h, d] {
+                                whole &= mux.write(id, part).is_ok_and(|n| n == part.len());
+                            }
+                        };
+                        let sink = transfer::Sink::Direct {
+                            room: room.min(dsoftbus::frame::MAX_FRAME_LEN - wire::DATA_HEADER_LEN),
+                            write: &mut write,
+                        };
+                        let moved = self.xfer.pump(c, sink);
+                        if !whole {
+                            // Cannot happen (room was checked); if it did,
+                            // the stream's framing is lost: end its transfer.
+                            if let Some(m) = self.mux.as_mut() {
+                                let _ = m.reset(id, stream::RESET_CANCEL);
+                            }
+                            self.xfer.carrier_gone(c).await;
+                            return Ok(());
+                        }
+                        moved
+                    }
+                    _ => self.xfer.pump(c, transfer::Sink::Queue),
+                };
+                if !moved {
+                    break;
+                }
                 self.flush_xfer()?;
             }
         }
@@ -971,7 +1006,10 @@ pub async fn run(
             }
         }
         if failed.is_none() && c.confirmed {
-            failed = c.pump_sends().and_then(|()| c.flush_mux()).err();
+            failed = match c.pump_sends().await {
+                Ok(()) => c.flush_mux().err(),
+                Err(e) => Some(e),
+            };
         }
         if let Some(e) = failed {
             break e;

@@ -249,6 +249,14 @@ impl FrameDecoder {
         Ok(self.pop_frame()?.map(|r| self.buf[r].to_vec()))
     }
 
+    /// Like [`next_frame`](Self::next_frame) but borrowing the body from the
+    /// decoder's buffer (valid until the next `feed` or `spare_mut`), so a
+    /// bulk stream's messages are not copied once more on the way in.
+    pub fn next_frame_ref(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let r = self.pop_frame()?;
+        Ok(r.and_then(|r| self.buf.get(r)))
+    }
+
     /// Like [`next_frame`](Self::next_frame) but without copying: returns
     /// where the frame body lies; read it with [`frame`](Self::frame) before
     /// the next `feed`.

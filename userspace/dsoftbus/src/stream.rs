@@ -845,6 +845,22 @@ impl Mux {
         }
     }
 
+    /// How many bytes [`Mux::write`] would take on `id` now (0 for an
+    /// unknown or finished stream, or a failed mux): lets a caller write a
+    /// message whole instead of keeping a copy of what did not fit.
+    pub fn writable(&self, id: StreamId) -> usize {
+        match self.streams.get(&id.0) {
+            Some(s) if self.error.is_none() && s.fin == SendFin::Open => {
+                self.cfg.send_buffer.saturating_sub(s.send_buf.len()).min(
+                    self.cfg
+                        .max_send_buffered
+                        .saturating_sub(self.send_buffered),
+                )
+            }
+            _ => 0,
+        }
+    }
+
     /// Accepts up to the stream's free send-buffer space of `data`; returns
     /// how many bytes it took (0 when full: wait for [`Event::Writable`]).
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {

@@ -81,6 +81,9 @@ struct Run {
     auto_accept: bool,
     /// Chunk cut: push at most this many bytes per `push_data` (≥ 1).
     cut: usize,
+    /// Send data through `push_data_header` (the caller sends the header
+    /// and its own bytes) whenever nothing else is queued.
+    direct: bool,
     /// The receiver's window, and the most it ever held undelivered.
     window: u32,
     max_buffered: u64,
@@ -102,6 +105,7 @@ impl Run {
             accepted: None,
             auto_accept: true,
             cut: usize::MAX,
+            direct: false,
             window: rcfg.window,
             max_buffered: 0,
         }
@@ -162,9 +166,19 @@ impl Run {
                     let body = &self.src[usize::from(n.entry)];
                     let start = n.offset as usize;
                     let end = body.len().min(start + n.len.min(self.cut));
-                    self.tx
-                        .push_data(n.entry, n.offset, &body[start..end])
-                        .unwrap();
+                    let data = &body[start..end];
+                    if self.direct {
+                        match self.tx.push_data_header(n.entry, n.offset, data.len()) {
+                            Ok(h) => self.to_rx.push_back([&h[..], data].concat()),
+                            // Queued messages go first.
+                            Err(e) => {
+                                assert_eq!(e, TransferError::Misuse);
+                                return false;
+                            }
+                        }
+                    } else {
+                        self.tx.push_data(n.entry, n.offset, data).unwrap();
+                    }
                     true
                 }
                 None => false,
@@ -271,6 +285,48 @@ fn whole_tree_round_robin() {
     let mut r = Run::new(&files, small(1000, 333), MAX_CHUNK);
     r.run(&[]);
     r.assert_done();
+    // Data sent from where it lies (header from the sender).
+    let mut r = Run::new(&files, small(1000, 333), MAX_CHUNK);
+    r.direct = true;
+    r.run(&[]);
+    r.assert_done();
+}
+
+/// `push_data_header` + the caller's bytes is the very message
+/// `push_data` queues, and it refuses while other messages wait.
+#[test]
+fn data_header_matches_push_data() {
+    let files = [file("a", &[7u8; 300])];
+    let entries: Vec<Entry> = files.iter().map(|f| f.0.clone()).collect();
+    let mut a = Sender::new(9, entries.clone(), SenderConfig { chunk: 100 }).unwrap();
+    let mut b = Sender::new(9, entries, SenderConfig { chunk: 100 }).unwrap();
+    let accept = Message::Accept {
+        id: 9,
+        window: 1 << 20,
+        max_chunk: 100,
+        offsets: vec![0],
+    }
+    .encode();
+    for s in [&mut a, &mut b] {
+        while s.poll_transmit().is_some() {}
+        s.handle(&accept).unwrap();
+    }
+    // Nothing queued after the ACCEPT: both ways work from here.
+    a.push_data(0, 0, &[7; 100]).unwrap();
+    // `b` has nothing queued: the header comes back, the bytes are ours.
+    let h = b.push_data_header(0, 0, 100).unwrap();
+    assert_eq!(
+        a.poll_transmit().unwrap(),
+        [&h[..], &[7u8; 100][..]].concat()
+    );
+    assert_eq!(a.poll_need(), b.poll_need());
+    // Wrong offset, empty or oversized: refused, nothing changed.
+    assert_eq!(b.push_data_header(0, 0, 100), Err(TransferError::Misuse));
+    assert_eq!(b.push_data_header(0, 100, 0), Err(TransferError::Misuse));
+    assert_eq!(b.push_data_header(0, 100, 101), Err(TransferError::Misuse));
+    // A queued message (the CANCEL of a second sender) must go first.
+    b.cancel(Reason::Declined);
+    assert_eq!(b.push_data_header(0, 100, 100), Err(TransferError::Misuse));
 }
 
 proptest! {
@@ -286,11 +342,13 @@ proptest! {
         window in 1u32..4000,
         max_chunk in 1u32..700,
         cut in 1usize..900,
+        direct in any::<bool>(),
         ops in proptest::collection::vec(any::<u8>(), 0..400),
     ) {
         let files = tree(seed, len);
         let mut r = Run::new(&files, small(window, max_chunk), MAX_CHUNK);
         r.cut = cut;
+        r.direct = direct;
         r.run(&ops);
         r.assert_done();
     }

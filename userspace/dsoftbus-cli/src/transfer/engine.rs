@@ -36,6 +36,8 @@ struct Outgoing {
     files: Vec<Option<(PathBuf, u64)>>,
     pieces: Option<mpsc::Receiver<Result<Piece, String>>>,
     held: Option<(Piece, usize)>,
+    /// The reader's buffers, given back once sent.
+    buffers: ReadBuffers,
     progress: watch::Sender<SendProgress>,
     done: Option<oneshot::Sender<SendDone>>,
     detail: Option<String>,
@@ -47,6 +49,11 @@ struct Incoming {
     rx: Receiver,
     writer: Option<mpsc::Sender<WriterMsg>>,
     held_end: Option<Vec<u8>>,
+    /// File bytes taken from the receiver and not yet handed to the writer
+    /// (one entry's, in order, at most [`WRITE_BATCH`] bytes).
+    batch: Option<(u16, Vec<u8>)>,
+    /// The writer's buffers, given back once written.
+    buffers: WriteBuffers,
     last: StdInstant,
     name: String,
     total: u64,
@@ -55,6 +62,56 @@ struct Incoming {
     done: u64,
     /// Its place among the accepted incoming transfers (consent).
     _slot: SlotGuard,
+}
+
+impl Incoming {
+    /// Queues file bytes for the writer; hands them over once the batch is
+    /// [`WRITE_BATCH`] bytes or another entry's bytes come.
+    async fn batch_data(&mut self, entry: u16, data: &[u8]) {
+        if self.batch.as_ref().is_some_and(|(e, _)| *e != entry) {
+            self.flush_batch().await;
+        }
+        let (_, b) = self.batch.get_or_insert_with(|| {
+            let mut b = self.buffers.take();
+            b.clear();
+            (entry, b)
+        });
+        b.extend_from_slice(data);
+        if b.len() >= WRITE_BATCH {
+            self.flush_batch().await;
+        }
+    }
+
+    async fn flush_batch(&mut self) {
+        if let (Some((entry, data)), Some(w)) = (self.batch.take(), &self.writer) {
+            // Bounded: a slow disk slows the peer, not memory. Time spent
+            // here is not the peer's idleness.
+            let _ = w.send(WriterMsg::Data { entry, data }).await;
+            self.last = StdInstant::now();
+        }
+    }
+
+    /// Sends `m` to the writer after the batched bytes (order kept).
+    async fn send_writer(&mut self, m: WriterMsg) {
+        self.flush_batch().await;
+        if let Some(w) = &self.writer {
+            let _ = w.send(m).await;
+            self.last = StdInstant::now();
+        }
+    }
+}
+
+/// Where [`Engine::pump`] puts the next DATA message.
+pub enum Sink<'a> {
+    /// On [`Engine::out`], as a whole message.
+    Queue,
+    /// Written by `write(header, file bytes)` as one message, from where
+    /// the bytes lie (no message is built), when the chunk is at most
+    /// `room` bytes.
+    Direct {
+        room: usize,
+        write: &'a mut dyn FnMut(&[u8], &[u8]),
+    },
 }
 
 /// An offer waiting for consent (`ask`).
@@ -175,6 +232,7 @@ impl Engine {
                 files: req.files,
                 pieces: None,
                 held: None,
+                buffers: ReadBuffers::default(),
                 progress: req.progress,
                 done: Some(req.done),
                 detail: None,
@@ -229,9 +287,9 @@ impl Engine {
             if let Some(inc) = self.inbound.get_mut(&carrier) {
                 if kind == wire::KIND_END && inc.held_end.is_none() && !inc.rx.is_pending() {
                     // DONE only once the writer has stored every file.
-                    if let Some(w) = &inc.writer {
+                    if inc.writer.is_some() {
                         inc.held_end = Some(msg.to_vec());
-                        let _ = w.send(WriterMsg::Barrier).await;
+                        inc.send_writer(WriterMsg::Barrier).await;
                         return;
                     }
                 }
@@ -499,6 +557,7 @@ impl Engine {
             }
         };
         let (wtx, wrx) = mpsc::channel(WRITER_QUEUE);
+        let buffers = job.buffers();
         let report = self.report_tx.clone();
         tokio::task::spawn_blocking(move || job.run(wrx, report));
         if let Some(n) = self.limiter.allow(LogKind::Receiving) {
@@ -522,6 +581,8 @@ impl Engine {
                 rx,
                 writer: Some(wtx),
                 held_end: None,
+                batch: None,
+                buffers,
                 last: StdInstant::now(),
                 name,
                 total,
@@ -550,7 +611,8 @@ impl Engine {
                 ReceiverEvent::Dir { entry } => Some(WriterMsg::Dir(entry)),
                 ReceiverEvent::Data { entry, data, .. } => {
                     inc.done += data.len() as u64;
-                    Some(WriterMsg::Data { entry, data })
+                    inc.batch_data(entry, &data).await;
+                    None
                 }
                 ReceiverEvent::FileVerified { entry } => Some(WriterMsg::Verified(entry)),
                 ReceiverEvent::Finished(o) => {
@@ -558,11 +620,8 @@ impl Engine {
                     None
                 }
             };
-            if let (Some(m), Some(writer)) = (w, &inc.writer) {
-                // Bounded: a slow disk slows the peer, not memory. Time
-                // spent here is not the peer's idleness.
-                let _ = writer.send(m).await;
-                inc.last = StdInstant::now();
+            if let Some(m) = w {
+                inc.send_writer(m).await;
             }
         }
         let Some(o) = finished else {
@@ -686,7 +745,10 @@ impl Engine {
                     let (ptx, prx) = mpsc::channel(READ_AHEAD);
                     let files = std::mem::take(&mut o.files);
                     let wake = self.wake.clone();
-                    tokio::task::spawn_blocking(move || read_files(files, offsets, ptx, wake));
+                    let buffers = o.buffers.clone();
+                    tokio::task::spawn_blocking(move || {
+                        read_files(files, offsets, ptx, wake, buffers)
+                    });
                     o.pieces = Some(prx);
                 }
                 SenderEvent::FileSent { .. } => {}
@@ -735,9 +797,11 @@ impl Engine {
     }
 
     /// Hands the next file bytes of the transfer on `carrier` to its sender
-    /// (the caller checked the carrier has room). False when nothing was
-    /// ready (waiting for the window or the reader).
-    pub fn pump(&mut self, carrier: Carrier) -> bool {
+    /// (the caller checked the carrier has room), as a message queued on
+    /// [`Engine::out`] or, with [`Sink::Direct`], written where the caller
+    /// says. False when nothing was ready (waiting for the window, the
+    /// reader or, for a direct sink, room for the whole chunk).
+    pub fn pump(&mut self, carrier: Carrier, sink: Sink<'_>) -> bool {
         let Some(o) = self.outbound.get_mut(&carrier) else {
             return false;
         };
@@ -776,14 +840,29 @@ impl Engine {
             return true;
         }
         let n = need.len.min(piece.data.len() - start);
-        if o.tx
-            .push_data(need.entry, need.offset, &piece.data[start..start + n])
-            .is_err()
-        {
+        let data = &piece.data[start..start + n];
+        let pushed = match sink {
+            Sink::Direct { room, .. } if n > room => {
+                o.held = Some((piece, start));
+                return false;
+            }
+            Sink::Direct { write, .. } => match o.tx.push_data_header(need.entry, need.offset, n) {
+                Ok(h) => {
+                    write(&h, data);
+                    Ok(())
+                }
+                // Messages are queued (they go first): this one joins them.
+                Err(_) => o.tx.push_data(need.entry, need.offset, data),
+            },
+            Sink::Queue => o.tx.push_data(need.entry, need.offset, data),
+        };
+        if pushed.is_err() {
             o.detail = Some("sender refused the data".into());
             o.tx.cancel(Reason::Protocol);
         } else if start + n < piece.data.len() {
             o.held = Some((piece, start + n));
+        } else {
+            o.buffers.give(piece.data);
         }
         self.drain_outgoing(carrier);
         true
@@ -795,16 +874,14 @@ impl Engine {
         if self.waiting.contains_key(&carrier) {
             self.drop_waiting(carrier, "its stream closed");
         }
-        if let Some(inc) = self.inbound.remove(&carrier) {
+        if let Some(mut inc) = self.inbound.remove(&carrier) {
             self.board().finish(
                 inc.key,
                 false,
                 "interrupted: its stream closed (partial files kept for a resume)".into(),
             );
             bump(&self.counters.transfers_failed);
-            if let Some(w) = &inc.writer {
-                let _ = w.send(WriterMsg::Hold).await;
-            }
+            inc.send_writer(WriterMsg::Hold).await;
             if let Some(n) = self.limiter.allow(LogKind::TransfersAborted) {
                 info!(
                     "transfer {} from peer={}: its stream closed early; partial files kept {} min for a resume{}",
@@ -833,9 +910,14 @@ impl Engine {
         }
     }
 
-    /// Periodic work: cancels accepted incoming transfers idle for the
-    /// configured time, and outgoing ones whose control client went away.
+    /// Periodic work: hands batched bytes to the writers (so a paused
+    /// sender's bytes reach the partial file within a tick), cancels
+    /// accepted incoming transfers idle for the configured time, and
+    /// outgoing ones whose control client went away.
     pub async fn tick(&mut self) {
+        for inc in self.inbound.values_mut() {
+            inc.flush_batch().await;
+        }
         self.cfg
             .resume
             .lock()
@@ -914,15 +996,17 @@ impl Engine {
         if self.inbound.is_empty() {
             return;
         }
-        for inc in self.inbound.values() {
-            if let Some(w) = &inc.writer {
-                let _ = w.send(WriterMsg::Hold).await;
-            }
-            self.board().finish(
-                inc.key,
-                false,
-                "interrupted: the session ended (partial files kept for a resume)".into(),
-            );
+        for inc in self.inbound.values_mut() {
+            inc.send_writer(WriterMsg::Hold).await;
+            self.cfg
+                .board
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .finish(
+                    inc.key,
+                    false,
+                    "interrupted: the session ended (partial files kept for a resume)".into(),
+                );
         }
         if let Some(n) = self.limiter.allow(LogKind::TransfersAborted) {
             info!(

@@ -53,10 +53,49 @@ use crate::shared::{
     SessionCmd, SessionCtx, SlotGuard, TransferCfg,
 };
 
-/// Chunks a reader thread may have read ahead of the session.
+/// Pieces a reader thread may have read ahead of the session.
 pub const READ_AHEAD: usize = 4;
-/// Messages queued for one transfer's writer thread (each ≤ 64 KiB).
-pub const WRITER_QUEUE: usize = 16;
+/// Bytes of one piece a reader thread reads (the session cuts it into
+/// [`CHUNK`]s). Pieces are several chunks long because each costs a
+/// thread wake-up on both ends, and no longer because a piece read into a
+/// buffer that has left the cache costs more to copy than it saves.
+pub const READ_PIECE: usize = 256 * 1024;
+/// Messages queued for one transfer's writer thread (data messages are at
+/// most [`WRITE_BATCH`] bytes).
+pub const WRITER_QUEUE: usize = 4;
+/// File bytes the session gathers before handing them to the writer
+/// thread: one wake-up per batch instead of one per chunk. A batch also
+/// goes at the next event of its transfer and at the session's transfer
+/// tick (500 ms), so a paused sender's bytes do not wait in memory.
+pub const WRITE_BATCH: usize = 256 * 1024;
+
+/// Buffers passed between a transfer's session and its reader or writer
+/// thread and given back once used, so bulk data does not go through a
+/// fresh allocation (page faults and zeroing) for every piece. Holds at
+/// most `QUEUE + 2` idle buffers: one per message the channel holds, the
+/// one being filled and the one being used.
+#[derive(Clone, Default)]
+pub struct Buffers<const QUEUE: usize>(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl<const QUEUE: usize> Buffers<QUEUE> {
+    /// An idle buffer (its old bytes still in it, so resizing it zeroes
+    /// nothing it already held), or a new one.
+    pub fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Gives a used buffer back.
+    pub fn give(&self, b: Vec<u8>) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.len() < QUEUE + 2 {
+            g.push(b);
+        }
+    }
+}
 /// Bytes of file data per DATA message this node sends.
 pub const CHUNK: usize = 60 * 1024;
 /// How long the partial files of an interrupted incoming transfer are kept
@@ -433,6 +472,7 @@ mod tests {
             vec![1000, 0],
             tx,
             Arc::new(Notify::new()),
+            ReadBuffers::default(),
         );
         let mut got = Vec::new();
         let mut next = 1000u64;
@@ -448,6 +488,7 @@ mod tests {
             vec![0],
             tx,
             Arc::new(Notify::new()),
+            ReadBuffers::default(),
         );
         let mut err = None;
         while let Ok(p) = rx.try_recv() {

@@ -50,7 +50,12 @@ pub struct WriteJob {
     stored: HashMap<u16, PathBuf>,
     /// Where a [`WriterMsg::Hold`] puts the partial files.
     resume: Option<(Arc<Mutex<ResumeStore>>, String)>,
+    /// Where written data buffers go back to the session.
+    buffers: WriteBuffers,
 }
+
+/// The buffers of a writer thread and its session.
+pub type WriteBuffers = Buffers<WRITER_QUEUE>;
 
 impl Drop for WriteJob {
     /// Every way out that did not store a file (errors, cancel, a lost
@@ -74,7 +79,14 @@ impl WriteJob {
             roots: HashMap::new(),
             stored: HashMap::new(),
             resume: None,
+            buffers: WriteBuffers::default(),
         })
+    }
+
+    /// The pool the session takes data buffers from (given back once
+    /// written).
+    pub fn buffers(&self) -> WriteBuffers {
+        self.buffers.clone()
     }
 
     /// Lets [`WriterMsg::Hold`] keep the partial files for `peer`.
@@ -109,7 +121,11 @@ impl WriteJob {
         while let Some(m) = rx.blocking_recv() {
             let r = match m {
                 WriterMsg::Dir(e) => self.dir_entry(e),
-                WriterMsg::Data { entry, data } => self.write(entry, &data),
+                WriterMsg::Data { entry, data } => {
+                    let r = self.write(entry, &data);
+                    self.buffers.give(data);
+                    r
+                }
                 WriterMsg::Verified(e) => match self.store(e) {
                     Ok((path, bytes)) => {
                         let carrier = self.carrier;

@@ -161,22 +161,50 @@ impl Sender {
     /// and offset must be the ones asked for. `Misuse` otherwise, nothing
     /// changed.
     pub fn push_data(&mut self, entry: u16, offset: u64, data: &[u8]) -> Result<(), TransferError> {
-        let need = self.poll_need().ok_or(TransferError::Misuse)?;
-        if entry != need.entry || offset != need.offset || data.is_empty() || data.len() > need.len
-        {
-            return Err(TransferError::Misuse);
-        }
+        self.check_data(entry, offset, data.len())?;
         self.q
             .out
             .push_back(wire::encode_data(self.id, entry, offset, data));
-        self.off += data.len() as u64;
-        self.sent += data.len() as u64;
+        self.sent_data(entry, data.len());
+        Ok(())
+    }
+
+    /// [`push_data`](Self::push_data) for a caller that sends the bytes
+    /// from where they lie: returns the DATA message's header, and the
+    /// caller sends it followed by exactly those `len` bytes as the next
+    /// message. `Misuse` (nothing changed) as for `push_data`, or while
+    /// [`poll_transmit`](Self::poll_transmit) still has messages, which
+    /// must go first.
+    pub fn push_data_header(
+        &mut self,
+        entry: u16,
+        offset: u64,
+        len: usize,
+    ) -> Result<[u8; wire::DATA_HEADER_LEN], TransferError> {
+        if !self.q.out.is_empty() {
+            return Err(TransferError::Misuse);
+        }
+        self.check_data(entry, offset, len)?;
+        self.sent_data(entry, len);
+        Ok(wire::data_header(self.id, entry, offset))
+    }
+
+    fn check_data(&self, entry: u16, offset: u64, len: usize) -> Result<(), TransferError> {
+        let need = self.poll_need().ok_or(TransferError::Misuse)?;
+        if entry != need.entry || offset != need.offset || len == 0 || len > need.len {
+            return Err(TransferError::Misuse);
+        }
+        Ok(())
+    }
+
+    fn sent_data(&mut self, entry: u16, len: usize) {
+        self.off += len as u64;
+        self.sent += len as u64;
         if self.off == self.entries[self.cur].size() {
             self.q.events.push_back(SenderEvent::FileSent { entry });
             self.cur += 1;
             self.advance(None);
         }
-        Ok(())
     }
 
     /// Gives up (the user cancelled, a file could not be read, ...): queues a

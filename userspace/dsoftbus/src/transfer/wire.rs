@@ -445,12 +445,22 @@ fn head(v: &mut Vec<u8>, kind: u8, id: u32) {
     v.extend_from_slice(&id.to_be_bytes());
 }
 
+/// The first [`DATA_HEADER_LEN`] bytes of a DATA message; its file bytes
+/// follow them.
+pub fn data_header(id: u32, entry: u16, offset: u64) -> [u8; DATA_HEADER_LEN] {
+    let mut h = [0u8; DATA_HEADER_LEN];
+    h[0] = KIND_DATA;
+    h[1] = TRANSFER_VERSION;
+    h[2..6].copy_from_slice(&id.to_be_bytes());
+    h[6..8].copy_from_slice(&entry.to_be_bytes());
+    h[8..].copy_from_slice(&offset.to_be_bytes());
+    h
+}
+
 /// Encodes a DATA message without building a [`Message`].
 pub fn encode_data(id: u32, entry: u16, offset: u64, data: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(DATA_HEADER_LEN + data.len());
-    head(&mut v, KIND_DATA, id);
-    v.extend_from_slice(&entry.to_be_bytes());
-    v.extend_from_slice(&offset.to_be_bytes());
+    v.extend_from_slice(&data_header(id, entry, offset));
     v.extend_from_slice(data);
     v
 }
