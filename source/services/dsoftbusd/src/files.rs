@@ -47,7 +47,7 @@ use dsoftbus::transfer::{
 use dsoftbus::{DeviceId, Instant};
 use sha2::{Digest, Sha256};
 
-use crate::link::{now, Link, LinkError};
+use crate::link::{now, Link, LinkError, Socket};
 use crate::node::sup;
 
 /// Bytes the inbox holds: verified files plus the full size of every
@@ -915,50 +915,68 @@ impl Outgoing {
         self.tx.cancel(reason);
     }
 
-    /// Send what the receiver's window allows, one message at a time (each
-    /// written out before the next is made, so the session's outbound buffer
-    /// holds at most one, or what the mux lets through below its high-water
-    /// mark). On a stream, also stop while the stream's window is full.
-    pub(crate) async fn pump(
+    /// One bounded step of sending: write out what is queued, then make at
+    /// most one DATA message (at most [`CHUNK`] file bytes) the receiver's
+    /// window allows and write it out too. True if another step may send
+    /// more now; false while the window (or, on a stream, the stream's
+    /// window) is full or nothing is left to send.
+    ///
+    /// Why a step and not "until the window is full": the session loop
+    /// looks at its input between steps ([`Link::try_event`]), so a pong or
+    /// an acknowledgement that arrived waits for one message, not for up to
+    /// [`RX_WINDOW`] of generating, sealing and writing.
+    pub(crate) async fn pump_step<S: Socket>(
         &mut self,
-        link: &mut Link,
+        link: &mut Link<S>,
         streams: Option<&mut crate::streams::Streams>,
-    ) -> Result<(), LinkError> {
+    ) -> Result<bool, LinkError> {
         let mut streams = streams;
-        loop {
-            let room = match (self.stream, streams.as_deref_mut()) {
-                (Some(_), Some(s)) => {
-                    let room = s.write_mine(self);
-                    while s.pull(&mut link.conn)? > 0 {
-                        link.flush().await?;
-                    }
-                    room
-                }
-                // A stream transfer without the session's streams: nothing
-                // can carry it.
-                (Some(_), None) => false,
-                (None, _) => {
-                    while let Some(m) = self.tx.poll_transmit() {
-                        link.conn.send_data(&m).map_err(LinkError::Conn)?;
-                    }
+        if !self.write_out(link, streams.as_deref_mut()).await? {
+            return Ok(false);
+        }
+        let Some(need) = self.tx.poll_need() else {
+            return Ok(false);
+        };
+        let n = need.len.min(self.buf.len());
+        generate(self.seed, need.offset, &mut self.buf[..n]);
+        if self
+            .tx
+            .push_data(need.entry, need.offset, &self.buf[..n])
+            .is_err()
+        {
+            self.tx.cancel(Reason::Io);
+        }
+        let room = self.write_out(link, streams).await?;
+        Ok(room && self.tx.poll_need().is_some())
+    }
+
+    /// Write out the queued messages (each into the session, then through
+    /// the socket, so the session's outbound buffer holds at most one, or
+    /// what the mux lets through below its high-water mark). True if there
+    /// is room for more data: on a stream, false while the stream's window
+    /// is full.
+    async fn write_out<S: Socket>(
+        &mut self,
+        link: &mut Link<S>,
+        streams: Option<&mut crate::streams::Streams>,
+    ) -> Result<bool, LinkError> {
+        match (self.stream, streams) {
+            (Some(_), Some(s)) => {
+                let room = s.write_mine(self);
+                while s.pull(&mut link.conn)? > 0 {
                     link.flush().await?;
-                    true
                 }
-            };
-            if !room {
-                return Ok(());
+                Ok(room)
             }
-            let Some(need) = self.tx.poll_need() else {
-                return Ok(());
-            };
-            let n = need.len.min(self.buf.len());
-            generate(self.seed, need.offset, &mut self.buf[..n]);
-            if self
-                .tx
-                .push_data(need.entry, need.offset, &self.buf[..n])
-                .is_err()
-            {
-                self.tx.cancel(Reason::Io);
+            // A stream transfer without the session's streams: nothing
+            // can carry it.
+            (Some(_), None) => Ok(false),
+            (None, _) => {
+                while let Some(m) = self.tx.poll_transmit() {
+                    link.conn.send_data(&m).map_err(LinkError::Conn)?;
+                }
+                link.flush().await?;
+                Ok(true)
             }
         }
     }
