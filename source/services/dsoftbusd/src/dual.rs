@@ -267,10 +267,11 @@ async fn send_file(
                 let now = time::now();
                 if last_ping.is_none_or(|t| now.saturating_duration_since(t) >= BULK_PING_GAP) {
                     ping_nonce += 1;
+                    // Written behind what the session holds: by the next
+                    // steps, or by next_event's flush.
                     link.conn
                         .send_ping(ping_nonce)
                         .map_err(|e| err("ping under bulk", e))?;
-                    link.flush().await.map_err(|e| err("ping under bulk", e))?;
                     in_flight = Some((ping_nonce, now));
                     last_ping = Some(now);
                 }

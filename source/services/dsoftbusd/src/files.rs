@@ -915,23 +915,36 @@ impl Outgoing {
         self.tx.cancel(reason);
     }
 
-    /// One bounded step of sending: write out what is queued, then make at
-    /// most one DATA message (at most [`CHUNK`] file bytes) the receiver's
-    /// window allows and write it out too. True if another step may send
-    /// more now; false while the window (or, on a stream, the stream's
-    /// window) is full or nothing is left to send.
+    /// One bounded step of sending: one facade write
+    /// ([`Link::write_piece`]) of what the session holds; if it holds
+    /// nothing, the next queued message moved into it (one session message
+    /// at most), or else one DATA message (at most [`CHUNK`] file bytes)
+    /// made within the receiver's window — and its first piece written.
+    /// True if another step has something to do now; false while the
+    /// window (or, on a stream, the stream's window) is full or nothing is
+    /// left to send.
     ///
     /// Why a step and not "until the window is full": the session loop
-    /// looks at its input between steps ([`Link::try_event`]), so a pong or
-    /// an acknowledgement that arrived waits for one message, not for up to
-    /// [`RX_WINDOW`] of generating, sealing and writing.
+    /// looks at its input between steps ([`Link::try_event`],
+    /// [`crate::link::Pace`]), so a pong or an acknowledgement that arrived
+    /// waits for one facade write, not for up to [`RX_WINDOW`] of
+    /// generating, sealing and writing. And why only one message in the
+    /// session at a time: a ping or pong the session queues goes out behind
+    /// what it already holds.
     pub(crate) async fn pump_step<S: Socket>(
         &mut self,
         link: &mut Link<S>,
         streams: Option<&mut crate::streams::Streams>,
     ) -> Result<bool, LinkError> {
         let mut streams = streams;
-        if !self.write_out(link, streams.as_deref_mut()).await? {
+        if link.write_piece().await? {
+            return Ok(true);
+        }
+        let room = self.queue(link, streams.as_deref_mut())?;
+        if link.write_piece().await? {
+            return Ok(true);
+        }
+        if !room {
             return Ok(false);
         }
         let Some(need) = self.tx.poll_need() else {
@@ -946,16 +959,16 @@ impl Outgoing {
         {
             self.tx.cancel(Reason::Io);
         }
-        let room = self.write_out(link, streams).await?;
-        Ok(room && self.tx.poll_need().is_some())
+        self.queue(link, streams)?;
+        link.write_piece().await?;
+        Ok(true)
     }
 
-    /// Write out the queued messages (each into the session, then through
-    /// the socket, so the session's outbound buffer holds at most one, or
-    /// what the mux lets through below its high-water mark). True if there
-    /// is room for more data: on a stream, false while the stream's window
-    /// is full.
-    async fn write_out<S: Socket>(
+    /// Move our next queued message into the session if it holds nothing
+    /// (on a stream: frame our messages for the mux, then take one session
+    /// message from it). True if there is room for more data: on a stream,
+    /// false while the stream's window is full.
+    fn queue<S: Socket>(
         &mut self,
         link: &mut Link<S>,
         streams: Option<&mut crate::streams::Streams>,
@@ -963,19 +976,18 @@ impl Outgoing {
         match (self.stream, streams) {
             (Some(_), Some(s)) => {
                 let room = s.write_mine(self);
-                while s.pull(&mut link.conn)? > 0 {
-                    link.flush().await?;
-                }
+                s.pull_below(&mut link.conn, 1)?;
                 Ok(room)
             }
             // A stream transfer without the session's streams: nothing
             // can carry it.
             (Some(_), None) => Ok(false),
             (None, _) => {
-                while let Some(m) = self.tx.poll_transmit() {
-                    link.conn.send_data(&m).map_err(LinkError::Conn)?;
+                if link.conn.transmit_buf().is_empty() {
+                    if let Some(m) = self.tx.poll_transmit() {
+                        link.conn.send_data(&m).map_err(LinkError::Conn)?;
+                    }
                 }
-                link.flush().await?;
                 Ok(true)
             }
         }

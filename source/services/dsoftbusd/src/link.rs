@@ -38,6 +38,8 @@ use nexus_netclient::{CallError, NetClient, SocketId};
 
 /// Largest read asked of the facade at once (one facade message).
 pub const READ_CHUNK: usize = nexus_netclient::MAX_STREAM_CHUNK;
+/// Largest piece [`Link::write_piece`] writes (one facade message).
+pub const WRITE_PIECE: usize = nexus_netclient::MAX_STREAM_CHUNK;
 
 /// Why a link stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +282,23 @@ impl<S: Socket> Link<S> {
         Ok(())
     }
 
+    /// Write one facade-sized piece ([`WRITE_PIECE`]) of what the
+    /// connection queued; false if it queued nothing. The sender's bounded
+    /// step (`crate::files::Outgoing::pump_step`) writes this way, so it
+    /// looks at its input after every piece, not only after a whole
+    /// message (up to 64 KiB, four facade writes that each may wait for
+    /// room in the socket).
+    pub async fn write_piece(&mut self) -> Result<bool, LinkError> {
+        let queued = self.conn.transmit_buf();
+        if queued.is_empty() {
+            return Ok(false);
+        }
+        let n = queued.len().min(WRITE_PIECE);
+        self.socket.write_all(&queued[..n]).await?;
+        self.conn.consume_transmit(n);
+        Ok(true)
+    }
+
     /// The next protocol event, reading from the socket as needed. The
     /// handshake deadline is enforced here with the kernel clock.
     pub async fn next_event<B: IdentityBindings + ?Sized>(
@@ -293,8 +312,10 @@ impl<S: Socket> Link<S> {
     /// what is buffered, and the answer of the read in flight if it has
     /// come. `None` otherwise; a read then stays in flight (started here if
     /// none was), so nothing that arrives meanwhile is lost or reordered.
-    /// Writing out what the connection queued may still wait for the
-    /// socket's room. Established sessions only (no handshake gate).
+    /// Writes nothing: it is called between a sender's steps, and the next
+    /// step writes what the connection queued (answers to this input
+    /// included), a piece at a time ([`write_piece`](Self::write_piece)).
+    /// Established sessions only (no handshake gate).
     pub async fn try_event<B: IdentityBindings + ?Sized>(
         &mut self,
         bindings: &B,
@@ -326,7 +347,9 @@ impl<S: Socket> Link<S> {
             if let Some(ev) = self.conn.poll_event() {
                 return Ok(Some(ev));
             }
-            self.flush().await?;
+            if wait == Wait::Block {
+                self.flush().await?;
+            }
             if let Some(e) = self.conn.error() {
                 return Err(LinkError::Conn(e));
             }
@@ -358,7 +381,15 @@ impl<S: Socket> Link<S> {
                 if let Some(ev) = self.conn.poll_event() {
                     return Ok(Some(ev));
                 }
-                if n > 0 || !self.conn.transmit_buf().is_empty() {
+                if n > 0 {
+                    continue;
+                }
+                if !self.conn.transmit_buf().is_empty() {
+                    // It takes more once its output is written: here
+                    // (waiting), or by the caller's next step.
+                    if wait == Wait::No {
+                        return Ok(None);
+                    }
                     continue;
                 }
                 // Buffered input, no events, nothing to send, and the
@@ -645,6 +676,9 @@ mod tests {
             if up_a && up_b {
                 return p;
             }
+            // try_event writes nothing: the handshake's frames go out here.
+            run(p.a.flush()).unwrap();
+            run(p.b.flush()).unwrap();
             p.net(usize::MAX, usize::MAX);
         }
         panic!("no session");
@@ -767,6 +801,7 @@ mod tests {
                     Err(e) => panic!("b: {e}"),
                 }
             }
+            run(p.b.flush()).unwrap();
             // The network: odd-sized pieces, reads answered short.
             p.net(
                 1 + (round as usize * 7919) % 20_000,
