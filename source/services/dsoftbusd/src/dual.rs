@@ -35,7 +35,7 @@ use nexus_abi::ServiceError;
 use nexus_netclient::{Ipv4, NetClient, SockAddr, SocketId};
 
 use crate::files::{Files, Outgoing};
-use crate::link::Link;
+use crate::link::{Link, Pace};
 use crate::node::{
     acceptor, announcer, dial, discovery, err, has_lease, join_discovery_group, ping, send,
     sock_addr, wait_for, Bindings, NicDiscovery, Node, Seen,
@@ -245,33 +245,56 @@ async fn send_file(
     let mut in_flight: Option<(u64, time::Instant)> = None;
     let mut last_ping: Option<time::Instant> = None;
     let mut ping_nonce = 0x5000_0000_0000_0000u64;
+    let mut pace = Pace::default();
     let end = loop {
-        if let Some(s) = streams.as_mut() {
-            s.service(&none, &mut out, &lg, crate::link::now())
-                .map_err(|e| err("bulk", e))?;
-        }
-        let Some(o) = out.as_mut() else {
-            return Err(ServiceError::new("bulk: the transfer's stream was reset"));
-        };
-        o.pump(link, streams.as_mut())
-            .await
-            .map_err(|e| err("bulk send", e))?;
-        if let Some(end) = o.outcome() {
-            break end;
-        }
-        if rtts.is_some() && in_flight.is_none() {
-            let now = time::now();
-            if last_ping.is_none_or(|t| now.saturating_duration_since(t) >= BULK_PING_GAP) {
-                ping_nonce += 1;
-                link.conn
-                    .send_ping(ping_nonce)
-                    .map_err(|e| err("ping under bulk", e))?;
-                link.flush().await.map_err(|e| err("ping under bulk", e))?;
-                in_flight = Some((ping_nonce, now));
-                last_ping = Some(now);
+        if pace.step_due() {
+            if let Some(s) = streams.as_mut() {
+                s.service(&none, &mut out, &lg, crate::link::now())
+                    .map_err(|e| err("bulk", e))?;
+            }
+            let Some(o) = out.as_mut() else {
+                return Err(ServiceError::new("bulk: the transfer's stream was reset"));
+            };
+            let more = o
+                .pump_step(link, streams.as_mut())
+                .await
+                .map_err(|e| err("bulk send", e))?;
+            if let Some(end) = o.outcome() {
+                break end;
+            }
+            pace.stepped(more);
+            if rtts.is_some() && in_flight.is_none() {
+                let now = time::now();
+                if last_ping.is_none_or(|t| now.saturating_duration_since(t) >= BULK_PING_GAP) {
+                    ping_nonce += 1;
+                    // Written behind what the session holds: by the next
+                    // steps, or by next_event's flush.
+                    link.conn
+                        .send_ping(ping_nonce)
+                        .map_err(|e| err("ping under bulk", e))?;
+                    in_flight = Some((ping_nonce, now));
+                    last_ping = Some(now);
+                }
             }
         }
-        match link.next_event(bindings).await {
+        // More to send: only the events that are ready, then the next step;
+        // otherwise wait for one (an acknowledgement opens the window).
+        let next = if pace.more() {
+            match link.try_event(bindings).await {
+                Ok(None) => {
+                    pace.none_ready();
+                    continue;
+                }
+                Ok(Some(ev)) => {
+                    pace.took();
+                    Ok(ev)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            link.next_event(bindings).await
+        };
+        match next {
             Ok(Event::Data(d)) if d.first() == Some(&dsoftbus::stream::KIND_STREAM) => {
                 if let Some(s) = streams.as_mut() {
                     s.handle(&d, &none, peer, &mut out, &lg, crate::link::now())

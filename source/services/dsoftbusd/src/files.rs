@@ -47,7 +47,7 @@ use dsoftbus::transfer::{
 use dsoftbus::{DeviceId, Instant};
 use sha2::{Digest, Sha256};
 
-use crate::link::{now, Link, LinkError};
+use crate::link::{now, Link, LinkError, Socket};
 use crate::node::sup;
 
 /// Bytes the inbox holds: verified files plus the full size of every
@@ -915,50 +915,80 @@ impl Outgoing {
         self.tx.cancel(reason);
     }
 
-    /// Send what the receiver's window allows, one message at a time (each
-    /// written out before the next is made, so the session's outbound buffer
-    /// holds at most one, or what the mux lets through below its high-water
-    /// mark). On a stream, also stop while the stream's window is full.
-    pub(crate) async fn pump(
+    /// One bounded step of sending: one facade write
+    /// ([`Link::write_piece`]) of what the session holds; if it holds
+    /// nothing, the next queued message moved into it (one session message
+    /// at most), or else one DATA message (at most [`CHUNK`] file bytes)
+    /// made within the receiver's window — and its first piece written.
+    /// True if another step has something to do now; false while the
+    /// window (or, on a stream, the stream's window) is full or nothing is
+    /// left to send.
+    ///
+    /// Why a step and not "until the window is full": the session loop
+    /// looks at its input between steps ([`Link::try_event`],
+    /// [`crate::link::Pace`]), so a pong or an acknowledgement that arrived
+    /// waits for one facade write, not for up to [`RX_WINDOW`] of
+    /// generating, sealing and writing. And why only one message in the
+    /// session at a time: a ping or pong the session queues goes out behind
+    /// what it already holds.
+    pub(crate) async fn pump_step<S: Socket>(
         &mut self,
-        link: &mut Link,
+        link: &mut Link<S>,
         streams: Option<&mut crate::streams::Streams>,
-    ) -> Result<(), LinkError> {
+    ) -> Result<bool, LinkError> {
         let mut streams = streams;
-        loop {
-            let room = match (self.stream, streams.as_deref_mut()) {
-                (Some(_), Some(s)) => {
-                    let room = s.write_mine(self);
-                    while s.pull(&mut link.conn)? > 0 {
-                        link.flush().await?;
-                    }
-                    room
-                }
-                // A stream transfer without the session's streams: nothing
-                // can carry it.
-                (Some(_), None) => false,
-                (None, _) => {
-                    while let Some(m) = self.tx.poll_transmit() {
+        if link.write_piece().await? {
+            return Ok(true);
+        }
+        let room = self.queue(link, streams.as_deref_mut())?;
+        if link.write_piece().await? {
+            return Ok(true);
+        }
+        if !room {
+            return Ok(false);
+        }
+        let Some(need) = self.tx.poll_need() else {
+            return Ok(false);
+        };
+        let n = need.len.min(self.buf.len());
+        generate(self.seed, need.offset, &mut self.buf[..n]);
+        if self
+            .tx
+            .push_data(need.entry, need.offset, &self.buf[..n])
+            .is_err()
+        {
+            self.tx.cancel(Reason::Io);
+        }
+        self.queue(link, streams)?;
+        link.write_piece().await?;
+        Ok(true)
+    }
+
+    /// Move our next queued message into the session if it holds nothing
+    /// (on a stream: frame our messages for the mux, then take one session
+    /// message from it). True if there is room for more data: on a stream,
+    /// false while the stream's window is full.
+    fn queue<S: Socket>(
+        &mut self,
+        link: &mut Link<S>,
+        streams: Option<&mut crate::streams::Streams>,
+    ) -> Result<bool, LinkError> {
+        match (self.stream, streams) {
+            (Some(_), Some(s)) => {
+                let room = s.write_mine(self);
+                s.pull_below(&mut link.conn, 1)?;
+                Ok(room)
+            }
+            // A stream transfer without the session's streams: nothing
+            // can carry it.
+            (Some(_), None) => Ok(false),
+            (None, _) => {
+                if link.conn.transmit_buf().is_empty() {
+                    if let Some(m) = self.tx.poll_transmit() {
                         link.conn.send_data(&m).map_err(LinkError::Conn)?;
                     }
-                    link.flush().await?;
-                    true
                 }
-            };
-            if !room {
-                return Ok(());
-            }
-            let Some(need) = self.tx.poll_need() else {
-                return Ok(());
-            };
-            let n = need.len.min(self.buf.len());
-            generate(self.seed, need.offset, &mut self.buf[..n]);
-            if self
-                .tx
-                .push_data(need.entry, need.offset, &self.buf[..n])
-                .is_err()
-            {
-                self.tx.cancel(Reason::Io);
+                Ok(true)
             }
         }
     }

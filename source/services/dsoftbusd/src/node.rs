@@ -30,7 +30,7 @@ use nexus_keyclient::KeyClient;
 use nexus_netclient::{Ipv4, NetClient, SockAddr, SocketId};
 use rand_core::RngCore;
 
-use crate::link::{now, Gate, Link, LinkError};
+use crate::link::{now, Gate, Link, LinkError, Pace};
 use crate::rng::KernelRng;
 
 /// Announce period; each node's phase within it comes from its device id.
@@ -759,20 +759,37 @@ pub(crate) async fn serve(
     };
     // This session's transfers, once it is established.
     let mut xfer: Option<Xfer> = None;
+    let mut pace = Pace::default();
     loop {
-        if let (Some(f), Some(x)) = (&node.files, xfer.as_mut()) {
-            if let Err(e) = x.step(f, &mut link, &seen.log).await {
-                if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
-                    log::warn!(
-                        "dsoftbusd: {} session from {remote} ended: {e}{}",
-                        node.label,
-                        sup(n)
-                    );
+        if let (Some(f), Some(x), true) = (&node.files, xfer.as_mut(), pace.step_due()) {
+            match x.step(f, &mut link, &seen.log).await {
+                Ok(more) => pace.stepped(more),
+                Err(e) => {
+                    if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
+                        log::warn!(
+                            "dsoftbusd: {} session from {remote} ended: {e}{}",
+                            node.label,
+                            sup(n)
+                        );
+                    }
+                    break;
                 }
-                break;
             }
         }
-        let next = if peer.is_some() {
+        let next = if pace.more() {
+            // The transfer has more to send: only what is ready now.
+            match link.try_event(&bindings).await {
+                Ok(None) => {
+                    pace.none_ready();
+                    continue;
+                }
+                Ok(Some(ev)) => {
+                    pace.took();
+                    Ok(ev)
+                }
+                Err(e) => Err(e),
+            }
+        } else if peer.is_some() {
             link.next_event_gated(&bindings, None).await
         } else {
             let step = core::pin::pin!(link.next_event_gated(&bindings, Some(&gate)));
@@ -1017,27 +1034,32 @@ impl Xfer {
         self.out = Some(o);
     }
 
-    /// Before the session waits for its next event: send what the
-    /// transfers have to say and what the outgoing one's window allows;
-    /// report and drop the outgoing one once it ended.
+    /// Before the session looks at its next event: send what the
+    /// transfers have to say and one bounded step of the outgoing one
+    /// (`Outgoing::pump_step`); report and drop the outgoing one once it
+    /// ended. True if the outgoing transfer has more to send now: the
+    /// caller then only looks for a ready event (`Link::try_event`) and
+    /// comes back, instead of waiting for one.
     pub(crate) async fn step(
         &mut self,
         files: &crate::files::Files,
         link: &mut Link,
         log: &RefCell<LogLimiter>,
-    ) -> Result<(), crate::streams::Stop> {
+    ) -> Result<bool, crate::streams::Stop> {
         files.transmit(&mut link.conn, (self.conn, 0))?;
         self.service(files, link, log).await?;
+        let mut more = false;
         if let Some(o) = self.out.as_mut() {
-            o.pump(link, self.streams.as_mut()).await?;
+            more = o.pump_step(link, self.streams.as_mut()).await?;
             if let Some(end) = o.outcome() {
                 files.send_ended(o, Ok(&end));
                 self.out = None;
+                more = false;
                 // Finish its stream now, not at the next event.
                 self.service(files, link, log).await?;
             }
         }
-        Ok(())
+        Ok(more)
     }
 
     async fn service(

@@ -23,7 +23,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use nexus_abi::ServiceError;
 use nexus_netclient::{Ipv4, NetClient, SockAddr};
 
-use crate::link::{Link, LinkError};
+use crate::link::{Link, LinkError, Pace};
 use crate::node::{
     acceptor, announcer, dial, discovery, err, has_lease, join_discovery_group, ping, sock_addr,
     Bindings, Node, Notify, Seen, Xfer, MAX_SESSIONS_PER_NODE,
@@ -346,13 +346,31 @@ async fn session(
     if let Some(f) = &node.files {
         xfer.start(f, node, &peer);
     }
+    let mut pace = Pace::default();
     let result = loop {
-        if let Some(f) = &node.files {
-            if let Err(e) = xfer.step(f, link, &node.dial_log).await {
-                break Err(err("session", e));
+        if let (Some(f), true) = (&node.files, pace.step_due()) {
+            match xfer.step(f, link, &node.dial_log).await {
+                Ok(more) => pace.stepped(more),
+                Err(e) => break Err(err("session", e)),
             }
         }
-        match link.next_event(&bindings).await {
+        let next = if pace.more() {
+            // The transfer has more to send: only what is ready now.
+            match link.try_event(&bindings).await {
+                Ok(None) => {
+                    pace.none_ready();
+                    continue;
+                }
+                Ok(Some(ev)) => {
+                    pace.took();
+                    Ok(ev)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            link.next_event(&bindings).await
+        };
+        match next {
             Ok(Event::Closed) | Err(LinkError::Eof) => break Ok(()),
             Ok(Event::Data(d)) => {
                 if let Some(f) = &node.files {

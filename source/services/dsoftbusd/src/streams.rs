@@ -344,8 +344,19 @@ impl Streams {
     /// Move stream messages into the session's transmit buffer while it is
     /// below [`HIGH_WATER`]; how many were moved.
     pub(crate) fn pull(&mut self, conn: &mut Connection) -> Result<usize, LinkError> {
+        self.pull_below(conn, HIGH_WATER)
+    }
+
+    /// Move stream messages into the session's transmit buffer while it
+    /// holds less than `mark` bytes (1: one message, and only into an empty
+    /// buffer); how many were moved.
+    pub(crate) fn pull_below(
+        &mut self,
+        conn: &mut Connection,
+        mark: usize,
+    ) -> Result<usize, LinkError> {
         let mut n = 0;
-        while conn.transmit_buf().len() < HIGH_WATER {
+        while conn.transmit_buf().len() < mark {
             let Some(m) = self.mux.poll_transmit() else {
                 break;
             };
