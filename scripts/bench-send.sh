@@ -148,6 +148,11 @@ ticks() { # utime + stime of a process, in clock ticks
     awk '{ print $12 + $13 }' <<<"$s"
 }
 now_ns() { date +%s%N; }
+# Both commands start with the file's pages just read. On the project VM a
+# file left alone for 1-3 s costs 0.3-0.5 s more to read (256 MiB: dd takes
+# 0.10 s right after a read, 0.31-0.56 s after 1-6 s idle; host/DAMON
+# reclaim), so without this whichever command runs second gets hot pages.
+prime() { cat "$SRC" >/dev/null; }
 
 echo "bench-send: ${MIB} MiB, ${ROUNDS} paired rounds; $(nproc) cores; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 echo "round | send MB/s | baseline MB/s | send/baseline | daemons ns/B | send CLI ns/B | baseline ns/B | essential ns/B | daemons/essential"
@@ -156,11 +161,13 @@ ROWS=$WORK/rows
 for r in $(seq 1 "$ROUNDS"); do
     # Cold: a new mtime, so the sending daemon's hash cache misses.
     ((COLD)) && touch "$SRC"
+    prime
     a0=$(ticks "$PA"); b0=$(ticks "$PB")
     t0=$(now_ns)
     /usr/bin/time -f '%U %S' -o "$WORK/time.send" "$WORK/send.sh"
     t1=$(now_ns)
     a1=$(ticks "$PA"); b1=$(ticks "$PB")
+    prime
     t2=$(now_ns)
     /usr/bin/time -f '%U %S' -o "$WORK/time.base" "$WORK/baseline.sh"
     t3=$(now_ns)

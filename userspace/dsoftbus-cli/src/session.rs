@@ -65,11 +65,6 @@ pub const OFFER_WAIT: Duration = Duration::from_secs(15 * 60);
 pub const SEND_INACTIVITY: Duration = Duration::from_secs(60);
 /// A DATA message's 2-byte stream framing and its header.
 const FRAMED_DATA_HEADER: usize = 2 + wire::DATA_HEADER_LEN;
-/// The receive window this node grants each transfer stream: as much as
-/// the whole session's (1 MiB by default, which still bounds what all
-/// streams together can make it buffer), so a bulk stream costs a window
-/// update per 512 KiB read instead of per 128 KiB.
-const STREAM_WINDOW: u32 = dsoftbus::stream::INITIAL_SESSION_WINDOW;
 /// Most bytes read from a transfer stream at a time.
 const STREAM_READ: usize = 64 * 1024;
 /// How often idle incoming transfers are looked for.
@@ -371,7 +366,6 @@ impl Ctx {
         self.mux.get_or_insert_with(|| {
             let cfg = StreamConfig {
                 accepted_kinds: KindSet::only(&[transfer::STREAM_KIND]),
-                stream_window: STREAM_WINDOW,
                 ..StreamConfig::default()
             };
             Mux::new(cfg, initiator, now)

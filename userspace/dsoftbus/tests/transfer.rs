@@ -215,6 +215,13 @@ impl Run {
                 assert_eq!(f.len() as u64, offset, "data in order for the caller");
                 f.extend_from_slice(&data);
             }
+            ReceiverEvent::Complete { entry } => {
+                // `caller_hashes`: this caller hashes what it stored.
+                let i = usize::from(entry);
+                assert_eq!(self.store[i].len() as u64, self.tx.entries()[i].size());
+                let h: [u8; 32] = Sha256::digest(&self.store[i]).into();
+                let _ = self.rx.file_hashed(entry, h);
+            }
             ReceiverEvent::FileVerified { entry } => {
                 let i = usize::from(entry);
                 assert!(!self.verified[i], "verified twice");
@@ -272,6 +279,14 @@ fn small(window: u32, max_chunk: u32) -> ReceiverConfig {
         window,
         max_chunk,
         ..ReceiverConfig::default()
+    }
+}
+
+/// `cfg`, with the files hashed by the caller or not.
+fn hashed_by(caller: bool, cfg: ReceiverConfig) -> ReceiverConfig {
+    ReceiverConfig {
+        caller_hashes: caller,
+        ..cfg
     }
 }
 
@@ -343,10 +358,12 @@ proptest! {
         max_chunk in 1u32..700,
         cut in 1usize..900,
         direct in any::<bool>(),
+        caller_hashes in any::<bool>(),
         ops in proptest::collection::vec(any::<u8>(), 0..400),
     ) {
         let files = tree(seed, len);
-        let mut r = Run::new(&files, small(window, max_chunk), MAX_CHUNK);
+        let cfg = hashed_by(caller_hashes, small(window, max_chunk));
+        let mut r = Run::new(&files, cfg, MAX_CHUNK);
         r.cut = cut;
         r.direct = direct;
         r.run(&ops);
@@ -364,9 +381,10 @@ proptest! {
         at in 0usize..40,
         fault in 0u8..6,
         byte in any::<usize>(),
+        caller_hashes in any::<bool>(),
     ) {
         let files = tree(seed, len);
-        let (r, _) = run_with_fault(&files, at, fault, byte);
+        let (r, _) = run_with_fault(&files, at, fault, byte, caller_hashes);
         r.check();
     }
 }
@@ -380,9 +398,10 @@ fn run_with_fault(
     at: usize,
     fault: u8,
     byte: usize,
+    caller_hashes: bool,
 ) -> (Run, Option<u8>) {
     let mut faulted = None;
-    let mut r = Run::new(files, small(700, 97), MAX_CHUNK);
+    let mut r = Run::new(files, hashed_by(caller_hashes, small(700, 97)), MAX_CHUNK);
     let mut n = 0usize;
     let mut held: Option<Vec<u8>> = None;
     loop {
@@ -447,7 +466,8 @@ fn every_fault_at_every_message() {
     for fault in 0..6u8 {
         for at in 0..40 {
             for byte in [0usize, 1, 5, 6, 9, 13, 20, 1000] {
-                let (r, kind) = run_with_fault(&files, at, fault, byte);
+                // Odd positions: the caller hashes.
+                let (r, kind) = run_with_fault(&files, at, fault, byte, at % 2 == 1);
                 r.check();
                 hit += usize::from(kind.is_some());
                 msgs = msgs.max(at);
@@ -497,22 +517,118 @@ fn wrong_hash_is_never_verified() {
     if let EntryKind::File { sha256, .. } = &mut files[2].0.kind {
         sha256[0] ^= 1;
     }
-    let mut r = Run::new(&files, ReceiverConfig::default(), MAX_CHUNK);
-    r.run(&[]);
-    r.check();
-    assert_eq!(
-        r.rx_end,
-        vec![Outcome::Failed(TransferError::HashMismatch { entry: 2 })]
-    );
-    assert_eq!(
-        r.tx_end,
-        vec![Outcome::Cancelled {
-            by: Side::Peer,
-            reason: Reason::HashMismatch,
-            entry: Some(2)
-        }]
-    );
-    assert!(!r.verified[2]);
+    for caller in [false, true] {
+        let mut r = Run::new(
+            &files,
+            hashed_by(caller, ReceiverConfig::default()),
+            MAX_CHUNK,
+        );
+        r.run(&[]);
+        r.check();
+        assert_eq!(
+            r.rx_end,
+            vec![Outcome::Failed(TransferError::HashMismatch { entry: 2 })]
+        );
+        assert_eq!(
+            r.tx_end,
+            vec![Outcome::Cancelled {
+                by: Side::Peer,
+                reason: Reason::HashMismatch,
+                entry: Some(2)
+            }]
+        );
+        assert!(!r.verified[2]);
+    }
+}
+
+/// `caller_hashes`: END waits for the caller's hashes (DONE only once
+/// every file is verified), a hash for a file not complete or given twice
+/// is `Misuse`, and a wrong one ends the transfer.
+#[test]
+fn caller_hashes_hold_done_until_every_hash_is_in() {
+    let files = [file("a", b"hello"), file("b", b"world")];
+    let entries: Vec<Entry> = files.iter().map(|f| f.0.clone()).collect();
+    let digest = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
+    for wrong in [false, true] {
+        let mut tx = Sender::new(5, entries.clone(), SenderConfig::default()).unwrap();
+        let mut rx = Receiver::new(hashed_by(true, ReceiverConfig::default()));
+        let mut to_rx = Vec::new();
+        while let Some(m) = tx.poll_transmit() {
+            rx.handle(&m).unwrap();
+        }
+        rx.accept().unwrap();
+        // Nothing is complete yet.
+        assert_eq!(
+            rx.file_hashed(0, digest(b"hello")),
+            Err(TransferError::Misuse)
+        );
+        while let Some(m) = rx.poll_transmit() {
+            tx.handle(&m).unwrap();
+        }
+        for body in [&b"hello"[..], b"world"] {
+            let n = tx.poll_need().unwrap();
+            tx.push_data(n.entry, n.offset, body).unwrap();
+        }
+        while let Some(m) = tx.poll_transmit() {
+            to_rx.push(m);
+        }
+        // Every DATA and the END arrive before the caller hashed anything.
+        for m in &to_rx {
+            rx.handle(m).unwrap();
+        }
+        let mut complete = Vec::new();
+        while let Some(ev) = rx.poll_event() {
+            if let ReceiverEvent::Complete { entry } = ev {
+                complete.push(entry);
+            }
+            assert!(!matches!(ev, ReceiverEvent::FileVerified { .. }));
+        }
+        assert_eq!(complete, vec![0, 1]);
+        assert_eq!(rx.outcome(), None, "no DONE before the hashes");
+        while let Some(m) = rx.poll_transmit() {
+            assert_ne!(m[0], dsoftbus::transfer::wire::KIND_DONE);
+        }
+        rx.file_hashed(0, digest(b"hello")).unwrap();
+        assert_eq!(
+            rx.file_hashed(0, digest(b"hello")),
+            Err(TransferError::Misuse)
+        );
+        assert_eq!(
+            rx.poll_event(),
+            Some(ReceiverEvent::FileVerified { entry: 0 })
+        );
+        assert_eq!(rx.outcome(), None);
+        let second = if wrong {
+            digest(b"w0rld")
+        } else {
+            digest(b"world")
+        };
+        let r = rx.file_hashed(1, second);
+        if wrong {
+            assert_eq!(r, Err(TransferError::HashMismatch { entry: 1 }));
+            assert_eq!(
+                rx.outcome(),
+                Some(&Outcome::Failed(TransferError::HashMismatch { entry: 1 }))
+            );
+            assert_eq!(
+                rx.poll_transmit().unwrap()[0],
+                dsoftbus::transfer::wire::KIND_ABORT
+            );
+        } else {
+            r.unwrap();
+            assert_eq!(
+                rx.poll_event(),
+                Some(ReceiverEvent::FileVerified { entry: 1 })
+            );
+            assert_eq!(rx.outcome(), Some(&Outcome::Done));
+            assert_eq!(
+                rx.poll_transmit().unwrap()[0],
+                dsoftbus::transfer::wire::KIND_DONE
+            );
+        }
+        // Once ended, a late hash is ignored.
+        assert_eq!(rx.file_hashed(1, second), Ok(()));
+    }
 }
 
 #[test]

@@ -553,7 +553,10 @@ impl Files {
                         log_name(&name)
                     );
                 }
-                ReceiverEvent::Dir { .. } => {}
+                // Dir: the in-memory inbox keeps files only (a directory
+                // entry leaves nothing to store). Complete: only with
+                // `caller_hashes`, which this node leaves off.
+                ReceiverEvent::Dir { .. } | ReceiverEvent::Complete { .. } => {}
                 ReceiverEvent::Finished(o) => {
                     if let Some(s) = t.slot.take() {
                         self.consent.borrow_mut().release(s);

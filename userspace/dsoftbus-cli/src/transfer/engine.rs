@@ -54,6 +54,9 @@ struct Incoming {
     batch: Option<(u16, Vec<u8>)>,
     /// The writer's buffers, given back once written.
     buffers: WriteBuffers,
+    /// Messages went to the writer after the last barrier: END waits for
+    /// another one (DONE means every file is stored).
+    barrier_stale: bool,
     last: StdInstant,
     name: String,
     total: u64,
@@ -88,6 +91,7 @@ impl Incoming {
             // here is not the peer's idleness.
             let _ = w.send(WriterMsg::Data { entry, data }).await;
             self.last = StdInstant::now();
+            self.barrier_stale = true;
         }
     }
 
@@ -95,6 +99,7 @@ impl Incoming {
     async fn send_writer(&mut self, m: WriterMsg) {
         self.flush_batch().await;
         if let Some(w) = &self.writer {
+            self.barrier_stale = !matches!(m, WriterMsg::Barrier);
             let _ = w.send(m).await;
             self.last = StdInstant::now();
         }
@@ -311,6 +316,8 @@ impl Engine {
     fn receiver_config(&self) -> ReceiverConfig {
         ReceiverConfig {
             max_total_size: self.cfg.max_receive_bytes,
+            // The writer thread hashes as it writes (WriterMsg::Hash).
+            caller_hashes: true,
             ..ReceiverConfig::default()
         }
     }
@@ -515,17 +522,20 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .take(&peer, &entries);
         let mut resumed = None;
+        let mut hashers = HashMap::new();
         let mut held = match held {
             Some(mut h) => {
                 let fed = tokio::task::spawn_blocking(move || {
-                    let f = feed_prefix(&mut rx, &mut h);
-                    (rx, h, f)
+                    let mut hashers = HashMap::new();
+                    let f = feed_prefix(&mut rx, &mut h, &mut hashers);
+                    (rx, h, f, hashers)
                 })
                 .await;
                 match fed {
-                    Ok((r, h, Some(n))) => {
+                    Ok((r, h, Some(n), hs)) => {
                         rx = r;
                         resumed = Some(n);
+                        hashers = hs;
                         Some(h)
                     }
                     _ => {
@@ -544,7 +554,9 @@ impl Engine {
         });
         drop(held);
         let job = match job {
-            Ok(j) => j.hold_to(self.cfg.resume.clone(), peer.clone()),
+            Ok(j) => j
+                .hold_to(self.cfg.resume.clone(), peer.clone())
+                .with_hashes(hashers),
             Err(e) => {
                 if let Some(n) = self.limiter.allow(LogKind::InboxError) {
                     warn!(
@@ -583,6 +595,7 @@ impl Engine {
                 held_end: None,
                 batch: None,
                 buffers,
+                barrier_stale: false,
                 last: StdInstant::now(),
                 name,
                 total,
@@ -614,6 +627,7 @@ impl Engine {
                     inc.batch_data(entry, &data).await;
                     None
                 }
+                ReceiverEvent::Complete { entry } => Some(WriterMsg::Hash(entry)),
                 ReceiverEvent::FileVerified { entry } => Some(WriterMsg::Verified(entry)),
                 ReceiverEvent::Finished(o) => {
                     finished = Some(o);
@@ -690,8 +704,28 @@ impl Engine {
                     self.peer
                 );
             }
+            Report::Hashed {
+                carrier,
+                entry,
+                sha256,
+            } => {
+                if let Some(inc) = self.inbound.get_mut(&carrier) {
+                    if let Err(e) = inc.rx.file_hashed(entry, sha256) {
+                        if e.is_fatal() {
+                            self.log_receive_error(carrier, e);
+                        }
+                    }
+                }
+                self.drain_incoming(carrier).await;
+            }
             Report::Flushed(carrier) => {
                 if let Some(inc) = self.inbound.get_mut(&carrier) {
+                    if inc.barrier_stale && inc.held_end.is_some() {
+                        // Files were verified (and sent to be stored)
+                        // after the barrier: wait for those too.
+                        inc.send_writer(WriterMsg::Barrier).await;
+                        return;
+                    }
                     if let Some(end) = inc.held_end.take() {
                         if let Err(e) = inc.rx.handle(&end) {
                             if e.is_fatal() {

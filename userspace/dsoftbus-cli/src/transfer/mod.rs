@@ -272,7 +272,7 @@ mod tests {
         while let Ok(r) = rx.try_recv() {
             match r {
                 Report::Stored { path, .. } => stored.push(path),
-                Report::Flushed(_) => {}
+                Report::Flushed(_) | Report::Hashed { .. } => {}
                 Report::Failed { error, .. } => panic!("{error}"),
             }
         }
@@ -376,9 +376,16 @@ mod tests {
             entries: entries.clone(),
         }
         .encode();
-        let mut rx = Receiver::new(ReceiverConfig::default());
+        let mut rx = Receiver::new(ReceiverConfig {
+            caller_hashes: true,
+            ..ReceiverConfig::default()
+        });
         rx.handle(&offer).unwrap();
-        assert_eq!(feed_prefix(&mut rx, &mut held), Some(5 + 40_000));
+        let mut hashers = HashMap::new();
+        assert_eq!(
+            feed_prefix(&mut rx, &mut held, &mut hashers),
+            Some(5 + 40_000)
+        );
         rx.accept().unwrap();
         let accept = rx.poll_transmit().unwrap();
         match wire::decode(&accept).unwrap() {
@@ -390,20 +397,32 @@ mod tests {
         let j = WriteJob::new(Carrier::Data(2), dir.path(), entries)
             .unwrap()
             .resume_from(&mut held)
-            .unwrap();
+            .unwrap()
+            .with_hashes(hashers);
         drop(held);
         let (tx, rxw) = mpsc::channel(64);
-        let (rtx, _rrx) = mpsc::channel(64);
+        let (rtx, mut rrx) = mpsc::channel(64);
         let h = std::thread::spawn(move || j.run(rxw, rtx));
+        tx.blocking_send(WriterMsg::Hash(0)).unwrap();
         tx.blocking_send(WriterMsg::Verified(0)).unwrap();
         tx.blocking_send(WriterMsg::Data {
             entry: 1,
             data: body[40_000..].to_vec(),
         })
         .unwrap();
+        tx.blocking_send(WriterMsg::Hash(1)).unwrap();
         tx.blocking_send(WriterMsg::Verified(1)).unwrap();
         drop(tx);
         h.join().unwrap();
+        // The writer's hashes cover the resumed prefixes too.
+        let mut hashed = Vec::new();
+        while let Ok(r) = rrx.try_recv() {
+            if let Report::Hashed { entry, sha256, .. } = r {
+                hashed.push((entry, sha256));
+            }
+        }
+        let sha = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
+        assert_eq!(hashed, vec![(0, sha(b"first")), (1, sha(&body))]);
         assert_eq!(inbox_files(dir.path()), vec!["big.bin", "done.txt"]);
         assert_eq!(fs::read(dir.path().join("big.bin")).unwrap(), body);
 

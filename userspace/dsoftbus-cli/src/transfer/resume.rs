@@ -83,7 +83,11 @@ impl ResumeStore {
 /// fed. `None` when a stored file could not be fed whole (gone, changed
 /// size, unreadable): the receiver then holds a prefix nothing backs, and
 /// the caller starts over without a resume.
-pub fn feed_prefix(rx: &mut Receiver, held: &mut Held) -> Option<u64> {
+pub fn feed_prefix(
+    rx: &mut Receiver,
+    held: &mut Held,
+    hashers: &mut HashMap<u16, Sha256>,
+) -> Option<u64> {
     let mut total = 0;
     let mut buf = vec![0u8; 256 * 1024];
     let mut feed = |rx: &mut Receiver, entry: u16, path: &Path, want: u64| -> u64 {
@@ -99,6 +103,7 @@ pub fn feed_prefix(rx: &mut Receiver, held: &mut Held) -> Option<u64> {
                     if rx.resume_prefix(entry, &buf[..k]).is_err() {
                         break;
                     }
+                    hashers.entry(entry).or_default().update(&buf[..k]);
                     fed += k as u64;
                 }
             }

@@ -12,6 +12,9 @@ pub enum WriterMsg {
     Dir(u16),
     /// Append these (not yet verified) bytes to the entry's partial file.
     Data { entry: u16, data: Vec<u8> },
+    /// Every byte of the entry has come: report their SHA-256
+    /// ([`Report::Hashed`]) for the core to check.
+    Hash(u16),
     /// The core verified the entry's SHA-256: store it.
     Verified(u16),
     /// Answer [`Report::Flushed`] once everything before is stored.
@@ -29,6 +32,12 @@ pub enum Report {
         carrier: Carrier,
         path: PathBuf,
         bytes: u64,
+    },
+    /// The SHA-256 of every byte of `entry` (a resumed prefix included).
+    Hashed {
+        carrier: Carrier,
+        entry: u16,
+        sha256: [u8; 32],
     },
     /// Every message before the barrier is done.
     Flushed(Carrier),
@@ -52,6 +61,10 @@ pub struct WriteJob {
     resume: Option<(Arc<Mutex<ResumeStore>>, String)>,
     /// Where written data buffers go back to the session.
     buffers: WriteBuffers,
+    /// Per file entry: the SHA-256 of its bytes so far. Hashing here, as
+    /// the bytes are written, keeps it off the session's thread (the core
+    /// runs with `caller_hashes` and checks the result).
+    hashers: HashMap<u16, Sha256>,
 }
 
 /// The buffers of a writer thread and its session.
@@ -80,7 +93,15 @@ impl WriteJob {
             stored: HashMap::new(),
             resume: None,
             buffers: WriteBuffers::default(),
+            hashers: HashMap::new(),
         })
+    }
+
+    /// Starts the entries' hashes from the prefixes a resume fed the
+    /// receiver ([`feed_prefix`]).
+    pub fn with_hashes(mut self, hashers: HashMap<u16, Sha256>) -> Self {
+        self.hashers = hashers;
+        self
     }
 
     /// The pool the session takes data buffers from (given back once
@@ -125,6 +146,15 @@ impl WriteJob {
                     let r = self.write(entry, &data);
                     self.buffers.give(data);
                     r
+                }
+                WriterMsg::Hash(entry) => {
+                    let sha256 = self.hashers.remove(&entry).unwrap_or_default().finalize();
+                    let _ = report.blocking_send(Report::Hashed {
+                        carrier: self.carrier,
+                        entry,
+                        sha256: sha256.into(),
+                    });
+                    Ok(())
                 }
                 WriterMsg::Verified(e) => match self.store(e) {
                     Ok((path, bytes)) => {
@@ -185,6 +215,7 @@ impl WriteJob {
     }
 
     fn write(&mut self, entry: u16, data: &[u8]) -> Result<(), String> {
+        self.hashers.entry(entry).or_default().update(data);
         self.part(entry)?
             .write_all(data)
             .map_err(|e| format!("write failed: {e}"))

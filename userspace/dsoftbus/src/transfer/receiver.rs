@@ -20,6 +20,12 @@ pub struct ReceiverConfig {
     /// ([`ReceiverEvent::Data`]) plus in flight; sent in ACCEPT. A sender
     /// going past it is a protocol error.
     pub window: u32,
+    /// The caller hashes each file's bytes itself (on the thread that
+    /// writes them, say, so hashing does not hold up the connection): the
+    /// receiver reports [`ReceiverEvent::Complete`] once a file's bytes have
+    /// all arrived, and verifies the SHA-256 the caller then gives to
+    /// [`Receiver::file_hashed`]. False (the default): the receiver hashes.
+    pub caller_hashes: bool,
 }
 
 impl Default for ReceiverConfig {
@@ -29,6 +35,7 @@ impl Default for ReceiverConfig {
             max_total_size: 1 << 40,
             max_chunk: MAX_CHUNK as u32,
             window: 4 << 20,
+            caller_hashes: false,
         }
     }
 }
@@ -54,6 +61,13 @@ pub enum ReceiverEvent {
         offset: u64,
         /// The bytes.
         data: Vec<u8>,
+    },
+    /// With [`ReceiverConfig::caller_hashes`] only: every byte of `entry`
+    /// (resumed prefix included) has arrived; hand its SHA-256 to
+    /// [`Receiver::file_hashed`]. Data of later entries may follow first.
+    Complete {
+        /// Entry index.
+        entry: u16,
     },
     /// Every byte of `entry` (resumed prefix included) has arrived and
     /// matches the offered SHA-256: the file may be stored.
@@ -83,6 +97,11 @@ pub struct Receiver {
     /// Per entry: bytes held (resumed prefix + received).
     have: Vec<u64>,
     hashers: Vec<Option<Sha256>>,
+    /// Per entry: complete, waiting for [`Receiver::file_hashed`]
+    /// (`caller_hashes`).
+    unchecked: Vec<bool>,
+    /// END came while files were unchecked: DONE once they all are.
+    end_seen: bool,
     cur: usize,
     /// Data bytes received since ACCEPT, taken by the caller, acknowledged.
     received: u64,
@@ -105,6 +124,8 @@ impl Receiver {
             entries: Vec::new(),
             have: Vec::new(),
             hashers: Vec::new(),
+            unchecked: Vec::new(),
+            end_seen: false,
             cur: 0,
             received: 0,
             taken: 0,
@@ -180,22 +201,57 @@ impl Receiver {
     /// Before [`Receiver::accept`]: the caller already holds the first bytes
     /// of file `entry` (a partial file from an interrupted transfer of the
     /// same entry); it feeds them here, in order, so they are hashed and
-    /// the sender is asked to start after them. `Misuse` (nothing changed)
+    /// the sender is asked to start after them (with `caller_hashes`, only
+    /// counted: the caller hashes them too). `Misuse` (nothing changed)
     /// when not pending, not a file, or past its size.
     pub fn resume_prefix(&mut self, entry: u16, bytes: &[u8]) -> Result<(), TransferError> {
         let i = usize::from(entry);
         if self.state != State::Pending {
             return Err(TransferError::Misuse);
         }
-        let (Some(e), Some(Some(h))) = (self.entries.get(i), self.hashers.get_mut(i)) else {
+        let Some(e) = self.entries.get(i).filter(|e| !e.is_dir()) else {
             return Err(TransferError::Misuse);
         };
         let held = self.have[i].checked_add(bytes.len() as u64);
         if held.is_none_or(|h| h > e.size()) {
             return Err(TransferError::Misuse);
         }
-        h.update(bytes);
+        if let Some(Some(h)) = self.hashers.get_mut(i) {
+            h.update(bytes);
+        }
         self.have[i] += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// With [`ReceiverConfig::caller_hashes`]: the SHA-256 the caller
+    /// computed over every byte of `entry` after [`ReceiverEvent::Complete`].
+    /// Queues [`ReceiverEvent::FileVerified`] if it is the offered one, ends
+    /// the transfer (`HashMismatch`, ABORT to the sender) if not, and sends
+    /// DONE once END has come and every file is verified. Ignored (`Ok`)
+    /// once the transfer has ended; `Misuse` (nothing changed) for an entry
+    /// not waiting for its hash.
+    pub fn file_hashed(&mut self, entry: u16, sha256: [u8; 32]) -> Result<(), TransferError> {
+        let i = usize::from(entry);
+        if self.state == State::Finished {
+            return Ok(());
+        }
+        let offered = match self.entries.get(i).map(|e| e.kind) {
+            Some(EntryKind::File { sha256, .. }) => sha256,
+            _ => return Err(TransferError::Misuse),
+        };
+        if self.state != State::Receiving || !self.unchecked.get(i).copied().unwrap_or(false) {
+            return Err(TransferError::Misuse);
+        }
+        self.unchecked[i] = false;
+        if sha256 != offered {
+            return self.fail(TransferError::HashMismatch { entry });
+        }
+        self.q
+            .events
+            .push_back(ReceiverEvent::FileVerified { entry });
+        if self.end_seen && !self.unchecked.contains(&true) {
+            self.done();
+        }
         Ok(())
     }
 
@@ -305,9 +361,11 @@ impl Receiver {
                     return self.fail(TransferError::Offer(e));
                 }
                 self.have = alloc::vec![0; entries.len()];
+                self.unchecked = alloc::vec![false; entries.len()];
+                let hash = !self.cfg.caller_hashes;
                 self.hashers = entries
                     .iter()
-                    .map(|e| (!e.is_dir()).then(Sha256::new))
+                    .map(|e| (hash && !e.is_dir()).then(Sha256::new))
                     .collect();
                 self.entries = entries;
                 self.state = State::Pending;
@@ -337,9 +395,12 @@ impl Receiver {
                         entry: self.cur as u16,
                     });
                 }
-                let id = self.id.unwrap_or(0);
-                self.q.out.push_back(Message::Done { id }.encode());
-                self.finish(Outcome::Done);
+                if self.unchecked.contains(&true) {
+                    // DONE once the caller's hashes are in (file_hashed).
+                    self.end_seen = true;
+                } else {
+                    self.done();
+                }
                 Ok(())
             }
             _ => self.fail(TransferError::Unexpected { kind }),
@@ -387,6 +448,14 @@ impl Receiver {
                 if self.have[i] < size {
                     return Ok(());
                 }
+                if self.cfg.caller_hashes {
+                    self.unchecked[i] = true;
+                    self.q
+                        .events
+                        .push_back(ReceiverEvent::Complete { entry: i as u16 });
+                    self.cur += 1;
+                    continue;
+                }
                 let got: [u8; 32] = self.hashers[i]
                     .take()
                     .map(|h| h.finalize().into())
@@ -401,6 +470,13 @@ impl Receiver {
             self.cur += 1;
         }
         Ok(())
+    }
+
+    /// Every file is stored and verified: DONE, and the transfer ends.
+    fn done(&mut self) {
+        let id = self.id.unwrap_or(0);
+        self.q.out.push_back(Message::Done { id }.encode());
+        self.finish(Outcome::Done);
     }
 
     fn current_entry(&self) -> Option<u16> {
