@@ -366,6 +366,11 @@ impl Ctx {
         self.mux.get_or_insert_with(|| {
             let cfg = StreamConfig {
                 accepted_kinds: KindSet::only(&[transfer::STREAM_KIND]),
+                // Whole-message frames: a 60 KiB chunk is one sealed
+                // session message instead of four (15 % less CPU per byte
+                // for both daemons, bench-send); a control frame waits at
+                // most one such frame (about 60 µs here).
+                max_frame_payload: dsoftbus::stream::MAX_DATA_PAYLOAD,
                 ..StreamConfig::default()
             };
             Mux::new(cfg, initiator, now)
