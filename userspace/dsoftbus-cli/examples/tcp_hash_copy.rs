@@ -9,6 +9,11 @@
 //! `tcp_hash_copy <file> <out>`: both ends in one process (receiver on a
 //! second thread), so a whole-process timer sees all of the work. Prints
 //! `tcp: <bytes> bytes in <secs> s (<MB/s> MB/s) sha256 <hex16>...`.
+//!
+//! `tcp_hash_copy --hash <file>`: only reads and SHA-256s the file, the
+//! work the transfer protocol adds before an offer whose file's hash is not
+//! known yet (the offer carries it); the script adds its CPU time to the
+//! essential work of a cold send.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -36,10 +41,35 @@ fn receive(l: TcpListener, out: String) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Reads and hashes `file` in the baseline's chunks; prints the digest.
+fn hash_only(file: &str) -> std::io::Result<()> {
+    let mut f = std::fs::File::open(file)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let hex: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("sha256 {hex}...");
+    Ok(())
+}
+
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, file] = args.as_slice() {
+        if flag == "--hash" {
+            return hash_only(file);
+        }
+    }
     let [file, out] = args.as_slice() else {
-        eprintln!("usage: tcp_hash_copy <file> <out>");
+        eprintln!("usage: tcp_hash_copy <file> <out> | tcp_hash_copy --hash <file>");
         std::process::exit(2);
     };
     let l = TcpListener::bind("127.0.0.1:0")?;

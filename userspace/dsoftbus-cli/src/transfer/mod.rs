@@ -8,9 +8,11 @@
 //!   and every transfer message is preceded by a 2-byte length; otherwise
 //!   every transfer message is one session data message. Both are received
 //!   whatever this side would send.
-//! * **Receiving:** the core [`Receiver`] checks the offer (names, bounds),
-//!   hashes every byte and says when a file is verified; a [`WriteJob`] on a
-//!   blocking thread writes the bytes into owner-only partial files
+//! * **Receiving:** the core [`Receiver`] checks the offer (names, bounds)
+//!   and says when a file is verified; a [`WriteJob`] on a blocking thread
+//!   hashes the bytes as it writes them (the core runs with
+//!   `caller_hashes` and checks each file's SHA-256 against the offer, so
+//!   hashing stays off the session task) into owner-only partial files
 //!   (`.dsoftbus-<tag>-<entry>-<rand>.part` in the inbox) and stores each
 //!   verified file under its offered path with [`store_no_replace`] (never
 //!   replacing anything). The END of a transfer is held until the writer
@@ -18,8 +20,10 @@
 //!   not store a file deletes its partial file (the job's `Drop`).
 //! * **Sending:** files are hashed before the offer; after the ACCEPT a
 //!   reader thread reads them from the accepted offsets into a bounded
-//!   channel ([`READ_AHEAD`] chunks) and the session hands the bytes to the
-//!   core [`Sender`] only while the carrier has room.
+//!   channel ([`READ_AHEAD`] pieces of [`READ_PIECE`] bytes, in reused
+//!   [`Buffers`]) and the session hands the bytes to the core [`Sender`]
+//!   only while the carrier has room (on a stream, straight from the
+//!   piece into the mux).
 //!
 //! Modules: `engine` (the per-session engine, consent, routing), `writer`
 //! (the receive writer thread), `inbox` (files on disk that never replace),

@@ -177,7 +177,7 @@ struct HashCache {
 
 static HASH_CACHE: Mutex<Option<HashCache>> = Mutex::new(None);
 
-/// [`hash_file`] through the daemon's [`HashCache`]: a file whose key
+/// `hash_file` through the daemon's [`HashCache`]: a file whose key
 /// changed while it was being hashed is not remembered.
 pub fn hash_file_cached(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
     let f = File::open(path)?;
