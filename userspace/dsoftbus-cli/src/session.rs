@@ -65,6 +65,11 @@ pub const OFFER_WAIT: Duration = Duration::from_secs(15 * 60);
 pub const SEND_INACTIVITY: Duration = Duration::from_secs(60);
 /// A DATA message's 2-byte stream framing and its header.
 const FRAMED_DATA_HEADER: usize = 2 + wire::DATA_HEADER_LEN;
+/// A transfer stream's send buffer in the mux (its default). A whole
+/// framed chunk must fit in it: `pump_sends` writes a chunk only when it
+/// does, so a smaller buffer would stall every send.
+const STREAM_SEND_BUFFER: usize = 64 * 1024;
+const _: () = assert!(transfer::CHUNK + FRAMED_DATA_HEADER <= STREAM_SEND_BUFFER);
 /// Most bytes read from a transfer stream at a time.
 const STREAM_READ: usize = 64 * 1024;
 /// How often idle incoming transfers are looked for.
@@ -371,6 +376,7 @@ impl Ctx {
                 // for both daemons, bench-send); a control frame waits at
                 // most one such frame (about 60 µs here).
                 max_frame_payload: dsoftbus::stream::MAX_DATA_PAYLOAD,
+                send_buffer: STREAM_SEND_BUFFER,
                 ..StreamConfig::default()
             };
             Mux::new(cfg, initiator, now)
