@@ -213,6 +213,17 @@ fn interrupted_send_resumes_with_fewer_bytes() {
     wait_for("the receiver to keep the partial file", &[&b], || {
         b.log_text().contains("kept 10 min for a resume")
     });
+    // The writer thread still writes what the session had batched for it
+    // (≤ 5 × 256 KiB) before it hands the partial file to the resume store:
+    // wait until the size stops moving.
+    let mut last = u64::MAX;
+    wait_for("the partial file to stop growing", &[&b], || {
+        let now = part_len();
+        let stable = now == last;
+        last = now;
+        std::thread::sleep(Duration::from_millis(200));
+        stable
+    });
     let held = part_len();
     assert!(held >= 8 << 20, "{held}");
     assert!(!inbox.join("big.bin").exists());

@@ -65,7 +65,17 @@ pub struct WriteJob {
     /// the bytes are written, keeps it off the session's thread (the core
     /// runs with `caller_hashes` and checks the result).
     hashers: HashMap<u16, Sha256>,
+    /// Per file entry: bytes written since writeback was last started, and
+    /// where that range begins.
+    unsynced: HashMap<u16, (u64, u64)>,
 }
+
+/// Written bytes of a partial file after which the writer asks the kernel
+/// to start writing them to disk (and not to keep them cached once
+/// written), so the fsync before a file is stored waits for the last few
+/// MiB instead of the whole file: on the project machine fsync of 256 MiB
+/// written at once took 0.1 s, a seventh of a whole `send`.
+pub const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// The buffers of a writer thread and its session.
 pub type WriteBuffers = Buffers<WRITER_QUEUE>;
@@ -94,6 +104,7 @@ impl WriteJob {
             resume: None,
             buffers: WriteBuffers::default(),
             hashers: HashMap::new(),
+            unsynced: HashMap::new(),
         })
     }
 
@@ -216,9 +227,30 @@ impl WriteJob {
 
     fn write(&mut self, entry: u16, data: &[u8]) -> Result<(), String> {
         self.hashers.entry(entry).or_default().update(data);
-        self.part(entry)?
-            .write_all(data)
-            .map_err(|e| format!("write failed: {e}"))
+        use std::os::fd::AsRawFd;
+        let file = self.part(entry)?;
+        file.write_all(data)
+            .map_err(|e| format!("write failed: {e}"))?;
+        let fd = file.as_raw_fd();
+        let (start, len) = self.unsynced.entry(entry).or_insert((0, 0));
+        *len += data.len() as u64;
+        if *len >= WRITEBACK_STEP {
+            // DONTNEED starts writeback of the dirty range without waiting
+            // (WB_SYNC_NONE) and drops pages already written. Advice only:
+            // an error changes nothing (the fsync at store time is what
+            // makes the file durable).
+            if let (Ok(off), Ok(n)) = (i64::try_from(*start), i64::try_from(*len)) {
+                let _ = nix::fcntl::posix_fadvise(
+                    fd,
+                    off,
+                    n,
+                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+                );
+            }
+            *start += *len;
+            *len = 0;
+        }
+        Ok(())
     }
 
     /// The directory for the components of `path` before the last one
