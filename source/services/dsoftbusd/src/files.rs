@@ -39,7 +39,7 @@ use core::cell::{Cell, RefCell};
 use core::time::Duration;
 
 use dsoftbus::node::consent::{AcceptPolicy, Consent, ConsentConfig, Slot, Verdict};
-use dsoftbus::node::LogLimiter;
+use dsoftbus::node::{LogLimiter, LogSafe};
 use dsoftbus::transfer::{
     self, name, wire, Entry, EntryKind, Outcome, Reason, Receiver, ReceiverConfig, ReceiverEvent,
     Sender, SenderConfig, SenderEvent, Side,
@@ -118,21 +118,6 @@ pub fn parse_send(opt: &str) -> Result<(DeviceId, u64), String> {
         Ok(b) if (1..=MAX_SEND_BYTES).contains(&b) => Ok((dev, b)),
         _ => Err(format!("bytes '{bytes}' must be 1..={MAX_SEND_BYTES}")),
     }
-}
-
-/// A name for a log line: the core's name rules already refused control,
-/// bidi and other format characters; whitespace is escaped too, so a name
-/// cannot continue the line with fields of its own (`x bytes=1 ok`).
-pub fn log_name(n: &str) -> String {
-    let mut s = String::with_capacity(n.len());
-    for c in n.chars() {
-        if c.is_whitespace() || c == '\\' {
-            s.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            s.push(c);
-        }
-    }
-    s
 }
 
 /// The bytes of a generated file: a SplitMix64 stream keyed by `seed`,
@@ -264,8 +249,8 @@ fn dropped_note(evicted: &[Stored]) -> String {
     for e in evicted.iter().take(3) {
         s.push_str(&format!(
             " {} from={} ({} bytes)",
-            log_name(&e.name),
-            e.from,
+            LogSafe(&e.name),
+            e.from.log_safe(),
             e.bytes.len()
         ));
     }
@@ -376,7 +361,7 @@ impl Files {
                 p.tries += 1;
                 log::info!(
                     "dsoftbusd: file offered to={peer} name={} bytes={} sha256={} (try {} of {MAX_SEND_TRIES}; carrier {})",
-                    log_name(o.name()),
+                    LogSafe(o.name()),
                     p.bytes,
                     o.sha256_hex(),
                     p.tries,
@@ -405,7 +390,7 @@ impl Files {
             return;
         };
         p.busy = false;
-        let head = format!("to={} name={} bytes={}", o.to, log_name(o.name()), o.size);
+        let head = format!("to={} name={} bytes={}", o.to, LogSafe(o.name()), o.size);
         let why = match end {
             Ok(Outcome::Done) => {
                 p.over = true;
@@ -549,8 +534,8 @@ impl Files {
                         "file-received",
                         info,
                         "dsoftbusd: file received from={} name={} bytes={n} ok (sha256 {hash} verified)",
-                        t.peer,
-                        log_name(&name)
+                        t.peer.log_safe(),
+                        LogSafe(&name)
                     );
                 }
                 // Dir: the in-memory inbox keeps files only (a directory
@@ -574,7 +559,7 @@ impl Files {
                             "file-denied",
                             info,
                             "dsoftbusd: file offer denied from={} reason={} (over the inbox bounds or the name rules: {e:?}; accept={})",
-                            t.peer,
+                            t.peer.log_safe(),
                             e.reason(),
                             self.consent.borrow().config().policy
                         ),
@@ -584,7 +569,7 @@ impl Files {
                             "file-ended",
                             warn,
                             "dsoftbusd: file transfer from={} ended: {}",
-                            t.peer,
+                            t.peer.log_safe(),
                             describe(&other)
                         ),
                     }
@@ -636,8 +621,8 @@ impl Files {
                             "file-denied",
                             warn,
                             "dsoftbusd: file offer denied from={} name={} bytes={bytes} reason=io (out of memory)",
-                            t.peer,
-                            log_name(&first)
+                            t.peer.log_safe(),
+                            LogSafe(&first)
                         );
                         return;
                     }
@@ -652,8 +637,8 @@ impl Files {
                             "file-accepted",
                             info,
                             "dsoftbusd: file offer accepted from={} name={} bytes={bytes} files={files}{}",
-                            t.peer,
-                            log_name(&first),
+                            t.peer.log_safe(),
+                            LogSafe(&first),
                             dropped_note(&evicted)
                         );
                     }
@@ -679,8 +664,8 @@ impl Files {
             "file-denied",
             info,
             "dsoftbusd: file offer denied from={} name={} bytes={bytes} reason={} ({}; accept={})",
-            t.peer,
-            log_name(&first),
+            t.peer.log_safe(),
+            LogSafe(&first),
             denied.0,
             denied.1,
             self.consent.borrow().config().policy
@@ -1271,12 +1256,6 @@ mod tests {
         assert!(parse_send("os2vm-b:0").is_err());
         assert!(parse_send(&format!("b:{}", MAX_SEND_BYTES + 1)).is_err());
         assert!(parse_send(":5").is_err());
-    }
-
-    #[test]
-    fn log_names_cannot_add_fields() {
-        assert_eq!(log_name("a.bin"), "a.bin");
-        assert_eq!(log_name("x bytes=1 ok"), "x\\u{20}bytes=1\\u{20}ok");
     }
 
     #[test]
