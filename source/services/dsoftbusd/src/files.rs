@@ -279,7 +279,9 @@ struct Incoming {
 /// A node's transfer state: consent, inbox, incoming transfers, the planned
 /// send.
 pub(crate) struct Files {
-    consent: RefCell<Consent<()>>,
+    /// Pending offers carry the session (`conn`) that made them, so a
+    /// session's end withdraws its offers only.
+    consent: RefCell<Consent<u64>>,
     inbox: RefCell<Inbox>,
     incoming: RefCell<Vec<Incoming>>,
     plan: RefCell<Option<Plan>>,
@@ -592,7 +594,9 @@ impl Files {
         let verdict = if busy {
             Verdict::Deny(dsoftbus::node::consent::Deny::Busy)
         } else {
-            self.consent.borrow_mut().offer(&t.peer, false, (), at)
+            self.consent
+                .borrow_mut()
+                .offer(&t.peer, false, t.route.0, at)
         };
         let denied = match verdict {
             Verdict::Accept(slot) => match self.inbox.borrow_mut().reserve(bytes, files) {
@@ -740,16 +744,14 @@ impl Files {
         self.incoming.borrow_mut().retain(|t| !hit(t.route));
     }
 
-    /// Session `conn` with `peer` ended: its transfers end with it.
-    pub(crate) fn session_gone(
-        &self,
-        conn: u64,
-        peer: &DeviceId,
-        log: &RefCell<LogLimiter>,
-        at: Instant,
-    ) {
+    /// Session `conn` ended: its transfers and its pending offers end with
+    /// it (a newer session of the same peer keeps its own).
+    pub(crate) fn session_gone(&self, conn: u64, log: &RefCell<LogLimiter>, at: Instant) {
         self.route_gone(conn, None, log, at);
-        let _ = self.consent.borrow_mut().peer_gone(peer);
+        let _ = self
+            .consent
+            .borrow_mut()
+            .withdraw_where(|p| p.payload == conn);
     }
 }
 
@@ -1184,7 +1186,7 @@ mod tests {
         assert_eq!((denied(&mut b), denied(&mut c)), (None, Some(Reason::Busy)));
         assert_eq!(f.consent.borrow().active(), 3);
         // A session that ends gives everything of it back.
-        f.session_gone(4, &id("b"), &log(), t(1));
+        f.session_gone(4, &log(), t(1));
         let mut d = offer(&f, 6, "d", INBOX_MAX_BYTES / 2);
         assert_eq!(denied(&mut d), None);
         assert_eq!(f.consent.borrow().active(), 3);

@@ -978,8 +978,8 @@ pub(crate) async fn serve(
     }
     node.release(ticket);
     node.caps.borrow_mut().remove(conn_id);
-    if let (Some(f), Some(p), Some(x)) = (&node.files, &peer, xfer.as_mut()) {
-        x.end(f, p, &seen.log);
+    if let (Some(f), Some(_), Some(x)) = (&node.files, &peer, xfer.as_mut()) {
+        x.end(f, &seen.log);
     }
     if let Some(p) = peer {
         node.table.borrow_mut().set_session(&p, false);
@@ -1116,16 +1116,11 @@ impl Xfer {
     }
 
     /// The session ended: its transfers end with it.
-    pub(crate) fn end(
-        &mut self,
-        files: &crate::files::Files,
-        peer: &DeviceId,
-        log: &RefCell<LogLimiter>,
-    ) {
+    pub(crate) fn end(&mut self, files: &crate::files::Files, log: &RefCell<LogLimiter>) {
         if let Some(o) = self.out.take() {
             files.send_ended(&o, Err("the session ended first"));
         }
-        files.session_gone(self.conn, peer, log, now());
+        files.session_gone(self.conn, log, now());
     }
 }
 

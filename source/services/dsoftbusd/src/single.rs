@@ -404,7 +404,7 @@ async fn session(
         r.peer_gone(&peer);
     }
     if let Some(f) = &node.files {
-        xfer.end(f, &peer, &node.dial_log);
+        xfer.end(f, &node.dial_log);
     }
     result
 }
