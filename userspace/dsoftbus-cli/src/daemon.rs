@@ -508,8 +508,10 @@ fn sweep_pins(sh: &Shared) {
 
 async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: OwnedSemaphorePermit) {
     let id = target.id.clone();
+    // The id the peer announced, for the log lines below.
+    let log_id = id.log_safe();
     if let Some(n) = sh.limiter.allow(LogKind::Dial) {
-        debug!("session connect peer={id} addr={addr}{}", suppressed(n));
+        debug!("session connect peer={log_id} addr={addr}{}", suppressed(n));
     }
     // The listener binds our claimed id to the key it learned from our
     // announce: make sure it has one, straight to its discovery port, just
@@ -544,7 +546,7 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
                 Err(e) => {
                     if let Some(n) = sh.limiter.allow(LogKind::HsStart) {
                         warn!(
-                            "cannot start a handshake with peer={id}: {e}{}",
+                            "cannot start a handshake with peer={log_id}: {e}{}",
                             suppressed(n)
                         );
                     }
@@ -555,7 +557,7 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
         Ok(Err(e)) => {
             if let Some(n) = sh.limiter.allow(LogKind::DialFailed) {
                 debug!(
-                    "connect to peer={id} addr={addr} failed: {e}{}",
+                    "connect to peer={log_id} addr={addr} failed: {e}{}",
                     suppressed(n)
                 );
             }
@@ -564,7 +566,7 @@ async fn dial(sh: Arc<Shared>, target: PeerTarget, addr: SocketAddr, permit: Own
         Err(_) => {
             if let Some(n) = sh.limiter.allow(LogKind::DialFailed) {
                 debug!(
-                    "connect to peer={id} addr={addr} timed out{}",
+                    "connect to peer={log_id} addr={addr} timed out{}",
                     suppressed(n)
                 );
             }
@@ -699,7 +701,9 @@ fn expire_offers(sh: &Shared) {
             .answered(p.id.0, "expired");
         info!(
             "offer {} from peer={} ({}) expired: nobody answered",
-            p.id, p.peer, p.payload.name
+            p.id,
+            p.peer.log_safe(),
+            p.payload.name
         );
         send_answer(p.payload, Answer::Deny(Deny::Expired));
     }

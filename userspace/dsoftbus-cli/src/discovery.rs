@@ -339,7 +339,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
                     if let Some(n) = sh.limiter.allow(LogKind::PinConflict) {
                         warn!(
                             "announce refused (key conflict) peer={} from={src} key={} pinned={}{}",
-                            a.device_id(),
+                            a.device_id().log_safe(),
                             fingerprint(a.static_key()),
                             fingerprint(&pin),
                             suppressed(n)
@@ -353,7 +353,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
                 if let Some(n) = sh.limiter.allow(LogKind::Unknown) {
                     info!(
                         "announce ignored (unknown device; --require-known) peer={} from={src} key={}{}",
-                        a.device_id(),
+                        a.device_id().log_safe(),
                         hex::encode(a.static_key().as_bytes()),
                         suppressed(n)
                     );
@@ -377,17 +377,17 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
                 if let Some(n) = sh.limiter.allow(LogKind::PeerPending) {
                     info!(
                         "discovery peer pending device={} addr={} key={} (accept it with `dsoftbus trust {}`){}",
-                        a.device_id(),
+                        a.device_id().log_safe(),
                         SocketAddr::new(src.ip(), a.port()),
                         hex::encode(a.static_key().as_bytes()),
-                        a.device_id(),
+                        a.device_id().log_safe(),
                         suppressed(n)
                     );
                 }
             } else if let Some(n) = sh.limiter.allow(LogKind::PeerFound) {
                 info!(
                     "discovery peer found device={} addr={} key={}{}",
-                    a.device_id(),
+                    a.device_id().log_safe(),
                     SocketAddr::new(src.ip(), a.port()),
                     fingerprint(a.static_key()),
                     suppressed(n)
@@ -400,7 +400,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
             if let Some(n) = sh.limiter.allow(LogKind::PeerUpdated) {
                 debug!(
                     "peer updated device={} addr={}{}",
-                    a.device_id(),
+                    a.device_id().log_safe(),
                     SocketAddr::new(src.ip(), a.port()),
                     suppressed(n)
                 );
@@ -412,7 +412,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
             if let Some(n) = sh.limiter.allow(LogKind::KeyConflict) {
                 warn!(
                     "announce refused (key conflict) peer={} from={src} key={}{}",
-                    a.device_id(),
+                    a.device_id().log_safe(),
                     fingerprint(a.static_key()),
                     suppressed(n)
                 );
@@ -440,7 +440,7 @@ fn handle_datagram(sh: &DiscoveryCtx, src: SocketAddr, d: &[u8]) {
             if let Some(n) = sh.limiter.allow(LogKind::Full) {
                 debug!(
                     "announce refused (peer table bound) peer={} from={src}{}",
-                    a.device_id(),
+                    a.device_id().log_safe(),
                     suppressed(n)
                 );
             }

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use dsoftbus::node::LogSafe;
 use dsoftbus::rpc::{self, Acl, Completion, Dispatch, Origin, RpcClient, RpcServer, Status};
 use dsoftbus::{Connection, DeviceId, ServiceName};
 use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -114,7 +115,7 @@ pub fn on_data(sh: &RemoteCtx, conn: &Connection, data: &[u8]) -> OnData {
             if let Some(n) = sh.limiter.allow(LogKind::RpcMalformed) {
                 debug!(
                     "peer={}: ignoring malformed remote-call message: {e}{}",
-                    conn.peer_hint().map_or("?", |p| p.as_str()),
+                    LogSafe(conn.peer_hint().map_or("?", |p| p.as_str())),
                     suppressed(n)
                 );
             }
@@ -182,7 +183,7 @@ async fn run_local(sh: RemoteCtx, d: Dispatch) {
                 Ok(Err(e)) => {
                     debug!(
                         "remote call service={}: {}: {e}",
-                        d.service.as_str(),
+                        LogSafe(d.service.as_str()),
                         p.display()
                     );
                     (Status::Unavailable, Vec::new())

@@ -141,7 +141,7 @@ impl Ctx {
         self.peer
             .as_ref()
             .or(self.conn.peer_hint())
-            .map(|p| p.to_string())
+            .map(|p| p.log_safe().to_string())
             .unwrap_or_else(|| "?".into())
     }
 

@@ -128,6 +128,13 @@ impl DeviceId {
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// The id for a log line. A peer chooses its id, and the wire rules
+    /// allow spaces, `=` and bidi characters in it, so a log line prints it
+    /// through [`LogSafe`](crate::node::LogSafe) (ordinary ids unchanged).
+    pub fn log_safe(&self) -> crate::node::LogSafe<'_> {
+        crate::node::LogSafe(&self.0)
+    }
 }
 
 impl fmt::Debug for DeviceId {

@@ -562,11 +562,13 @@ impl AuditEvent {
 
 impl fmt::Display for AuditEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let peer = self.peer.as_ref().map_or("?", |p| p.as_str());
+        // Both are the caller's choice (the peer's id and the service it
+        // asked for): one escaped token each (`node::logsafe`).
+        let peer = crate::node::LogSafe(self.peer.as_ref().map_or("?", |p| p.as_str()));
         write!(
             f,
             "remote call peer={peer} service={}",
-            self.service.as_str()
+            crate::node::LogSafe(self.service.as_str())
         )?;
         match self.verdict {
             Verdict::Allowed => f.write_str(" allowed"),

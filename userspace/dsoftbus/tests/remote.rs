@@ -515,3 +515,23 @@ fn remote_decode_passes_other_data_through() {
     assert_eq!(decode(&[0x20, 2, 1]), Err(RpcError::UnsupportedVersion(2)));
     assert_eq!(decode(&[0x20, 1, 3]), Err(RpcError::UnknownOp(3)));
 }
+
+/// The audit line names a peer-chosen id and service: neither can add
+/// fields to it or fake a line (`node::logsafe`).
+#[test]
+fn reject_remote_audit_names_cannot_add_fields() {
+    let audit = AuditEvent {
+        peer: Some(DeviceId::new("evil allowed\u{202e}").unwrap()),
+        service: svc("echo denied x=1"),
+        call_id: 1,
+        verdict: Verdict::Denied(DenyReason::Acl),
+    };
+    let line = audit.to_string();
+    let want = format!(
+        "remote call peer=evil\\u{{20}}allowed\\u{{202e}} service=echo\\u{{20}}denied\\u{{20}}x=1 denied ({})",
+        DenyReason::Acl.as_str()
+    );
+    assert_eq!(line, want);
+    let fields: Vec<&str> = line.split(' ').take(5).collect();
+    assert_eq!(fields[4], "denied", "{line}");
+}

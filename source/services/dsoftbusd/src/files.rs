@@ -39,7 +39,7 @@ use core::cell::{Cell, RefCell};
 use core::time::Duration;
 
 use dsoftbus::node::consent::{AcceptPolicy, Consent, ConsentConfig, Slot, Verdict};
-use dsoftbus::node::LogLimiter;
+use dsoftbus::node::{LogLimiter, LogSafe};
 use dsoftbus::transfer::{
     self, name, wire, Entry, EntryKind, Outcome, Reason, Receiver, ReceiverConfig, ReceiverEvent,
     Sender, SenderConfig, SenderEvent, Side,
@@ -118,21 +118,6 @@ pub fn parse_send(opt: &str) -> Result<(DeviceId, u64), String> {
         Ok(b) if (1..=MAX_SEND_BYTES).contains(&b) => Ok((dev, b)),
         _ => Err(format!("bytes '{bytes}' must be 1..={MAX_SEND_BYTES}")),
     }
-}
-
-/// A name for a log line: the core's name rules already refused control,
-/// bidi and other format characters; whitespace is escaped too, so a name
-/// cannot continue the line with fields of its own (`x bytes=1 ok`).
-pub fn log_name(n: &str) -> String {
-    let mut s = String::with_capacity(n.len());
-    for c in n.chars() {
-        if c.is_whitespace() || c == '\\' {
-            s.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            s.push(c);
-        }
-    }
-    s
 }
 
 /// The bytes of a generated file: a SplitMix64 stream keyed by `seed`,
@@ -264,8 +249,8 @@ fn dropped_note(evicted: &[Stored]) -> String {
     for e in evicted.iter().take(3) {
         s.push_str(&format!(
             " {} from={} ({} bytes)",
-            log_name(&e.name),
-            e.from,
+            LogSafe(&e.name),
+            e.from.log_safe(),
             e.bytes.len()
         ));
     }
@@ -294,7 +279,9 @@ struct Incoming {
 /// A node's transfer state: consent, inbox, incoming transfers, the planned
 /// send.
 pub(crate) struct Files {
-    consent: RefCell<Consent<()>>,
+    /// Pending offers carry the session (`conn`) that made them, so a
+    /// session's end withdraws its offers only.
+    consent: RefCell<Consent<u64>>,
     inbox: RefCell<Inbox>,
     incoming: RefCell<Vec<Incoming>>,
     plan: RefCell<Option<Plan>>,
@@ -376,7 +363,7 @@ impl Files {
                 p.tries += 1;
                 log::info!(
                     "dsoftbusd: file offered to={peer} name={} bytes={} sha256={} (try {} of {MAX_SEND_TRIES}; carrier {})",
-                    log_name(o.name()),
+                    LogSafe(o.name()),
                     p.bytes,
                     o.sha256_hex(),
                     p.tries,
@@ -405,7 +392,7 @@ impl Files {
             return;
         };
         p.busy = false;
-        let head = format!("to={} name={} bytes={}", o.to, log_name(o.name()), o.size);
+        let head = format!("to={} name={} bytes={}", o.to, LogSafe(o.name()), o.size);
         let why = match end {
             Ok(Outcome::Done) => {
                 p.over = true;
@@ -549,8 +536,8 @@ impl Files {
                         "file-received",
                         info,
                         "dsoftbusd: file received from={} name={} bytes={n} ok (sha256 {hash} verified)",
-                        t.peer,
-                        log_name(&name)
+                        t.peer.log_safe(),
+                        LogSafe(&name)
                     );
                 }
                 // Dir: the in-memory inbox keeps files only (a directory
@@ -574,7 +561,7 @@ impl Files {
                             "file-denied",
                             info,
                             "dsoftbusd: file offer denied from={} reason={} (over the inbox bounds or the name rules: {e:?}; accept={})",
-                            t.peer,
+                            t.peer.log_safe(),
                             e.reason(),
                             self.consent.borrow().config().policy
                         ),
@@ -584,7 +571,7 @@ impl Files {
                             "file-ended",
                             warn,
                             "dsoftbusd: file transfer from={} ended: {}",
-                            t.peer,
+                            t.peer.log_safe(),
                             describe(&other)
                         ),
                     }
@@ -607,7 +594,9 @@ impl Files {
         let verdict = if busy {
             Verdict::Deny(dsoftbus::node::consent::Deny::Busy)
         } else {
-            self.consent.borrow_mut().offer(&t.peer, false, (), at)
+            self.consent
+                .borrow_mut()
+                .offer(&t.peer, false, t.route.0, at)
         };
         let denied = match verdict {
             Verdict::Accept(slot) => match self.inbox.borrow_mut().reserve(bytes, files) {
@@ -636,8 +625,8 @@ impl Files {
                             "file-denied",
                             warn,
                             "dsoftbusd: file offer denied from={} name={} bytes={bytes} reason=io (out of memory)",
-                            t.peer,
-                            log_name(&first)
+                            t.peer.log_safe(),
+                            LogSafe(&first)
                         );
                         return;
                     }
@@ -652,8 +641,8 @@ impl Files {
                             "file-accepted",
                             info,
                             "dsoftbusd: file offer accepted from={} name={} bytes={bytes} files={files}{}",
-                            t.peer,
-                            log_name(&first),
+                            t.peer.log_safe(),
+                            LogSafe(&first),
                             dropped_note(&evicted)
                         );
                     }
@@ -679,8 +668,8 @@ impl Files {
             "file-denied",
             info,
             "dsoftbusd: file offer denied from={} name={} bytes={bytes} reason={} ({}; accept={})",
-            t.peer,
-            log_name(&first),
+            t.peer.log_safe(),
+            LogSafe(&first),
             denied.0,
             denied.1,
             self.consent.borrow().config().policy
@@ -755,16 +744,14 @@ impl Files {
         self.incoming.borrow_mut().retain(|t| !hit(t.route));
     }
 
-    /// Session `conn` with `peer` ended: its transfers end with it.
-    pub(crate) fn session_gone(
-        &self,
-        conn: u64,
-        peer: &DeviceId,
-        log: &RefCell<LogLimiter>,
-        at: Instant,
-    ) {
+    /// Session `conn` ended: its transfers and its pending offers end with
+    /// it (a newer session of the same peer keeps its own).
+    pub(crate) fn session_gone(&self, conn: u64, log: &RefCell<LogLimiter>, at: Instant) {
         self.route_gone(conn, None, log, at);
-        let _ = self.consent.borrow_mut().peer_gone(peer);
+        let _ = self
+            .consent
+            .borrow_mut()
+            .withdraw_where(|p| p.payload == conn);
     }
 }
 
@@ -1199,7 +1186,7 @@ mod tests {
         assert_eq!((denied(&mut b), denied(&mut c)), (None, Some(Reason::Busy)));
         assert_eq!(f.consent.borrow().active(), 3);
         // A session that ends gives everything of it back.
-        f.session_gone(4, &id("b"), &log(), t(1));
+        f.session_gone(4, &log(), t(1));
         let mut d = offer(&f, 6, "d", INBOX_MAX_BYTES / 2);
         assert_eq!(denied(&mut d), None);
         assert_eq!(f.consent.borrow().active(), 3);
@@ -1271,12 +1258,6 @@ mod tests {
         assert!(parse_send("os2vm-b:0").is_err());
         assert!(parse_send(&format!("b:{}", MAX_SEND_BYTES + 1)).is_err());
         assert!(parse_send(":5").is_err());
-    }
-
-    #[test]
-    fn log_names_cannot_add_fields() {
-        assert_eq!(log_name("a.bin"), "a.bin");
-        assert_eq!(log_name("x bytes=1 ok"), "x\\u{20}bytes=1\\u{20}ok");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use core::time::Duration;
 
 use dsoftbus::node::pins::{PinConfig, PinStore};
 use dsoftbus::node::{
-    Admission, AdmissionConfig, LogLimiter, LogLimiterConfig, SessionCaps, SessionCapsConfig,
-    Ticket,
+    Admission, AdmissionConfig, LogLimiter, LogLimiterConfig, LogSafe, SessionCaps,
+    SessionCapsConfig, Ticket,
 };
 use dsoftbus::{
     Announce, AuthError, ConnError, Connection, DeviceId, Event, HandshakeConfig, IdentityBindings,
@@ -235,11 +235,13 @@ impl Node {
                         Ok(()) => log::info!(
                             "dsoftbusd: pinned peer={id} key={} (kept by keystored){}",
                             fp(key),
-                            sup(n)
+                            sup(n),
+                            id = id.log_safe()
                         ),
                         Err(e) => log::warn!(
                             "dsoftbusd: pinned peer={id} for this boot only (keystored: {e}){}",
-                            sup(n)
+                            sup(n),
+                            id = id.log_safe()
                         ),
                     }
                 }
@@ -248,7 +250,8 @@ impl Node {
                 if let Some(n) = log.borrow_mut().allow("pin-refused", now()) {
                     log::info!(
                         "dsoftbusd: not pinning peer={id} from={from}: {e}{}",
-                        sup(n)
+                        sup(n),
+                        id = id.log_safe()
                     );
                 }
             }
@@ -527,7 +530,8 @@ pub(crate) async fn discovery(
         let from = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(src.ip.0), src.port));
         let at = now();
         let claimed = Announce::decode(&data).ok();
-        let id = claimed.as_ref().map_or("?", |a| a.device_id().as_str());
+        // Unauthenticated: anyone on the LAN chooses this id.
+        let id = LogSafe(claimed.as_ref().map_or("?", |a| a.device_id().as_str()));
         let mut reported = false;
         for node in nodes {
             let (outcome, fresh) = {
@@ -846,7 +850,8 @@ pub(crate) async fn serve(
                         log::info!(
                             "dsoftbusd: session refused peer={p} node={} from={remote}: {r}{}",
                             node.label,
-                            sup(n)
+                            sup(n),
+                            p = p.log_safe()
                         );
                     }
                     break;
@@ -856,10 +861,14 @@ pub(crate) async fn serve(
                 // share one log decision, so their counts stay equal.
                 node.table.borrow_mut().set_session(&p, true);
                 if let Some(n) = seen.allow(kind(ip, "session-lo", "session")) {
-                    log::info!("dsoftbusd: identity bound peer={} node={}", p, node.label);
+                    log::info!(
+                        "dsoftbusd: identity bound peer={} node={}",
+                        p.log_safe(),
+                        node.label
+                    );
                     log::info!(
                         "dsoftbusd: auth ok peer={} node={}{}",
-                        p,
+                        p.log_safe(),
                         node.label,
                         sup(n)
                     );
@@ -911,12 +920,16 @@ pub(crate) async fn serve(
                 if let (Some(p), Some(n)) = (&peer, seen.allow(kind(ip, "crossvm-lo", "crossvm"))) {
                     log::info!(
                         "dsoftbusd: cross-vm session ok peer={p} from={remote} (responder){}",
-                        sup(n)
+                        sup(n),
+                        p = p.log_safe()
                     );
                 }
                 if let (Some(r), Some(p)) = (&node.remote, &peer) {
                     if let Err(e) = r.on_session_up(&mut link, p).await {
-                        log::warn!("dsoftbusd: remote calls to peer={p} not sent: {e}");
+                        log::warn!(
+                            "dsoftbusd: remote calls to peer={p} not sent: {e}",
+                            p = p.log_safe()
+                        );
                     }
                 }
                 if let (Some(f), Some(p), Some(x)) = (&node.files, &peer, xfer.as_mut()) {
@@ -925,7 +938,8 @@ pub(crate) async fn serve(
             }
             Ok(_) => {}
             Err(LinkError::Conn(ConnError::Auth(AuthError::Identity))) => {
-                let claimed = link.conn.peer_hint().map_or("?", |d| d.as_str());
+                // Claimed in the hello, never bound: anyone chooses it.
+                let claimed = LogSafe(link.conn.peer_hint().map_or("?", |d| d.as_str()));
                 let known = link
                     .conn
                     .peer_hint()
@@ -964,8 +978,8 @@ pub(crate) async fn serve(
     }
     node.release(ticket);
     node.caps.borrow_mut().remove(conn_id);
-    if let (Some(f), Some(p), Some(x)) = (&node.files, &peer, xfer.as_mut()) {
-        x.end(f, p, &seen.log);
+    if let (Some(f), Some(_), Some(x)) = (&node.files, &peer, xfer.as_mut()) {
+        x.end(f, &seen.log);
     }
     if let Some(p) = peer {
         node.table.borrow_mut().set_session(&p, false);
@@ -1102,16 +1116,11 @@ impl Xfer {
     }
 
     /// The session ended: its transfers end with it.
-    pub(crate) fn end(
-        &mut self,
-        files: &crate::files::Files,
-        peer: &DeviceId,
-        log: &RefCell<LogLimiter>,
-    ) {
+    pub(crate) fn end(&mut self, files: &crate::files::Files, log: &RefCell<LogLimiter>) {
         if let Some(o) = self.out.take() {
             files.send_ended(&o, Err("the session ended first"));
         }
-        files.session_gone(self.conn, peer, log, now());
+        files.session_gone(self.conn, log, now());
     }
 }
 

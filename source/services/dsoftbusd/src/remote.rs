@@ -30,7 +30,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::pin::pin;
 
-use dsoftbus::node::LogLimiter;
+use dsoftbus::node::{LogLimiter, LogSafe};
 use dsoftbus::rpc::{
     self, Acl, Completion, DenyReason, Message, Origin, RpcClient, RpcClientConfig, RpcError,
     RpcServer, RpcServerConfig, ServerAction, Status, Verdict,
@@ -207,7 +207,7 @@ impl Remote {
                 if let Some(n) = log.borrow_mut().allow("remote-malformed", now()) {
                     log::info!(
                         "dsoftbusd: remote call message ignored (malformed: {e}) peer={}{}",
-                        peer.map_or("?", |p| p.as_str()),
+                        LogSafe(peer.map_or("?", |p| p.as_str())),
                         sup(n)
                     );
                 }
@@ -242,7 +242,7 @@ impl Remote {
             match audit.verdict {
                 Verdict::Denied(DenyReason::Acl) => log::info!(
                     "dsoftbusd: remote proxy denied (service={})",
-                    audit.service.as_str()
+                    LogSafe(audit.service.as_str())
                 ),
                 Verdict::Denied(DenyReason::Unauthenticated) => {
                     log::info!("dsoftbusd: remote proxy denied (unauthenticated)")

@@ -114,7 +114,8 @@ pub async fn run(
             log::info!(
                 "dsoftbusd: discovery cross-vm up ({}) first peer={peer} from={}",
                 nic.name(),
-                entry.session_addr()
+                entry.session_addr(),
+                peer = peer.log_safe()
             );
         }
         let at = crate::link::now();
@@ -127,8 +128,7 @@ pub async fn run(
                     entry.session_addr(),
                     crate::node::fp(entry.static_key()),
                     crate::node::fp(&pinned),
-                    crate::node::sup(k)
-                );
+                    crate::node::sup(k), peer = peer.log_safe());
             }
             return;
         }
@@ -223,7 +223,8 @@ async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue)
             {
                 log::info!(
                     "dsoftbusd: session connect peer={peer} addr={target}{}",
-                    crate::node::sup(n)
+                    crate::node::sup(n),
+                    peer = peer.log_safe()
                 );
             }
             match dial(net, node, &entry, target).await {
@@ -254,7 +255,8 @@ async fn hold(net: &NetClient, node: &Node, entry: PeerEntry, dials: &DialQueue)
             if let Some(n) = node.dial_log.borrow_mut().allow("dial-ended", at) {
                 log::warn!(
                     "dsoftbusd: session with {peer} at {addr} ended: {e}; retrying in {wait} ms{}",
-                    crate::node::sup(n)
+                    crate::node::sup(n),
+                    peer = peer.log_safe()
                 );
             }
         }
@@ -287,7 +289,8 @@ async fn session(
                 log::info!(
                     "dsoftbusd: identity bound peer={peer} node={}{}",
                     node.label,
-                    crate::node::sup(n)
+                    crate::node::sup(n),
+                    peer = peer.log_safe()
                 );
             }
             peer
@@ -310,7 +313,8 @@ async fn session(
                 log::info!(
                     "dsoftbusd: session refused by peer={peer} node={} ({e}){}",
                     node.label,
-                    crate::node::sup(n)
+                    crate::node::sup(n),
+                    peer = peer.log_safe()
                 );
             }
             return Err(e);
@@ -318,15 +322,21 @@ async fn session(
     };
     node.table.borrow_mut().set_session(&peer, true);
     if let Some(n) = node.dial_log.borrow_mut().allow("auth", crate::link::now()) {
-        log::info!("dsoftbusd: auth ok peer={peer} node={}", node.label);
+        log::info!(
+            "dsoftbusd: auth ok peer={peer} node={}",
+            node.label,
+            peer = peer.log_safe()
+        );
         log::info!(
             "dsoftbusd: session ping ok peer={peer} rtt={}us{}",
             rtt.as_micros(),
-            crate::node::sup(n)
+            crate::node::sup(n),
+            peer = peer.log_safe()
         );
         log::info!(
             "dsoftbusd: cross-vm session ok peer={peer} rtt={}us (dialler)",
-            rtt.as_micros()
+            rtt.as_micros(),
+            peer = peer.log_safe()
         );
     }
     // The peer accepted us and answered under the session keys: trust on
@@ -394,7 +404,7 @@ async fn session(
         r.peer_gone(&peer);
     }
     if let Some(f) = &node.files {
-        xfer.end(f, &peer, &node.dial_log);
+        xfer.end(f, &node.dial_log);
     }
     result
 }

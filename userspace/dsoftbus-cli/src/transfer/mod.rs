@@ -174,14 +174,15 @@ pub fn outcome_text(o: &Outcome) -> String {
     }
 }
 
-/// A short description of an offer for logs and listings.
+/// A short description of an offer for logs and listings; the peer chose
+/// the name, so it goes through the core's log rule (`node::logsafe`).
 pub fn summary(entries: &[Entry]) -> String {
     let files = entries.iter().filter(|e| !e.is_dir()).count();
-    let first = entries.first().map(|e| e.path.as_str()).unwrap_or("");
+    let first = dsoftbus::node::LogSafe(entries.first().map_or("", |e| e.path.as_str()));
     if entries.len() == 1 {
-        format!("{first:?}")
+        format!("{first}")
     } else {
-        format!("{first:?} and {} more ({files} files)", entries.len() - 1)
+        format!("{first} and {} more ({files} files)", entries.len() - 1)
     }
 }
 

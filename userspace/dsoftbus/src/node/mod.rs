@@ -9,6 +9,7 @@
 //! | [`candidates`] | several candidate addresses per id, move on from one that fails; dial backoff |
 //! | [`consent`] | who may send files (`ask`/`known`/`any`/`none`), bounded pending offers with expiry, caps on incoming transfers |
 //! | [`log`] | per-kind log rate limit with suppressed counts and a stated worst case |
+//! | [`logsafe`] | how a peer-chosen string (file name, device id, service) is printed in a log line: one escaped token of at most 128 bytes |
 //!
 //! The peer table's eviction rules (entries with a dial or handshake in
 //! flight, a session or a pin are never evicted by unverified ones; the
@@ -23,6 +24,7 @@ pub mod admission;
 pub mod candidates;
 pub mod consent;
 pub mod log;
+pub mod logsafe;
 pub mod pins;
 pub mod sessions;
 
@@ -37,6 +39,7 @@ pub use consent::{
     AcceptError, AcceptPolicy, Consent, ConsentConfig, Deny, OfferId, Pending, Slot, Verdict,
 };
 pub use log::{suppressed_suffix, LogLimiter, LogLimiterConfig};
+pub use logsafe::{log_safe, LogSafe, LOG_NAME_MAX};
 pub use pins::{Pin, PinConfig, PinError, PinKind, PinStore, Pinned, TrustMode};
 pub use sessions::{SessionAdmit, SessionCaps, SessionCapsConfig, SessionRefused};
 
