@@ -221,7 +221,8 @@ impl Ctx {
                 if let Some(n) = cx.limiter.allow(LogKind::SessionReplaced) {
                     debug!(
                         "peer={peer}: a newer session replaces the old one{}",
-                        suppressed(n)
+                        suppressed(n),
+                        peer = peer.log_safe()
                     );
                 }
                 let _ = old.cmd.try_send(SessionCmd::Close);
@@ -275,7 +276,8 @@ impl Ctx {
                         info!(
                             "not pinning peer={peer} addr={}: {e}{}",
                             self.addr,
-                            suppressed(n)
+                            suppressed(n),
+                            peer = peer.log_safe()
                         );
                     }
                 }
@@ -299,7 +301,8 @@ impl Ctx {
                 } else {
                     ""
                 },
-                suppressed(n)
+                suppressed(n),
+                peer = peer.log_safe()
             );
         }
         Ok(())
@@ -313,7 +316,8 @@ impl Ctx {
                         "identity bound peer={peer} addr={} role={}{}",
                         self.addr,
                         self.role(),
-                        suppressed(n)
+                        suppressed(n),
+                        peer = peer.log_safe()
                     );
                 }
                 self.peer = Some(peer);

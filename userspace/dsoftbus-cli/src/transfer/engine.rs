@@ -324,7 +324,11 @@ impl Engine {
 
     fn log_decode(&self, what: &str) {
         if let Some(n) = self.limiter.allow(LogKind::AppDecode) {
-            debug!("peer={}: ignoring a {what}{}", self.peer, suppressed(n));
+            debug!(
+                "peer={}: ignoring a {what}{}",
+                LogSafe(&self.peer),
+                suppressed(n)
+            );
         }
     }
 
@@ -337,7 +341,7 @@ impl Engine {
         if let Some(n) = self.limiter.allow(LogKind::ChunkOrder) {
             warn!(
                 "transfer {name} from peer={}: {e}; aborted, partial files deleted{}",
-                self.peer,
+                LogSafe(&self.peer),
                 suppressed(n)
             );
         }
@@ -358,7 +362,8 @@ impl Engine {
                     res.err()
                         .map(|e| e.to_string())
                         .unwrap_or_else(|| "invalid offer".into()),
-                    suppressed(n)
+                    suppressed(n),
+                    peer = LogSafe(&peer)
                 );
             }
             return;
@@ -412,7 +417,7 @@ impl Engine {
                     info!(
                         "offer {id} from peer={peer}: {name} ({files} files, {total} bytes) waits for an answer: `dsoftbus accept {id}` or `dsoftbus deny {id}` (expires in {} s){}",
                         ttl.as_secs(),
-                        suppressed(n)
+                        suppressed(n), peer = LogSafe(&peer)
                     );
                 }
                 self.waiting.insert(
@@ -468,7 +473,7 @@ impl Engine {
         if let Some(n) = self.limiter.allow(LogKind::NoInbox) {
             info!(
                 "refused a transfer of {name} from peer={}: {why}{}",
-                self.peer,
+                LogSafe(&self.peer),
                 suppressed(n)
             );
         }
@@ -562,7 +567,8 @@ impl Engine {
                     warn!(
                         "cannot store files from peer={peer} in {}: {e}{}",
                         inbox.display(),
-                        suppressed(n)
+                        suppressed(n),
+                        peer = LogSafe(&peer)
                     );
                 }
                 return self.refuse(carrier, rx, Reason::Io, &format!("inbox: {e}"));
@@ -580,7 +586,8 @@ impl Engine {
             info!(
                 "receiving {name} ({total} bytes) from peer={peer} on {}{resumed}{}",
                 carrier.describe(),
-                suppressed(n)
+                suppressed(n),
+                peer = LogSafe(&peer)
             );
         }
         let _ = rx.accept();
@@ -657,7 +664,7 @@ impl Engine {
                         "received {} ({} bytes) from peer={peer}: every file sha256-verified and stored{}",
                         inc.name,
                         inc.total,
-                        suppressed(n)
+                        suppressed(n), peer = LogSafe(peer)
                     );
                 }
             }
@@ -667,7 +674,8 @@ impl Engine {
                     info!(
                         "transfer {} cancelled by peer={peer}; partial files deleted{}",
                         inc.name,
-                        suppressed(n)
+                        suppressed(n),
+                        peer = LogSafe(peer)
                     );
                 }
             }
@@ -677,7 +685,8 @@ impl Engine {
                     warn!(
                         "receive of {} from peer={peer} failed: {o:?}; partial files deleted{}",
                         inc.name,
-                        suppressed(n)
+                        suppressed(n),
+                        peer = LogSafe(peer)
                     );
                 }
             }
@@ -701,7 +710,7 @@ impl Engine {
                 debug!(
                     "stored {} ({bytes} bytes) from peer={}",
                     path.display(),
-                    self.peer
+                    LogSafe(&self.peer)
                 );
             }
             Report::Hashed {
@@ -744,7 +753,7 @@ impl Engine {
                         warn!(
                             "receive of {} from peer={}: {error}; cancelled{}",
                             inc.name,
-                            self.peer,
+                            LogSafe(&self.peer),
                             suppressed(n)
                         );
                     }
@@ -920,7 +929,7 @@ impl Engine {
                 info!(
                     "transfer {} from peer={}: its stream closed early; partial files kept {} min for a resume{}",
                     inc.name,
-                    self.peer,
+                    LogSafe(&self.peer),
                     RESUME_TTL.as_secs() / 60,
                     suppressed(n)
                 );
@@ -992,7 +1001,7 @@ impl Engine {
                     warn!(
                         "transfer {} from peer={}: no data for {} s; cancelled, partial files deleted{}",
                         inc.name,
-                        self.peer,
+                        LogSafe(&self.peer),
                         idle.as_secs(),
                         suppressed(n)
                     );
@@ -1046,7 +1055,7 @@ impl Engine {
             info!(
                 "{} incoming transfer(s) from peer={} interrupted; partial files kept {} min for a resume (send again){}",
                 self.inbound.len(),
-                self.peer,
+                LogSafe(&self.peer),
                 RESUME_TTL.as_secs() / 60,
                 suppressed(n)
             );

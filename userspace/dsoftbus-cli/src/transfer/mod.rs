@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant as StdInstant};
 
-use dsoftbus::node::{OfferId, Verdict};
+use dsoftbus::node::{LogSafe, OfferId, Verdict};
 use dsoftbus::stream::StreamId;
 pub use dsoftbus::transfer::STREAM_KIND;
 use dsoftbus::transfer::{
