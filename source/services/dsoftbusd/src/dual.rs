@@ -280,16 +280,9 @@ async fn send_file(
         // More to send: only the events that are ready, then the next step;
         // otherwise wait for one (an acknowledgement opens the window).
         let next = if pace.more() {
-            match link.try_event(bindings).await {
-                Ok(None) => {
-                    pace.none_ready();
-                    continue;
-                }
-                Ok(Some(ev)) => {
-                    pace.took();
-                    Ok(ev)
-                }
-                Err(e) => Err(e),
+            match link.ready_event(bindings, &mut pace).await {
+                Some(r) => r,
+                None => continue,
             }
         } else {
             link.next_event(bindings).await

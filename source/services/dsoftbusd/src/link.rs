@@ -323,6 +323,28 @@ impl<S: Socket> Link<S> {
         self.event(bindings, None, Wait::No).await
     }
 
+    /// For a loop with more to send ([`Pace::more`]): the event that is
+    /// ready now, counted in `pace`, or `None` when none is (`pace` then
+    /// says step next). The three sending loops (dual-node proof, node
+    /// responder, dialler) share this.
+    pub async fn ready_event<B: IdentityBindings + ?Sized>(
+        &mut self,
+        bindings: &B,
+        pace: &mut Pace,
+    ) -> Option<Result<Event, LinkError>> {
+        match self.try_event(bindings).await {
+            Ok(None) => {
+                pace.none_ready();
+                None
+            }
+            Ok(Some(ev)) => {
+                pace.took();
+                Some(Ok(ev))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// [`next_event`](Self::next_event) with handshake admission: frame 1
     /// must pass mac1 and then `gate` before any Diffie-Hellman work.
     pub async fn next_event_gated<B: IdentityBindings + ?Sized>(

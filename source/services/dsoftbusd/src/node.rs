@@ -782,16 +782,9 @@ pub(crate) async fn serve(
         }
         let next = if pace.more() {
             // The transfer has more to send: only what is ready now.
-            match link.try_event(&bindings).await {
-                Ok(None) => {
-                    pace.none_ready();
-                    continue;
-                }
-                Ok(Some(ev)) => {
-                    pace.took();
-                    Ok(ev)
-                }
-                Err(e) => Err(e),
+            match link.ready_event(&bindings, &mut pace).await {
+                Some(r) => r,
+                None => continue,
             }
         } else if peer.is_some() {
             link.next_event_gated(&bindings, None).await

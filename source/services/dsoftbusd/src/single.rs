@@ -366,16 +366,9 @@ async fn session(
         }
         let next = if pace.more() {
             // The transfer has more to send: only what is ready now.
-            match link.try_event(&bindings).await {
-                Ok(None) => {
-                    pace.none_ready();
-                    continue;
-                }
-                Ok(Some(ev)) => {
-                    pace.took();
-                    Ok(ev)
-                }
-                Err(e) => Err(e),
+            match link.ready_event(&bindings, &mut pace).await {
+                Some(r) => r,
+                None => continue,
             }
         } else {
             link.next_event(&bindings).await
