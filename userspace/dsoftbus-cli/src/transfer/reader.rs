@@ -99,6 +99,24 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
 /// offer waits for both.
 fn hash_open(mut f: File) -> std::io::Result<(u64, [u8; 32])> {
     const PIECE: usize = 256 * 1024;
+    if f.metadata()?.len() < 4 * PIECE as u64 {
+        // Small files (most of a folder): a thread would cost more than it
+        // overlaps.
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; PIECE];
+        let mut total: u64 = 0;
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => return Ok((total, h.finalize().into())),
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     // Full buffers to the hasher; empty ones back. Two in flight.
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
     let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
@@ -220,6 +238,20 @@ pub fn file_entry(path: &Path, name: String) -> std::io::Result<(Entry, (PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_hashing_paths_give_the_file_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        // Below and above the size where reading moves to a second thread,
+        // and not a whole number of pieces.
+        for len in [0usize, 5, (1 << 20) - 1, (3 << 20) + 12_345] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let p = dir.path().join(format!("f{len}"));
+            fs::write(&p, &body).unwrap();
+            let want: [u8; 32] = Sha256::digest(&body).into();
+            assert_eq!(hash_file(&p).unwrap(), (len as u64, want), "{len}");
+        }
+    }
 
     #[test]
     fn cached_hashes_follow_the_file() {
