@@ -100,8 +100,9 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
 fn hash_open(mut f: File) -> std::io::Result<(u64, [u8; 32])> {
     const PIECE: usize = 256 * 1024;
     if f.metadata()?.len() < 4 * PIECE as u64 {
-        // Small files (most of a folder): a thread would cost more than it
-        // overlaps.
+        // Small files (most of a folder) are read and hashed inline: below
+        // 1 MiB there is little to overlap, and a folder would start a
+        // thread per file (a chosen threshold, not a measured optimum).
         let mut h = Sha256::new();
         let mut buf = vec![0u8; PIECE];
         let mut total: u64 = 0;
