@@ -24,7 +24,7 @@ use dsoftbus::transfer::{wire, Outcome, Side};
 use dsoftbus::{
     AuthError, ConnError, Connection, DeviceId, Event, GatedError, IdentityBindings, PeerTarget,
 };
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn};
@@ -334,6 +334,63 @@ impl Ctx {
             }
         }
         Ok(())
+    }
+
+    /// Decodes bytes read before the session is confirmed: mac1 first, then
+    /// the per-source and global handshake buckets, then DH.
+    fn handle_gated(&mut self, input: &[u8]) -> Result<(), End> {
+        let now = self.cx.clock.now();
+        let mut guard = self.cx.lock();
+        let st = &mut *guard;
+        let b = Bindings {
+            table: &st.table,
+            known: &st.known,
+            mode: self.cx.trust_mode,
+        };
+        let mut gate = st.admission.gate(self.addr.ip());
+        match self.conn.handle_input_gated(input, now, &b, &mut gate) {
+            Ok(_) => Ok(()),
+            Err(GatedError::Conn(e)) => Err(End::Conn(e)),
+            Err(GatedError::Limited(l)) => Err(End::Limited(l)),
+        }
+    }
+
+    /// Decodes `n` bytes read into the connection's receive buffer (once
+    /// confirmed). Stream messages go into the mux where they lie, with no
+    /// copy into an [`Event::Data`]; other data messages, and stream
+    /// messages behind one of them (order kept), are copied out for
+    /// [`on_data`](Self::on_data).
+    async fn commit_recv(&mut self, n: usize) -> Result<(), End> {
+        let now = self.cx.clock.now();
+        let mut others: Vec<Vec<u8>> = Vec::new();
+        let mut mux_err = None;
+        let res = {
+            let guard = self.cx.lock();
+            let b = Bindings {
+                table: &guard.table,
+                known: &guard.known,
+                mode: self.cx.trust_mode,
+            };
+            let mux = &mut self.mux;
+            self.conn
+                .commit_recv_with(n, now, &b, |d| match mux.as_mut() {
+                    Some(m) if others.is_empty() && d.first() == Some(&stream::KIND_STREAM) => {
+                        if mux_err.is_none() {
+                            mux_err = m.handle_input(d, now).err();
+                        }
+                    }
+                    _ => others.push(d.to_vec()),
+                })
+        };
+        res.map_err(End::Conn)?;
+        if let Some(e) = mux_err {
+            return Err(End::Mux(e));
+        }
+        self.mux_events().await?;
+        for d in others {
+            self.on_data(d).await?;
+        }
+        self.flush_xfer()
     }
 
     /// One authenticated data message, by its first byte: remote calls
@@ -825,7 +882,7 @@ pub async fn run(
     dialed: Option<PeerTarget>,
 ) -> bool {
     let evicted = slot.evicted();
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let (cmd_tx, mut cmd_rx) = mpsc::channel(CMD_QUEUE);
     let (report_tx, mut report_rx) = mpsc::channel(64);
     let xfer = Engine::new(&cx, cmd_tx.clone(), report_tx);
@@ -886,31 +943,31 @@ pub async fn run(
             && c.stash.is_empty()
             && c.conn.transmit_buf().len() < MAX_OUTBOUND / 2;
         let step: Result<(), End> = tokio::select! {
-            r = rd.read(&mut rbuf[..space]), if space > 0 && !closing => match r {
-                Ok(0) => {
-                    let _ = c.conn.handle_eof();
-                    Err(End::Eof)
-                }
-                Ok(n) => {
-                    last_rx = StdInstant::now();
-                    let now = cx.clock.now();
-                    let res = {
-                        let mut guard = cx.lock();
-                        let st = &mut *guard;
-                        let b = Bindings {
-                            table: &st.table,
-                            known: &st.known,
-                            mode: cx.trust_mode,
-                        };
-                        // mac1 first, then the per-source and global
-                        // handshake buckets, then DH.
-                        let mut gate = st.admission.gate(addr.ip());
-                        c.conn.handle_input_gated(&rbuf[..n], now, &b, &mut gate)
+            // Once confirmed, straight into the connection's frame buffer;
+            // before, through a buffer and the handshake gate.
+            r = rd.readable(), if space > 0 && !closing => match r {
+                Ok(()) => {
+                    let read = if c.confirmed {
+                        // At least one byte: space > 0 is this branch's guard.
+                        rd.try_read(c.conn.recv_buf(space))
+                    } else {
+                        rd.try_read(&mut rbuf[..space])
                     };
-                    match res {
-                        Ok(_) => Ok(()),
-                        Err(GatedError::Conn(e)) => Err(End::Conn(e)),
-                        Err(GatedError::Limited(l)) => Err(End::Limited(l)),
+                    match read {
+                        Ok(0) => {
+                            let _ = c.conn.handle_eof();
+                            Err(End::Eof)
+                        }
+                        Ok(n) => {
+                            last_rx = StdInstant::now();
+                            if c.confirmed {
+                                c.commit_recv(n).await
+                            } else {
+                                c.handle_gated(&rbuf[..n])
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                        Err(e) => Err(End::Io(e)),
                     }
                 }
                 Err(e) => Err(End::Io(e)),

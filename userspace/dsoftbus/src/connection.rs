@@ -421,16 +421,19 @@ impl Connection {
     /// Where the next input goes, for reading from the stream without a
     /// copy: at most [`recv_space`](Self::recv_space) bytes (and at most
     /// `max`), inside the connection's frame buffer. Write into it, then
-    /// call [`commit_recv`](Self::commit_recv) with the count. Sized to the
-    /// rest of the current frame plus the next header when those are known,
-    /// so that a popped frame leaves (almost) nothing to move.
+    /// call [`commit_recv`](Self::commit_recv) with the count.
+    ///
+    /// All of the room, not just the rest of the current frame: a read that
+    /// ends inside a frame costs one move of that partial frame later, while
+    /// reading one frame per call made a peer that sends many small
+    /// messages stall: the Linux daemon took one 79-byte frame per `read`,
+    /// and on loopback the sender's data then stopped arriving (its socket
+    /// queue empty, the peer's writes blocked; the kernel mechanism was not
+    /// pinned down), so the "never reads" hostile tests ended on the
+    /// dead-peer timeout instead of the reply bound.
     pub fn recv_buf(&mut self, max: usize) -> &mut [u8] {
         let room = self.recv_space().min(max);
-        let want = match self.decoder.need() {
-            0 => room,
-            n => (n + frame::HEADER_LEN).min(room),
-        };
-        self.decoder.spare_mut(want)
+        self.decoder.spare_mut(room)
     }
 
     /// Takes `n` bytes written into [`recv_buf`](Self::recv_buf) and decodes
