@@ -351,6 +351,25 @@ pub(crate) fn fp(k: &PublicKey) -> alloc::string::String {
         .collect()
 }
 
+/// `dsoftbusd: <node> session from <remote> ended: <why>`, within the log
+/// limit of its kind (loopback peers counted apart): the one line every way
+/// a served session can end takes.
+fn log_ended(
+    seen: &Seen,
+    node: &Node,
+    remote: &SockAddr,
+    ip: IpAddr,
+    why: &dyn core::fmt::Display,
+) {
+    if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
+        log::warn!(
+            "dsoftbusd: {} session from {remote} ended: {why}{}",
+            node.label,
+            sup(n)
+        );
+    }
+}
+
 pub(crate) fn sup(n: u64) -> alloc::string::String {
     dsoftbus::node::suppressed_suffix(n)
 }
@@ -769,13 +788,7 @@ pub(crate) async fn serve(
             match x.step(f, &mut link, &seen.log).await {
                 Ok(more) => pace.stepped(more),
                 Err(e) => {
-                    if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
-                        log::warn!(
-                            "dsoftbusd: {} session from {remote} ended: {e}{}",
-                            node.label,
-                            sup(n)
-                        );
-                    }
+                    log_ended(seen, node, &remote, ip, &e);
                     break;
                 }
             }
@@ -879,13 +892,7 @@ pub(crate) async fn serve(
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => {
-                            if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
-                                log::warn!(
-                                    "dsoftbusd: {} session from {remote} ended: {e}{}",
-                                    node.label,
-                                    sup(n)
-                                );
-                            }
+                            log_ended(seen, node, &remote, ip, &e);
                             break;
                         }
                     }
@@ -895,13 +902,7 @@ pub(crate) async fn serve(
                         .on_data(&mut link, peer.as_ref(), &d, &node.dial_log)
                         .await
                     {
-                        if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
-                            log::warn!(
-                                "dsoftbusd: {} session from {remote} ended: {e}{}",
-                                node.label,
-                                sup(n)
-                            );
-                        }
+                        log_ended(seen, node, &remote, ip, &e);
                         break;
                     }
                 }
@@ -958,13 +959,7 @@ pub(crate) async fn serve(
                 break;
             }
             Err(e) => {
-                if let Some(n) = seen.allow(kind(ip, "ended-lo", "ended")) {
-                    log::warn!(
-                        "dsoftbusd: {} session from {remote} ended: {e}{}",
-                        node.label,
-                        sup(n)
-                    );
-                }
+                log_ended(seen, node, &remote, ip, &e);
                 break;
             }
         }
