@@ -23,19 +23,30 @@ use sha2::{Digest, Sha256};
 
 const CHUNK: usize = 256 * 1024;
 
+/// Reads `r` to its end in `CHUNK`s, hashing each and handing it to
+/// `pass`: the bytes read and their SHA-256 state.
+fn hash_through(
+    r: &mut impl Read,
+    mut pass: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<(u64, Sha256)> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut bytes = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok((bytes, h));
+        }
+        h.update(&buf[..n]);
+        pass(&buf[..n])?;
+        bytes += n as u64;
+    }
+}
+
 fn receive(l: TcpListener, out: String) -> std::io::Result<()> {
     let (mut s, _) = l.accept()?;
     let mut f = std::fs::File::create(&out)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        f.write_all(&buf[..n])?;
-    }
+    let (_, h) = hash_through(&mut s, |b| f.write_all(b))?;
     f.sync_all()?;
     s.write_all(&h.finalize())?;
     Ok(())
@@ -44,15 +55,7 @@ fn receive(l: TcpListener, out: String) -> std::io::Result<()> {
 /// Reads and hashes `file` in the baseline's chunks; prints the digest.
 fn hash_only(file: &str) -> std::io::Result<()> {
     let mut f = std::fs::File::open(file)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    let (_, h) = hash_through(&mut f, |_| Ok(()))?;
     let hex: String = h.finalize()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -79,18 +82,7 @@ fn main() -> std::io::Result<()> {
     let start = Instant::now();
     let mut f = std::fs::File::open(file)?;
     let mut s = TcpStream::connect(addr)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut bytes = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        s.write_all(&buf[..n])?;
-        bytes += n as u64;
-    }
+    let (bytes, h) = hash_through(&mut f, |b| s.write_all(b))?;
     s.shutdown(std::net::Shutdown::Write)?;
     let mut theirs = [0u8; 32];
     s.read_exact(&mut theirs)?;

@@ -222,7 +222,17 @@ mod tests {
         mpsc::Receiver<Report>,
         std::thread::JoinHandle<()>,
     ) {
-        let j = WriteJob::new(Carrier::Data(1), dir, entries).unwrap();
+        run_job(WriteJob::new(Carrier::Data(1), dir, entries).unwrap())
+    }
+
+    /// Runs `j` on a thread: its message sender, its reports, the thread.
+    fn run_job(
+        j: WriteJob,
+    ) -> (
+        mpsc::Sender<WriterMsg>,
+        mpsc::Receiver<Report>,
+        std::thread::JoinHandle<()>,
+    ) {
         let (tx, rx) = mpsc::channel(64);
         let (rtx, rrx) = mpsc::channel(64);
         let h = std::thread::spawn(move || j.run(rx, rtx));
@@ -349,14 +359,11 @@ mod tests {
         let store = Arc::new(Mutex::new(ResumeStore::default()));
         // First attempt: one file stored, 40 000 bytes of the other, then
         // the session is lost.
-        let (tx, _rx, h) = {
-            let j = WriteJob::new(Carrier::Data(1), dir.path(), entries.clone())
+        let (tx, _rx, h) = run_job(
+            WriteJob::new(Carrier::Data(1), dir.path(), entries.clone())
                 .unwrap()
-                .hold_to(store.clone(), "alpha".into());
-            let (tx, rx) = mpsc::channel(64);
-            let (rtx, rrx) = mpsc::channel(64);
-            (tx, rrx, std::thread::spawn(move || j.run(rx, rtx)))
-        };
+                .hold_to(store.clone(), "alpha".into()),
+        );
         tx.blocking_send(WriterMsg::Data {
             entry: 0,
             data: b"first".to_vec(),
@@ -405,9 +412,7 @@ mod tests {
             .unwrap()
             .with_hashes(hashers);
         drop(held);
-        let (tx, rxw) = mpsc::channel(64);
-        let (rtx, mut rrx) = mpsc::channel(64);
-        let h = std::thread::spawn(move || j.run(rxw, rtx));
+        let (tx, mut rrx, h) = run_job(j);
         tx.blocking_send(WriterMsg::Hash(0)).unwrap();
         tx.blocking_send(WriterMsg::Verified(0)).unwrap();
         tx.blocking_send(WriterMsg::Data {
