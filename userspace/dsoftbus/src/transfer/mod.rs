@@ -10,12 +10,15 @@
 //!   receiver, [`name::sanitize_path`] / [`name::dedup_paths`] on the sender.
 //! * [`wire`] — the codec: kinds `0x40`–`0x48`, version byte `1`.
 //! * [`Sender`] — offer, then feed file bytes on demand ([`Sender::poll_need`],
-//!   [`Sender::push_data`]) within the receiver's window.
+//!   [`Sender::push_data`], or [`Sender::push_data_header`] for a caller that
+//!   sends the bytes from where they lie) within the receiver's window.
 //! * [`Receiver`] — exposes the pending offer; the caller decides
 //!   ([`Receiver::accept`] / [`Receiver::deny`]; consent policy is the
 //!   daemon's), optionally after feeding the prefix it already holds
 //!   ([`Receiver::resume_prefix`]); then hands out file bytes and reports each
-//!   file verified against its SHA-256.
+//!   file verified against its SHA-256 (computed by the receiver, or with
+//!   [`ReceiverConfig::caller_hashes`] by the caller, who hands it to
+//!   [`Receiver::file_hashed`]; the receiver compares either way).
 //!
 //! A whole transfer, both sides in one process:
 //!
