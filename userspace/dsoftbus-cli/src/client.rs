@@ -289,6 +289,8 @@ pub fn send(
                 bytes,
                 secs,
                 sha256,
+                hash,
+                digest,
                 files: n,
                 sent,
                 resumed,
@@ -306,6 +308,8 @@ pub fn send(
                         "resumed_bytes": resumed,
                         "secs": secs,
                         "sha256": sha256,
+                        "hash": hash,
+                        "digest": digest,
                         "verified": true,
                     });
                     println!("{v}");
@@ -321,10 +325,10 @@ pub fn send(
                 } else {
                     String::new()
                 };
-                let digest = if sha256.is_empty() {
+                let digest = if digest.is_empty() {
                     format!("{n} files")
                 } else {
-                    format!("sha256 {sha256}")
+                    format!("{hash} {digest}")
                 };
                 println!(
                     "sent {what} to {device}: {bytes} bytes{resumed} in {secs:.2} s ({mbps:.1} MB/s); {digest} verified by the receiver"

@@ -208,8 +208,16 @@ pub enum Response {
         /// Bytes of all files.
         bytes: u64,
         secs: f64,
-        /// SHA-256 of the file when one file was sent, else empty.
+        /// SHA-256 of the file when one file was sent in transfer v1, else
+        /// empty (kept for clients of v1; see `hash` and `digest`).
         sha256: String,
+        /// The hash that named the files: `sha256` (transfer v1) or
+        /// `blake3` (v2, to a peer that announced `transfer/2`).
+        #[serde(default)]
+        hash: String,
+        /// That hash of the file when one file was sent, else empty.
+        #[serde(default)]
+        digest: String,
         message: String,
         /// Files sent (directories not counted).
         #[serde(default)]

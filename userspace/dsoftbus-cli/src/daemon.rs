@@ -174,10 +174,17 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), Failure> {
         }
     }
     let id = identity::device_id(cfg.device_id.as_deref(), keys.public())?;
-    // This node speaks streams (wire.md §11.2): say so in the announce.
+    // This node speaks streams (wire.md §11.2) and receives transfer v2
+    // (§12.1): say so in the announce.
     let mut names: Vec<&str> = cfg.services.iter().map(String::as_str).collect();
-    if !names.contains(&dsoftbus::stream::STREAMS_SERVICE) {
-        names.push(dsoftbus::stream::STREAMS_SERVICE);
+    let mut speaks = vec![dsoftbus::stream::STREAMS_SERVICE];
+    if dsoftbus::transfer::Version::V2.supported() {
+        speaks.push(dsoftbus::transfer::V2_SERVICE);
+    }
+    for s in speaks {
+        if !names.contains(&s) {
+            names.push(s);
+        }
     }
     let services = names
         .into_iter()

@@ -228,6 +228,11 @@ impl Ctx {
                 let _ = old.cmd.try_send(SessionCmd::Close);
             }
         }
+        // Decided once per session from the peer's announce: streams
+        // (wire.md §11.2) and the transfer version to offer (§12.1).
+        let services = st.table.get(&peer).map(|e| e.services()).unwrap_or(&[]);
+        let streams_ok = stream::peer_supports_streams(services);
+        let transfer = dsoftbus::transfer::version_for(services);
         st.sessions.insert(
             peer.clone(),
             SessionHandle {
@@ -235,13 +240,9 @@ impl Ctx {
                 cmd: self.cmd_tx.clone(),
                 addr: self.addr,
                 key,
+                transfer,
             },
         );
-        // Decided once per session (wire.md §11.2).
-        let streams_ok = st
-            .table
-            .get(&peer)
-            .is_some_and(|e| stream::peer_supports_streams(e.services()));
         st.table.set_session(&peer, true);
         st.refusals.remove(&peer);
         let now = cx.clock.now();
@@ -1156,8 +1157,12 @@ pub const MAX_WALK_DEPTH: usize = 64;
 /// as its base name and everything below it (sorted; symbolic links and
 /// special files are skipped with a warning, never followed), names made
 /// valid (`name::sanitize_path`) and distinct (`name::dedup_paths`).
-/// Runs on a blocking thread (it hashes every file).
-pub fn build_offer(paths: &[PathBuf], warnings: &mut Vec<String>) -> Result<SendReqParts, String> {
+/// Runs on a blocking thread (it hashes every file, with `version`'s hash).
+pub fn build_offer(
+    paths: &[PathBuf],
+    version: dsoftbus::transfer::Version,
+    warnings: &mut Vec<String>,
+) -> Result<SendReqParts, String> {
     use dsoftbus::transfer::name::{dedup_paths, sanitize_path};
     // (offered path, local path, is a directory)
     let mut items: Vec<(String, PathBuf, bool)> = Vec::new();
@@ -1219,7 +1224,7 @@ pub fn build_offer(paths: &[PathBuf], warnings: &mut Vec<String>) -> Result<Send
             });
             files.push(None);
         } else {
-            let (e, f) = transfer::file_entry(&local, name)
+            let (e, f) = transfer::file_entry(&local, name, version)
                 .map_err(|e| format!("reading {}: {e}", local.display()))?;
             entries.push(e);
             files.push(Some(f));
@@ -1304,9 +1309,10 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
             format!("no session with {device} (see `dsoftbus peers`)"),
         );
     };
+    let version = h.transfer;
     let built = tokio::task::spawn_blocking(move || {
         let mut warnings = Vec::new();
-        build_offer(&paths, &mut warnings).map(|p| (p, warnings))
+        build_offer(&paths, version, &mut warnings).map(|p| (p, warnings))
     })
     .await;
     let ((entries, files), warnings) = match built {
@@ -1325,17 +1331,19 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
     }
     let file_count = entries.iter().filter(|e| !e.is_dir()).count();
     let name = transfer::summary(&entries);
-    let single_sha = match entries.as_slice() {
+    let single_digest = match entries.as_slice() {
         [dsoftbus::transfer::Entry {
-            kind: dsoftbus::transfer::EntryKind::File { sha256, .. },
+            kind: dsoftbus::transfer::EntryKind::File { digest, .. },
             ..
-        }] => hex::encode(sha256),
+        }] => hex::encode(digest),
         _ => String::new(),
     };
+    let hash = version.hash_name();
     let total: u64 = entries.iter().map(|e| e.size()).sum();
     let (ptx, mut prx) = watch::channel(SendProgress::default());
     let (dtx, mut drx) = oneshot::channel();
     let req = SendReq {
+        version,
         entries,
         files,
         progress: ptx,
@@ -1376,11 +1384,17 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
                     Outcome::Done => {
                         // The time the data took (not the wait for an answer).
                         let secs = accepted_at.unwrap_or(start).elapsed().as_secs_f64();
-                        info!("sent {name} ({total} bytes) to peer={device} in {secs:.2} s: receiver verified sha256");
+                        info!("sent {name} ({total} bytes) to peer={device} in {secs:.2} s: receiver verified {hash}");
                         Response::Sent {
                             bytes: total,
                             secs,
-                            sha256: single_sha,
+                            sha256: if version == dsoftbus::transfer::Version::V1 {
+                                single_digest.clone()
+                            } else {
+                                String::new()
+                            },
+                            hash: hash.to_string(),
+                            digest: single_digest,
                             message: format!(
                                 "{} bytes sent, {} resumed",
                                 p.sent, p.resumed

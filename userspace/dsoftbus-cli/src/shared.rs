@@ -54,6 +54,9 @@ pub struct SessionHandle {
     pub cmd: mpsc::Sender<SessionCmd>,
     pub addr: SocketAddr,
     pub key: PublicKey,
+    /// The transfer version `send` offers this peer, decided from its
+    /// announce when the session came up (`transfer::version_for`).
+    pub transfer: dsoftbus::transfer::Version,
 }
 
 /// Most refusal reasons remembered for `peers`.

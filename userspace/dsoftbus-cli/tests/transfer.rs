@@ -411,10 +411,81 @@ fn transfers_on_streams_with_a_scripted_peer() {
         id: tid,
         reason: Reason::Declined,
     }
-    .encode();
+    .encode(dsoftbus::transfer::Version::V1);
     mux.write(id, &framed(&[deny])).unwrap();
     pump(&mut h, &mut mux, 300);
     let o = sender.join().unwrap();
     assert_eq!(o.status.code(), Some(7), "{}", text(&o));
     assert!(text(&o).contains("declined"), "{}", text(&o));
+}
+
+/// Transfer v2 (wire.md §12.1): `send` offers BLAKE3 only to a peer whose
+/// announce lists `transfer/2`, SHA-256 (v1) to one that does not; each
+/// transfer runs to DONE against the core's own `Receiver`, the offered
+/// digest is the one an independent implementation computes, and `--json`
+/// says which hash it was.
+#[test]
+fn send_offers_v2_only_to_a_peer_that_announces_it() {
+    use dsoftbus::transfer::{Outcome, Receiver, ReceiverConfig, ReceiverEvent, Version};
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let tx = spawn(dir.path(), "tx", Ports::new(), &[], &[], None);
+    tx.wait_up();
+    let body: Vec<u8> = (0..300_007u32).map(|i| (i * 7 % 251) as u8).collect();
+    let src = dir.path().join("f.bin");
+    std::fs::write(&src, &body).unwrap();
+    let sha256 = hex::encode(sha2::Sha256::digest(&body));
+    let blake3 = blake3::hash(&body).to_hex().to_string();
+    let cases: [(&str, &[&str], Version, &str); 2] = [
+        ("old", &[], Version::V1, &sha256),
+        ("new", &["transfer/2"], Version::V2, &blake3),
+    ];
+    for (id, services, want, digest) in cases {
+        let mut h = Hostile::connect_with(id, &tx, services);
+        let state = tx.state.clone();
+        let path = src.to_str().unwrap().to_string();
+        let id2 = id.to_string();
+        let sender = std::thread::spawn(move || cli(&state, &["send", "--json", &id2, &path]));
+        let mut rx = Receiver::new(ReceiverConfig::default());
+        let mut got = Vec::new();
+        while rx.outcome().is_none() {
+            let m = h.recv(T, true).expect("the sender's next message");
+            assert_eq!(
+                m.version, want,
+                "{id}: every message in the offer's version"
+            );
+            let _ = rx.handle(&m.msg);
+            while let Some(ev) = rx.poll_event() {
+                match ev {
+                    ReceiverEvent::Offered => {
+                        let e = &rx.offer().unwrap()[0];
+                        match e.kind {
+                            EntryKind::File { digest: d, .. } => {
+                                assert_eq!(hex::encode(d), digest, "{id}: offered digest")
+                            }
+                            EntryKind::Dir => panic!("a directory"),
+                        }
+                        rx.accept().unwrap();
+                    }
+                    ReceiverEvent::Data { data, .. } => got.extend_from_slice(&data),
+                    _ => {}
+                }
+            }
+            let out: Vec<Vec<u8>> = std::iter::from_fn(|| rx.poll_transmit()).collect();
+            h.send_all(&out).unwrap();
+        }
+        assert_eq!(rx.outcome(), Some(&Outcome::Done), "{id}");
+        assert_eq!(got, body, "{id}");
+        let o = sender.join().unwrap();
+        assert!(o.status.success(), "{id}: {}", text(&o));
+        let v: serde_json::Value = serde_json::from_str(text(&o).trim()).unwrap();
+        assert_eq!(v["hash"], want.hash_name(), "{id}: {v}");
+        assert_eq!(v["digest"], digest, "{id}: {v}");
+        let sha_field = if want == Version::V1 { digest } else { "" };
+        assert_eq!(v["sha256"], sha_field, "{id}: {v}");
+        println!(
+            "send to a peer announcing {services:?}: transfer {want:?}, {} {digest}",
+            want.hash_name()
+        );
+    }
 }

@@ -11,18 +11,27 @@
 use std::collections::VecDeque;
 
 use dsoftbus::transfer::name::{dedup_paths, sanitize_path, validate_path, MAX_NAME};
-use dsoftbus::transfer::wire::{KIND_DATA, MAX_CHUNK};
+use dsoftbus::transfer::wire::{self, KIND_DATA, MAX_CHUNK};
 use dsoftbus::transfer::*;
 use proptest::prelude::*;
-use sha2::{Digest, Sha256};
+
+/// The digest of `body` under `v` (both versions: the tests run with the
+/// core's default features, which include `transfer-v2`).
+fn digest(v: Version, body: &[u8]) -> [u8; 32] {
+    FileHasher::digest(v, body).expect("this build has both versions")
+}
 
 fn file(path: &str, body: &[u8]) -> (Entry, Vec<u8>) {
+    file_v(Version::V1, path, body)
+}
+
+fn file_v(v: Version, path: &str, body: &[u8]) -> (Entry, Vec<u8>) {
     (
         Entry {
             path: path.into(),
             kind: EntryKind::File {
                 size: body.len() as u64,
-                sha256: Sha256::digest(body).into(),
+                digest: digest(v, body),
             },
         },
         body.to_vec(),
@@ -39,8 +48,14 @@ fn dir(path: &str) -> (Entry, Vec<u8>) {
     )
 }
 
-/// A folder with an empty directory, an empty file and three files.
+/// A folder with an empty directory, an empty file and three files (v1).
 fn tree(seed: u64, max_len: usize) -> Vec<(Entry, Vec<u8>)> {
+    tree_v(Version::V1, seed, max_len)
+}
+
+/// [`tree`] with the digests of version `v`.
+fn tree_v(v: Version, seed: u64, max_len: usize) -> Vec<(Entry, Vec<u8>)> {
+    let file = |p: &str, b: &[u8]| file_v(v, p, b);
     let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut body = |n: usize| -> Vec<u8> {
         (0..n)
@@ -91,9 +106,20 @@ struct Run {
 
 impl Run {
     fn new(files: &[(Entry, Vec<u8>)], rcfg: ReceiverConfig, chunk: usize) -> Run {
+        Run::with_version(Version::V1, files, rcfg, chunk)
+    }
+
+    /// A run whose sender offers version `version` (the files' digests
+    /// must be of that version: [`tree_v`]).
+    fn with_version(
+        version: Version,
+        files: &[(Entry, Vec<u8>)],
+        rcfg: ReceiverConfig,
+        chunk: usize,
+    ) -> Run {
         let entries = files.iter().map(|f| f.0.clone()).collect();
         Run {
-            tx: Sender::new(1, entries, SenderConfig { chunk }).unwrap(),
+            tx: Sender::new(1, entries, SenderConfig { chunk, version }).unwrap(),
             rx: Receiver::new(rcfg),
             src: files.iter().map(|f| f.1.clone()).collect(),
             to_rx: VecDeque::new(),
@@ -219,7 +245,8 @@ impl Run {
                 // `caller_hashes`: this caller hashes what it stored.
                 let i = usize::from(entry);
                 assert_eq!(self.store[i].len() as u64, self.tx.entries()[i].size());
-                let h: [u8; 32] = Sha256::digest(&self.store[i]).into();
+                assert_eq!(self.rx.version(), self.tx.version());
+                let h = digest(self.rx.version(), &self.store[i]);
                 let _ = self.rx.file_hashed(entry, h);
             }
             ReceiverEvent::FileVerified { entry } => {
@@ -313,15 +340,19 @@ fn whole_tree_round_robin() {
 fn data_header_matches_push_data() {
     let files = [file("a", &[7u8; 300])];
     let entries: Vec<Entry> = files.iter().map(|f| f.0.clone()).collect();
-    let mut a = Sender::new(9, entries.clone(), SenderConfig { chunk: 100 }).unwrap();
-    let mut b = Sender::new(9, entries, SenderConfig { chunk: 100 }).unwrap();
+    let cfg = SenderConfig {
+        chunk: 100,
+        ..SenderConfig::default()
+    };
+    let mut a = Sender::new(9, entries.clone(), cfg).unwrap();
+    let mut b = Sender::new(9, entries, cfg).unwrap();
     let accept = Message::Accept {
         id: 9,
         window: 1 << 20,
         max_chunk: 100,
         offsets: vec![0],
     }
-    .encode();
+    .encode(Version::V1);
     for s in [&mut a, &mut b] {
         while s.poll_transmit().is_some() {}
         s.handle(&accept).unwrap();
@@ -359,11 +390,13 @@ proptest! {
         cut in 1usize..900,
         direct in any::<bool>(),
         caller_hashes in any::<bool>(),
+        v2 in any::<bool>(),
         ops in proptest::collection::vec(any::<u8>(), 0..400),
     ) {
-        let files = tree(seed, len);
+        let v = if v2 { Version::V2 } else { Version::V1 };
+        let files = tree_v(v, seed, len);
         let cfg = hashed_by(caller_hashes, small(window, max_chunk));
-        let mut r = Run::new(&files, cfg, MAX_CHUNK);
+        let mut r = Run::with_version(v, &files, cfg, MAX_CHUNK);
         r.cut = cut;
         r.direct = direct;
         r.run(&ops);
@@ -382,9 +415,11 @@ proptest! {
         fault in 0u8..6,
         byte in any::<usize>(),
         caller_hashes in any::<bool>(),
+        v2 in any::<bool>(),
     ) {
-        let files = tree(seed, len);
-        let (r, _) = run_with_fault(&files, at, fault, byte, caller_hashes);
+        let v = if v2 { Version::V2 } else { Version::V1 };
+        let files = tree_v(v, seed, len);
+        let (r, _) = run_with_fault(v, &files, at, fault, byte, caller_hashes);
         r.check();
     }
 }
@@ -394,6 +429,7 @@ proptest! {
 /// message short, 5 drop every message from it on (truncation).
 /// Returns the run and the kind of the faulted message (if it came).
 fn run_with_fault(
+    version: Version,
     files: &[(Entry, Vec<u8>)],
     at: usize,
     fault: u8,
@@ -401,7 +437,8 @@ fn run_with_fault(
     caller_hashes: bool,
 ) -> (Run, Option<u8>) {
     let mut faulted = None;
-    let mut r = Run::new(files, hashed_by(caller_hashes, small(700, 97)), MAX_CHUNK);
+    let rcfg = hashed_by(caller_hashes, small(700, 97));
+    let mut r = Run::with_version(version, files, rcfg, MAX_CHUNK);
     let mut n = 0usize;
     let mut held: Option<Vec<u8>> = None;
     loop {
@@ -458,7 +495,7 @@ fn run_with_fault(
 
 #[test]
 fn every_fault_at_every_message() {
-    let files = tree(7, 600);
+    let trees = [Version::V1, Version::V2].map(|v| (v, tree_v(v, 7, 600)));
     let mut counts = [0usize; 4]; // done, failed/cancelled, stalled, total
     let mut msgs = 0;
     let mut data_faults = 0;
@@ -466,8 +503,10 @@ fn every_fault_at_every_message() {
     for fault in 0..6u8 {
         for at in 0..40 {
             for byte in [0usize, 1, 5, 6, 9, 13, 20, 1000] {
-                // Odd positions: the caller hashes.
-                let (r, kind) = run_with_fault(&files, at, fault, byte, at % 2 == 1);
+                // Odd positions: the caller hashes; every other pair of
+                // positions: version 2.
+                let (v, files) = &trees[(at / 2) % 2];
+                let (r, kind) = run_with_fault(*v, files, at, fault, byte, at % 2 == 1);
                 r.check();
                 hit += usize::from(kind.is_some());
                 msgs = msgs.max(at);
@@ -513,12 +552,18 @@ fn every_fault_at_every_message() {
 fn wrong_hash_is_never_verified() {
     // The sender offers a hash that does not match what it sends (its file
     // changed after hashing): HashMismatch, ABORT, the sender sees it.
-    let mut files = tree(3, 500);
-    if let EntryKind::File { sha256, .. } = &mut files[2].0.kind {
-        sha256[0] ^= 1;
-    }
-    for caller in [false, true] {
-        let mut r = Run::new(
+    for (v, caller) in [
+        (Version::V1, false),
+        (Version::V1, true),
+        (Version::V2, false),
+        (Version::V2, true),
+    ] {
+        let mut files = tree_v(v, 3, 500);
+        if let EntryKind::File { digest, .. } = &mut files[2].0.kind {
+            digest[0] ^= 1;
+        }
+        let mut r = Run::with_version(
+            v,
             &files,
             hashed_by(caller, ReceiverConfig::default()),
             MAX_CHUNK,
@@ -548,7 +593,7 @@ fn wrong_hash_is_never_verified() {
 fn caller_hashes_hold_done_until_every_hash_is_in() {
     let files = [file("a", b"hello"), file("b", b"world")];
     let entries: Vec<Entry> = files.iter().map(|f| f.0.clone()).collect();
-    let digest = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
+    let digest = |b: &[u8]| digest(Version::V1, b);
     for wrong in [false, true] {
         let mut tx = Sender::new(5, entries.clone(), SenderConfig::default()).unwrap();
         let mut rx = Receiver::new(hashed_by(true, ReceiverConfig::default()));
@@ -825,11 +870,11 @@ fn verdict(paths: &[&str]) -> Option<Outcome> {
             path: (*p).into(),
             kind: EntryKind::File {
                 size: 1,
-                sha256: [0; 32],
+                digest: [0; 32],
             },
         })
         .collect();
-    let bytes = Message::Offer { id: 9, entries }.encode();
+    let bytes = Message::Offer { id: 9, entries }.encode(Version::V1);
     let mut rx = Receiver::new(ReceiverConfig::default());
     let _ = rx.handle(&bytes);
     rx.outcome().cloned()
@@ -945,7 +990,7 @@ fn bounds_deny_before_anything_is_exposed() {
         id: 5,
         entries: entries.clone(),
     }
-    .encode();
+    .encode(Version::V1);
     let total: u64 = entries.iter().map(Entry::size).sum();
     for (cfg, want) in [
         (
@@ -988,14 +1033,14 @@ fn bounds_deny_before_anything_is_exposed() {
             path: "a".into(),
             kind: EntryKind::File {
                 size: u64::MAX,
-                sha256: [0; 32],
+                digest: [0; 32],
             },
         },
         Entry {
             path: "b".into(),
             kind: EntryKind::File {
                 size: 1,
-                sha256: [0; 32],
+                digest: [0; 32],
             },
         },
     ];
@@ -1022,10 +1067,10 @@ fn window_and_chunk_bounds_are_enforced() {
         id: 1,
         entries: vec![files[0].0.clone()],
     }
-    .encode();
+    .encode(Version::V1);
     rx.handle(&offer).unwrap();
     rx.accept().unwrap();
-    let big = wire::encode_data(1, 0, 0, &[7u8; 101]);
+    let big = wire::encode_data(Version::V1, 1, 0, 0, &[7u8; 101]);
     assert_eq!(
         rx.handle(&big),
         Err(TransferError::OutOfOrder {
@@ -1039,7 +1084,7 @@ fn window_and_chunk_bounds_are_enforced() {
     rx.accept().unwrap();
     let mut res = Ok(());
     for k in 0..11u64 {
-        res = rx.handle(&wire::encode_data(1, 0, k * 100, &[7u8; 100]));
+        res = rx.handle(&wire::encode_data(Version::V1, 1, 0, k * 100, &[7u8; 100]));
         if res.is_err() {
             break;
         }
@@ -1068,7 +1113,7 @@ fn sender_refuses_bad_answers() {
             max_chunk: 10,
             offsets,
         }
-        .encode();
+        .encode(Version::V1);
         assert_eq!(tx.handle(&acc), Err(TransferError::BadAnswer));
         assert!(matches!(tx.outcome(), Some(Outcome::Failed(_))));
     }
@@ -1081,15 +1126,15 @@ fn sender_refuses_bad_answers() {
         max_chunk: 10,
         offsets: vec![0; n],
     }
-    .encode();
+    .encode(Version::V1);
     tx.handle(&acc).unwrap();
-    let ack = Message::Ack { id: 1, received: 5 }.encode();
+    let ack = Message::Ack { id: 1, received: 5 }.encode(Version::V1);
     assert_eq!(tx.handle(&ack), Err(TransferError::BadAnswer));
     // Messages of another transfer or direction change nothing.
     let mut tx = Sender::new(1, entries, SenderConfig::default()).unwrap();
-    let other = Message::Done { id: 2 }.encode();
+    let other = Message::Done { id: 2 }.encode(Version::V1);
     assert_eq!(tx.handle(&other), Err(TransferError::NotMine));
-    let own_kind = Message::End { id: 1 }.encode();
+    let own_kind = Message::End { id: 1 }.encode(Version::V1);
     assert_eq!(tx.handle(&own_kind), Err(TransferError::NotMine));
     assert_eq!(tx.handle(&[0x20, 1, 1]), Err(TransferError::NotMine));
     assert_eq!(tx.outcome(), None);
@@ -1109,7 +1154,7 @@ proptest! {
         let entries: Vec<Entry> = files.iter().map(|f| f.0.clone()).collect();
         let mut rx = Receiver::new(ReceiverConfig::default());
         let mut rx2 = Receiver::new(ReceiverConfig::default());
-        rx2.handle(&Message::Offer { id: 1, entries: entries.clone() }.encode()).unwrap();
+        rx2.handle(&Message::Offer { id: 1, entries: entries.clone() }.encode(Version::V1)).unwrap();
         rx2.accept().unwrap();
         let mut tx = Sender::new(1, entries, SenderConfig::default()).unwrap();
         for (k, body) in msgs {
@@ -1265,4 +1310,139 @@ fn transfer_over_a_stream() {
         "transfer over a stream: {} bytes in {rounds} rounds",
         tx.progress().0
     );
+}
+
+/// Versions (wire.md §12.1): the receiver answers in the offer's version;
+/// a v2 sender takes an old receiver's v1 DENY; a message in another
+/// version than its transfer's ends it; an unknown version is denied in
+/// v1; and the digest is the version's (a SHA-256 in a v2 offer fails).
+#[test]
+fn versions_are_per_transfer_and_checked() {
+    let files = tree_v(Version::V2, 4, 300);
+    let entries: Vec<Entry> = files.iter().map(|f| f.0.clone()).collect();
+    let v2 = SenderConfig {
+        version: Version::V2,
+        ..SenderConfig::default()
+    };
+
+    // Every message of a v2 transfer is in v2, both ways.
+    let mut tx = Sender::new(1, entries.clone(), v2).unwrap();
+    let mut rx = Receiver::new(small(300, 100));
+    let mut seen = Vec::new();
+    for _ in 0..1000 {
+        while let Some(m) = tx.poll_transmit() {
+            seen.push(m[1]);
+            rx.handle(&m).unwrap();
+        }
+        while let Some(ev) = rx.poll_event() {
+            if ev == ReceiverEvent::Offered {
+                rx.accept().unwrap();
+            }
+        }
+        while let Some(m) = rx.poll_transmit() {
+            seen.push(m[1]);
+            tx.handle(&m).unwrap();
+        }
+        while let Some(n) = tx.poll_need() {
+            let body = &files[usize::from(n.entry)].1;
+            let at = n.offset as usize;
+            tx.push_data(n.entry, n.offset, &body[at..at + n.len])
+                .unwrap();
+        }
+        if tx.outcome().is_some() {
+            break;
+        }
+    }
+    assert_eq!(tx.outcome(), Some(&Outcome::Done));
+    assert_eq!(rx.outcome(), Some(&Outcome::Done));
+    assert!(seen.len() > 10 && seen.iter().all(|v| *v == 2), "{seen:?}");
+
+    // An old receiver (v1 only) denies in v1: the v2 sender sees the denial.
+    let mut tx = Sender::new(1, entries.clone(), v2).unwrap();
+    let offer = tx.poll_transmit().unwrap();
+    assert_eq!(offer[1], 2);
+    let deny = Message::Deny {
+        id: 1,
+        reason: Reason::UnsupportedVersion,
+    }
+    .encode(Version::V1);
+    tx.handle(&deny).unwrap();
+    assert_eq!(
+        tx.outcome(),
+        Some(&Outcome::Denied {
+            by: Side::Peer,
+            reason: Reason::UnsupportedVersion
+        })
+    );
+
+    // After the offer, another version is out of turn: the receiver aborts
+    // (in the transfer's version), the sender cancels.
+    let mut rx = Receiver::new(ReceiverConfig::default());
+    let mut tx = Sender::new(1, entries.clone(), v2).unwrap();
+    rx.handle(&tx.poll_transmit().unwrap()).unwrap();
+    assert_eq!(rx.version(), Version::V2);
+    rx.accept().unwrap();
+    let accept = rx.poll_transmit().unwrap();
+    assert_eq!(accept[1], 2);
+    let v1_data = wire::encode_data(Version::V1, 1, 2, 0, &[1]);
+    assert_eq!(
+        rx.handle(&v1_data),
+        Err(TransferError::Unexpected { kind: KIND_DATA })
+    );
+    let abort = rx.poll_transmit().unwrap();
+    assert_eq!((abort[0], abort[1]), (wire::KIND_ABORT, 2));
+    let mut v1_accept = accept.clone();
+    v1_accept[1] = 1;
+    assert_eq!(
+        tx.handle(&v1_accept),
+        Err(TransferError::Unexpected {
+            kind: wire::KIND_ACCEPT
+        })
+    );
+    let cancel = tx.poll_transmit().unwrap();
+    assert_eq!((cancel[0], cancel[1], cancel[6]), (wire::KIND_CANCEL, 2, 5));
+
+    // A version this code does not know: denied unsupported-version, in v1.
+    let mut v3 = Message::Offer {
+        id: 4,
+        entries: entries.clone(),
+    }
+    .encode(Version::V1);
+    v3[1] = 3;
+    let mut rx = Receiver::new(ReceiverConfig::default());
+    assert_eq!(
+        rx.handle(&v3),
+        Err(TransferError::Wire(WireError::UnsupportedVersion(3)))
+    );
+    assert_eq!(
+        rx.poll_transmit().unwrap(),
+        Message::Deny {
+            id: 4,
+            reason: Reason::UnsupportedVersion
+        }
+        .encode(Version::V1)
+    );
+
+    // SHA-256 digests offered as v2: the bytes are right, the hash is not.
+    let v1_files = tree_v(Version::V1, 4, 300);
+    for caller in [false, true] {
+        let cfg = hashed_by(caller, ReceiverConfig::default());
+        let mut r = Run::with_version(Version::V2, &v1_files, cfg, MAX_CHUNK);
+        r.run(&[]);
+        r.check();
+        assert_eq!(
+            r.rx_end,
+            vec![Outcome::Failed(TransferError::HashMismatch { entry: 2 })]
+        );
+    }
+}
+
+/// The announce decides: v2 only to a peer that lists `transfer/2`.
+#[test]
+fn version_for_follows_the_announce() {
+    let s = |n: &str| dsoftbus::ServiceName::new(n).unwrap();
+    assert_eq!(version_for(&[]), Version::V1);
+    assert_eq!(version_for(&[s("streams/1")]), Version::V1);
+    assert_eq!(version_for(&[s("transfer/3")]), Version::V1);
+    assert_eq!(version_for(&[s("streams/1"), s(V2_SERVICE)]), Version::V2);
 }

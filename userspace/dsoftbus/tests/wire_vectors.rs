@@ -87,6 +87,7 @@ const KNOWN: &[&str] = &[
     "stream-invalid-ping-on-stream",
     "stream-invalid-oversized",
     "transfer-offer",
+    "transfer-v2-offer",
     "transfer-accept",
     "transfer-deny",
     "transfer-data",
@@ -968,29 +969,48 @@ fn stream_invalid_vectors() {
 
 #[test]
 fn transfer_vectors() {
-    use dsoftbus::transfer::{self, Entry, EntryKind, Message, Reason};
-    use sha2::{Digest, Sha256};
+    use dsoftbus::transfer::{self, Entry, EntryKind, FileHasher, Message, Reason, Version};
 
-    let v = vector("transfer-offer");
-    let content = v.hex("content");
-    let sha: [u8; 32] = Sha256::digest(&content).into();
-    assert_eq!(hex(&sha), hex(&v.hex("sha256")), "sha256 of content");
-    let offer = Message::Offer {
-        id: u32::try_from(v.num("id")).unwrap(),
-        entries: vec![
-            Entry {
-                path: v.text("dir"),
-                kind: EntryKind::Dir,
-            },
-            Entry {
-                path: v.text("file"),
-                kind: EntryKind::File {
-                    size: content.len() as u64,
-                    sha256: sha,
+    let offer_of = |name: &str, version: Version, field: &str| {
+        let v = vector(name);
+        let content = v.hex("content");
+        let digest = FileHasher::digest(version, &content).unwrap();
+        assert_eq!(
+            hex(&digest),
+            hex(&v.hex(field)),
+            "{name}: {field} of content"
+        );
+        Message::Offer {
+            id: u32::try_from(v.num("id")).unwrap(),
+            entries: vec![
+                Entry {
+                    path: v.text("dir"),
+                    kind: EntryKind::Dir,
                 },
-            },
-        ],
+                Entry {
+                    path: v.text("file"),
+                    kind: EntryKind::File {
+                        size: content.len() as u64,
+                        digest,
+                    },
+                },
+            ],
+        }
     };
+    let offer = offer_of("transfer-offer", Version::V1, "sha256");
+    // Version 2: the same layout, version byte 02, a BLAKE3-256 digest.
+    let v2 = offer_of("transfer-v2-offer", Version::V2, "blake3");
+    let encoded = vector("transfer-v2-offer").hex("encoded");
+    assert_eq!(
+        hex(&v2.encode(Version::V2)),
+        hex(&encoded),
+        "v2 offer: encoding"
+    );
+    assert_eq!(transfer::decode(&encoded), Ok(v2), "v2 offer: decoding");
+    assert_eq!(
+        transfer::header(&encoded).map(|h| h.version),
+        Ok(Version::V2)
+    );
     let data = vector("transfer-data");
     let data_bytes = data.hex("data");
     let entry = |v: &Vector| match v.raw("entry") {
@@ -1058,7 +1078,20 @@ fn transfer_vectors() {
     ];
     for (name, m) in cases {
         let encoded = vector(name).hex("encoded");
-        assert_eq!(hex(&m.encode()), hex(&encoded), "{name}: encoding");
+        assert_eq!(
+            hex(&m.encode(Version::V1)),
+            hex(&encoded),
+            "{name}: encoding"
+        );
+        // A v2 transfer's message: the same bytes, version byte 02 (§12.1).
+        let mut v2 = encoded.clone();
+        v2[1] = 2;
+        assert_eq!(hex(&m.encode(Version::V2)), hex(&v2), "{name}: v2 encoding");
+        assert_eq!(
+            transfer::decode(&v2).as_ref(),
+            Ok(&m),
+            "{name}: v2 decoding"
+        );
         assert_eq!(transfer::decode(&encoded), Ok(m), "{name}: decoding");
     }
     // Reason names the document uses.

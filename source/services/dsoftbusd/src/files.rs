@@ -41,11 +41,10 @@ use core::time::Duration;
 use dsoftbus::node::consent::{AcceptPolicy, Consent, ConsentConfig, Slot, Verdict};
 use dsoftbus::node::{LogLimiter, LogSafe};
 use dsoftbus::transfer::{
-    self, name, wire, Entry, EntryKind, Outcome, Reason, Receiver, ReceiverConfig, ReceiverEvent,
-    Sender, SenderConfig, SenderEvent, Side,
+    self, name, wire, Entry, EntryKind, FileHasher, Outcome, Reason, Receiver, ReceiverConfig,
+    ReceiverEvent, Sender, SenderConfig, SenderEvent, Side, Version,
 };
 use dsoftbus::{DeviceId, Instant};
-use sha2::{Digest, Sha256};
 
 use crate::link::{now, Link, LinkError, Socket};
 use crate::node::sup;
@@ -441,15 +440,17 @@ impl Files {
             return Ok(false);
         }
         match wire::header(data) {
-            Ok((kind, id)) if !wire::from_sender(kind) => {
+            Ok(wire::Header { kind, id, .. }) if !wire::from_sender(kind) => {
                 // For a sender: ours, or nobody's (§12.6: ignore).
                 if let Some(o) = out.filter(|o| o.tx.id() == id) {
                     let _ = o.tx.handle(data);
                 }
             }
-            Ok((_, id)) => self.to_receiver(route, peer, Some(id), data, log, at),
+            // Any version: the core denies an offer of one this build does
+            // not have (v2: no `transfer-v2` in the image) by itself.
+            Ok(wire::Header { id, .. }) => self.to_receiver(route, peer, Some(id), data, log, at),
             // An unreadable header: the core answers an offer it can read
-            // the id of (e.g. another version); anything else is ignored.
+            // the id of (e.g. an unknown version); anything else is ignored.
             Err(_) if data[0] == wire::KIND_OFFER => {
                 self.to_receiver(route, peer, None, data, log, at)
             }
@@ -755,10 +756,12 @@ impl Files {
     }
 }
 
-/// The SHA-256 of a file entry in hex (empty for a directory).
+/// The digest of a file entry in hex (empty for a directory): a SHA-256,
+/// since this node speaks transfer v1 only (it neither announces
+/// `transfer/2` nor offers v2, and the core denies v2 offers).
 fn sha256_hex(k: &EntryKind) -> String {
     match k {
-        EntryKind::File { sha256, .. } => sha256.iter().map(|b| format!("{b:02x}")).collect(),
+        EntryKind::File { digest, .. } => digest.iter().map(|b| format!("{b:02x}")).collect(),
         EntryKind::Dir => String::new(),
     }
 }
@@ -807,7 +810,7 @@ impl Outgoing {
         let name = name::sanitize_name(&format!("nexus-{me}-{size}.bin"))
             .ok_or_else(|| String::from("no valid file name"))?;
         let seed = seed_of(&name);
-        let mut h = Sha256::new();
+        let mut h = FileHasher::new(Version::V1).ok_or("no SHA-256 in this build")?;
         let mut buf = vec![0u8; wire::MAX_CHUNK];
         let mut off = 0u64;
         while off < size {
@@ -820,11 +823,14 @@ impl Outgoing {
             path: name,
             kind: EntryKind::File {
                 size,
-                sha256: h.finalize().into(),
+                digest: h.finalize(),
             },
         }];
-        let tx = Sender::new(id, entries, SenderConfig { chunk: CHUNK })
-            .map_err(|e| format!("offer refused: {e:?}"))?;
+        let cfg = SenderConfig {
+            chunk: CHUNK,
+            version: Version::V1,
+        };
+        let tx = Sender::new(id, entries, cfg).map_err(|e| format!("offer refused: {e:?}"))?;
         Ok(Outgoing {
             tx,
             seed,
@@ -1218,6 +1224,49 @@ mod tests {
         assert!(f.incoming.borrow().is_empty());
     }
 
+    /// The image has no `transfer-v2`: a v2 offer (what a Linux node sends
+    /// a peer that announced `transfer/2`; this node does not) is denied
+    /// `unsupported-version` in v2, holds nothing, and v1 still works.
+    #[test]
+    fn a_version_2_offer_is_denied_cleanly() {
+        assert!(!Version::V2.supported(), "the OS build speaks v1 only");
+        let f = Files::new(AcceptPolicy::Any);
+        let entries = vec![Entry {
+            path: String::from("a.bin"),
+            kind: EntryKind::File {
+                size: 5,
+                digest: [7; 32],
+            },
+        }];
+        let cfg = SenderConfig {
+            version: Version::V2,
+            ..SenderConfig::default()
+        };
+        let mut tx = Sender::new(3, entries, cfg).unwrap();
+        let mut q = Queue::default();
+        while let Some(m) = tx.poll_transmit() {
+            assert_eq!(
+                f.on_data(&mut q, (1, 0), &id("linux"), &m, None, &log(), t(0)),
+                Ok(true)
+            );
+        }
+        assert_eq!(f.transmit(&mut q, (1, 0)), Ok(()));
+        assert_eq!(q.0.len(), 1);
+        assert_eq!((q.0[0][0], q.0[0][1]), (wire::KIND_DENY, 2));
+        assert_eq!(tx.handle(&q.0[0]), Ok(()));
+        assert_eq!(
+            tx.outcome(),
+            Some(&Outcome::Denied {
+                by: Side::Peer,
+                reason: Reason::UnsupportedVersion
+            })
+        );
+        assert_eq!(f.consent.borrow().active(), 0);
+        assert_eq!(f.inbox_usage(), (0, 0, 0, 0));
+        let mut o = offer(&f, 2, "linux", 1000);
+        assert_eq!(denied(&mut o), None);
+    }
+
     #[test]
     fn other_data_kinds_are_not_ours() {
         let f = Files::new(AcceptPolicy::Any);
@@ -1229,7 +1278,7 @@ mod tests {
             );
         }
         // A transfer kind for no known transfer: taken, ignored.
-        let stray = wire::encode_data(9, 0, 0, b"x");
+        let stray = wire::encode_data(Version::V1, 9, 0, 0, b"x");
         assert_eq!(
             f.on_data(&mut q, (1, 0), &id("a"), &stray, None, &log(), t(0)),
             Ok(true)

@@ -24,6 +24,8 @@ pub type SendDone = (Outcome, Option<String>);
 
 /// A `send` request handed to the session.
 pub struct SendReq {
+    /// The transfer version the entries' digests were computed for.
+    pub version: Version,
     pub entries: Vec<Entry>,
     /// Per entry: the local file and its size (None for directories).
     pub files: Vec<Option<(PathBuf, u64)>>,
@@ -218,7 +220,11 @@ impl Engine {
     /// Starts an outgoing transfer on `carrier`.
     pub fn start_send(&mut self, carrier: Carrier, id: u32, req: SendReq) {
         let total = req.entries.iter().map(|e| e.size()).sum();
-        let tx = match Sender::new(id, req.entries, SenderConfig { chunk: CHUNK }) {
+        let cfg = SenderConfig {
+            chunk: CHUNK,
+            version: req.version,
+        };
+        let tx = match Sender::new(id, req.entries, cfg) {
             Ok(tx) => tx,
             Err(e) => {
                 let _ = req
@@ -249,10 +255,10 @@ impl Engine {
 
     /// One transfer message from the peer (on a stream, or a data message).
     pub async fn on_message(&mut self, stream: Option<StreamId>, msg: &[u8]) {
-        let (kind, id) = match wire::header(msg) {
+        let wire::Header { kind, id, .. } = match wire::header(msg) {
             Ok(h) => h,
             Err(e) => {
-                // An offer in another version (id readable): a fresh
+                // An offer in an unknown version (id readable): a fresh
                 // receiver answers it by id. Anything else is dropped.
                 if msg.first() == Some(&wire::KIND_OFFER) {
                     let id = msg
@@ -553,9 +559,11 @@ impl Engine {
             }
             None => None,
         };
-        let job = WriteJob::new(carrier, &inbox, entries).and_then(|j| match held.as_mut() {
-            Some(h) => j.resume_from(h),
-            None => Ok(j),
+        let job = WriteJob::new(carrier, &inbox, entries, rx.version()).and_then(|j| {
+            match held.as_mut() {
+                Some(h) => j.resume_from(h),
+                None => Ok(j),
+            }
         });
         drop(held);
         let job = match job {
@@ -661,9 +669,10 @@ impl Engine {
             Outcome::Done => {
                 if let Some(n) = self.limiter.allow(LogKind::Received) {
                     info!(
-                        "received {} ({} bytes) from peer={peer}: every file sha256-verified and stored{}",
+                        "received {} ({} bytes) from peer={peer}: every file {}-verified and stored{}",
                         inc.name,
                         inc.total,
+                        inc.rx.version().hash_name(),
                         suppressed(n), peer = LogSafe(peer)
                     );
                 }
@@ -716,10 +725,10 @@ impl Engine {
             Report::Hashed {
                 carrier,
                 entry,
-                sha256,
+                digest,
             } => {
                 if let Some(inc) = self.inbound.get_mut(&carrier) {
-                    if let Err(e) = inc.rx.file_hashed(entry, sha256) {
+                    if let Err(e) = inc.rx.file_hashed(entry, digest) {
                         if e.is_fatal() {
                             self.log_receive_error(carrier, e);
                         }

@@ -44,11 +44,10 @@ use dsoftbus::node::{LogSafe, OfferId, Verdict};
 use dsoftbus::stream::StreamId;
 pub use dsoftbus::transfer::STREAM_KIND;
 use dsoftbus::transfer::{
-    wire, Entry, EntryKind, Outcome, Reason, Receiver, ReceiverConfig, ReceiverEvent, Sender,
-    SenderConfig, SenderEvent, Side, TransferError,
+    wire, Entry, EntryKind, FileHasher, Outcome, Reason, Receiver, ReceiverConfig, ReceiverEvent,
+    Sender, SenderConfig, SenderEvent, Side, TransferError, Version,
 };
 use dsoftbus::DeviceId;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn};
 
@@ -131,6 +130,20 @@ impl Carrier {
     }
 }
 
+/// The running hash of `entry` in `hashers`, started for `version` on
+/// first use. `None` only if this build lacks the version's hash, which
+/// the core never lets through (it denies such offers).
+pub fn running_hash(
+    hashers: &mut HashMap<u16, FileHasher>,
+    entry: u16,
+    version: Version,
+) -> Option<&mut FileHasher> {
+    if let std::collections::hash_map::Entry::Vacant(v) = hashers.entry(entry) {
+        v.insert(FileHasher::new(version)?);
+    }
+    hashers.get_mut(&entry)
+}
+
 /// What the user is told about a reason a peer gave.
 pub fn reason_text(r: Reason) -> String {
     match r {
@@ -143,7 +156,7 @@ pub fn reason_text(r: Reason) -> String {
         Reason::Busy => "the receiver is busy (too many transfers in progress)".into(),
         Reason::Protocol => "protocol error".into(),
         Reason::HashMismatch => {
-            "integrity check failed (sha256 mismatch); the file was not stored".into()
+            "integrity check failed (digest mismatch); the file was not stored".into()
         }
         Reason::Io => "the receiver could not store the files".into(),
         Reason::UnsupportedVersion => "unsupported transfer protocol version".into(),
@@ -222,7 +235,7 @@ mod tests {
         mpsc::Receiver<Report>,
         std::thread::JoinHandle<()>,
     ) {
-        run_job(WriteJob::new(Carrier::Data(1), dir, entries).unwrap())
+        run_job(WriteJob::new(Carrier::Data(1), dir, entries, Version::V1).unwrap())
     }
 
     /// Runs `j` on a thread: its message sender, its reports, the thread.
@@ -240,11 +253,15 @@ mod tests {
     }
 
     fn file(path: &str, data: &[u8]) -> Entry {
+        file_v(Version::V1, path, data)
+    }
+
+    fn file_v(v: Version, path: &str, data: &[u8]) -> Entry {
         Entry {
             path: path.into(),
             kind: EntryKind::File {
                 size: data.len() as u64,
-                sha256: Sha256::digest(data).into(),
+                digest: FileHasher::digest(v, data).unwrap(),
             },
         }
     }
@@ -351,16 +368,16 @@ mod tests {
         assert!(!inbox_files(dir.path()).iter().any(|f| is_part_name(f)));
     }
 
-    #[test]
-    fn a_held_transfer_resumes_its_prefix_and_the_store_is_bounded() {
-        let dir = tempfile::tempdir().unwrap();
+    /// The resume half of the test above, for a transfer of version `v`
+    /// into `inbox`.
+    fn resume_in(v: Version, inbox: &Path) {
         let body: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
-        let entries = vec![file("done.txt", b"first"), file("big.bin", &body)];
+        let entries = vec![file_v(v, "done.txt", b"first"), file_v(v, "big.bin", &body)];
         let store = Arc::new(Mutex::new(ResumeStore::default()));
         // First attempt: one file stored, 40 000 bytes of the other, then
         // the session is lost.
         let (tx, _rx, h) = run_job(
-            WriteJob::new(Carrier::Data(1), dir.path(), entries.clone())
+            WriteJob::new(Carrier::Data(1), inbox, entries.clone(), v)
                 .unwrap()
                 .hold_to(store.clone(), "alpha".into()),
         );
@@ -387,7 +404,7 @@ mod tests {
             id: 9,
             entries: entries.clone(),
         }
-        .encode();
+        .encode(v);
         let mut rx = Receiver::new(ReceiverConfig {
             caller_hashes: true,
             ..ReceiverConfig::default()
@@ -406,7 +423,7 @@ mod tests {
         }
         // The writer continues the partial file; the stored file is not
         // stored twice.
-        let j = WriteJob::new(Carrier::Data(2), dir.path(), entries)
+        let j = WriteJob::new(Carrier::Data(2), inbox, entries, v)
             .unwrap()
             .resume_from(&mut held)
             .unwrap()
@@ -427,15 +444,22 @@ mod tests {
         // The writer's hashes cover the resumed prefixes too.
         let mut hashed = Vec::new();
         while let Ok(r) = rrx.try_recv() {
-            if let Report::Hashed { entry, sha256, .. } = r {
-                hashed.push((entry, sha256));
+            if let Report::Hashed { entry, digest, .. } = r {
+                hashed.push((entry, digest));
             }
         }
-        let sha = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
-        assert_eq!(hashed, vec![(0, sha(b"first")), (1, sha(&body))]);
-        assert_eq!(inbox_files(dir.path()), vec!["big.bin", "done.txt"]);
-        assert_eq!(fs::read(dir.path().join("big.bin")).unwrap(), body);
+        let d = |b: &[u8]| FileHasher::digest(v, b).unwrap();
+        assert_eq!(hashed, vec![(0, d(b"first")), (1, d(&body))]);
+        assert_eq!(inbox_files(inbox), vec!["big.bin", "done.txt"]);
+        assert_eq!(fs::read(inbox.join("big.bin")).unwrap(), body);
+    }
 
+    #[test]
+    fn a_held_transfer_resumes_its_prefix_and_the_store_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in [Version::V1, Version::V2] {
+            resume_in(v, &dir.path().join(v.hash_name()));
+        }
         // Bounded: the oldest held transfers go first.
         let mut s = ResumeStore::default();
         for i in 0..RESUME_MAX_TRANSFERS + 5 {

@@ -87,28 +87,34 @@ pub fn read_files(
     }
 }
 
-/// Size and SHA-256 of a file (before it is offered).
+/// Size and digest (`version`'s hash) of a file, before it is offered.
 #[cfg(test)]
-pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
-    hash_open(File::open(path)?)
+pub fn hash_file(path: &Path, version: Version) -> std::io::Result<(u64, [u8; 32])> {
+    hash_open(File::open(path)?, version)
 }
 
-/// Size and SHA-256 of what `f` reads, with the reading on a second thread
+/// A hasher for `version`, or the error a send reports without one.
+fn hasher(version: Version) -> std::io::Result<FileHasher> {
+    FileHasher::new(version)
+        .ok_or_else(|| std::io::Error::other(format!("no {} in this build", version.hash_name())))
+}
+
+/// Size and digest of what `f` reads, with the reading on a second thread
 /// so it overlaps the hashing: on the project machine reading a 256 MiB file
-/// from the page cache costs about as much CPU as hashing it, and the
-/// offer waits for both.
-fn hash_open(mut f: File) -> std::io::Result<(u64, [u8; 32])> {
+/// from the page cache costs about as much CPU as hashing it with SHA-256
+/// (v1), and the offer waits for both.
+fn hash_open(mut f: File, version: Version) -> std::io::Result<(u64, [u8; 32])> {
     const PIECE: usize = 256 * 1024;
     if f.metadata()?.len() < 4 * PIECE as u64 {
         // Small files (most of a folder) are read and hashed inline: below
         // 1 MiB there is little to overlap, and a folder would start a
         // thread per file (a chosen threshold, not a measured optimum).
-        let mut h = Sha256::new();
+        let mut h = hasher(version)?;
         let mut buf = vec![0u8; PIECE];
         let mut total: u64 = 0;
         loop {
             match f.read(&mut buf) {
-                Ok(0) => return Ok((total, h.finalize().into())),
+                Ok(0) => return Ok((total, h.finalize())),
                 Ok(n) => {
                     h.update(&buf[..n]);
                     total += n as u64;
@@ -118,6 +124,7 @@ fn hash_open(mut f: File) -> std::io::Result<(u64, [u8; 32])> {
             }
         }
     }
+    let mut h = hasher(version)?;
     // Full buffers to the hasher; empty ones back. Two in flight.
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
     let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
@@ -140,7 +147,6 @@ fn hash_open(mut f: File) -> std::io::Result<(u64, [u8; 32])> {
             }
             Ok(())
         });
-        let mut h = Sha256::new();
         let mut total: u64 = 0;
         for (buf, n) in full_rx {
             h.update(&buf[..n]);
@@ -149,7 +155,7 @@ fn hash_open(mut f: File) -> std::io::Result<(u64, [u8; 32])> {
         }
         drop(empty_tx);
         match reader.join() {
-            Ok(r) => r.map(|()| (total, h.finalize().into())),
+            Ok(r) => r.map(|()| (total, h.finalize())),
             Err(_) => Err(std::io::Error::other("the file reader thread panicked")),
         }
     })
@@ -182,7 +188,8 @@ impl FileKey {
     }
 }
 
-/// The SHA-256s this daemon computed for offers, at most [`HASH_CACHE_MAX`]
+/// The digests this daemon computed for offers (per file and transfer
+/// version: a file sent to a v1 and a v2 peer has two), at most [`HASH_CACHE_MAX`]
 /// (the oldest go first), so sending a file again (a resume after a broken
 /// session, or the same file to another device) does not read it twice
 /// before the first byte goes out. A stale entry can never put wrong bytes
@@ -190,29 +197,32 @@ impl FileKey {
 /// file changed without changing any of [`FileKey`] fails `hash-mismatch`.
 #[derive(Default)]
 struct HashCache {
-    map: HashMap<FileKey, [u8; 32]>,
-    order: VecDeque<FileKey>,
+    map: HashMap<(FileKey, Version), [u8; 32]>,
+    order: VecDeque<(FileKey, Version)>,
 }
 
 static HASH_CACHE: Mutex<Option<HashCache>> = Mutex::new(None);
 
 /// `hash_file` through the daemon's [`HashCache`]: a file whose key
 /// changed while it was being hashed is not remembered.
-pub fn hash_file_cached(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
+pub fn hash_file_cached(path: &Path, version: Version) -> std::io::Result<(u64, [u8; 32])> {
     let f = File::open(path)?;
     let key = FileKey::of(&f.metadata()?);
     let lock = || HASH_CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(h) = lock().as_ref().and_then(|c| c.map.get(&key).copied()) {
+    if let Some(h) = lock()
+        .as_ref()
+        .and_then(|c| c.map.get(&(key, version)).copied())
+    {
         return Ok((key.size, h));
     }
     let meta_before = key;
-    let (n, h) = hash_open(f)?;
+    let (n, h) = hash_open(f, version)?;
     let after = fs::metadata(path).map(|m| FileKey::of(&m));
     if after.is_ok_and(|k| k == meta_before) && n == key.size {
         let mut g = lock();
         let c = g.get_or_insert_with(HashCache::default);
-        if c.map.insert(key, h).is_none() {
-            c.order.push_back(key);
+        if c.map.insert((key, version), h).is_none() {
+            c.order.push_back((key, version));
         }
         while c.order.len() > HASH_CACHE_MAX {
             if let Some(old) = c.order.pop_front() {
@@ -223,14 +233,19 @@ pub fn hash_file_cached(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
     Ok((n, h))
 }
 
-/// Builds the entry of one regular file (hashing it, or taking its hash
-/// from [`hash_file_cached`]): `name` is its offered path.
-pub fn file_entry(path: &Path, name: String) -> std::io::Result<(Entry, (PathBuf, u64))> {
-    let (size, sha256) = hash_file_cached(path)?;
+/// Builds the entry of one regular file for a transfer of `version`
+/// (hashing it, or taking its digest from [`hash_file_cached`]): `name` is
+/// its offered path.
+pub fn file_entry(
+    path: &Path,
+    name: String,
+    version: Version,
+) -> std::io::Result<(Entry, (PathBuf, u64))> {
+    let (size, digest) = hash_file_cached(path, version)?;
     Ok((
         Entry {
             path: name,
-            kind: EntryKind::File { size, sha256 },
+            kind: EntryKind::File { size, digest },
         },
         (path.to_path_buf(), size),
     ))
@@ -245,12 +260,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Below and above the size where reading moves to a second thread,
         // and not a whole number of pieces.
+        // Each version against an independent implementation of its hash.
         for len in [0usize, 5, (1 << 20) - 1, (3 << 20) + 12_345] {
             let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let p = dir.path().join(format!("f{len}"));
             fs::write(&p, &body).unwrap();
-            let want: [u8; 32] = Sha256::digest(&body).into();
-            assert_eq!(hash_file(&p).unwrap(), (len as u64, want), "{len}");
+            use sha2::Digest;
+            let v1: [u8; 32] = sha2::Sha256::digest(&body).into();
+            let v2: [u8; 32] = blake3::hash(&body).into();
+            assert_eq!(
+                hash_file(&p, Version::V1).unwrap(),
+                (len as u64, v1),
+                "{len}"
+            );
+            assert_eq!(
+                hash_file(&p, Version::V2).unwrap(),
+                (len as u64, v2),
+                "{len}"
+            );
         }
     }
 
@@ -259,14 +286,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         fs::write(&p, b"one").unwrap();
-        let first = hash_file_cached(&p).unwrap();
-        assert_eq!(first, hash_file(&p).unwrap());
-        assert_eq!(hash_file_cached(&p).unwrap(), first);
+        let first = hash_file_cached(&p, Version::V1).unwrap();
+        assert_eq!(first, hash_file(&p, Version::V1).unwrap());
+        assert_eq!(hash_file_cached(&p, Version::V1).unwrap(), first);
+        // The same file for a v2 transfer: its own digest, cached apart.
+        let b3 = hash_file_cached(&p, Version::V2).unwrap();
+        assert_eq!(b3, hash_file(&p, Version::V2).unwrap());
+        assert_ne!(b3.1, first.1);
+        assert_eq!(hash_file_cached(&p, Version::V1).unwrap(), first);
         // Same size, new bytes: the mtime (ns) or ctime moves, so no stale hash.
         std::thread::sleep(Duration::from_millis(5));
         fs::write(&p, b"two").unwrap();
-        let second = hash_file_cached(&p).unwrap();
-        assert_eq!(second, hash_file(&p).unwrap());
+        let second = hash_file_cached(&p, Version::V1).unwrap();
+        assert_eq!(second, hash_file(&p, Version::V1).unwrap());
         assert_ne!(second.1, first.1);
         // Replaced by another file (new inode) of the same size and mtime.
         let q = dir.path().join("g");
@@ -279,6 +311,8 @@ mod tests {
             .set_modified(t)
             .unwrap();
         fs::rename(&q, &p).unwrap();
-        assert_eq!(hash_file_cached(&p).unwrap(), hash_file(&p).unwrap());
+        for v in [Version::V1, Version::V2] {
+            assert_eq!(hash_file_cached(&p, v).unwrap(), hash_file(&p, v).unwrap());
+        }
     }
 }

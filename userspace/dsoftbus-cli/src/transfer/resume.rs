@@ -5,7 +5,8 @@
 use super::*;
 
 /// The partial files of an interrupted incoming transfer, kept for a
-/// resume by the same peer with the same entries (paths, sizes, SHA-256).
+/// resume by the same peer with the same entries (paths, sizes, digests:
+/// an offer in the other transfer version does not match).
 /// Dropping it deletes its partial files.
 #[derive(Debug)]
 pub struct Held {
@@ -86,8 +87,9 @@ impl ResumeStore {
 pub fn feed_prefix(
     rx: &mut Receiver,
     held: &mut Held,
-    hashers: &mut HashMap<u16, Sha256>,
+    hashers: &mut HashMap<u16, FileHasher>,
 ) -> Option<u64> {
+    let version = rx.version();
     let mut total = 0;
     let mut buf = vec![0u8; 256 * 1024];
     let mut feed = |rx: &mut Receiver, entry: u16, path: &Path, want: u64| -> u64 {
@@ -100,10 +102,13 @@ pub fn feed_prefix(
             match f.read(&mut buf[..n]) {
                 Ok(0) | Err(_) => break,
                 Ok(k) => {
+                    let Some(h) = running_hash(hashers, entry, version) else {
+                        break;
+                    };
                     if rx.resume_prefix(entry, &buf[..k]).is_err() {
                         break;
                     }
-                    hashers.entry(entry).or_default().update(&buf[..k]);
+                    h.update(&buf[..k]);
                     fed += k as u64;
                 }
             }

@@ -12,7 +12,7 @@ pub enum WriterMsg {
     Dir(u16),
     /// Append these (not yet verified) bytes to the entry's partial file.
     Data { entry: u16, data: Vec<u8> },
-    /// Every byte of the entry has come: report their SHA-256
+    /// Every byte of the entry has come: report their digest
     /// ([`Report::Hashed`]) for the core to check.
     Hash(u16),
     /// The core verified the entry's SHA-256: store it.
@@ -33,11 +33,12 @@ pub enum Report {
         path: PathBuf,
         bytes: u64,
     },
-    /// The SHA-256 of every byte of `entry` (a resumed prefix included).
+    /// The digest of every byte of `entry` (a resumed prefix included),
+    /// with the transfer version's hash.
     Hashed {
         carrier: Carrier,
         entry: u16,
-        sha256: [u8; 32],
+        digest: [u8; 32],
     },
     /// Every message before the barrier is done.
     Flushed(Carrier),
@@ -61,10 +62,12 @@ pub struct WriteJob {
     resume: Option<(Arc<Mutex<ResumeStore>>, String)>,
     /// Where written data buffers go back to the session.
     buffers: WriteBuffers,
-    /// Per file entry: the SHA-256 of its bytes so far. Hashing here, as
+    /// The transfer's version: which hash `hashers` run.
+    version: Version,
+    /// Per file entry: the digest of its bytes so far. Hashing here, as
     /// the bytes are written, keeps it off the session's thread (the core
     /// runs with `caller_hashes` and checks the result).
-    hashers: HashMap<u16, Sha256>,
+    hashers: HashMap<u16, FileHasher>,
     /// Per file entry: bytes written since writeback was last started, and
     /// where that range begins.
     unsynced: HashMap<u16, (u64, u64)>,
@@ -91,10 +94,18 @@ impl Drop for WriteJob {
 }
 
 impl WriteJob {
-    pub fn new(carrier: Carrier, inbox: &Path, entries: Vec<Entry>) -> std::io::Result<Self> {
+    /// The job of a transfer of `version` (its offer's: the hash the
+    /// writer computes).
+    pub fn new(
+        carrier: Carrier,
+        inbox: &Path,
+        entries: Vec<Entry>,
+        version: Version,
+    ) -> std::io::Result<Self> {
         create_inbox(inbox)?;
         Ok(WriteJob {
             carrier,
+            version,
             inbox: inbox.to_path_buf(),
             entries,
             tag: fastrand::u32(..),
@@ -110,7 +121,7 @@ impl WriteJob {
 
     /// Starts the entries' hashes from the prefixes a resume fed the
     /// receiver ([`feed_prefix`]).
-    pub fn with_hashes(mut self, hashers: HashMap<u16, Sha256>) -> Self {
+    pub fn with_hashes(mut self, hashers: HashMap<u16, FileHasher>) -> Self {
         self.hashers = hashers;
         self
     }
@@ -159,13 +170,22 @@ impl WriteJob {
                     r
                 }
                 WriterMsg::Hash(entry) => {
-                    let sha256 = self.hashers.remove(&entry).unwrap_or_default().finalize();
-                    let _ = report.blocking_send(Report::Hashed {
-                        carrier: self.carrier,
-                        entry,
-                        sha256: sha256.into(),
-                    });
-                    Ok(())
+                    // An empty file was never written: its hash starts here.
+                    match self
+                        .hashers
+                        .remove(&entry)
+                        .or_else(|| FileHasher::new(self.version))
+                    {
+                        Some(h) => {
+                            let _ = report.blocking_send(Report::Hashed {
+                                carrier: self.carrier,
+                                entry,
+                                digest: h.finalize(),
+                            });
+                            Ok(())
+                        }
+                        None => Err(format!("no {} in this build", self.version.hash_name())),
+                    }
                 }
                 WriterMsg::Verified(e) => match self.store(e) {
                     Ok((path, bytes)) => {
@@ -226,7 +246,9 @@ impl WriteJob {
     }
 
     fn write(&mut self, entry: u16, data: &[u8]) -> Result<(), String> {
-        self.hashers.entry(entry).or_default().update(data);
+        running_hash(&mut self.hashers, entry, self.version)
+            .ok_or_else(|| format!("no {} in this build", self.version.hash_name()))?
+            .update(data);
         use std::os::fd::AsRawFd;
         let file = self.part(entry)?;
         file.write_all(data)

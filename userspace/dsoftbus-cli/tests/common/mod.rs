@@ -272,7 +272,7 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 // The test side encodes with `dsoftbus::transfer::wire` (checked against
 // the vectors of wire.md §8.9), independently of the daemon's engine.
 
-use dsoftbus::transfer::wire::{Entry, EntryKind, Message, Reason};
+use dsoftbus::transfer::wire::{Entry, EntryKind, Message, Reason, Version};
 #[allow(unused_imports)]
 pub use dsoftbus::transfer::wire::{
     KIND_ABORT, KIND_ACCEPT, KIND_ACK, KIND_CANCEL, KIND_DATA, KIND_DENY, KIND_DONE, KIND_END,
@@ -292,25 +292,27 @@ pub fn offer_size(id: u32, size: u64, name: &str) -> Vec<u8> {
             path: name.into(),
             kind: EntryKind::File {
                 size,
-                sha256: [0; 32],
+                digest: [0; 32],
             },
         }],
     )
 }
 
+/// A file entry with its SHA-256: the scripted peers speak transfer v1
+/// (every message they build is v1).
 pub fn file(name: &str, data: &[u8]) -> Entry {
     use sha2::{Digest, Sha256};
     Entry {
         path: name.into(),
         kind: EntryKind::File {
             size: data.len() as u64,
-            sha256: Sha256::digest(data).into(),
+            digest: Sha256::digest(data).into(),
         },
     }
 }
 
 pub fn offer_entries(id: u32, entries: Vec<Entry>) -> Vec<u8> {
-    Message::Offer { id, entries }.encode()
+    Message::Offer { id, entries }.encode(Version::V1)
 }
 
 /// An accept with a 4 MiB window and no resumed bytes.
@@ -321,25 +323,26 @@ pub fn accept(id: u32, entries: usize) -> Vec<u8> {
         max_chunk: dsoftbus::transfer::wire::MAX_CHUNK as u32,
         offsets: vec![0; entries],
     }
-    .encode()
+    .encode(Version::V1)
 }
 
 pub fn data(id: u32, entry: u16, offset: u64, bytes: &[u8]) -> Vec<u8> {
-    dsoftbus::transfer::wire::encode_data(id, entry, offset, bytes)
+    dsoftbus::transfer::wire::encode_data(Version::V1, id, entry, offset, bytes)
 }
 
 pub fn end(id: u32) -> Vec<u8> {
-    Message::End { id }.encode()
+    Message::End { id }.encode(Version::V1)
 }
 
 pub fn ack(id: u32, received: u64) -> Vec<u8> {
-    Message::Ack { id, received }.encode()
+    Message::Ack { id, received }.encode(Version::V1)
 }
 
-/// A received transfer message: kind, id, the whole message.
+/// A received transfer message: kind, version, id, the whole message.
 #[derive(Debug, Clone)]
 pub struct App {
     pub kind: u8,
+    pub version: Version,
     pub id: u32,
     pub msg: Vec<u8>,
 }
@@ -551,10 +554,11 @@ impl Hostile {
             let mut done = false;
             while let Some(ev) = self.conn.poll_event() {
                 if let Event::Data(d) = &ev {
-                    if let Ok((kind, id)) = dsoftbus::transfer::wire::header(d) {
+                    if let Ok(h) = dsoftbus::transfer::wire::header(d) {
                         self.apps.push_back(App {
-                            kind,
-                            id,
+                            kind: h.kind,
+                            version: h.version,
+                            id: h.id,
                             msg: d.clone(),
                         });
                     }

@@ -8,7 +8,10 @@
 //!
 //! * [`name`] — path rules, in one place: [`name::validate_path`] on the
 //!   receiver, [`name::sanitize_path`] / [`name::dedup_paths`] on the sender.
-//! * [`wire`] — the codec: kinds `0x40`–`0x48`, version byte `1`.
+//! * [`wire`] — the codec: kinds `0x40`–`0x48`, version byte `1` or `2`
+//!   ([`Version`]: the file hash, SHA-256 or BLAKE3-256).
+//! * [`FileHasher`] — the file hash of a version, for every place that
+//!   hashes file bytes.
 //! * [`Sender`] — offer, then feed file bytes on demand ([`Sender::poll_need`],
 //!   [`Sender::push_data`], or [`Sender::push_data_header`] for a caller that
 //!   sends the bytes from where they lie) within the receiver's window.
@@ -16,24 +19,33 @@
 //!   ([`Receiver::accept`] / [`Receiver::deny`]; consent policy is the
 //!   daemon's), optionally after feeding the prefix it already holds
 //!   ([`Receiver::resume_prefix`]); then hands out file bytes and reports each
-//!   file verified against its SHA-256 (computed by the receiver, or with
+//!   file verified against its digest (computed by the receiver, or with
 //!   [`ReceiverConfig::caller_hashes`] by the caller, who hands it to
 //!   [`Receiver::file_hashed`]; the receiver compares either way).
+//!
+//! **Versions.** A transfer's version is its offer's ([`SenderConfig::version`]);
+//! every later message of the transfer carries it. v1 names files by
+//! SHA-256, v2 by BLAKE3-256 (feature `transfer-v2`). A node whose build has
+//! v2 lists [`V2_SERVICE`] in its announce, and a sender offers v2 only to a
+//! peer that listed it ([`version_for`]); a receiver without v2 denies a v2
+//! offer `unsupported-version`.
 //!
 //! A whole transfer, both sides in one process:
 //!
 //! ```
 //! use dsoftbus::transfer::*;
-//! use sha2::{Digest, Sha256};
 //! let body = b"hello world".to_vec();
+//! let version = Version::V1; // or version_for(the peer's announced services)
+//! let digest = FileHasher::digest(version, &body).unwrap();
 //! let entries = vec![
 //!     Entry { path: "docs".into(), kind: EntryKind::Dir },
 //!     Entry {
 //!         path: "docs/a.txt".into(),
-//!         kind: EntryKind::File { size: body.len() as u64, sha256: Sha256::digest(&body).into() },
+//!         kind: EntryKind::File { size: body.len() as u64, digest },
 //!     },
 //! ];
-//! let mut tx = Sender::new(7, entries, SenderConfig::default()).unwrap();
+//! let cfg = SenderConfig { version, ..SenderConfig::default() };
+//! let mut tx = Sender::new(7, entries, cfg).unwrap();
 //! let mut rx = Receiver::new(ReceiverConfig::default());
 //! let mut got = Vec::new();
 //! for _ in 0..10 {
@@ -69,18 +81,35 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+mod hash;
 pub mod name;
 mod receiver;
 mod sender;
 pub mod wire;
 
+pub use hash::FileHasher;
 pub use name::NameError;
 pub use receiver::{Receiver, ReceiverConfig, ReceiverEvent};
 pub use sender::{Need, Sender, SenderConfig, SenderEvent};
-pub use wire::{decode, header, Entry, EntryKind, Message, Reason, WireError};
+pub use wire::{decode, header, Entry, EntryKind, Header, Message, Reason, Version, WireError};
 
 /// The stream kind (in a stream's `open`) of a stream carrying one transfer.
 pub const STREAM_KIND: u8 = 0x40;
+
+/// The announce service of a node that receives transfer version 2
+/// (wire.md §12.1). Nodes without it speak v1 only.
+pub const V2_SERVICE: &str = "transfer/2";
+
+/// The version to offer a peer that announced `services`: v2 if this build
+/// has it and the peer listed [`V2_SERVICE`], else v1.
+pub fn version_for(services: &[crate::ServiceName]) -> Version {
+    let v2 = Version::V2.supported() && services.iter().any(|s| s.as_str() == V2_SERVICE);
+    if v2 {
+        Version::V2
+    } else {
+        Version::V1
+    }
+}
 
 /// Which side ended a transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +123,7 @@ pub enum Side {
 /// How a transfer ended. Every transfer ends exactly once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every file arrived and matched its SHA-256.
+    /// Every file arrived and matched its digest.
     Done,
     /// The receiver refused the offer.
     Denied {
@@ -186,7 +215,7 @@ pub enum TransferError {
         /// The first incomplete entry.
         entry: u16,
     },
-    /// A file's bytes do not match the offered SHA-256.
+    /// A file's bytes do not match the offered digest.
     HashMismatch {
         /// The entry.
         entry: u16,
@@ -235,7 +264,7 @@ impl fmt::Display for TransferError {
             TransferError::WindowExceeded => f.write_str("window exceeded"),
             TransferError::BadAnswer => f.write_str("invalid accept or ack"),
             TransferError::Truncated { entry } => write!(f, "end before entry {entry} complete"),
-            TransferError::HashMismatch { entry } => write!(f, "entry {entry}: sha256 mismatch"),
+            TransferError::HashMismatch { entry } => write!(f, "entry {entry}: digest mismatch"),
             TransferError::Offer(o) => write!(f, "offer refused: {o:?}"),
         }
     }

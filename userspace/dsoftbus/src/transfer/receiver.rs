@@ -2,10 +2,8 @@
 
 use alloc::vec::Vec;
 
-use sha2::{Digest, Sha256};
-
-use super::wire::{self, Entry, EntryKind, Message, Reason, WireError, MAX_CHUNK};
-use super::{check_offer, Outcome, Queues, Side, TransferError};
+use super::wire::{self, Entry, EntryKind, Message, Reason, Version, WireError, MAX_CHUNK};
+use super::{check_offer, FileHasher, Outcome, Queues, Side, TransferError};
 
 /// Receiver bounds (all enforced before anything is exposed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +21,9 @@ pub struct ReceiverConfig {
     /// The caller hashes each file's bytes itself (on the thread that
     /// writes them, say, so hashing does not hold up the connection): the
     /// receiver reports [`ReceiverEvent::Complete`] once a file's bytes have
-    /// all arrived, and verifies the SHA-256 the caller then gives to
-    /// [`Receiver::file_hashed`]. False (the default): the receiver hashes.
+    /// all arrived, and verifies the digest the caller then gives to
+    /// [`Receiver::file_hashed`] (computed with [`FileHasher`] of
+    /// [`Receiver::version`]). False (the default): the receiver hashes.
     pub caller_hashes: bool,
 }
 
@@ -63,14 +62,14 @@ pub enum ReceiverEvent {
         data: Vec<u8>,
     },
     /// With [`ReceiverConfig::caller_hashes`] only: every byte of `entry`
-    /// (resumed prefix included) has arrived; hand its SHA-256 to
+    /// (resumed prefix included) has arrived; hand its digest to
     /// [`Receiver::file_hashed`]. Data of later entries may follow first.
     Complete {
         /// Entry index.
         entry: u16,
     },
     /// Every byte of `entry` (resumed prefix included) has arrived and
-    /// matches the offered SHA-256: the file may be stored.
+    /// matches the offered digest: the file may be stored.
     FileVerified {
         /// Entry index.
         entry: u16,
@@ -93,10 +92,13 @@ pub struct Receiver {
     cfg: ReceiverConfig,
     state: State,
     id: Option<u32>,
+    /// The offer's version (v1 until an offer came): every message this
+    /// side sends carries it, and every later message must.
+    version: Version,
     entries: Vec<Entry>,
     /// Per entry: bytes held (resumed prefix + received).
     have: Vec<u64>,
-    hashers: Vec<Option<Sha256>>,
+    hashers: Vec<Option<FileHasher>>,
     /// Per entry: complete, waiting for [`Receiver::file_hashed`]
     /// (`caller_hashes`).
     unchecked: Vec<bool>,
@@ -121,6 +123,7 @@ impl Receiver {
             cfg,
             state: State::AwaitOffer,
             id: None,
+            version: Version::V1,
             entries: Vec::new(),
             have: Vec::new(),
             hashers: Vec::new(),
@@ -137,6 +140,12 @@ impl Receiver {
     /// The transfer id, once an offer came.
     pub fn id(&self) -> Option<u32> {
         self.id
+    }
+
+    /// The transfer's version (its offer's; v1 before an offer): the hash
+    /// of the offered digests.
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// The offered entries, once a valid offer came (pending or later).
@@ -191,7 +200,7 @@ impl Receiver {
                         id,
                         received: self.acked,
                     }
-                    .encode(),
+                    .encode(self.version),
                 );
             }
         }
@@ -223,27 +232,28 @@ impl Receiver {
         Ok(())
     }
 
-    /// With [`ReceiverConfig::caller_hashes`]: the SHA-256 the caller
-    /// computed over every byte of `entry` after [`ReceiverEvent::Complete`].
+    /// With [`ReceiverConfig::caller_hashes`]: the digest the caller
+    /// computed over every byte of `entry` after [`ReceiverEvent::Complete`]
+    /// (with [`FileHasher`] of [`Receiver::version`]).
     /// Queues [`ReceiverEvent::FileVerified`] if it is the offered one, ends
     /// the transfer (`HashMismatch`, ABORT to the sender) if not, and sends
     /// DONE once END has come and every file is verified. Ignored (`Ok`)
     /// once the transfer has ended; `Misuse` (nothing changed) for an entry
     /// not waiting for its hash.
-    pub fn file_hashed(&mut self, entry: u16, sha256: [u8; 32]) -> Result<(), TransferError> {
+    pub fn file_hashed(&mut self, entry: u16, digest: [u8; 32]) -> Result<(), TransferError> {
         let i = usize::from(entry);
         if self.state == State::Finished {
             return Ok(());
         }
         let offered = match self.entries.get(i).map(|e| e.kind) {
-            Some(EntryKind::File { sha256, .. }) => sha256,
+            Some(EntryKind::File { digest, .. }) => digest,
             _ => return Err(TransferError::Misuse),
         };
         if self.state != State::Receiving || !self.unchecked.get(i).copied().unwrap_or(false) {
             return Err(TransferError::Misuse);
         }
         self.unchecked[i] = false;
-        if sha256 != offered {
+        if digest != offered {
             return self.fail(TransferError::HashMismatch { entry });
         }
         self.q
@@ -269,7 +279,7 @@ impl Receiver {
                 max_chunk: self.cfg.max_chunk,
                 offsets: self.have.clone(),
             }
-            .encode(),
+            .encode(self.version),
         );
         self.state = State::Receiving;
         for (i, e) in self.entries.iter().enumerate() {
@@ -321,9 +331,12 @@ impl Receiver {
 
     /// Handles one message from the sender. Ignored (`Ok`) once ended; a
     /// fatal error also ends the transfer (DENY or ABORT to the peer and
-    /// [`Outcome::Failed`]).
+    /// [`Outcome::Failed`]). An offer of a version this build does not have
+    /// ([`Version::supported`]) is denied `unsupported-version`, in that
+    /// version; a later message in another version than the offer's is
+    /// out of turn (`Unexpected`).
     pub fn handle(&mut self, msg: &[u8]) -> Result<(), TransferError> {
-        let (kind, id) = match wire::header(msg) {
+        let wire::Header { kind, version, id } = match wire::header(msg) {
             Ok(h) => h,
             Err(WireError::NotTransfer) => return Err(TransferError::NotMine),
             Err(e) => {
@@ -343,8 +356,19 @@ impl Receiver {
         if self.state == State::Finished {
             return Ok(());
         }
-        if self.state == State::AwaitOffer && kind != wire::KIND_OFFER {
-            return Err(TransferError::NotMine);
+        if self.state == State::AwaitOffer {
+            if kind != wire::KIND_OFFER {
+                return Err(TransferError::NotMine);
+            }
+            // The answer to the offer goes in its version.
+            self.version = version;
+            if !version.supported() {
+                self.id = Some(id);
+                let e = WireError::UnsupportedVersion(version.to_u8());
+                return self.fail(TransferError::Wire(e));
+            }
+        } else if version != self.version {
+            return self.fail(TransferError::Unexpected { kind });
         }
         let m = match wire::decode(msg) {
             Ok(m) => m,
@@ -365,7 +389,11 @@ impl Receiver {
                 let hash = !self.cfg.caller_hashes;
                 self.hashers = entries
                     .iter()
-                    .map(|e| (hash && !e.is_dir()).then(Sha256::new))
+                    .map(|e| {
+                        (hash && !e.is_dir())
+                            .then(|| FileHasher::new(self.version))
+                            .flatten()
+                    })
                     .collect();
                 self.entries = entries;
                 self.state = State::Pending;
@@ -444,7 +472,7 @@ impl Receiver {
     fn settle(&mut self) -> Result<(), TransferError> {
         while let Some(e) = self.entries.get(self.cur) {
             let i = self.cur;
-            if let EntryKind::File { size, sha256 } = e.kind {
+            if let EntryKind::File { size, digest } = e.kind {
                 if self.have[i] < size {
                     return Ok(());
                 }
@@ -456,11 +484,8 @@ impl Receiver {
                     self.cur += 1;
                     continue;
                 }
-                let got: [u8; 32] = self.hashers[i]
-                    .take()
-                    .map(|h| h.finalize().into())
-                    .unwrap_or([0; 32]);
-                if got != sha256 {
+                let got = self.hashers[i].take().map(FileHasher::finalize);
+                if got != Some(digest) {
                     return Err(TransferError::HashMismatch { entry: i as u16 });
                 }
                 self.q
@@ -475,7 +500,9 @@ impl Receiver {
     /// Every file is stored and verified: DONE, and the transfer ends.
     fn done(&mut self) {
         let id = self.id.unwrap_or(0);
-        self.q.out.push_back(Message::Done { id }.encode());
+        self.q
+            .out
+            .push_back(Message::Done { id }.encode(self.version));
         self.finish(Outcome::Done);
     }
 
@@ -500,14 +527,16 @@ impl Receiver {
 
     fn send_deny(&mut self, reason: Reason) {
         let id = self.id.unwrap_or(0);
-        self.q.out.push_back(Message::Deny { id, reason }.encode());
+        self.q
+            .out
+            .push_back(Message::Deny { id, reason }.encode(self.version));
     }
 
     fn send_abort(&mut self, reason: Reason, entry: Option<u16>) {
         let id = self.id.unwrap_or(0);
         self.q
             .out
-            .push_back(Message::Abort { id, reason, entry }.encode());
+            .push_back(Message::Abort { id, reason, entry }.encode(self.version));
     }
 
     fn fail(&mut self, err: TransferError) -> Result<(), TransferError> {

@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use super::wire::{self, Entry, Message, Reason, MAX_CHUNK};
+use super::wire::{self, Entry, Message, Reason, Version, MAX_CHUNK};
 use super::{check_offer, OfferError, Outcome, Queues, Side, TransferError};
 
 /// Sender settings.
@@ -12,11 +12,18 @@ pub struct SenderConfig {
     /// `max_chunk`, and to [`MAX_CHUNK`]). A carrier with a smaller message
     /// bound (a stream frame) sets it lower.
     pub chunk: usize,
+    /// The transfer's version: what the offered digests are (v1 SHA-256,
+    /// v2 BLAKE3-256; the caller computed them). Offer v2 only to a peer
+    /// that listed [`super::V2_SERVICE`] ([`super::version_for`]).
+    pub version: Version,
 }
 
 impl Default for SenderConfig {
     fn default() -> Self {
-        SenderConfig { chunk: MAX_CHUNK }
+        SenderConfig {
+            chunk: MAX_CHUNK,
+            version: Version::V1,
+        }
     }
 }
 
@@ -81,7 +88,8 @@ impl Sender {
     /// carrier) offering `entries` in the order their data will be sent.
     /// The entries must pass [`check_offer`] (use
     /// [`super::name::sanitize_path`] and [`super::name::dedup_paths`] on
-    /// local names); sizes and hashes are the caller's (it read the files).
+    /// local names); sizes and digests are the caller's (it read the files,
+    /// with the hash of `cfg.version`).
     pub fn new(id: u32, entries: Vec<Entry>, cfg: SenderConfig) -> Result<Sender, OfferError> {
         check_offer(&entries, wire::MAX_ENTRIES, u64::MAX)?;
         let mut q = Queues::default();
@@ -90,7 +98,7 @@ impl Sender {
                 id,
                 entries: entries.clone(),
             }
-            .encode(),
+            .encode(cfg.version),
         );
         Ok(Sender {
             id,
@@ -110,6 +118,11 @@ impl Sender {
     /// The transfer id.
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// The transfer's version.
+    pub fn version(&self) -> Version {
+        self.cfg.version
     }
 
     /// The offered entries.
@@ -162,9 +175,13 @@ impl Sender {
     /// changed.
     pub fn push_data(&mut self, entry: u16, offset: u64, data: &[u8]) -> Result<(), TransferError> {
         self.check_data(entry, offset, data.len())?;
-        self.q
-            .out
-            .push_back(wire::encode_data(self.id, entry, offset, data));
+        self.q.out.push_back(wire::encode_data(
+            self.cfg.version,
+            self.id,
+            entry,
+            offset,
+            data,
+        ));
         self.sent_data(entry, data.len());
         Ok(())
     }
@@ -186,7 +203,7 @@ impl Sender {
         }
         self.check_data(entry, offset, len)?;
         self.sent_data(entry, len);
-        Ok(wire::data_header(self.id, entry, offset))
+        Ok(wire::data_header(self.cfg.version, self.id, entry, offset))
     }
 
     fn check_data(&self, entry: u16, offset: u64, len: usize) -> Result<(), TransferError> {
@@ -220,7 +237,7 @@ impl Sender {
                 reason,
                 entry,
             }
-            .encode(),
+            .encode(self.cfg.version),
         );
         self.finish(Outcome::Cancelled {
             by: Side::Local,
@@ -231,9 +248,11 @@ impl Sender {
 
     /// Handles one message from the receiver. After the transfer has ended
     /// everything is ignored (`Ok`). A fatal error also ends the transfer
-    /// (a CANCEL to the peer and [`Outcome::Failed`]).
+    /// (a CANCEL to the peer and [`Outcome::Failed`]). Every message must
+    /// carry the transfer's version, except a DENY of the offer: a receiver
+    /// that does not know the offered version answers in one it knows.
     pub fn handle(&mut self, msg: &[u8]) -> Result<(), TransferError> {
-        let (kind, id) = match wire::header(msg) {
+        let wire::Header { kind, version, id } = match wire::header(msg) {
             Ok(h) => h,
             Err(wire::WireError::NotTransfer) => return Err(TransferError::NotMine),
             Err(e) => return self.fail(TransferError::Wire(e)),
@@ -243,6 +262,10 @@ impl Sender {
         }
         if self.state == State::Finished {
             return Ok(());
+        }
+        let deny_of_offer = self.state == State::Offered && kind == wire::KIND_DENY;
+        if version != self.cfg.version && !deny_of_offer {
+            return self.fail(TransferError::Unexpected { kind });
         }
         let m = match wire::decode(msg) {
             Ok(m) => m,
@@ -320,7 +343,9 @@ impl Sender {
             self.cur += 1;
         }
         self.off = 0;
-        self.q.out.push_back(Message::End { id: self.id }.encode());
+        self.q
+            .out
+            .push_back(Message::End { id: self.id }.encode(self.cfg.version));
         self.state = State::Ending;
     }
 
@@ -332,7 +357,7 @@ impl Sender {
                     reason: err.reason(),
                     entry: err.entry(),
                 }
-                .encode(),
+                .encode(self.cfg.version),
             );
             self.finish(Outcome::Failed(err));
         }

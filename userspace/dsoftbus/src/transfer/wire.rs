@@ -26,8 +26,58 @@ pub const KIND_CANCEL: u8 = 0x47;
 pub const KIND_ABORT: u8 = 0x48;
 /// First and last kind byte reserved for the transfer protocol.
 pub const KIND_RANGE: core::ops::RangeInclusive<u8> = 0x40..=0x4f;
-/// The transfer framing version this code speaks.
-pub const TRANSFER_VERSION: u8 = 1;
+/// A transfer's version (§12.1): the version byte of every message of the
+/// transfer, set by its offer. The two versions frame messages alike and
+/// differ only in the hash that names each file in the offer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Version {
+    /// Version 1: SHA-256 (every node speaks it).
+    #[default]
+    V1,
+    /// Version 2: BLAKE3-256 (32 bytes, like SHA-256), about 4× cheaper
+    /// per byte on the project machine (`docs/performance.md`). Offered
+    /// only to a peer whose announce lists [`super::V2_SERVICE`].
+    V2,
+}
+
+impl Version {
+    /// The wire byte.
+    pub const fn to_u8(self) -> u8 {
+        match self {
+            Version::V1 => 1,
+            Version::V2 => 2,
+        }
+    }
+
+    /// The version of a wire byte, if it is one this code knows (whether or
+    /// not this build can hash it: [`Version::supported`]).
+    pub const fn from_u8(b: u8) -> Option<Version> {
+        match b {
+            1 => Some(Version::V1),
+            2 => Some(Version::V2),
+            _ => None,
+        }
+    }
+
+    /// The name of its file hash, for logs and output: `sha256`, `blake3`.
+    pub const fn hash_name(self) -> &'static str {
+        match self {
+            Version::V1 => "sha256",
+            Version::V2 => "blake3",
+        }
+    }
+
+    /// True if this build can check files against this version's hash (a
+    /// receiver denies an offer of another version `unsupported-version`).
+    /// Version 2 needs the `transfer-v2` feature (the OS image leaves it
+    /// out).
+    pub const fn supported(self) -> bool {
+        match self {
+            Version::V1 => true,
+            Version::V2 => cfg!(feature = "transfer-v2"),
+        }
+    }
+}
 /// Bytes before every body: kind, version, transfer id.
 pub const HEADER_LEN: usize = 6;
 /// Longest message: one session data message.
@@ -62,7 +112,7 @@ pub enum Reason {
     Busy,
     /// A malformed or unexpected message.
     Protocol,
-    /// A file's bytes do not match its SHA-256.
+    /// A file's bytes do not match its offered digest.
     HashMismatch,
     /// Local storage or reading failed.
     Io,
@@ -134,12 +184,13 @@ impl fmt::Display for Reason {
 /// What an offered entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
-    /// A regular file of `size` bytes with this SHA-256.
+    /// A regular file of `size` bytes with this digest.
     File {
         /// Bytes.
         size: u64,
-        /// SHA-256 of the whole file.
-        sha256: [u8; 32],
+        /// The transfer version's hash of the whole file: SHA-256 (v1) or
+        /// BLAKE3-256 (v2).
+        digest: [u8; 32],
     },
     /// A directory (so that empty ones arrive too).
     Dir,
@@ -254,7 +305,7 @@ pub enum WireError {
     Oversized,
     /// Ends before a field.
     Truncated,
-    /// Version byte other than [`TRANSFER_VERSION`].
+    /// A version byte that is no [`Version`].
     UnsupportedVersion(u8),
     /// A kind in 0x40..=0x4f that is not assigned.
     UnknownKind(u8),
@@ -280,9 +331,20 @@ impl fmt::Display for WireError {
     }
 }
 
-/// The (kind, transfer id) of a message, for routing it to its sender or
-/// receiver state machine. Checks kind range, length and version only.
-pub fn header(b: &[u8]) -> Result<(u8, u32), WireError> {
+/// The header every message starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The kind byte (`0x40..=0x4f`).
+    pub kind: u8,
+    /// The transfer's version.
+    pub version: Version,
+    /// The transfer id.
+    pub id: u32,
+}
+
+/// The header of a message, for routing it to its sender or receiver state
+/// machine. Checks kind range, length and version only.
+pub fn header(b: &[u8]) -> Result<Header, WireError> {
     let kind = *b.first().ok_or(WireError::NotTransfer)?;
     if !KIND_RANGE.contains(&kind) {
         return Err(WireError::NotTransfer);
@@ -291,10 +353,12 @@ pub fn header(b: &[u8]) -> Result<(u8, u32), WireError> {
         return Err(WireError::Oversized);
     }
     let h = b.get(..HEADER_LEN).ok_or(WireError::Truncated)?;
-    if h[1] != TRANSFER_VERSION {
-        return Err(WireError::UnsupportedVersion(h[1]));
-    }
-    Ok((kind, u32::from_be_bytes([h[2], h[3], h[4], h[5]])))
+    let version = Version::from_u8(h[1]).ok_or(WireError::UnsupportedVersion(h[1]))?;
+    Ok(Header {
+        kind,
+        version,
+        id: u32::from_be_bytes([h[2], h[3], h[4], h[5]]),
+    })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -337,11 +401,13 @@ fn entry_opt(e: u16) -> Option<u16> {
     (e != NO_ENTRY).then_some(e)
 }
 
-/// Decodes one message. Total: every input gives a message or an error.
-/// Checks, in order: kind range (`NotTransfer`), length (`Oversized`),
-/// header (`Truncated`), version, kind assigned, then fields in order.
+/// Decodes one message (of either [`Version`]: they frame alike; the
+/// version is [`header`]'s). Total: every input gives a message or an
+/// error. Checks, in order: kind range (`NotTransfer`), length
+/// (`Oversized`), header (`Truncated`), version, kind assigned, then fields
+/// in order.
 pub fn decode(b: &[u8]) -> Result<Message<'_>, WireError> {
-    let (kind, id) = header(b)?;
+    let Header { kind, id, .. } = header(b)?;
     if kind > KIND_ABORT {
         return Err(WireError::UnknownKind(kind));
     }
@@ -364,9 +430,9 @@ pub fn decode(b: &[u8]) -> Result<Message<'_>, WireError> {
                 let kind = match t {
                     0 => {
                         let size = r.u64()?;
-                        let mut sha256 = [0u8; 32];
-                        sha256.copy_from_slice(r.take(32)?);
-                        EntryKind::File { size, sha256 }
+                        let mut digest = [0u8; 32];
+                        digest.copy_from_slice(r.take(32)?);
+                        EntryKind::File { size, digest }
                     }
                     1 => EntryKind::Dir,
                     _ => return Err(WireError::InvalidInput),
@@ -439,18 +505,18 @@ pub fn decode(b: &[u8]) -> Result<Message<'_>, WireError> {
     Ok(m)
 }
 
-fn head(v: &mut Vec<u8>, kind: u8, id: u32) {
+fn head(v: &mut Vec<u8>, kind: u8, version: Version, id: u32) {
     v.push(kind);
-    v.push(TRANSFER_VERSION);
+    v.push(version.to_u8());
     v.extend_from_slice(&id.to_be_bytes());
 }
 
 /// The first [`DATA_HEADER_LEN`] bytes of a DATA message; its file bytes
 /// follow them.
-pub fn data_header(id: u32, entry: u16, offset: u64) -> [u8; DATA_HEADER_LEN] {
+pub fn data_header(version: Version, id: u32, entry: u16, offset: u64) -> [u8; DATA_HEADER_LEN] {
     let mut h = [0u8; DATA_HEADER_LEN];
     h[0] = KIND_DATA;
-    h[1] = TRANSFER_VERSION;
+    h[1] = version.to_u8();
     h[2..6].copy_from_slice(&id.to_be_bytes());
     h[6..8].copy_from_slice(&entry.to_be_bytes());
     h[8..].copy_from_slice(&offset.to_be_bytes());
@@ -458,9 +524,9 @@ pub fn data_header(id: u32, entry: u16, offset: u64) -> [u8; DATA_HEADER_LEN] {
 }
 
 /// Encodes a DATA message without building a [`Message`].
-pub fn encode_data(id: u32, entry: u16, offset: u64, data: &[u8]) -> Vec<u8> {
+pub fn encode_data(version: Version, id: u32, entry: u16, offset: u64, data: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(DATA_HEADER_LEN + data.len());
-    v.extend_from_slice(&data_header(id, entry, offset));
+    v.extend_from_slice(&data_header(version, id, entry, offset));
     v.extend_from_slice(data);
     v
 }
@@ -481,23 +547,24 @@ impl Message<'_> {
         }
     }
 
-    /// Encodes the message. Lengths are written as given (an entry count,
-    /// path length or offset count over `u16` is cut): build messages
-    /// through the state machines, which only make valid ones.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Encodes the message as one of a transfer of `version`. Lengths are
+    /// written as given (an entry count, path length or offset count over
+    /// `u16` is cut): build messages through the state machines, which only
+    /// make valid ones.
+    pub fn encode(&self, version: Version) -> Vec<u8> {
         let mut v = Vec::with_capacity(64);
         match self {
             Message::Offer { id, entries } => {
-                head(&mut v, KIND_OFFER, *id);
+                head(&mut v, KIND_OFFER, version, *id);
                 v.extend_from_slice(&(entries.len() as u16).to_be_bytes());
                 for e in entries {
                     v.push(u8::from(e.is_dir()));
                     let p = e.path.as_bytes();
                     v.extend_from_slice(&(p.len() as u16).to_be_bytes());
                     v.extend_from_slice(p);
-                    if let EntryKind::File { size, sha256 } = e.kind {
+                    if let EntryKind::File { size, digest } = e.kind {
                         v.extend_from_slice(&size.to_be_bytes());
-                        v.extend_from_slice(&sha256);
+                        v.extend_from_slice(&digest);
                     }
                 }
             }
@@ -507,7 +574,7 @@ impl Message<'_> {
                 max_chunk,
                 offsets,
             } => {
-                head(&mut v, KIND_ACCEPT, *id);
+                head(&mut v, KIND_ACCEPT, version, *id);
                 v.extend_from_slice(&window.to_be_bytes());
                 v.extend_from_slice(&max_chunk.to_be_bytes());
                 v.extend_from_slice(&(offsets.len() as u16).to_be_bytes());
@@ -516,7 +583,7 @@ impl Message<'_> {
                 }
             }
             Message::Deny { id, reason } => {
-                head(&mut v, KIND_DENY, *id);
+                head(&mut v, KIND_DENY, version, *id);
                 v.push(reason.to_u8());
             }
             Message::Data {
@@ -524,20 +591,20 @@ impl Message<'_> {
                 entry,
                 offset,
                 data,
-            } => return encode_data(*id, *entry, *offset, data),
+            } => return encode_data(version, *id, *entry, *offset, data),
             Message::Ack { id, received } => {
-                head(&mut v, KIND_ACK, *id);
+                head(&mut v, KIND_ACK, version, *id);
                 v.extend_from_slice(&received.to_be_bytes());
             }
-            Message::End { id } => head(&mut v, KIND_END, *id),
-            Message::Done { id } => head(&mut v, KIND_DONE, *id),
+            Message::End { id } => head(&mut v, KIND_END, version, *id),
+            Message::Done { id } => head(&mut v, KIND_DONE, version, *id),
             Message::Cancel { id, reason, entry } | Message::Abort { id, reason, entry } => {
                 let k = if matches!(self, Message::Cancel { .. }) {
                     KIND_CANCEL
                 } else {
                     KIND_ABORT
                 };
-                head(&mut v, k, *id);
+                head(&mut v, k, version, *id);
                 v.push(reason.to_u8());
                 v.extend_from_slice(&entry.unwrap_or(NO_ENTRY).to_be_bytes());
             }
@@ -564,7 +631,7 @@ mod tests {
                         "d/f",
                         EntryKind::File {
                             size: 1 << 40,
-                            sha256: [3; 32],
+                            digest: [3; 32],
                         },
                     ),
                 ],
@@ -601,11 +668,34 @@ mod tests {
         ];
         let mut out = Vec::new();
         for m in msgs {
-            let b = m.encode();
-            assert_eq!(decode(&b), Ok(m), "round trip");
-            out.push(b);
+            for v in [Version::V1, Version::V2] {
+                let b = m.encode(v);
+                assert_eq!(decode(&b), Ok(m.clone()), "round trip");
+                let h = header(&b).unwrap();
+                assert_eq!((h.kind, h.version, h.id), (b[0], v, 7));
+                out.push(b);
+            }
         }
         out
+    }
+
+    #[test]
+    fn versions_differ_in_the_version_byte_only() {
+        let b: Vec<(Vec<u8>, Vec<u8>)> = all()
+            .chunks(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect();
+        for (v1, v2) in b {
+            assert_eq!((v1[1], v2[1]), (1, 2));
+            assert_eq!((&v1[..1], &v1[2..]), (&v2[..1], &v2[2..]));
+        }
+        for b in 0..=255u8 {
+            assert_eq!(
+                Version::from_u8(b).map(Version::to_u8),
+                (1..=2).contains(&b).then_some(b)
+            );
+        }
+        assert_eq!(data_header(Version::V2, 7, 1, 4)[1], 2);
     }
 
     #[test]
@@ -633,14 +723,25 @@ mod tests {
         assert_eq!(decode(&[0x40; 70_000]), Err(WireError::Oversized));
         assert_eq!(decode(&[0x40, 1, 0]), Err(WireError::Truncated));
         assert_eq!(
-            decode(&[0x45, 2, 0, 0, 0, 1]),
-            Err(WireError::UnsupportedVersion(2))
+            decode(&[0x45, 3, 0, 0, 0, 1]),
+            Err(WireError::UnsupportedVersion(3))
+        );
+        assert_eq!(
+            decode(&[0x45, 0, 0, 0, 0, 1]),
+            Err(WireError::UnsupportedVersion(0))
         );
         assert_eq!(
             decode(&[0x49, 1, 0, 0, 0, 1]),
             Err(WireError::UnknownKind(0x49))
         );
-        assert_eq!(header(&[0x4f, 1, 0, 0, 1, 0]), Ok((0x4f, 256)));
+        assert_eq!(
+            header(&[0x4f, 2, 0, 0, 1, 0]),
+            Ok(Header {
+                kind: 0x4f,
+                version: Version::V2,
+                id: 256
+            })
+        );
         for r in 0..=255u8 {
             assert_eq!(Reason::from_u8(r).to_u8(), r);
         }
@@ -661,7 +762,7 @@ mod tests {
         assert_eq!(decode(&non_utf8), Err(WireError::Utf8));
         // Empty DATA; ACCEPT with window 0 or chunk over the bound.
         assert_eq!(
-            decode(&encode_data(1, 0, 0, &[])),
+            decode(&encode_data(Version::V1, 1, 0, 0, &[])),
             Err(WireError::InvalidInput)
         );
         let acc = |w: u32, c: u32| {
@@ -671,7 +772,7 @@ mod tests {
                 max_chunk: c,
                 offsets: alloc::vec![0],
             }
-            .encode()
+            .encode(Version::V1)
         };
         assert_eq!(decode(&acc(0, 1)), Err(WireError::InvalidInput));
         assert_eq!(decode(&acc(1, 0)), Err(WireError::InvalidInput));
@@ -681,7 +782,7 @@ mod tests {
         );
         assert!(decode(&acc(1, MAX_CHUNK as u32)).is_ok());
         // The largest DATA fits exactly one message.
-        let big = encode_data(1, 0, 0, &[0; MAX_CHUNK]);
+        let big = encode_data(Version::V2, 1, 0, 0, &[0; MAX_CHUNK]);
         assert_eq!(big.len(), MAX_MESSAGE_LEN);
         assert!(decode(&big).is_ok());
     }
