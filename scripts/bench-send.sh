@@ -3,8 +3,11 @@
 # Performance): `dsoftbus send` of a random file (256 MiB) from one `dsoftbus
 # daemon` to another on loopback, paired round by round with the minimal
 # program doing the same essential work without the soft bus
-# (userspace/dsoftbus-cli/examples/tcp_hash_copy.rs: read, SHA-256, loopback
-# TCP, SHA-256, write, fsync).
+# (userspace/dsoftbus-cli/examples/tcp_hash_copy.rs: read, hash, loopback
+# TCP, hash, write, fsync). The hash is the one the daemons used, read from
+# the warm-up's output: BLAKE3 (transfer v2, what two daemons of this version
+# speak) or SHA-256 (v1). With BLAKE3, each round also times the SHA-256
+# baseline, as context (column "v1 base MB/s": what v1 would be held to).
 #
 #   scripts/bench-send.sh               # 256 MiB, 1 warm-up + 5 paired rounds
 #   MIB=64 ROUNDS=3 scripts/bench-send.sh
@@ -24,7 +27,7 @@
 #     baseline's own CPU per byte (2 hash passes + socket and file copies) plus
 #     two ChaCha20-Poly1305 passes (AEAD_NS ns/B each; default 0.28, the
 #     OpenSSL figure of benches/crypto.rs on the project machine) — goal
-#     <= 1.3x. Cold, the protocol also needs the file's SHA-256 before the
+#     <= 1.3x. Cold, the protocol also needs the file's digest before the
 #     offer (the offer carries it): one more read and hash pass, measured
 #     each round (`tcp_hash_copy --hash`, column "offer hash") and added to
 #     the essential work; the baseline hashes while it sends and has no such
@@ -42,7 +45,7 @@ AEAD_NS=${AEAD_NS:-0.28}
 SETUP=0
 case ${1:-} in
     --setup) SETUP=1 ;;
-    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
     "") ;;
     *) echo "bench-send: unknown option $1" >&2; exit 2 ;;
 esac
@@ -119,22 +122,38 @@ rc=\$?
 rm -f "$WORK/inbox/payload.bin"
 exit \$rc
 EOF
-cat >"$WORK/baseline.sh" <<EOF
-#!/bin/sh
-"$BASE" "$SRC" "$WORK/tcp.out" >>"$WORK/baseline.out" 2>&1
-rc=\$?
-rm -f "$WORK/tcp.out"
-exit \$rc
-EOF
-chmod +x "$WORK/send.sh" "$WORK/baseline.sh"
+chmod +x "$WORK/send.sh"
 
-# Warm-up, with the receiver's copy checked.
+# Warm-up, with the receiver's copy checked; its output names the hash.
 "$BIN" --state-dir "$WORK/bench-a" send bench-b "$SRC" --no-progress >>"$WORK/send.out" 2>&1 ||
     { echo "bench-send: dsoftbus send failed:" >&2; tail -5 "$WORK/send.out" "$WORK"/bench-*.log >&2; exit 1; }
 GOT=$(sha256sum "$WORK/inbox/payload.bin" | cut -d' ' -f1)
 [[ $GOT == "$WANT" ]] || { echo "bench-send: received file differs" >&2; exit 1; }
 rm -f "$WORK/inbox/payload.bin"
+HASH=$(grep -oE '(blake3|sha256) [0-9a-f]{64} verified' "$WORK/send.out" | tail -1 | cut -d' ' -f1)
+case $HASH in
+    blake3) HFLAG=(--blake3); HASH_NAME=BLAKE3 ;;
+    sha256) HFLAG=(); HASH_NAME=SHA-256 ;;
+    *) echo "bench-send: the send did not say which hash it used:" >&2; tail -3 "$WORK/send.out" >&2; exit 1 ;;
+esac
+baseline_script() { # $1 script, rest: flags for tcp_hash_copy
+    local f=$1
+    shift
+    cat >"$f" <<EOF
+#!/bin/sh
+"$BASE" $* "$SRC" "$WORK/tcp.out" >>"$WORK/baseline.out" 2>&1
+rc=\$?
+rm -f "$WORK/tcp.out"
+exit \$rc
+EOF
+    chmod +x "$f"
+}
+baseline_script "$WORK/baseline.sh" "${HFLAG[@]}"
+baseline_script "$WORK/baseline-v1.sh"
 "$WORK/baseline.sh" || { echo "bench-send: baseline failed:" >&2; cat "$WORK/baseline.out" >&2; exit 1; }
+# With BLAKE3, the SHA-256 baseline is timed too, as context.
+V1_CONTEXT=0
+[[ $HASH == blake3 ]] && V1_CONTEXT=1
 
 if ((SETUP)); then
     echo "daemons: bench-a pid $PA, bench-b pid $PB (inbox $WORK/inbox${ACCEPT:+, ${ACCEPT[*]}})"
@@ -158,8 +177,8 @@ now_ns() { date +%s%N; }
 # reclaim), so without this whichever command runs second gets hot pages.
 prime() { cat "$SRC" >/dev/null; }
 
-echo "bench-send: ${MIB} MiB, ${ROUNDS} paired rounds; $(nproc) cores; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
-echo "round | send MB/s | baseline MB/s | send/baseline | daemons ns/B | send CLI ns/B | baseline ns/B | offer hash ns/B | essential ns/B | daemons/essential"
+echo "bench-send: ${MIB} MiB, ${ROUNDS} paired rounds, file hash ${HASH_NAME} (transfer $([[ $HASH == blake3 ]] && echo v2 || echo v1)); $(nproc) cores; $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+echo "round | send MB/s | baseline MB/s | send/baseline | daemons ns/B | send CLI ns/B | baseline ns/B | offer hash ns/B | essential ns/B | daemons/essential | v1 base MB/s"
 ROWS=$WORK/rows
 : >"$ROWS"
 for r in $(seq 1 "$ROUNDS"); do
@@ -179,14 +198,22 @@ for r in $(seq 1 "$ROUNDS"); do
     if ((COLD)); then
         prime
         t4=$(now_ns)
-        /usr/bin/time -f '%U %S' -o "$WORK/time.hash" "$BASE" --hash "$SRC" >/dev/null
+        /usr/bin/time -f '%U %S' -o "$WORK/time.hash" "$BASE" "${HFLAG[@]}" --hash "$SRC" >/dev/null
         t5=$(now_ns)
         hash_cpu=$(tail -1 "$WORK/time.hash")
         # Like for like: the baseline plus the pass the offer needs, in a row.
         awk -v s=$((t1 - t0)) -v b=$((t3 - t2)) -v h=$((t5 - t4)) \
             'BEGIN { printf "%.2f\n", (b + h) / s }' >>"$WORK/rows.hashed"
     fi
-    awk -v r="$r" -v B="$BYTES" -v clk="$CLK" -v aead="$AEAD_NS" \
+    v1w=0
+    if ((V1_CONTEXT)); then
+        prime
+        t6=$(now_ns)
+        "$WORK/baseline-v1.sh"
+        t7=$(now_ns)
+        v1w=$((t7 - t6))
+    fi
+    awk -v r="$r" -v B="$BYTES" -v clk="$CLK" -v aead="$AEAD_NS" -v v1w="$v1w" \
         -v sw=$((t1 - t0)) -v bw=$((t3 - t2)) -v d=$((a1 - a0 + b1 - b0)) \
         -v cli="$(tail -1 "$WORK/time.send")" -v base="$(tail -1 "$WORK/time.base")" \
         -v hash="$hash_cpu" 'BEGIN {
@@ -195,7 +222,8 @@ for r in $(seq 1 "$ROUNDS"); do
             dns = d / clk / B * 1e9; cns = (c[1] + c[2]) / B * 1e9; bns = (b[1] + b[2]) / B * 1e9;
             hns = (h[1] + h[2]) / B * 1e9;
             ess = bns + 2 * aead + hns;
-            printf "%d | %.0f | %.0f | %.2fx | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx\n", r, smb, bmb, smb / bmb, dns, cns, bns, hns, ess, dns / ess
+            v1 = (v1w > 0) ? sprintf("%.0f", B / (v1w / 1e9) / 1e6) : "-";
+            printf "%d | %.0f | %.0f | %.2fx | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %s\n", r, smb, bmb, smb / bmb, dns, cns, bns, hns, ess, dns / ess, v1
         }' | tee -a "$ROWS"
 done
 
@@ -207,9 +235,12 @@ range() {
     awk -F' \\| ' -v c="$1" '{ gsub(/x$/, "", $c); print $c }' "$ROWS" | sort -g |
         awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'
 }
-echo "median | $(median 2) | $(median 3) | $(median 4)x ($(range 4)) | $(median 5) | $(median 6) | $(median 7) | $(median 8) | $(median 9) | $(median 10)x ($(range 10))"
+echo "median | $(median 2) | $(median 3) | $(median 4)x ($(range 4)) | $(median 5) | $(median 6) | $(median 7) | $(median 8) | $(median 9) | $(median 10)x ($(range 10)) | $(median 11)"
+if ((V1_CONTEXT)); then
+    echo "context: send (v2, BLAKE3) against the SHA-256 baseline of the same rounds: $(awk -F' \\| ' '{ printf "%.2f\n", $2 / $11 }' "$ROWS" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')x"
+fi
 if ((COLD)); then
-    echo "cold send against the baseline plus the offer's hash pass (read + SHA-256, run alone): $(sort -g "$WORK/rows.hashed" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')x (rounds $(sort -g "$WORK/rows.hashed" | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'))"
+    echo "cold send against the baseline plus the offer's hash pass (read + ${HASH_NAME}, run alone): $(sort -g "$WORK/rows.hashed" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')x (rounds $(sort -g "$WORK/rows.hashed" | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'))"
 fi
 # Control latency under bulk (issue 12): session pings bench-a -> bench-b, idle,
 # then while one more send runs the same way (the pings queue behind its data).
@@ -228,6 +259,6 @@ read -r busy_med busy_max busy_n < <(pings | ms_median)
 wait "$SENDER" || true
 echo "ping rtt (ms, median/max of n): idle $idle_med/$idle_max of $idle_n; during a send $busy_med/$busy_max of $busy_n"
 HOW=$( ((COLD)) && echo "cold: hashed before the offer" || echo "warm: hash cached")
-echo "bench-row|Linux nodes: dsoftbus send ${MIB} MiB on loopback, ${HOW} (wall)|$(median 2) MB/s|$(median 3) MB/s plain TCP + SHA-256 both ends + fsync|$(median 4)x (rounds $(range 4))|>= 0.8x|$(awk -v x="$(median 4)" 'BEGIN { print (x >= 0.8) ? "yes" : "NO" }')"
+echo "bench-row|Linux nodes: dsoftbus send ${MIB} MiB on loopback, ${HOW} (wall)|$(median 2) MB/s|$(median 3) MB/s plain TCP + ${HASH_NAME} both ends + fsync|$(median 4)x (rounds $(range 4))|>= 0.8x|$(awk -v x="$(median 4)" 'BEGIN { print (x >= 0.8) ? "yes" : "NO" }')"
 echo "bench-row|Linux nodes: dsoftbus send CPU per byte, both daemons, ${HOW}|$(median 5) ns/B|$(median 9) ns/B essential (baseline $(median 7) + 2 AEAD x ${AEAD_NS} + offer hash $(median 8))|$(median 10)x (rounds $(range 10))|<= 1.3x|$(awk -v x="$(median 10)" 'BEGIN { print (x <= 1.3) ? "yes" : "NO" }')"
 echo "bench-row|Linux nodes: session ping RTT during a 256 MiB send, same direction|${busy_med} ms (max ${busy_max}, n=${busy_n})|${idle_med} ms idle (max ${idle_max})|$(awk -v a="$busy_med" -v b="$idle_med" 'BEGIN { printf "%.1fx", (b > 0) ? a / b : 0 }')|report|n/a"
