@@ -57,7 +57,7 @@ case ${1:-} in
 esac
 
 cargo build --release -q -p dsoftbus-cli --bin dsoftbus --example tcp_hash_copy
-BIN=$ROOT/target/release/dsoftbus
+BIN=${BIN_OVERRIDE:-$ROOT/target/release/dsoftbus}
 BASE=$ROOT/target/release/examples/tcp_hash_copy
 CLK=$(getconf CLK_TCK)
 

@@ -99,6 +99,8 @@ struct Run {
     /// Send data through `push_data_header` (the caller sends the header
     /// and its own bytes) whenever nothing else is queued.
     direct: bool,
+    /// Receive through `handle_ref` (file bytes as slices of the message).
+    by_ref: bool,
     /// The receiver's window, and the most it ever held undelivered.
     window: u32,
     max_buffered: u64,
@@ -132,6 +134,7 @@ impl Run {
             auto_accept: true,
             cut: usize::MAX,
             direct: false,
+            by_ref: false,
             window: rcfg.window,
             max_buffered: 0,
         }
@@ -161,7 +164,13 @@ impl Run {
             },
             1 => match self.to_rx.pop_front() {
                 Some(m) => {
-                    let _ = self.rx.handle(&m);
+                    if self.by_ref {
+                        if let Ok(Some(d)) = self.rx.handle_ref(&m) {
+                            self.store_data(d.entry, d.offset, d.data);
+                        }
+                    } else {
+                        let _ = self.rx.handle(&m);
+                    }
                     true
                 }
                 None => false,
@@ -236,11 +245,7 @@ impl Run {
                 entry,
                 offset,
                 data,
-            } => {
-                let f = &mut self.store[usize::from(entry)];
-                assert_eq!(f.len() as u64, offset, "data in order for the caller");
-                f.extend_from_slice(&data);
-            }
+            } => self.store_data(entry, offset, &data),
             ReceiverEvent::Complete { entry } => {
                 // `caller_hashes`: this caller hashes what it stored.
                 let i = usize::from(entry);
@@ -257,6 +262,13 @@ impl Run {
             }
             ReceiverEvent::Finished(o) => self.rx_end.push(o),
         }
+    }
+
+    /// The receiver's caller writes file bytes (from an event or a slice).
+    fn store_data(&mut self, entry: u16, offset: u64, data: &[u8]) {
+        let f = &mut self.store[usize::from(entry)];
+        assert_eq!(f.len() as u64, offset, "data in order for the caller");
+        f.extend_from_slice(data);
     }
 
     /// Runs the ops in order, then round-robin until nothing moves.
@@ -327,11 +339,72 @@ fn whole_tree_round_robin() {
     let mut r = Run::new(&files, small(1000, 333), MAX_CHUNK);
     r.run(&[]);
     r.assert_done();
-    // Data sent from where it lies (header from the sender).
+    // Data sent from where it lies (header from the sender), and taken
+    // as slices of the messages on the receiving side.
     let mut r = Run::new(&files, small(1000, 333), MAX_CHUNK);
     r.direct = true;
+    r.by_ref = true;
     r.run(&[]);
     r.assert_done();
+}
+
+/// `handle_ref` hands out the bytes as slices and acknowledges them as
+/// taking a `Data` event would; while an event waits, the bytes become a
+/// `Data` event behind it, so the caller sees the same order either way.
+#[test]
+fn handle_ref_keeps_the_order_of_bytes_and_events() {
+    let files = [dir("d"), file("d/a", &[5u8; 300])];
+    let entries: Vec<Entry> = files.iter().map(|f| f.0.clone()).collect();
+    let mut tx = Sender::new(2, entries, SenderConfig::default()).unwrap();
+    let mut rx = Receiver::new(small(400, 100));
+    rx.handle(&tx.poll_transmit().unwrap()).unwrap();
+    assert_eq!(rx.poll_event(), Some(ReceiverEvent::Offered));
+    rx.accept().unwrap();
+    tx.handle(&rx.poll_transmit().unwrap()).unwrap();
+    let mut data = |tx: &mut Sender| {
+        let n = tx.poll_need().unwrap();
+        tx.push_data(n.entry, n.offset, &[5u8; 100]).unwrap();
+        tx.poll_transmit().unwrap()
+    };
+    // The Dir event of the accept is still waiting: the bytes queue behind it.
+    let m = data(&mut tx);
+    assert_eq!(rx.handle_ref(&m), Ok(None));
+    assert_eq!(rx.poll_event(), Some(ReceiverEvent::Dir { entry: 0 }));
+    assert!(matches!(
+        rx.poll_event(),
+        Some(ReceiverEvent::Data { offset: 0, .. })
+    ));
+    let ack = rx.poll_transmit().unwrap();
+    assert_eq!(
+        wire::decode(&ack),
+        Ok(Message::Ack {
+            id: 2,
+            received: 100
+        })
+    );
+    // Nothing waits now: a slice of the message, acknowledged at once (the
+    // receiver had taken everything it received).
+    let m = data(&mut tx);
+    let d = rx.handle_ref(&m).unwrap().unwrap();
+    assert_eq!((d.entry, d.offset, d.data), (1, 100, &[5u8; 100][..]));
+    assert_eq!(&m[m.len() - 100..], d.data, "borrowed from the message");
+    assert_eq!(rx.buffered(), 0);
+    let ack = rx.poll_transmit().unwrap();
+    assert_eq!(
+        wire::decode(&ack),
+        Ok(Message::Ack {
+            id: 2,
+            received: 200
+        })
+    );
+    // The last bytes complete the file: the slice, then FileVerified.
+    let m = data(&mut tx);
+    assert!(rx.handle_ref(&m).unwrap().is_some());
+    assert_eq!(
+        rx.poll_event(),
+        Some(ReceiverEvent::FileVerified { entry: 1 })
+    );
+    assert_eq!(rx.poll_event(), None);
 }
 
 /// `push_data_header` + the caller's bytes is the very message
@@ -391,6 +464,7 @@ proptest! {
         direct in any::<bool>(),
         caller_hashes in any::<bool>(),
         v2 in any::<bool>(),
+        by_ref in any::<bool>(),
         ops in proptest::collection::vec(any::<u8>(), 0..400),
     ) {
         let v = if v2 { Version::V2 } else { Version::V1 };
@@ -399,6 +473,7 @@ proptest! {
         let mut r = Run::with_version(v, &files, cfg, MAX_CHUNK);
         r.cut = cut;
         r.direct = direct;
+        r.by_ref = by_ref;
         r.run(&ops);
         r.assert_done();
     }
@@ -416,10 +491,11 @@ proptest! {
         byte in any::<usize>(),
         caller_hashes in any::<bool>(),
         v2 in any::<bool>(),
+        by_ref in any::<bool>(),
     ) {
         let v = if v2 { Version::V2 } else { Version::V1 };
         let files = tree_v(v, seed, len);
-        let (r, _) = run_with_fault(v, &files, at, fault, byte, caller_hashes);
+        let (r, _) = run_with_fault(v, &files, at, fault, byte, (caller_hashes, by_ref));
         r.check();
     }
 }
@@ -434,11 +510,12 @@ fn run_with_fault(
     at: usize,
     fault: u8,
     byte: usize,
-    caller_hashes: bool,
+    (caller_hashes, by_ref): (bool, bool),
 ) -> (Run, Option<u8>) {
     let mut faulted = None;
     let rcfg = hashed_by(caller_hashes, small(700, 97));
     let mut r = Run::with_version(version, files, rcfg, MAX_CHUNK);
+    r.by_ref = by_ref;
     let mut n = 0usize;
     let mut held: Option<Vec<u8>> = None;
     loop {
@@ -504,9 +581,10 @@ fn every_fault_at_every_message() {
         for at in 0..40 {
             for byte in [0usize, 1, 5, 6, 9, 13, 20, 1000] {
                 // Odd positions: the caller hashes; every other pair of
-                // positions: version 2.
+                // positions: version 2; every other four: bytes by slice.
                 let (v, files) = &trees[(at / 2) % 2];
-                let (r, kind) = run_with_fault(*v, files, at, fault, byte, at % 2 == 1);
+                let how = (at % 2 == 1, (at / 4) % 2 == 1);
+                let (r, kind) = run_with_fault(*v, files, at, fault, byte, how);
                 r.check();
                 hit += usize::from(kind.is_some());
                 msgs = msgs.max(at);

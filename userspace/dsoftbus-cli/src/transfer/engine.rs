@@ -304,9 +304,18 @@ impl Engine {
                         return;
                     }
                 }
-                if let Err(e) = inc.rx.handle(msg) {
-                    if e.is_fatal() {
-                        self.log_receive_error(carrier, e);
+                // File bytes straight from the message into the batch (no
+                // copy into an event).
+                match inc.rx.handle_ref(msg) {
+                    Ok(Some(d)) => {
+                        inc.done += d.data.len() as u64;
+                        inc.batch_data(d.entry, d.data).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        if e.is_fatal() {
+                            self.log_receive_error(carrier, e);
+                        }
                     }
                 }
             }

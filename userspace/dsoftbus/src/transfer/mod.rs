@@ -89,7 +89,7 @@ pub mod wire;
 
 pub use hash::FileHasher;
 pub use name::NameError;
-pub use receiver::{Receiver, ReceiverConfig, ReceiverEvent};
+pub use receiver::{DataRef, Receiver, ReceiverConfig, ReceiverEvent};
 pub use sender::{Need, Sender, SenderConfig, SenderEvent};
 pub use wire::{decode, header, Entry, EntryKind, Header, Message, Reason, Version, WireError};
 

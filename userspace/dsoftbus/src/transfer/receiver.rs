@@ -78,6 +78,19 @@ pub enum ReceiverEvent {
     Finished(Outcome),
 }
 
+/// File bytes handed out by [`Receiver::handle_ref`], borrowed from the
+/// message they came in: the same bytes a [`ReceiverEvent::Data`] would
+/// carry, without the copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataRef<'m> {
+    /// Entry index.
+    pub entry: u16,
+    /// Byte offset.
+    pub offset: u64,
+    /// The bytes (not verified yet, as for [`ReceiverEvent::Data`]).
+    pub data: &'m [u8],
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     AwaitOffer,
@@ -185,26 +198,32 @@ impl Receiver {
     pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
         let ev = self.q.events.pop_front()?;
         if let ReceiverEvent::Data { data, .. } = &ev {
-            self.taken += data.len() as u64;
-            let owed = self.taken - self.acked;
-            // Ack every quarter window, and whatever is owed once nothing
-            // else is buffered (so a sender blocked on the window resumes).
-            let idle = self.taken == self.received;
-            if self.state == State::Receiving
-                && (owed >= u64::from(self.cfg.window / 4).max(1) || (idle && owed > 0))
-            {
-                self.acked = self.taken;
-                let id = self.id.unwrap_or(0);
-                self.q.out.push_back(
-                    Message::Ack {
-                        id,
-                        received: self.acked,
-                    }
-                    .encode(self.version),
-                );
-            }
+            self.took(data.len());
         }
         Some(ev)
+    }
+
+    /// The caller took `n` data bytes: they count as consumed, and an ACK
+    /// may be queued.
+    fn took(&mut self, n: usize) {
+        self.taken += n as u64;
+        let owed = self.taken - self.acked;
+        // Ack every quarter window, and whatever is owed once nothing
+        // else is buffered (so a sender blocked on the window resumes).
+        let idle = self.taken == self.received;
+        if self.state == State::Receiving
+            && (owed >= u64::from(self.cfg.window / 4).max(1) || (idle && owed > 0))
+        {
+            self.acked = self.taken;
+            let id = self.id.unwrap_or(0);
+            self.q.out.push_back(
+                Message::Ack {
+                    id,
+                    received: self.acked,
+                }
+                .encode(self.version),
+            );
+        }
     }
 
     /// Before [`Receiver::accept`]: the caller already holds the first bytes
@@ -336,13 +355,33 @@ impl Receiver {
     /// version; a later message in another version than the offer's is
     /// out of turn (`Unexpected`).
     pub fn handle(&mut self, msg: &[u8]) -> Result<(), TransferError> {
+        self.handle_inner(msg, false).map(|_| ())
+    }
+
+    /// [`handle`](Self::handle), but the file bytes of a DATA come back as a
+    /// slice of `msg` instead of a copy in a [`ReceiverEvent::Data`]: they
+    /// count as taken (consumed, and acknowledged) now, so write or copy
+    /// them before the next call. Events the message causes (a file
+    /// complete or verified, the end) follow them in
+    /// [`poll_event`](Self::poll_event). While an earlier event is still
+    /// waiting there, the bytes go into a `Data` event behind it instead
+    /// (`Ok(None)`), so bytes and events keep their order either way.
+    pub fn handle_ref<'m>(&mut self, msg: &'m [u8]) -> Result<Option<DataRef<'m>>, TransferError> {
+        self.handle_inner(msg, true)
+    }
+
+    fn handle_inner<'m>(
+        &mut self,
+        msg: &'m [u8],
+        by_ref: bool,
+    ) -> Result<Option<DataRef<'m>>, TransferError> {
         let wire::Header { kind, version, id } = match wire::header(msg) {
             Ok(h) => h,
             Err(WireError::NotTransfer) => return Err(TransferError::NotMine),
             Err(e) => {
                 // An unreadable header: ours only if we have nothing else.
                 if self.state != State::AwaitOffer {
-                    return self.fail(TransferError::Wire(e));
+                    return self.fail(TransferError::Wire(e)).map(|()| None);
                 }
                 if self.refuse_before_offer(msg, TransferError::Wire(e)) {
                     return Err(TransferError::Wire(e));
@@ -354,7 +393,7 @@ impl Receiver {
             return Err(TransferError::NotMine);
         }
         if self.state == State::Finished {
-            return Ok(());
+            return Ok(None);
         }
         if self.state == State::AwaitOffer {
             if kind != wire::KIND_OFFER {
@@ -365,16 +404,16 @@ impl Receiver {
             if !version.supported() {
                 self.id = Some(id);
                 let e = WireError::UnsupportedVersion(version.to_u8());
-                return self.fail(TransferError::Wire(e));
+                return self.fail(TransferError::Wire(e)).map(|()| None);
             }
         } else if version != self.version {
-            return self.fail(TransferError::Unexpected { kind });
+            return self.fail(TransferError::Unexpected { kind }).map(|()| None);
         }
         let m = match wire::decode(msg) {
             Ok(m) => m,
             Err(e) => {
                 self.id = Some(id);
-                return self.fail(TransferError::Wire(e));
+                return self.fail(TransferError::Wire(e)).map(|()| None);
             }
         };
         match (self.state, m) {
@@ -382,7 +421,7 @@ impl Receiver {
                 self.id = Some(id);
                 if let Err(e) = check_offer(&entries, self.cfg.max_entries, self.cfg.max_total_size)
                 {
-                    return self.fail(TransferError::Offer(e));
+                    return self.fail(TransferError::Offer(e)).map(|()| None);
                 }
                 self.have = alloc::vec![0; entries.len()];
                 self.unchecked = alloc::vec![false; entries.len()];
@@ -398,7 +437,7 @@ impl Receiver {
                 self.entries = entries;
                 self.state = State::Pending;
                 self.q.events.push_back(ReceiverEvent::Offered);
-                Ok(())
+                Ok(None)
             }
             (_, Message::Cancel { reason, entry, .. }) => {
                 self.finish(Outcome::Cancelled {
@@ -406,7 +445,7 @@ impl Receiver {
                     reason,
                     entry,
                 });
-                Ok(())
+                Ok(None)
             }
             (
                 State::Receiving,
@@ -416,12 +455,11 @@ impl Receiver {
                     data,
                     ..
                 },
-            ) => self.on_data(entry, offset, data),
+            ) => self.on_data(entry, offset, data, by_ref),
             (State::Receiving, Message::End { .. }) => {
                 if self.cur < self.entries.len() {
-                    return self.fail(TransferError::Truncated {
-                        entry: self.cur as u16,
-                    });
+                    let entry = self.cur as u16;
+                    return self.fail(TransferError::Truncated { entry }).map(|()| None);
                 }
                 if self.unchecked.contains(&true) {
                     // DONE once the caller's hashes are in (file_hashed).
@@ -429,13 +467,19 @@ impl Receiver {
                 } else {
                     self.done();
                 }
-                Ok(())
+                Ok(None)
             }
-            _ => self.fail(TransferError::Unexpected { kind }),
+            _ => self.fail(TransferError::Unexpected { kind }).map(|()| None),
         }
     }
 
-    fn on_data(&mut self, entry: u16, offset: u64, data: &[u8]) -> Result<(), TransferError> {
+    fn on_data<'m>(
+        &mut self,
+        entry: u16,
+        offset: u64,
+        data: &'m [u8],
+        by_ref: bool,
+    ) -> Result<Option<DataRef<'m>>, TransferError> {
         let i = usize::from(entry);
         let in_order = i == self.cur
             && self.have.get(i) == Some(&offset)
@@ -446,24 +490,37 @@ impl Receiver {
                     .is_some_and(|end| end <= e.size())
             });
         if !in_order {
-            return self.fail(TransferError::OutOfOrder { entry, offset });
+            return self
+                .fail(TransferError::OutOfOrder { entry, offset })
+                .map(|()| None);
         }
         if self.received + data.len() as u64 - self.acked > u64::from(self.cfg.window) {
-            return self.fail(TransferError::WindowExceeded);
+            return self.fail(TransferError::WindowExceeded).map(|()| None);
         }
         if let Some(Some(h)) = self.hashers.get_mut(i) {
             h.update(data);
         }
         self.have[i] += data.len() as u64;
         self.received += data.len() as u64;
-        self.q.events.push_back(ReceiverEvent::Data {
-            entry,
-            offset,
-            data: data.to_vec(),
-        });
+        let out = if by_ref && self.q.events.is_empty() {
+            self.took(data.len());
+            Some(DataRef {
+                entry,
+                offset,
+                data,
+            })
+        } else {
+            self.q.events.push_back(ReceiverEvent::Data {
+                entry,
+                offset,
+                data: data.to_vec(),
+            });
+            None
+        };
         match self.settle() {
-            Ok(()) => Ok(()),
-            Err(e) => self.fail(e),
+            Ok(()) => Ok(out),
+            // The transfer failed (a hash mismatch): its bytes are of no use.
+            Err(e) => self.fail(e).map(|()| None),
         }
     }
 
