@@ -492,8 +492,15 @@ impl Files {
             }
         };
         let t = &mut incoming[i];
-        if t.rx.handle(data).is_ok() {
+        // File bytes straight from the message into the entry's part (no
+        // copy into a Data event; the events that follow keep their order).
+        if let Ok(d) = t.rx.handle_ref(data) {
             t.last = at;
+            if let Some(d) = d {
+                if let Some(p) = t.parts.get_mut(usize::from(d.entry)) {
+                    p.extend_from_slice(d.data);
+                }
+            }
         }
         let over = known.is_none() && incoming.len() > MAX_RECEIVERS;
         drop(incoming);
