@@ -209,14 +209,16 @@ for r in $(seq 1 "$ROUNDS"); do
         /usr/bin/time -f '%U %S' -o "$WORK/time.hash" "$BASE" "${HFLAG[@]}" --hash "$SRC" >/dev/null
         t5=$(now_ns)
         hash_cpu=$(tail -1 "$WORK/time.hash")
-        # Like for like: the baseline plus the pass the offer needs, in a row.
-        awk -v s=$((t1 - t0)) -v b=$((t3 - t2)) -v h=$((t5 - t4)) \
-            'BEGIN { printf "%.2f\n", (b + h) / s }' >>"$WORK/rows.hashed"
     fi
     prime
     t8=$(now_ns)
     /usr/bin/time -f '%U %S' -o "$WORK/time.sealed" "$WORK/sealed.sh"
     t9=$(now_ns)
+    if ((COLD)); then
+        # Like for like: each baseline plus the pass the offer needs, in a row.
+        awk -v s=$((t1 - t0)) -v b=$((t3 - t2)) -v h=$((t5 - t4)) -v q=$((t9 - t8)) \
+            'BEGIN { printf "%.2f %.2f\n", (b + h) / s, (q + h) / s }' >>"$WORK/rows.hashed"
+    fi
     v1w=0
     if ((V1_CONTEXT)); then
         prime
@@ -256,7 +258,11 @@ if ((V1_CONTEXT)); then
     echo "context: send (v2, BLAKE3) against the SHA-256 baseline of the same rounds: $(awk -F' \\| ' '{ printf "%.2f\n", $2 / $11 }' "$ROWS" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')x"
 fi
 if ((COLD)); then
-    echo "cold send against the baseline plus the offer's hash pass (read + ${HASH_NAME}, run alone): $(sort -g "$WORK/rows.hashed" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')x (rounds $(sort -g "$WORK/rows.hashed" | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'))"
+    hashed() { # $1: column of rows.hashed -> "median (rounds lo-hi)"
+        cut -d' ' -f"$1" "$WORK/rows.hashed" | sort -g |
+            awk '{ v[NR] = $1 } END { printf "%sx (rounds %s-%s)", v[int((NR + 1) / 2)], v[1], v[NR] }'
+    }
+    echo "cold send against each baseline plus the offer's hash pass (read + ${HASH_NAME}, run alone): plain $(hashed 1); sealed $(hashed 2)"
 fi
 # Control latency under bulk (issue 12): session pings bench-a -> bench-b, idle,
 # then while one more send runs the same way (the pings queue behind its data).
