@@ -361,7 +361,7 @@ fn handle_ref_keeps_the_order_of_bytes_and_events() {
     assert_eq!(rx.poll_event(), Some(ReceiverEvent::Offered));
     rx.accept().unwrap();
     tx.handle(&rx.poll_transmit().unwrap()).unwrap();
-    let mut data = |tx: &mut Sender| {
+    let data = |tx: &mut Sender| {
         let n = tx.poll_need().unwrap();
         tx.push_data(n.entry, n.offset, &[5u8; 100]).unwrap();
         tx.poll_transmit().unwrap()
