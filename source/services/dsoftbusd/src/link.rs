@@ -777,6 +777,75 @@ mod tests {
     /// a pumps). Every one must reach a once and in order, the file must
     /// arrive whole, no read may be abandoned or refused, and a's inbox
     /// never holds more than one read.
+    /// Node mode's stream output goes out in bounded steps
+    /// (`Streams::write_step`: at most one facade piece per step, input
+    /// looked at between steps), and a transfer on a stream still completes
+    /// with every byte verified.
+    #[test]
+    fn stream_output_goes_out_a_piece_per_step() {
+        use crate::streams::Streams;
+        let mut p = pair();
+        let inbox_b = Files::new(AcceptPolicy::Any);
+        let none = Files::new(AcceptPolicy::None);
+        let lg = RefCell::new(LogLimiter::default());
+        let at = dsoftbus::Instant::from_millis(0);
+        let (mut sa, mut sb) = (Streams::new(1, true, at), Streams::new(1, false, at));
+        let size = 200_003;
+        let mut o = Some(Outgoing::generated(1, &id("a"), &id("b"), size).unwrap());
+        let sid = sa.open().unwrap();
+        o.as_mut().unwrap().set_stream(sid);
+        let mut no_out = None;
+        let (mut steps, mut max_step, mut end) = (0, 0, None);
+        for round in 0..20_000 {
+            // a: one bounded step of the mux's output, one of the transfer,
+            // then every event that is ready.
+            sa.service(&none, &mut o, &lg, at).unwrap();
+            let before = p.wa.borrow().written.len();
+            if run(sa.write_step(&mut p.a)).unwrap() {
+                steps += 1;
+            }
+            max_step = max_step.max(p.wa.borrow().written.len() - before);
+            if let Some(out) = o.as_mut() {
+                run(out.pump_step(&mut p.a, Some(&mut sa))).unwrap();
+                if let Some(e) = out.outcome() {
+                    end = Some(e);
+                }
+            }
+            loop {
+                match run(p.a.try_event(&p.bind)) {
+                    Ok(None) => break,
+                    Ok(Some(Event::Data(d))) => {
+                        sa.handle(&d, &none, &id("b"), &mut o, &lg, at).unwrap();
+                    }
+                    Ok(Some(other)) => panic!("a got {other:?}"),
+                    Err(e) => panic!("a: {e}"),
+                }
+            }
+            // b: takes the stream, answers everything at once.
+            loop {
+                match run(p.b.try_event(&p.bind)) {
+                    Ok(None) => break,
+                    Ok(Some(Event::Data(d))) => {
+                        sb.handle(&d, &inbox_b, &id("a"), &mut no_out, &lg, at)
+                            .unwrap();
+                    }
+                    Ok(Some(other)) => panic!("b got {other:?}"),
+                    Err(e) => panic!("b: {e}"),
+                }
+            }
+            sb.service(&inbox_b, &mut no_out, &lg, at).unwrap();
+            while run(sb.write_step(&mut p.b)).unwrap() {}
+            p.net(1 + (round * 7919) % 40_000, READ_CHUNK);
+            if end.is_some() {
+                break;
+            }
+        }
+        assert_eq!(end, Some(Outcome::Done));
+        assert_eq!(inbox_b.inbox_usage(), (1, size, 0, 0));
+        assert!(max_step <= WRITE_PIECE, "one step wrote {max_step} bytes");
+        assert!(steps > 0, "the mux never had output for a step");
+    }
+
     #[test]
     fn input_arriving_while_pumping_is_neither_lost_nor_reordered() {
         let mut p = pair();

@@ -1049,34 +1049,35 @@ impl Xfer {
         log: &RefCell<LogLimiter>,
     ) -> Result<bool, crate::streams::Stop> {
         files.transmit(&mut link.conn, (self.conn, 0))?;
-        self.service(files, link, log).await?;
-        let mut more = false;
+        let mut more = self.service(files, link, log).await?;
         if let Some(o) = self.out.as_mut() {
-            more = o.pump_step(link, self.streams.as_mut()).await?;
+            more |= o.pump_step(link, self.streams.as_mut()).await?;
             if let Some(end) = o.outcome() {
                 files.send_ended(o, Ok(&end));
                 self.out = None;
-                more = false;
                 // Finish its stream now, not at the next event.
-                self.service(files, link, log).await?;
+                more = self.service(files, link, log).await?;
             }
         }
         Ok(more)
     }
 
+    /// What the transfers on streams have to say goes into the mux, and one
+    /// bounded step of the mux's output to the socket
+    /// (`Streams::write_step`); true if output is left. Before, this wrote
+    /// out everything the mux would give (a stream's whole window) before
+    /// the session looked at its input again.
     async fn service(
         &mut self,
         files: &crate::files::Files,
         link: &mut Link,
         log: &RefCell<LogLimiter>,
-    ) -> Result<(), crate::streams::Stop> {
-        if let Some(s) = self.streams.as_mut() {
-            s.service(files, &mut self.out, log, now())?;
-            while s.pull(&mut link.conn)? > 0 {
-                link.flush().await?;
-            }
-        }
-        Ok(())
+    ) -> Result<bool, crate::streams::Stop> {
+        let Some(s) = self.streams.as_mut() else {
+            return Ok(false);
+        };
+        s.service(files, &mut self.out, log, now())?;
+        Ok(s.write_step(link).await?)
     }
 
     /// A data message from `peer`: true if it was a stream or transfer

@@ -13,7 +13,8 @@
 //! the peer and 1 by us; per stream a length-prefix decoder of one message
 //! (65 520 bytes) and at most [`MAX_STREAM_OUT`] framed bytes waiting for the
 //! mux (a stream past it is reset); the session's transmit buffer is fed
-//! from the mux only below [`HIGH_WATER`].
+//! from the mux only below [`HIGH_WATER`] (the dual-node proof), or in
+//! bounded steps of one facade piece ([`Streams::write_step`], node mode).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -30,7 +31,7 @@ use dsoftbus::transfer::{self, wire::MAX_MESSAGE_LEN, Reason};
 use dsoftbus::{Connection, DeviceId, Instant};
 
 use crate::files::{Files, Outgoing, Sink};
-use crate::link::LinkError;
+use crate::link::{Link, LinkError, Socket, WRITE_PIECE};
 
 /// Streams the peer may have open at once (the mux refuses more).
 pub const MAX_STREAMS: usize = stream::MIN_INCOMING_STREAMS;
@@ -345,6 +346,21 @@ impl Streams {
     /// below [`HIGH_WATER`]; how many were moved.
     pub(crate) fn pull(&mut self, conn: &mut Connection) -> Result<usize, LinkError> {
         self.pull_below(conn, HIGH_WATER)
+    }
+
+    /// One bounded step of the mux's output: messages into the session's
+    /// transmit buffer while it holds less than one facade piece, then one
+    /// piece ([`WRITE_PIECE`]) written. True if output is left for the next
+    /// step. The session loop takes its ready input between steps, so a
+    /// window's worth of stream data (up to 256 KiB: about 60 ms of TCG
+    /// time) never goes out ahead of a pong that has arrived.
+    pub(crate) async fn write_step<S: Socket>(
+        &mut self,
+        link: &mut Link<S>,
+    ) -> Result<bool, LinkError> {
+        let moved = self.pull_below(&mut link.conn, WRITE_PIECE)?;
+        let wrote = link.write_piece().await?;
+        Ok(moved > 0 || wrote || !link.conn.transmit_buf().is_empty())
     }
 
     /// Move stream messages into the session's transmit buffer while it
