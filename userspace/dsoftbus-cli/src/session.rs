@@ -1303,13 +1303,36 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
     paths: Vec<PathBuf>,
     out: &mut W,
 ) -> Response {
+    use dsoftbus::transfer::Version;
     let Some(h) = peers.session(device) else {
         return Response::error(
             NO_PEER,
             format!("no session with {device} (see `dsoftbus peers`)"),
         );
     };
-    let version = h.transfer;
+    let mut refused = false;
+    let r = send_once(&h, device, paths.clone(), h.transfer, out, &mut refused).await;
+    if !refused {
+        return r;
+    }
+    // The peer listed transfer/2 but refused a v2 offer (a build without
+    // it behind a stale announce, or another implementation): once more
+    // in v1, which every node receives.
+    warn!("peer={device} refused a transfer v2 offer (unsupported version); offering again in v1 (SHA-256)");
+    send_once(&h, device, paths, Version::V1, out, &mut refused).await
+}
+
+/// One offer of `paths` to `device` in transfer `version`, through its
+/// session `h`, to the end. Sets `refused_v2` when the peer denied a v2
+/// offer `unsupported-version` (the caller may offer again in v1).
+async fn send_once<W: AsyncWrite + Unpin>(
+    h: &SessionHandle,
+    device: &DeviceId,
+    paths: Vec<PathBuf>,
+    version: dsoftbus::transfer::Version,
+    out: &mut W,
+    refused_v2: &mut bool,
+) -> Response {
     let built = tokio::task::spawn_blocking(move || {
         let mut warnings = Vec::new();
         build_offer(&paths, version, &mut warnings).map(|p| (p, warnings))
@@ -1405,6 +1428,13 @@ pub async fn send_paths<W: AsyncWrite + Unpin>(
                         }
                     }
                     o => {
+                        let unsupported = Outcome::Denied {
+                            by: Side::Peer,
+                            reason: dsoftbus::transfer::Reason::UnsupportedVersion,
+                        };
+                        if version == dsoftbus::transfer::Version::V2 && o == unsupported {
+                            *refused_v2 = true;
+                        }
                         let why = match (&o, detail) {
                             (_, Some(d)) => d,
                             (Outcome::Denied { reason, .. }, None) => {

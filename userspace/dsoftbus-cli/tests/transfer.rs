@@ -489,3 +489,52 @@ fn send_offers_v2_only_to_a_peer_that_announces_it() {
         );
     }
 }
+
+/// A peer that lists `transfer/2` but denies a v2 offer `unsupported-version`
+/// (a stale announce, another implementation) gets the same files again
+/// in v1, and the send succeeds.
+#[test]
+fn a_refused_v2_offer_is_offered_again_in_v1() {
+    use dsoftbus::transfer::{Message, Outcome, Receiver, ReceiverConfig, ReceiverEvent, Version};
+    let dir = tempfile::tempdir().unwrap();
+    let tx = spawn(dir.path(), "tx", Ports::new(), &[], &[], None);
+    tx.wait_up();
+    let body: Vec<u8> = (0..100_003u32).map(|i| (i * 13 % 251) as u8).collect();
+    let src = dir.path().join("f.bin");
+    std::fs::write(&src, &body).unwrap();
+    let mut h = Hostile::connect_with("liar", &tx, &["transfer/2"]);
+    let state = tx.state.clone();
+    let path = src.to_str().unwrap().to_string();
+    let sender = std::thread::spawn(move || cli(&state, &["send", "--json", "liar", &path]));
+    // The v2 offer: denied as a v1-only node would (its DENY in v1).
+    let o = h.recv(T, false).expect("the v2 offer");
+    assert_eq!((o.kind, o.version), (KIND_OFFER, Version::V2));
+    let deny = Message::Deny {
+        id: o.id,
+        reason: Reason::UnsupportedVersion,
+    };
+    h.send_all(&[deny.encode(Version::V1)]).unwrap();
+    // The same file again, in v1, run to DONE by the core's receiver.
+    let mut rx = Receiver::new(ReceiverConfig::default());
+    let mut got = Vec::new();
+    while rx.outcome().is_none() {
+        let m = h.recv(T, true).expect("the v1 offer and its data");
+        assert_eq!(m.version, Version::V1);
+        let _ = rx.handle(&m.msg);
+        while let Some(ev) = rx.poll_event() {
+            match ev {
+                ReceiverEvent::Offered => rx.accept().unwrap(),
+                ReceiverEvent::Data { data, .. } => got.extend_from_slice(&data),
+                _ => {}
+            }
+        }
+        let out: Vec<Vec<u8>> = std::iter::from_fn(|| rx.poll_transmit()).collect();
+        h.send_all(&out).unwrap();
+    }
+    assert_eq!(rx.outcome(), Some(&Outcome::Done));
+    assert_eq!(got, body);
+    let o = sender.join().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o).trim()).unwrap();
+    assert_eq!(v["hash"], "sha256", "{v}");
+}
