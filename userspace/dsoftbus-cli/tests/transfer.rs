@@ -419,6 +419,33 @@ fn transfers_on_streams_with_a_scripted_peer() {
     assert!(text(&o).contains("declined"), "{}", text(&o));
 }
 
+/// Runs the core's own `Receiver` (accepting) over what the daemon sends
+/// `h` until the transfer ends; every message must be in version `want`.
+/// The receiver (outcome, offered entries) and the bytes it handed out.
+fn receive_with_core(
+    h: &mut Hostile,
+    want: dsoftbus::transfer::Version,
+) -> (dsoftbus::transfer::Receiver, Vec<u8>) {
+    use dsoftbus::transfer::{Receiver, ReceiverConfig, ReceiverEvent};
+    let mut rx = Receiver::new(ReceiverConfig::default());
+    let mut got = Vec::new();
+    while rx.outcome().is_none() {
+        let m = h.recv(T, true).expect("the sender's next message");
+        assert_eq!(m.version, want, "every message in the offer's version");
+        let _ = rx.handle(&m.msg);
+        while let Some(ev) = rx.poll_event() {
+            match ev {
+                ReceiverEvent::Offered => rx.accept().unwrap(),
+                ReceiverEvent::Data { data, .. } => got.extend_from_slice(&data),
+                _ => {}
+            }
+        }
+        let out: Vec<Vec<u8>> = std::iter::from_fn(|| rx.poll_transmit()).collect();
+        h.send_all(&out).unwrap();
+    }
+    (rx, got)
+}
+
 /// Transfer v2 (wire.md §12.1): `send` offers BLAKE3 only to a peer whose
 /// announce lists `transfer/2`, SHA-256 (v1) to one that does not; each
 /// transfer runs to DONE against the core's own `Receiver`, the offered
@@ -426,7 +453,7 @@ fn transfers_on_streams_with_a_scripted_peer() {
 /// says which hash it was.
 #[test]
 fn send_offers_v2_only_to_a_peer_that_announces_it() {
-    use dsoftbus::transfer::{Outcome, Receiver, ReceiverConfig, ReceiverEvent, Version};
+    use dsoftbus::transfer::{Outcome, Version};
     use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
     let tx = spawn(dir.path(), "tx", Ports::new(), &[], &[], None);
@@ -446,33 +473,12 @@ fn send_offers_v2_only_to_a_peer_that_announces_it() {
         let path = src.to_str().unwrap().to_string();
         let id2 = id.to_string();
         let sender = std::thread::spawn(move || cli(&state, &["send", "--json", &id2, &path]));
-        let mut rx = Receiver::new(ReceiverConfig::default());
-        let mut got = Vec::new();
-        while rx.outcome().is_none() {
-            let m = h.recv(T, true).expect("the sender's next message");
-            assert_eq!(
-                m.version, want,
-                "{id}: every message in the offer's version"
-            );
-            let _ = rx.handle(&m.msg);
-            while let Some(ev) = rx.poll_event() {
-                match ev {
-                    ReceiverEvent::Offered => {
-                        let e = &rx.offer().unwrap()[0];
-                        match e.kind {
-                            EntryKind::File { digest: d, .. } => {
-                                assert_eq!(hex::encode(d), digest, "{id}: offered digest")
-                            }
-                            EntryKind::Dir => panic!("a directory"),
-                        }
-                        rx.accept().unwrap();
-                    }
-                    ReceiverEvent::Data { data, .. } => got.extend_from_slice(&data),
-                    _ => {}
-                }
+        let (rx, got) = receive_with_core(&mut h, want);
+        match rx.offer().map(|e| e[0].kind) {
+            Some(EntryKind::File { digest: d, .. }) => {
+                assert_eq!(hex::encode(d), digest, "{id}: offered digest")
             }
-            let out: Vec<Vec<u8>> = std::iter::from_fn(|| rx.poll_transmit()).collect();
-            h.send_all(&out).unwrap();
+            k => panic!("{id}: offered {k:?}"),
         }
         assert_eq!(rx.outcome(), Some(&Outcome::Done), "{id}");
         assert_eq!(got, body, "{id}");
@@ -495,7 +501,7 @@ fn send_offers_v2_only_to_a_peer_that_announces_it() {
 /// in v1, and the send succeeds.
 #[test]
 fn a_refused_v2_offer_is_offered_again_in_v1() {
-    use dsoftbus::transfer::{Message, Outcome, Receiver, ReceiverConfig, ReceiverEvent, Version};
+    use dsoftbus::transfer::{Message, Outcome, Version};
     let dir = tempfile::tempdir().unwrap();
     let tx = spawn(dir.path(), "tx", Ports::new(), &[], &[], None);
     tx.wait_up();
@@ -515,22 +521,7 @@ fn a_refused_v2_offer_is_offered_again_in_v1() {
     };
     h.send_all(&[deny.encode(Version::V1)]).unwrap();
     // The same file again, in v1, run to DONE by the core's receiver.
-    let mut rx = Receiver::new(ReceiverConfig::default());
-    let mut got = Vec::new();
-    while rx.outcome().is_none() {
-        let m = h.recv(T, true).expect("the v1 offer and its data");
-        assert_eq!(m.version, Version::V1);
-        let _ = rx.handle(&m.msg);
-        while let Some(ev) = rx.poll_event() {
-            match ev {
-                ReceiverEvent::Offered => rx.accept().unwrap(),
-                ReceiverEvent::Data { data, .. } => got.extend_from_slice(&data),
-                _ => {}
-            }
-        }
-        let out: Vec<Vec<u8>> = std::iter::from_fn(|| rx.poll_transmit()).collect();
-        h.send_all(&out).unwrap();
-    }
+    let (rx, got) = receive_with_core(&mut h, Version::V1);
     assert_eq!(rx.outcome(), Some(&Outcome::Done));
     assert_eq!(got, body);
     let o = sender.join().unwrap();
