@@ -311,7 +311,7 @@ impl Receiver {
         self.cur = 0;
         match self.settle() {
             Ok(()) => Ok(()),
-            Err(e) => self.fail(e).map(|_| ()),
+            Err(e) => self.fail(e),
         }
     }
 
@@ -381,7 +381,7 @@ impl Receiver {
             Err(e) => {
                 // An unreadable header: ours only if we have nothing else.
                 if self.state != State::AwaitOffer {
-                    return self.fail(TransferError::Wire(e)).map(|()| None);
+                    return self.fail(TransferError::Wire(e));
                 }
                 if self.refuse_before_offer(msg, TransferError::Wire(e)) {
                     return Err(TransferError::Wire(e));
@@ -404,16 +404,16 @@ impl Receiver {
             if !version.supported() {
                 self.id = Some(id);
                 let e = WireError::UnsupportedVersion(version.to_u8());
-                return self.fail(TransferError::Wire(e)).map(|()| None);
+                return self.fail(TransferError::Wire(e));
             }
         } else if version != self.version {
-            return self.fail(TransferError::Unexpected { kind }).map(|()| None);
+            return self.fail(TransferError::Unexpected { kind });
         }
         let m = match wire::decode(msg) {
             Ok(m) => m,
             Err(e) => {
                 self.id = Some(id);
-                return self.fail(TransferError::Wire(e)).map(|()| None);
+                return self.fail(TransferError::Wire(e));
             }
         };
         match (self.state, m) {
@@ -421,7 +421,7 @@ impl Receiver {
                 self.id = Some(id);
                 if let Err(e) = check_offer(&entries, self.cfg.max_entries, self.cfg.max_total_size)
                 {
-                    return self.fail(TransferError::Offer(e)).map(|()| None);
+                    return self.fail(TransferError::Offer(e));
                 }
                 self.have = alloc::vec![0; entries.len()];
                 self.unchecked = alloc::vec![false; entries.len()];
@@ -459,7 +459,7 @@ impl Receiver {
             (State::Receiving, Message::End { .. }) => {
                 if self.cur < self.entries.len() {
                     let entry = self.cur as u16;
-                    return self.fail(TransferError::Truncated { entry }).map(|()| None);
+                    return self.fail(TransferError::Truncated { entry });
                 }
                 if self.unchecked.contains(&true) {
                     // DONE once the caller's hashes are in (file_hashed).
@@ -469,7 +469,7 @@ impl Receiver {
                 }
                 Ok(None)
             }
-            _ => self.fail(TransferError::Unexpected { kind }).map(|()| None),
+            _ => self.fail(TransferError::Unexpected { kind }),
         }
     }
 
@@ -490,12 +490,10 @@ impl Receiver {
                     .is_some_and(|end| end <= e.size())
             });
         if !in_order {
-            return self
-                .fail(TransferError::OutOfOrder { entry, offset })
-                .map(|()| None);
+            return self.fail(TransferError::OutOfOrder { entry, offset });
         }
         if self.received + data.len() as u64 - self.acked > u64::from(self.cfg.window) {
-            return self.fail(TransferError::WindowExceeded).map(|()| None);
+            return self.fail(TransferError::WindowExceeded);
         }
         if let Some(Some(h)) = self.hashers.get_mut(i) {
             h.update(data);
@@ -520,7 +518,7 @@ impl Receiver {
         match self.settle() {
             Ok(()) => Ok(out),
             // The transfer failed (a hash mismatch): its bytes are of no use.
-            Err(e) => self.fail(e).map(|()| None),
+            Err(e) => self.fail(e),
         }
     }
 
@@ -596,7 +594,9 @@ impl Receiver {
             .push_back(Message::Abort { id, reason, entry }.encode(self.version));
     }
 
-    fn fail(&mut self, err: TransferError) -> Result<(), TransferError> {
+    /// Ends the transfer on `err` (DENY or ABORT to the peer) and returns
+    /// it, as any result type the caller has.
+    fn fail<T>(&mut self, err: TransferError) -> Result<T, TransferError> {
         match self.state {
             State::Finished => {}
             State::AwaitOffer | State::Pending => {
