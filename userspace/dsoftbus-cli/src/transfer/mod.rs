@@ -130,18 +130,23 @@ impl Carrier {
     }
 }
 
+/// A hasher for `version`'s file hash. An error only if this build lacks
+/// it, which the core never lets through (it denies such offers).
+pub fn hasher(version: Version) -> Result<FileHasher, String> {
+    FileHasher::new(version).ok_or_else(|| format!("no {} in this build", version.hash_name()))
+}
+
 /// The running hash of `entry` in `hashers`, started for `version` on
-/// first use. `None` only if this build lacks the version's hash, which
-/// the core never lets through (it denies such offers).
+/// first use ([`hasher`]).
 pub fn running_hash(
     hashers: &mut HashMap<u16, FileHasher>,
     entry: u16,
     version: Version,
-) -> Option<&mut FileHasher> {
-    if let std::collections::hash_map::Entry::Vacant(v) = hashers.entry(entry) {
-        v.insert(FileHasher::new(version)?);
+) -> Result<&mut FileHasher, String> {
+    match hashers.entry(entry) {
+        std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
+        std::collections::hash_map::Entry::Vacant(v) => Ok(v.insert(hasher(version)?)),
     }
-    hashers.get_mut(&entry)
 }
 
 /// What the user is told about a reason a peer gave.

@@ -93,12 +93,6 @@ pub fn hash_file(path: &Path, version: Version) -> std::io::Result<(u64, [u8; 32
     hash_open(File::open(path)?, version)
 }
 
-/// A hasher for `version`, or the error a send reports without one.
-fn hasher(version: Version) -> std::io::Result<FileHasher> {
-    FileHasher::new(version)
-        .ok_or_else(|| std::io::Error::other(format!("no {} in this build", version.hash_name())))
-}
-
 /// Size and digest of what `f` reads, with the reading on a second thread
 /// so it overlaps the hashing: on the project machine reading a 256 MiB file
 /// from the page cache costs about as much CPU as hashing it with SHA-256
@@ -109,7 +103,7 @@ fn hash_open(mut f: File, version: Version) -> std::io::Result<(u64, [u8; 32])> 
         // Small files (most of a folder) are read and hashed inline: below
         // 1 MiB there is little to overlap, and a folder would start a
         // thread per file (a chosen threshold, not a measured optimum).
-        let mut h = hasher(version)?;
+        let mut h = hasher(version).map_err(std::io::Error::other)?;
         let mut buf = vec![0u8; PIECE];
         let mut total: u64 = 0;
         loop {
@@ -124,7 +118,7 @@ fn hash_open(mut f: File, version: Version) -> std::io::Result<(u64, [u8; 32])> 
             }
         }
     }
-    let mut h = hasher(version)?;
+    let mut h = hasher(version).map_err(std::io::Error::other)?;
     // Full buffers to the hasher; empty ones back. Two in flight.
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
     let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);

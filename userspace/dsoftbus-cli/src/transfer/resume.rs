@@ -102,7 +102,7 @@ pub fn feed_prefix(
             match f.read(&mut buf[..n]) {
                 Ok(0) | Err(_) => break,
                 Ok(k) => {
-                    let Some(h) = running_hash(hashers, entry, version) else {
+                    let Ok(h) = running_hash(hashers, entry, version) else {
                         break;
                     };
                     if rx.resume_prefix(entry, &buf[..k]).is_err() {

@@ -171,21 +171,17 @@ impl WriteJob {
                 }
                 WriterMsg::Hash(entry) => {
                     // An empty file was never written: its hash starts here.
-                    match self
-                        .hashers
-                        .remove(&entry)
-                        .or_else(|| FileHasher::new(self.version))
-                    {
-                        Some(h) => {
-                            let _ = report.blocking_send(Report::Hashed {
-                                carrier: self.carrier,
-                                entry,
-                                digest: h.finalize(),
-                            });
-                            Ok(())
-                        }
-                        None => Err(format!("no {} in this build", self.version.hash_name())),
-                    }
+                    let h = match self.hashers.remove(&entry) {
+                        Some(h) => Ok(h),
+                        None => hasher(self.version),
+                    };
+                    h.map(|h| {
+                        let _ = report.blocking_send(Report::Hashed {
+                            carrier: self.carrier,
+                            entry,
+                            digest: h.finalize(),
+                        });
+                    })
                 }
                 WriterMsg::Verified(e) => match self.store(e) {
                     Ok((path, bytes)) => {
@@ -246,9 +242,7 @@ impl WriteJob {
     }
 
     fn write(&mut self, entry: u16, data: &[u8]) -> Result<(), String> {
-        running_hash(&mut self.hashers, entry, self.version)
-            .ok_or_else(|| format!("no {} in this build", self.version.hash_name()))?
-            .update(data);
+        running_hash(&mut self.hashers, entry, self.version)?.update(data);
         use std::os::fd::AsRawFd;
         let file = self.part(entry)?;
         file.write_all(data)
