@@ -2,11 +2,10 @@
 //! minimal program doing a file transfer's essential work without the soft
 //! bus — read the file, hash it, send it over loopback TCP; on the other
 //! end receive, hash, write and fsync, and report the digest back so the
-//! sender can check it. No encryption (the session's two AEAD passes are
-//! added to this program's CPU time by the script to get the "essential
-//! work"). The hash is SHA-256 (transfer v1), or BLAKE3 with `--blake3`
-//! (transfer v2: what two Linux daemons use), from the `sha2` and `blake3`
-//! crates directly.
+//! sender can check it. No encryption unless `--seal` (below). The hash is
+//! SHA-256 (transfer v1), or BLAKE3 with `--blake3` (transfer v2: what two
+//! Linux daemons use), through the core's `transfer::FileHasher`, the same
+//! code the daemons hash with.
 //!
 //! `tcp_hash_copy [--blake3] [--seal] <file> <out>`: both ends in one
 //! process (receiver on a second thread), so a whole-process timer sees all
@@ -28,7 +27,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
+use dsoftbus::transfer::{FileHasher, Version};
 
 const CHUNK: usize = 256 * 1024;
 /// Plaintext bytes per sealed record (`--seal`).
@@ -92,50 +91,19 @@ impl Cipher {
     }
 }
 
-/// The file hash of either transfer version.
-#[derive(Clone)]
-enum Hash {
-    Sha256(Sha256),
-    Blake3(Box<blake3::Hasher>),
-}
-
-impl Hash {
-    fn new(blake3: bool) -> Hash {
-        if blake3 {
-            Hash::Blake3(Box::default())
-        } else {
-            Hash::Sha256(Sha256::new())
-        }
-    }
-    fn name(&self) -> &'static str {
-        match self {
-            Hash::Sha256(_) => "sha256",
-            Hash::Blake3(_) => "blake3",
-        }
-    }
-    fn update(&mut self, b: &[u8]) {
-        match self {
-            Hash::Sha256(h) => h.update(b),
-            Hash::Blake3(h) => {
-                h.update(b);
-            }
-        }
-    }
-    fn finalize(self) -> [u8; 32] {
-        match self {
-            Hash::Sha256(h) => h.finalize().into(),
-            Hash::Blake3(h) => h.finalize().into(),
-        }
-    }
+/// A hasher for `version` (both are in the host build of the core).
+fn hasher(version: Version) -> std::io::Result<FileHasher> {
+    FileHasher::new(version)
+        .ok_or_else(|| std::io::Error::other(format!("no {} in this build", version.hash_name())))
 }
 
 /// Reads `r` to its end in `CHUNK`s, hashing each and handing it to
 /// `pass`: the bytes read and their hash state.
 fn hash_through(
     r: &mut impl Read,
-    mut h: Hash,
+    mut h: FileHasher,
     mut pass: impl FnMut(&[u8]) -> std::io::Result<()>,
-) -> std::io::Result<(u64, Hash)> {
+) -> std::io::Result<(u64, FileHasher)> {
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
     loop {
@@ -149,7 +117,7 @@ fn hash_through(
     }
 }
 
-fn receive(l: TcpListener, out: String, h: Hash, sealed: bool) -> std::io::Result<()> {
+fn receive(l: TcpListener, out: String, h: FileHasher, sealed: bool) -> std::io::Result<()> {
     let (mut s, _) = l.accept()?;
     let mut f = std::fs::File::create(&out)?;
     let h = if sealed {
@@ -166,9 +134,9 @@ fn receive(l: TcpListener, out: String, h: Hash, sealed: bool) -> std::io::Resul
 /// hashed and handed to `pass`, until the sender's end of stream.
 fn open_through(
     s: &mut TcpStream,
-    mut h: Hash,
+    mut h: FileHasher,
     mut pass: impl FnMut(&[u8]) -> std::io::Result<()>,
-) -> std::io::Result<Hash> {
+) -> std::io::Result<FileHasher> {
     let mut k = Cipher::new(false)?;
     let mut rec = vec![0u8; RECORD + TAG];
     loop {
@@ -190,10 +158,10 @@ fn open_through(
 }
 
 /// Reads and hashes `file` in the baseline's chunks; prints the digest.
-fn hash_only(file: &str, h: Hash) -> std::io::Result<()> {
+fn hash_only(file: &str, version: Version) -> std::io::Result<()> {
     let mut f = std::fs::File::open(file)?;
-    let (_, h) = hash_through(&mut f, h, |_| Ok(()))?;
-    let name = h.name();
+    let (_, h) = hash_through(&mut f, hasher(version)?, |_| Ok(()))?;
+    let name = version.hash_name();
     let hex: String = h.finalize()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -213,12 +181,13 @@ fn main() -> std::io::Result<()> {
     };
     let blake3 = flag("--blake3");
     let sealed = flag("--seal");
-    let hash = Hash::new(blake3);
+    let version = if blake3 { Version::V2 } else { Version::V1 };
     if let [flag, file] = args.as_slice() {
         if flag == "--hash" {
-            return hash_only(file, hash);
+            return hash_only(file, version);
         }
     }
+    let hash = hasher(version)?;
     let [file, out] = args.as_slice() else {
         eprintln!(
             "usage: tcp_hash_copy [--blake3] [--seal] <file> <out> | tcp_hash_copy [--blake3] --hash <file>"
@@ -253,7 +222,7 @@ fn main() -> std::io::Result<()> {
     s.read_exact(&mut theirs)?;
     rx.join().expect("receiver thread")?;
     let secs = start.elapsed().as_secs_f64();
-    let name = h.name();
+    let name = version.hash_name();
     let ours = h.finalize();
     if theirs[..] != ours[..] {
         eprintln!("tcp_hash_copy: digest mismatch");
