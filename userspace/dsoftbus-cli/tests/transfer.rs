@@ -446,6 +446,22 @@ fn receive_with_core(
     (rx, got)
 }
 
+/// A daemon `tx` up, and a `len`-byte file in `dir` for it to send.
+fn sender_and_file(dir: &Path, len: u32) -> (Node, Vec<u8>, String) {
+    let tx = spawn(dir, "tx", Ports::new(), &[], &[], None);
+    tx.wait_up();
+    let body: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    let src = dir.join("f.bin");
+    std::fs::write(&src, &body).unwrap();
+    (tx, body, src.to_str().unwrap().to_string())
+}
+
+/// `dsoftbus send --json <device> <path>` from `tx`, on a thread.
+fn send_json(tx: &Node, device: &str, path: &str) -> std::thread::JoinHandle<std::process::Output> {
+    let (state, device, path) = (tx.state.clone(), device.to_string(), path.to_string());
+    std::thread::spawn(move || cli(&state, &["send", "--json", &device, &path]))
+}
+
 /// Transfer v2 (wire.md §12.1): `send` offers BLAKE3 only to a peer whose
 /// announce lists `transfer/2`, SHA-256 (v1) to one that does not; each
 /// transfer runs to DONE against the core's own `Receiver`, the offered
@@ -456,11 +472,7 @@ fn send_offers_v2_only_to_a_peer_that_announces_it() {
     use dsoftbus::transfer::{Outcome, Version};
     use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
-    let tx = spawn(dir.path(), "tx", Ports::new(), &[], &[], None);
-    tx.wait_up();
-    let body: Vec<u8> = (0..300_007u32).map(|i| (i * 7 % 251) as u8).collect();
-    let src = dir.path().join("f.bin");
-    std::fs::write(&src, &body).unwrap();
+    let (tx, body, path) = sender_and_file(dir.path(), 300_007);
     let sha256 = hex::encode(sha2::Sha256::digest(&body));
     let blake3 = blake3::hash(&body).to_hex().to_string();
     let cases: [(&str, &[&str], Version, &str); 2] = [
@@ -469,10 +481,7 @@ fn send_offers_v2_only_to_a_peer_that_announces_it() {
     ];
     for (id, services, want, digest) in cases {
         let mut h = Hostile::connect_with(id, &tx, services);
-        let state = tx.state.clone();
-        let path = src.to_str().unwrap().to_string();
-        let id2 = id.to_string();
-        let sender = std::thread::spawn(move || cli(&state, &["send", "--json", &id2, &path]));
+        let sender = send_json(&tx, id, &path);
         let (rx, got) = receive_with_core(&mut h, want);
         match rx.offer().map(|e| e[0].kind) {
             Some(EntryKind::File { digest: d, .. }) => {
@@ -503,15 +512,9 @@ fn send_offers_v2_only_to_a_peer_that_announces_it() {
 fn a_refused_v2_offer_is_offered_again_in_v1() {
     use dsoftbus::transfer::{Message, Outcome, Version};
     let dir = tempfile::tempdir().unwrap();
-    let tx = spawn(dir.path(), "tx", Ports::new(), &[], &[], None);
-    tx.wait_up();
-    let body: Vec<u8> = (0..100_003u32).map(|i| (i * 13 % 251) as u8).collect();
-    let src = dir.path().join("f.bin");
-    std::fs::write(&src, &body).unwrap();
+    let (tx, body, path) = sender_and_file(dir.path(), 100_003);
     let mut h = Hostile::connect_with("liar", &tx, &["transfer/2"]);
-    let state = tx.state.clone();
-    let path = src.to_str().unwrap().to_string();
-    let sender = std::thread::spawn(move || cli(&state, &["send", "--json", "liar", &path]));
+    let sender = send_json(&tx, "liar", &path);
     // The v2 offer: denied as a v1-only node would (its DENY in v1).
     let o = h.recv(T, false).expect("the v2 offer");
     assert_eq!((o.kind, o.version), (KIND_OFFER, Version::V2));
